@@ -1,0 +1,88 @@
+//! Errors of the runtime: every one names the tensor, layer or file at fault and, where there is
+//! one, the expected and the actual value.
+
+use std::fmt;
+
+/// Result alias used throughout the runtime and the generated code.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What went wrong while loading weights or running a model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// A weight file could not be read.
+    Io { path: String, message: String },
+    /// The bytes are not a valid safetensors file (truncated, corrupt header, bad offsets).
+    Format { source: String, message: String },
+    /// A tensor the network needs is not in the file.
+    MissingTensor { name: String, layer: String },
+    /// The file holds tensors the network does not use (reported in strict mode).
+    UnexpectedTensors { names: Vec<String> },
+    /// A tensor has another shape than the layer declares.
+    ShapeMismatch { name: String, expected: Vec<usize>, found: Vec<usize> },
+    /// A tensor's dtype cannot be converted to f32.
+    UnsupportedDtype { name: String, dtype: String },
+    /// A weight is NaN or infinite.
+    NonFinite { name: String, index: usize, value: f32 },
+    /// An input, relevance or output buffer has the wrong number of elements.
+    Length { what: String, expected: usize, found: usize },
+    /// More samples than the workspace was built for.
+    BatchCapacity { capacity: usize, requested: usize },
+    /// The class to explain does not exist.
+    TargetOutOfRange { target: usize, classes: usize },
+    /// A hyper-parameter given at run time is invalid.
+    InvalidParameter { what: String, message: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { path, message } => write!(f, "cannot read weight file `{path}`: {message}"),
+            Error::Format { source, message } => {
+                write!(f, "`{source}` is not a valid safetensors file: {message}")
+            }
+            Error::MissingTensor { name, layer } => {
+                write!(f, "tensor `{name}` (needed by layer `{layer}`) is missing from the weights")
+            }
+            Error::UnexpectedTensors { names } => write!(
+                f,
+                "the weights hold {} tensor(s) the network does not use: {}",
+                names.len(),
+                names.join(", ")
+            ),
+            Error::ShapeMismatch { name, expected, found } => write!(
+                f,
+                "tensor `{name}` has shape {found:?}, but the network expects {expected:?}"
+            ),
+            Error::UnsupportedDtype { name, dtype } => write!(
+                f,
+                "tensor `{name}` has dtype {dtype}; supported are F32, F16, BF16 and F64"
+            ),
+            Error::NonFinite { name, index, value } => {
+                write!(f, "tensor `{name}` holds a non-finite value {value} at flat index {index}")
+            }
+            Error::Length { what, expected, found } => {
+                write!(f, "{what} has {found} elements, but {expected} were expected")
+            }
+            Error::BatchCapacity { capacity, requested } => write!(
+                f,
+                "batch of {requested} samples exceeds the workspace capacity of {capacity}"
+            ),
+            Error::TargetOutOfRange { target, classes } => write!(
+                f,
+                "target class {target} is out of range: the network has {classes} outputs"
+            ),
+            Error::InvalidParameter { what, message } => write!(f, "invalid {what}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Checks that a buffer named `what` holds exactly `expected` elements.
+pub fn check_len(what: &str, expected: usize, found: usize) -> Result<()> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(Error::Length { what: what.to_string(), expected, found })
+    }
+}

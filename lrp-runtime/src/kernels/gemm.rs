@@ -1,0 +1,167 @@
+//! Single-precision matrix product `C = alpha A B + beta C` over strided views, on top of
+//! `matrixmultiply::sgemm`. Views carry their strides so transposes cost nothing.
+
+/// A read-only strided matrix: element (i, j) is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// A mutable strided matrix: element (i, j) is `data[i * rs + j * cs]`.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// Row-major `rows x cols` view of `data`.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef { data, rows, cols, rs: cols, cs: 1 }
+    }
+
+    /// The transposed view (no copy).
+    pub fn t(self) -> Self {
+        MatRef { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+
+    fn max_index(&self) -> Option<usize> {
+        max_index(self.rows, self.cols, self.rs, self.cs)
+    }
+}
+
+impl<'a> MatMut<'a> {
+    /// Row-major `rows x cols` view of `data`.
+    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        MatMut { data, rows, cols, rs: cols, cs: 1 }
+    }
+
+    /// The transposed view (no copy).
+    pub fn t(self) -> Self {
+        MatMut { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+
+    fn max_index(&self) -> Option<usize> {
+        max_index(self.rows, self.cols, self.rs, self.cs)
+    }
+}
+
+/// Largest flat index a view touches, `None` for an empty view.
+fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 {
+        return None;
+    }
+    Some((rows - 1) * rs + (cols - 1) * cs)
+}
+
+/// `C = alpha A B + beta C` for `A: m x k`, `B: k x n`, `C: m x n`.
+///
+/// Panics if the views' dimensions disagree or a view reaches past its slice; generated code
+/// only passes views whose sizes the compiler checked, so this never fires on user input.
+pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) {
+    assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows, "gemm: dimension mismatch");
+    let in_bounds = |max: Option<usize>, len: usize| max.is_none_or(|i| i < len);
+    assert!(in_bounds(a.max_index(), a.data.len()), "gemm: A out of bounds");
+    assert!(in_bounds(b.max_index(), b.data.len()), "gemm: B out of bounds");
+    assert!(in_bounds(c.max_index(), c.data.len()), "gemm: C out of bounds");
+    if c.rows == 0 || c.cols == 0 {
+        return;
+    }
+    if a.cols == 0 {
+        // matrixmultiply handles k = 0 too, but make the beta-only case explicit.
+        for i in 0..c.rows {
+            for j in 0..c.cols {
+                let v = &mut c.data[i * c.rs + j * c.cs];
+                *v = if beta == 0.0 { 0.0 } else { beta * *v };
+            }
+        }
+        return;
+    }
+    let stride = |s: usize| s as isize;
+    // SAFETY: the asserts above check that every element (i, j) the three views address lies
+    // inside its slice, and `c` is borrowed mutably, so it does not alias `a` or `b`.
+    unsafe {
+        matrixmultiply::sgemm(
+            c.rows,
+            a.cols,
+            c.cols,
+            alpha,
+            a.data.as_ptr(),
+            stride(a.rs),
+            stride(a.cs),
+            b.data.as_ptr(),
+            stride(b.rs),
+            stride(b.cs),
+            beta,
+            c.data.as_mut_ptr(),
+            stride(c.rs),
+            stride(c.cs),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
+        let mut out = vec![0.0; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                let mut s = 0.0f64;
+                for p in 0..a.cols {
+                    s += a.data[i * a.rs + p * a.cs] as f64 * b.data[p * b.rs + j * b.cs] as f64;
+                }
+                out[i * b.cols + j] = s as f32;
+            }
+        }
+        out
+    }
+
+    fn seq(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 * 0.37 + seed).sin() * 2.0)).collect()
+    }
+
+    #[test]
+    fn matches_naive_with_transposes_and_beta() {
+        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (17, 9, 33), (64, 70, 5)] {
+            let a = seq(m * k, 0.1);
+            let b = seq(k * n, 0.7);
+            let bt: Vec<f32> = (0..n * k).map(|idx| b[(idx % k) * n + idx / k]).collect();
+            let a_ref = MatRef::row_major(&a, m, k);
+            let expect = naive(a_ref, MatRef::row_major(&b, k, n));
+            // B given transposed in memory.
+            let mut c = vec![1.0; m * n];
+            gemm(2.0, a_ref, MatRef::row_major(&bt, n, k).t(), 0.5, MatMut::row_major(&mut c, m, n));
+            for i in 0..m * n {
+                let want = 2.0 * expect[i] + 0.5;
+                assert!((c[i] - want).abs() <= 1e-4 * (1.0 + want.abs()), "{m}x{k}x{n} at {i}: {} vs {want}", c[i]);
+            }
+            // C written transposed.
+            let mut ct = vec![0.0; n * m];
+            gemm(1.0, a_ref, MatRef::row_major(&b, k, n), 0.0, MatMut::row_major(&mut ct, n, m).t());
+            for i in 0..m {
+                for j in 0..n {
+                    let (got, want) = (ct[j * m + i], expect[i * n + j]);
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn rejects_short_slices() {
+        let a = [1.0; 5];
+        let b = [1.0; 6];
+        let mut c = [0.0; 4];
+        gemm(1.0, MatRef { data: &a, rows: 2, cols: 3, rs: 3, cs: 1 }, MatRef::row_major(&b, 3, 2), 0.0, MatMut::row_major(&mut c, 2, 2));
+    }
+}

@@ -1,0 +1,171 @@
+//! Lowering a 2-D convolution to a matrix product: `im2col` unfolds the receptive fields of an
+//! image into columns, `col2im` folds columns back, summing where fields overlap.
+
+/// Geometry of a 2-D convolution over one `[in_channels, in_h, in_w]` sample, PyTorch semantics
+/// (zero padding, dilation, groups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGeom {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Conv2dGeom {
+    /// `out = (in + 2 pad - dilation (kernel - 1) - 1) / stride + 1`.
+    pub const fn out_h(&self) -> usize {
+        out_extent(self.in_h, self.kernel[0], self.stride[0], self.padding[0], self.dilation[0])
+    }
+
+    pub const fn out_w(&self) -> usize {
+        out_extent(self.in_w, self.kernel[1], self.stride[1], self.padding[1], self.dilation[1])
+    }
+
+    /// Elements of one input sample.
+    pub const fn in_len(&self) -> usize {
+        self.in_channels * self.in_h * self.in_w
+    }
+
+    /// Elements of one output sample.
+    pub const fn out_len(&self) -> usize {
+        self.out_channels * self.out_h() * self.out_w()
+    }
+
+    /// Rows of the unfolded matrix: `in_channels * kh * kw`.
+    pub const fn col_rows(&self) -> usize {
+        self.in_channels * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Columns of the unfolded matrix: one per output position.
+    pub const fn col_cols(&self) -> usize {
+        self.out_h() * self.out_w()
+    }
+
+    /// Shape of the weight tensor, PyTorch layout `[out, in / groups, kh, kw]`.
+    pub const fn weight_shape(&self) -> [usize; 4] {
+        [self.out_channels, self.in_channels / self.groups, self.kernel[0], self.kernel[1]]
+    }
+}
+
+/// Output extent of a convolution or pooling window sliding over `input` positions.
+pub const fn out_extent(input: usize, kernel: usize, stride: usize, pad: usize, dilation: usize) -> usize {
+    let span = dilation * (kernel - 1) + 1;
+    if input + 2 * pad < span { 0 } else { (input + 2 * pad - span) / stride + 1 }
+}
+
+/// Calls `f(row, col, input_index)` for every unfolded entry that reads a real input pixel
+/// (entries reading zero padding are skipped). Row = `(c * kh + ki) * kw + kj`, col = `oy * ow + ox`.
+#[inline]
+fn for_each_tap(g: &Conv2dGeom, mut f: impl FnMut(usize, usize, usize)) {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    for c in 0..g.in_channels {
+        for ki in 0..g.kernel[0] {
+            for kj in 0..g.kernel[1] {
+                let row = (c * g.kernel[0] + ki) * g.kernel[1] + kj;
+                for oy in 0..oh {
+                    let y = (oy * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0] as isize;
+                    if y < 0 || y >= g.in_h as isize {
+                        continue;
+                    }
+                    for ox in 0..ow {
+                        let x = (ox * g.stride[1] + kj * g.dilation[1]) as isize - g.padding[1] as isize;
+                        if x < 0 || x >= g.in_w as isize {
+                            continue;
+                        }
+                        f(row, oy * ow + ox, (c * g.in_h + y as usize) * g.in_w + x as usize);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Unfolds `input [C, H, W]` into `cols [C kh kw, oh ow]` (row-major), zeros for padding.
+pub fn im2col(g: &Conv2dGeom, input: &[f32], cols: &mut [f32]) {
+    let n = g.col_cols();
+    let cols = &mut cols[..g.col_rows() * n];
+    cols.fill(0.0);
+    let input = &input[..g.in_len()];
+    for_each_tap(g, |row, col, i| cols[row * n + col] = input[i]);
+}
+
+/// Folds `cols [C kh kw, oh ow]` back onto `out [C, H, W]`, summing overlapping entries
+/// (the adjoint of [`im2col`]): `out` is overwritten.
+pub fn col2im(g: &Conv2dGeom, cols: &[f32], out: &mut [f32]) {
+    let n = g.col_cols();
+    let cols = &cols[..g.col_rows() * n];
+    let out = &mut out[..g.in_len()];
+    out.fill(0.0);
+    for_each_tap(g, |row, col, i| out[i] += cols[row * n + col]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geom(c: usize, h: usize, w: usize, k: [usize; 2], s: [usize; 2], p: [usize; 2], d: [usize; 2]) -> Conv2dGeom {
+        Conv2dGeom { in_channels: c, out_channels: 1, in_h: h, in_w: w, kernel: k, stride: s, padding: p, dilation: d, groups: 1 }
+    }
+
+    /// Direct definition: cols[(c,ki,kj),(oy,ox)] = x[c, oy*s - p + ki*d, ox*s - p + kj*d] or 0.
+    fn naive_im2col(g: &Conv2dGeom, x: &[f32]) -> Vec<f32> {
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let mut cols = vec![0.0; g.col_rows() * oh * ow];
+        for c in 0..g.in_channels {
+            for ki in 0..g.kernel[0] {
+                for kj in 0..g.kernel[1] {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let y = (oy * g.stride[0] + ki * g.dilation[0]) as i64 - g.padding[0] as i64;
+                            let xx = (ox * g.stride[1] + kj * g.dilation[1]) as i64 - g.padding[1] as i64;
+                            let v = if y >= 0 && xx >= 0 && (y as usize) < g.in_h && (xx as usize) < g.in_w {
+                                x[(c * g.in_h + y as usize) * g.in_w + xx as usize]
+                            } else {
+                                0.0
+                            };
+                            cols[((c * g.kernel[0] + ki) * g.kernel[1] + kj) * oh * ow + oy * ow + ox] = v;
+                        }
+                    }
+                }
+            }
+        }
+        cols
+    }
+
+    #[test]
+    fn im2col_matches_naive_and_col2im_is_its_adjoint() {
+        let cases = [
+            geom(1, 4, 4, [3, 3], [1, 1], [1, 1], [1, 1]),
+            geom(2, 7, 5, [3, 2], [2, 1], [1, 0], [1, 1]),
+            geom(3, 9, 9, [3, 3], [2, 2], [2, 2], [2, 2]),
+            geom(2, 5, 6, [1, 1], [1, 1], [0, 0], [1, 1]),
+        ];
+        for g in cases {
+            let x: Vec<f32> = (0..g.in_len()).map(|i| (i as f32 * 0.7).cos()).collect();
+            let mut cols = vec![f32::NAN; g.col_rows() * g.col_cols()];
+            im2col(&g, &x, &mut cols);
+            assert_eq!(cols, naive_im2col(&g, &x), "{g:?}");
+            // <im2col(x), y> == <x, col2im(y)> for the adjoint.
+            let y: Vec<f32> = (0..cols.len()).map(|i| (i as f32 * 0.3).sin()).collect();
+            let mut back = vec![f32::NAN; g.in_len()];
+            col2im(&g, &y, &mut back);
+            let lhs: f64 = cols.iter().zip(&y).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+            let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+            assert!((lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()), "{g:?}: {lhs} vs {rhs}");
+        }
+    }
+
+    #[test]
+    fn output_extent_follows_pytorch() {
+        assert_eq!(out_extent(16, 3, 1, 1, 1), 16);
+        assert_eq!(out_extent(19, 5, 1, 2, 1), 19);
+        assert_eq!(out_extent(9, 3, 2, 0, 1), 4);
+        assert_eq!(out_extent(9, 3, 1, 0, 2), 5);
+        assert_eq!(out_extent(2, 5, 1, 0, 1), 0);
+    }
+}

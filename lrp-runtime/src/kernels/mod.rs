@@ -1,0 +1,11 @@
+//! Numeric kernels the generated code calls. Every `unsafe` block of the crate lives here, and
+//! every kernel is tested against a naive implementation.
+
+pub mod elementwise;
+pub mod gemm;
+pub mod im2col;
+pub mod pool;
+
+pub use gemm::{MatMut, MatRef, gemm};
+pub use im2col::{Conv2dGeom, col2im, im2col};
+pub use pool::{Pool2dGeom, avgpool_forward, avgpool_relevance, maxpool_forward, maxpool_relevance};

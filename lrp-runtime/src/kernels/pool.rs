@@ -1,0 +1,188 @@
+//! 2-D pooling and its relevance: max-pooling sends a window's relevance to its winner,
+//! average pooling redistributes in proportion to the inputs (the z-rule on constant weights).
+
+use super::elementwise::stabilize;
+use super::im2col::out_extent;
+
+/// Geometry of a pooling layer over one `[channels, in_h, in_w]` sample (PyTorch semantics,
+/// `ceil_mode = false`; average pooling counts padding in its divisor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dGeom {
+    pub channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+impl Pool2dGeom {
+    pub const fn out_h(&self) -> usize {
+        out_extent(self.in_h, self.kernel[0], self.stride[0], self.padding[0], 1)
+    }
+
+    pub const fn out_w(&self) -> usize {
+        out_extent(self.in_w, self.kernel[1], self.stride[1], self.padding[1], 1)
+    }
+
+    pub const fn in_len(&self) -> usize {
+        self.channels * self.in_h * self.in_w
+    }
+
+    pub const fn out_len(&self) -> usize {
+        self.channels * self.out_h() * self.out_w()
+    }
+
+    /// Calls `f(out_index, input_indices)` for each window; padding positions are left out.
+    #[inline]
+    fn for_each_window(&self, mut f: impl FnMut(usize, &mut dyn Iterator<Item = usize>)) {
+        let (oh, ow) = (self.out_h(), self.out_w());
+        for c in 0..self.channels {
+            for oy in 0..oh {
+                let y0 = (oy * self.stride[0]) as isize - self.padding[0] as isize;
+                let ys = y0.max(0) as usize..((y0 + self.kernel[0] as isize).min(self.in_h as isize)).max(0) as usize;
+                for ox in 0..ow {
+                    let x0 = (ox * self.stride[1]) as isize - self.padding[1] as isize;
+                    let xs = x0.max(0) as usize..((x0 + self.kernel[1] as isize).min(self.in_w as isize)).max(0) as usize;
+                    let base = c * self.in_h * self.in_w;
+                    let w = self.in_w;
+                    let mut taps = ys.clone().flat_map(|y| xs.clone().map(move |x| base + y * w + x));
+                    f((c * oh + oy) * ow + ox, &mut taps);
+                }
+            }
+        }
+    }
+}
+
+/// `y[w] = max_{j in w} x[j]`, remembering the winner `argmax[w]` (first maximum in row-major
+/// order, as PyTorch's CPU kernel; NaN wins).
+pub fn maxpool_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+    let (x, y, argmax) = (&x[..g.in_len()], &mut y[..g.out_len()], &mut argmax[..g.out_len()]);
+    g.for_each_window(|o, taps| {
+        let (mut best, mut best_j) = (f32::NEG_INFINITY, 0usize);
+        let mut first = true;
+        for j in taps {
+            let v = x[j];
+            if first || v > best || v.is_nan() {
+                best = v;
+                best_j = j;
+                first = false;
+            }
+        }
+        y[o] = best;
+        argmax[o] = best_j as u32;
+    });
+}
+
+/// Winner-take-all: `r_in[j] = sum_{w : argmax[w] = j} r_out[w]`; `r_in` is overwritten.
+pub fn maxpool_relevance(g: &Pool2dGeom, argmax: &[u32], r_out: &[f32], r_in: &mut [f32]) {
+    let r_in = &mut r_in[..g.in_len()];
+    r_in.fill(0.0);
+    for (&j, &r) in argmax[..g.out_len()].iter().zip(&r_out[..g.out_len()]) {
+        r_in[j as usize] += r;
+    }
+}
+
+/// `y[w] = sum_{j in w} x[j] / (kh kw)` (zero padding counted in the divisor).
+pub fn avgpool_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32]) {
+    let inv = 1.0 / (g.kernel[0] * g.kernel[1]) as f32;
+    let (x, y) = (&x[..g.in_len()], &mut y[..g.out_len()]);
+    g.for_each_window(|o, taps| y[o] = taps.map(|j| x[j]).sum::<f32>() * inv);
+}
+
+/// Proportional rule: `r_in[j] = x[j] sum_{w ∋ j} r_out[w] / (kh kw stab(y[w]))`, with
+/// `stab(z) = z + eps sign(z)`; `r_in` is overwritten.
+pub fn avgpool_relevance(g: &Pool2dGeom, x: &[f32], y: &[f32], r_out: &[f32], eps: f32, r_in: &mut [f32]) {
+    let inv = 1.0 / (g.kernel[0] * g.kernel[1]) as f32;
+    let (x, y, r_out, r_in) = (&x[..g.in_len()], &y[..g.out_len()], &r_out[..g.out_len()], &mut r_in[..g.in_len()]);
+    r_in.fill(0.0);
+    g.for_each_window(|o, taps| {
+        let s = r_out[o] * inv / stabilize(y[o], eps);
+        for j in taps {
+            r_in[j] += s;
+        }
+    });
+    for (r, &xi) in r_in.iter_mut().zip(x) {
+        *r *= xi;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(c: usize, h: usize, w: usize, k: usize, s: usize, p: usize) -> Pool2dGeom {
+        Pool2dGeom { channels: c, in_h: h, in_w: w, kernel: [k, k], stride: [s, s], padding: [p, p] }
+    }
+
+    /// Direct definition over padded coordinates.
+    fn window(g: &Pool2dGeom, c: usize, oy: usize, ox: usize) -> Vec<usize> {
+        let mut out = vec![];
+        for ky in 0..g.kernel[0] {
+            for kx in 0..g.kernel[1] {
+                let y = (oy * g.stride[0] + ky) as i64 - g.padding[0] as i64;
+                let x = (ox * g.stride[1] + kx) as i64 - g.padding[1] as i64;
+                if y >= 0 && x >= 0 && (y as usize) < g.in_h && (x as usize) < g.in_w {
+                    out.push((c * g.in_h + y as usize) * g.in_w + x as usize);
+                }
+            }
+        }
+        out
+    }
+
+    fn data(n: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 % 101) as f32 - 50.0) / 10.0).collect()
+    }
+
+    #[test]
+    fn pools_match_naive_including_overlap_and_padding() {
+        for geom in [g(2, 4, 4, 2, 2, 0), g(1, 7, 7, 3, 2, 0), g(3, 5, 6, 3, 1, 1), g(2, 9, 9, 3, 2, 1)] {
+            // Mixed signs for max-pooling; average pooling sees non-negative inputs (after a ReLU),
+            // so its denominators stay away from zero.
+            let x = data(geom.in_len());
+            let x_pos: Vec<f32> = x.iter().map(|v| v.abs() + 0.1).collect();
+            let (mut y, mut idx) = (vec![0.0; geom.out_len()], vec![0u32; geom.out_len()]);
+            maxpool_forward(&geom, &x, &mut y, &mut idx);
+            let mut ya = vec![0.0; geom.out_len()];
+            avgpool_forward(&geom, &x_pos, &mut ya);
+            let r_out = data(geom.out_len());
+            let mut r_max = vec![0.0; geom.in_len()];
+            maxpool_relevance(&geom, &idx, &r_out, &mut r_max);
+            let mut r_avg = vec![0.0; geom.in_len()];
+            avgpool_relevance(&geom, &x_pos, &ya, &r_out, 1e-6, &mut r_avg);
+
+            let (mut want_max, mut want_avg) = (vec![0.0f32; geom.in_len()], vec![0.0f64; geom.in_len()]);
+            let kk = (geom.kernel[0] * geom.kernel[1]) as f64;
+            for c in 0..geom.channels {
+                for oy in 0..geom.out_h() {
+                    for ox in 0..geom.out_w() {
+                        let o = (c * geom.out_h() + oy) * geom.out_w() + ox;
+                        let win = window(&geom, c, oy, ox);
+                        let best = win.iter().copied().fold(win[0], |b, j| if x[j] > x[b] { j } else { b });
+                        assert_eq!(y[o], x[best]);
+                        assert_eq!(idx[o] as usize, best);
+                        want_max[best] += r_out[o];
+                        let avg: f64 = win.iter().map(|&j| x_pos[j] as f64).sum::<f64>() / kk;
+                        assert!((ya[o] as f64 - avg).abs() < 1e-5);
+                        let stab = avg + if avg >= 0.0 { 1e-6 } else { -1e-6 };
+                        for &j in &win {
+                            want_avg[j] += x_pos[j] as f64 * r_out[o] as f64 / (kk * stab);
+                        }
+                    }
+                }
+            }
+            assert_eq!(r_max, want_max);
+            for (a, b) in r_avg.iter().zip(&want_avg) {
+                assert!((*a as f64 - b).abs() <= 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn maxpool_ties_go_to_the_first_maximum() {
+        let geom = g(1, 2, 2, 2, 2, 0);
+        let (mut y, mut idx) = ([0.0], [9u32]);
+        maxpool_forward(&geom, &[1.0, 3.0, 3.0, 0.0], &mut y, &mut idx);
+        assert_eq!((y[0], idx[0]), (3.0, 1));
+    }
+}

@@ -1,0 +1,413 @@
+//! Dense and convolutional layers: forward pass, BatchNorm folding, and relevance by any rule
+//! of [`crate::rules`], with the rule's parameter transforms computed once in [`LinearMap::prepare`].
+
+use super::batchnorm::BatchNorm;
+use crate::error::{Error, Result};
+use crate::kernels::{Conv2dGeom, MatMut, MatRef, col2im, elementwise::stabilize, gemm, im2col};
+use crate::rules::{Bound, DEFAULT_STABILIZER, GroupSpec, InputMod, ParamMod, Rule, TermSpec};
+use crate::weights::Weights;
+
+/// The shape of a linear map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearKind {
+    /// `y = x W^T + b`, `W: [out, in]` (PyTorch `nn.Linear`).
+    Dense { in_features: usize, out_features: usize },
+    /// PyTorch `nn.Conv2d` over one `[C, H, W]` sample.
+    Conv2d(Conv2dGeom),
+}
+
+impl LinearKind {
+    /// Elements of one input sample.
+    pub const fn in_len(&self) -> usize {
+        match self {
+            LinearKind::Dense { in_features, .. } => *in_features,
+            LinearKind::Conv2d(g) => g.in_len(),
+        }
+    }
+
+    /// Elements of one output sample.
+    pub const fn out_len(&self) -> usize {
+        match self {
+            LinearKind::Dense { out_features, .. } => *out_features,
+            LinearKind::Conv2d(g) => g.out_len(),
+        }
+    }
+
+    /// Output channels (features for a dense layer).
+    pub const fn out_channels(&self) -> usize {
+        match self {
+            LinearKind::Dense { out_features, .. } => *out_features,
+            LinearKind::Conv2d(g) => g.out_channels,
+        }
+    }
+
+    /// PyTorch's weight shape.
+    pub fn weight_shape(&self) -> Vec<usize> {
+        match self {
+            LinearKind::Dense { in_features, out_features } => vec![*out_features, *in_features],
+            LinearKind::Conv2d(g) => g.weight_shape().to_vec(),
+        }
+    }
+
+    /// Scratch elements [`LinearMap::forward`] and [`LinearMap::relevance`] need for `batch` samples.
+    pub const fn scratch_len(&self, batch: usize) -> usize {
+        let cols = match self {
+            LinearKind::Dense { .. } => 0,
+            LinearKind::Conv2d(g) => g.col_rows() * g.col_cols(),
+        };
+        batch * (self.out_len() + 2 * self.in_len()) + cols
+    }
+}
+
+/// One prepared term: transformed parameters (`None`: the layer's own) and, for a constant
+/// input, its value over one input sample.
+#[derive(Clone, Debug)]
+struct Term {
+    spec: TermSpec,
+    weight: Option<Vec<f32>>,
+    bias: Option<Vec<f32>>,
+    constant_input: Option<Vec<f32>>,
+}
+
+/// One prepared group: its terms and the constant part of its denominator over one output sample.
+#[derive(Clone, Debug)]
+struct Group {
+    spec: GroupSpec,
+    terms: Vec<Term>,
+    constant: Option<Vec<f32>>,
+}
+
+/// A dense or convolutional layer with its weights and its prepared LRP rule.
+#[derive(Clone, Debug)]
+pub struct LinearMap {
+    name: String,
+    kind: LinearKind,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    rule: Rule,
+    input_nonneg: bool,
+    groups: Vec<Group>,
+}
+
+impl LinearMap {
+    /// A layer from its parameters; `bias = None` is a zero bias.
+    pub fn new(name: &str, kind: LinearKind, weight: Vec<f32>, bias: Option<Vec<f32>>) -> Result<Self> {
+        let wlen: usize = kind.weight_shape().iter().product();
+        let out = kind.out_channels();
+        if weight.len() != wlen {
+            return Err(Error::ShapeMismatch { name: format!("{name}.weight"), expected: kind.weight_shape(), found: vec![weight.len()] });
+        }
+        let bias = bias.unwrap_or_else(|| vec![0.0; out]);
+        if bias.len() != out {
+            return Err(Error::ShapeMismatch { name: format!("{name}.bias"), expected: vec![out], found: vec![bias.len()] });
+        }
+        let mut layer = LinearMap {
+            name: name.to_string(),
+            kind,
+            weight,
+            bias,
+            rule: Rule::Epsilon { epsilon: DEFAULT_STABILIZER, ignore_bias: false },
+            input_nonneg: false,
+            groups: Vec::new(),
+        };
+        layer.reprepare()?;
+        Ok(layer)
+    }
+
+    /// Loads `weight` (and `bias`, if the layer has one) from a PyTorch state dict.
+    pub fn load(weights: &mut Weights, name: &str, kind: LinearKind, weight: &str, bias: Option<&str>) -> Result<Self> {
+        let w = weights.take(weight, name, &kind.weight_shape())?;
+        let b = match bias {
+            Some(b) => Some(weights.take(b, name, &[kind.out_channels()])?),
+            None => None,
+        };
+        Self::new(name, kind, w, b)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn kind(&self) -> &LinearKind {
+        &self.kind
+    }
+
+    /// The (possibly BatchNorm-folded) weight, PyTorch layout.
+    pub fn weight(&self) -> &[f32] {
+        &self.weight
+    }
+
+    /// The (possibly BatchNorm-folded) bias.
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
+
+    /// The rule this layer is prepared for (LRP-epsilon with eps = 1e-6 until [`Self::prepare`]).
+    pub fn rule(&self) -> &Rule {
+        &self.rule
+    }
+
+    /// Rebuilds the rule's transforms after the parameters changed.
+    fn reprepare(&mut self) -> Result<()> {
+        let rule = self.rule.clone();
+        self.prepare(&rule, self.input_nonneg)
+    }
+
+    /// Folds a BatchNorm `y = s x + t` that follows this layer into it:
+    /// `W' = s W` (per output channel), `b' = s b + t`.
+    pub fn fold_batchnorm_after(&mut self, bn: &BatchNorm) -> Result<()> {
+        let out = self.kind.out_channels();
+        bn.check_channels(out, &self.name)?;
+        let per_out = self.weight.len() / out;
+        for (o, row) in self.weight.chunks_mut(per_out).enumerate() {
+            row.iter_mut().for_each(|w| *w *= bn.scale[o]);
+            self.bias[o] = self.bias[o] * bn.scale[o] + bn.shift[o];
+        }
+        self.reprepare()
+    }
+
+    /// Folds a BatchNorm `x' = s x + t` that precedes this layer into it:
+    /// `W'_{oj} = W_{oj} s_{c(j)}`, `b'_o = b_o + sum_j W_{oj} t_{c(j)}`, `c(j)` the channel of
+    /// input `j`. Exact unless the layer zero-pads its input (the compiler checks that).
+    pub fn fold_batchnorm_before(&mut self, bn: &BatchNorm) -> Result<()> {
+        let out = self.kind.out_channels();
+        let per_out = self.weight.len() / out;
+        // Channel of weight entry (o, j) within its row.
+        let channel_of: Box<dyn Fn(usize, usize) -> usize> = match self.kind {
+            LinearKind::Dense { in_features, .. } => {
+                bn.check_divides(in_features, &self.name)?;
+                let per_channel = in_features / bn.channels();
+                Box::new(move |_, j| j / per_channel)
+            }
+            LinearKind::Conv2d(g) => {
+                bn.check_channels(g.in_channels, &self.name)?;
+                let (cin_g, cout_g, taps) = (g.in_channels / g.groups, g.out_channels / g.groups, g.kernel[0] * g.kernel[1]);
+                Box::new(move |o, j| (o / cout_g) * cin_g + j / taps)
+            }
+        };
+        for (o, row) in self.weight.chunks_mut(per_out).enumerate() {
+            for (j, w) in row.iter_mut().enumerate() {
+                let c = channel_of(o, j);
+                self.bias[o] += *w * bn.shift[c];
+                *w *= bn.scale[c];
+            }
+        }
+        self.reprepare()
+    }
+
+    /// Prepares `rule`: builds its terms and computes every parameter transform and constant
+    /// denominator once. `input_nonneg`: the compiler proved this layer's input `>= 0`.
+    pub fn prepare(&mut self, rule: &Rule, input_nonneg: bool) -> Result<()> {
+        rule.validate().map_err(|message| Error::InvalidParameter { what: format!("rule of layer `{}`", self.name), message })?;
+        let in_len = self.kind.in_len();
+        let mut groups = Vec::new();
+        for spec in rule.groups(input_nonneg) {
+            let mut terms = Vec::new();
+            for t in &spec.terms {
+                let transform = |p: &[f32], m: ParamMod| (m != ParamMod::Identity).then(|| p.iter().map(|&v| m.apply(v)).collect::<Vec<_>>());
+                let constant_input = match t.input {
+                    InputMod::Ones => Some(vec![1.0; in_len]),
+                    InputMod::Low | InputMod::High => {
+                        let Rule::ZBox { low, high } = rule else {
+                            return Err(Error::InvalidParameter { what: format!("rule of layer `{}`", self.name), message: "bounds outside z^B".into() });
+                        };
+                        Some(self.bound_input(if t.input == InputMod::Low { low } else { high })?)
+                    }
+                    _ => None,
+                };
+                terms.push(Term { spec: *t, weight: transform(&self.weight, t.weight), bias: transform(&self.bias, t.bias), constant_input });
+            }
+            let mut group = Group { spec, terms, constant: None };
+            group.constant = self.constant_denominator(&group);
+            groups.push(group);
+        }
+        self.groups = groups;
+        self.rule = rule.clone();
+        self.input_nonneg = input_nonneg;
+        Ok(())
+    }
+
+    /// A z^B bound over one input sample (per-channel bounds follow the input's channels).
+    fn bound_input(&self, bound: &Bound) -> Result<Vec<f32>> {
+        let in_len = self.kind.in_len();
+        let channels = match (bound, self.kind) {
+            (Bound::Scalar(_), _) => 1,
+            (Bound::PerChannel(v), LinearKind::Dense { .. }) => v.len(),
+            (Bound::PerChannel(_), LinearKind::Conv2d(g)) => g.in_channels,
+        };
+        if let Bound::PerChannel(v) = bound
+            && (v.len() != channels || channels == 0 || in_len % channels != 0)
+        {
+            return Err(Error::InvalidParameter {
+                what: format!("z^B bounds of layer `{}`", self.name),
+                message: format!("{} per-channel values do not divide the {in_len} inputs into channels", v.len()),
+            });
+        }
+        let per_channel = in_len / channels.max(1);
+        Ok((0..in_len).map(|j| bound.at(j / per_channel)).collect())
+    }
+
+    /// Sum over the group's constant-input terms of `sign (in W + b)`, over one output sample.
+    fn constant_denominator(&self, group: &Group) -> Option<Vec<f32>> {
+        let mut total: Option<Vec<f32>> = None;
+        let mut scratch = vec![0.0; self.kind.scratch_len(1)];
+        for t in group.terms.iter().filter(|t| t.spec.input.is_constant()) {
+            let mut z = vec![0.0; self.kind.out_len()];
+            let input = t.constant_input.as_deref().unwrap_or(&[]);
+            self.apply(self.term_weight(t), self.term_bias(t), input, 1, &mut z, t.spec.sign, 0.0, &mut scratch);
+            match &mut total {
+                Some(acc) => acc.iter_mut().zip(&z).for_each(|(a, v)| *a += v),
+                None => total = Some(z),
+            }
+        }
+        total
+    }
+
+    fn term_weight<'a>(&'a self, t: &'a Term) -> &'a [f32] {
+        t.weight.as_deref().unwrap_or(&self.weight)
+    }
+
+    fn term_bias<'a>(&'a self, t: &'a Term) -> &'a [f32] {
+        t.bias.as_deref().unwrap_or(&self.bias)
+    }
+
+    /// `z = alpha (x W^T + b) + beta z` for `n` samples.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(&self, w: &[f32], b: &[f32], x: &[f32], n: usize, z: &mut [f32], alpha: f32, beta: f32, scratch: &mut [f32]) {
+        let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
+        match self.kind {
+            LinearKind::Dense { in_features, out_features } => {
+                let z = &mut z[..n * out_len];
+                gemm(
+                    alpha,
+                    MatRef::row_major(&x[..n * in_len], n, in_features),
+                    MatRef::row_major(w, out_features, in_features).t(),
+                    beta,
+                    MatMut::row_major(z, n, out_features),
+                );
+                for row in z.chunks_mut(out_features) {
+                    row.iter_mut().zip(b).for_each(|(v, bias)| *v += alpha * bias);
+                }
+            }
+            LinearKind::Conv2d(g) => {
+                let (k, p) = (g.col_rows(), g.col_cols());
+                let cols = &mut scratch[..k * p];
+                let (cout_g, kg) = (g.out_channels / g.groups, k / g.groups);
+                for i in 0..n {
+                    im2col(&g, &x[i * in_len..], cols);
+                    let zi = &mut z[i * out_len..(i + 1) * out_len];
+                    for gi in 0..g.groups {
+                        gemm(
+                            alpha,
+                            MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg),
+                            MatRef::row_major(&cols[gi * kg * p..(gi + 1) * kg * p], kg, p),
+                            beta,
+                            MatMut::row_major(&mut zi[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
+                        );
+                    }
+                    for (row, bias) in zi.chunks_mut(p).zip(b) {
+                        row.iter_mut().for_each(|v| *v += alpha * bias);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `c = s W` (the transposed pass) for `n` samples: `c` over inputs, `s` over outputs.
+    fn apply_transposed(&self, w: &[f32], s: &[f32], n: usize, c: &mut [f32], scratch: &mut [f32]) {
+        let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
+        match self.kind {
+            LinearKind::Dense { in_features, out_features } => gemm(
+                1.0,
+                MatRef::row_major(&s[..n * out_len], n, out_features),
+                MatRef::row_major(w, out_features, in_features),
+                0.0,
+                MatMut::row_major(&mut c[..n * in_len], n, in_features),
+            ),
+            LinearKind::Conv2d(g) => {
+                let (k, p) = (g.col_rows(), g.col_cols());
+                let cols = &mut scratch[..k * p];
+                let (cout_g, kg) = (g.out_channels / g.groups, k / g.groups);
+                for i in 0..n {
+                    let si = &s[i * out_len..(i + 1) * out_len];
+                    for gi in 0..g.groups {
+                        gemm(
+                            1.0,
+                            MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg).t(),
+                            MatRef::row_major(&si[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
+                            0.0,
+                            MatMut::row_major(&mut cols[gi * kg * p..(gi + 1) * kg * p], kg, p),
+                        );
+                    }
+                    col2im(&g, cols, &mut c[i * in_len..(i + 1) * in_len]);
+                }
+            }
+        }
+    }
+
+    /// Forward pass of `n` samples: `z = x W^T + b` (pre-activation, kept for LRP).
+    pub fn forward(&self, x: &[f32], n: usize, z: &mut [f32], scratch: &mut [f32]) {
+        self.apply(&self.weight, &self.bias, x, n, z, 1.0, 0.0, scratch);
+    }
+
+    /// Relevance of the layer's input for `n` samples, by the prepared rule (see
+    /// [`crate::rules`]): `x` the layer input, `z` its forward output, `r_out` the output
+    /// relevance; `r_in` is overwritten.
+    pub fn relevance(&self, x: &[f32], z: &[f32], r_out: &[f32], n: usize, r_in: &mut [f32], scratch: &mut [f32]) {
+        let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
+        let (x, z, r_out, r_in) = (&x[..n * in_len], &z[..n * out_len], &r_out[..n * out_len], &mut r_in[..n * in_len]);
+        let (denom, rest) = scratch.split_at_mut(n * out_len);
+        let (x_mod, rest) = rest.split_at_mut(n * in_len);
+        let (c, cols) = rest.split_at_mut(n * in_len);
+        r_in.fill(0.0);
+        for group in &self.groups {
+            // Denominator z_g.
+            if group.spec.from_forward {
+                denom.copy_from_slice(z);
+            } else {
+                denom.fill(0.0);
+            }
+            if let Some(constant) = &group.constant {
+                for row in denom.chunks_mut(out_len) {
+                    row.iter_mut().zip(constant).for_each(|(d, k)| *d += k);
+                }
+            }
+            for t in &group.terms {
+                let covered_by_forward = group.spec.from_forward
+                    && t.spec.input == InputMod::Identity
+                    && t.spec.weight == ParamMod::Identity
+                    && t.spec.bias == ParamMod::Identity;
+                if t.spec.input.is_constant() || covered_by_forward {
+                    continue;
+                }
+                x_mod.iter_mut().zip(x).for_each(|(m, &v)| *m = t.spec.input.apply(v));
+                self.apply(self.term_weight(t), self.term_bias(t), x_mod, n, denom, t.spec.sign, 1.0, cols);
+            }
+            // s = mask(z) R / stab(z_g), in place.
+            let (mask, eps) = (group.spec.mask, group.spec.eps);
+            for ((d, &zf), &r) in denom.iter_mut().zip(z).zip(r_out) {
+                *d = if mask.keeps(zf) { r / stabilize(*d, eps) } else { 0.0 };
+            }
+            // R_in += coef sign in(x) ⊙ (W^T s).
+            for t in group.terms.iter().filter(|t| t.spec.backward) {
+                self.apply_transposed(self.term_weight(t), denom, n, c, cols);
+                let factor = group.spec.coef * t.spec.sign;
+                match &t.constant_input {
+                    Some(k) => {
+                        for (rs, cs) in r_in.chunks_mut(in_len).zip(c.chunks(in_len)) {
+                            for ((r, &ci), &ki) in rs.iter_mut().zip(cs).zip(k) {
+                                *r += factor * ki * ci;
+                            }
+                        }
+                    }
+                    None => {
+                        let input = t.spec.input;
+                        for ((r, &ci), &xi) in r_in.iter_mut().zip(c.iter()).zip(x) {
+                            *r += factor * input.apply(xi) * ci;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Pooling layers over `n` samples (see [`crate::kernels::pool`] for the per-sample kernels).
+
+use crate::kernels::{Pool2dGeom, avgpool_forward, avgpool_relevance, maxpool_forward, maxpool_relevance};
+use crate::rules::DEFAULT_STABILIZER;
+
+/// `nn.MaxPool2d`: relevance is winner-take-all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxPool2d {
+    pub geom: Pool2dGeom,
+}
+
+/// `nn.AvgPool2d`: relevance by the proportional rule (stabiliser 1e-6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AvgPool2d {
+    pub geom: Pool2dGeom,
+}
+
+impl MaxPool2d {
+    pub const fn new(geom: Pool2dGeom) -> Self {
+        MaxPool2d { geom }
+    }
+
+    /// Forward of `n` samples, remembering each window's winner in `argmax`.
+    pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32], argmax: &mut [u32]) {
+        let (i, o) = (self.geom.in_len(), self.geom.out_len());
+        for s in 0..n {
+            maxpool_forward(&self.geom, &x[s * i..], &mut y[s * o..], &mut argmax[s * o..]);
+        }
+    }
+
+    /// `r_in` (overwritten) from `r_out` through the winners of the forward pass.
+    pub fn relevance(&self, argmax: &[u32], r_out: &[f32], n: usize, r_in: &mut [f32]) {
+        let (i, o) = (self.geom.in_len(), self.geom.out_len());
+        for s in 0..n {
+            maxpool_relevance(&self.geom, &argmax[s * o..], &r_out[s * o..], &mut r_in[s * i..]);
+        }
+    }
+}
+
+impl AvgPool2d {
+    pub const fn new(geom: Pool2dGeom) -> Self {
+        AvgPool2d { geom }
+    }
+
+    pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) {
+        let (i, o) = (self.geom.in_len(), self.geom.out_len());
+        for s in 0..n {
+            avgpool_forward(&self.geom, &x[s * i..], &mut y[s * o..]);
+        }
+    }
+
+    /// `r_in` (overwritten) by the proportional rule.
+    pub fn relevance(&self, x: &[f32], y: &[f32], r_out: &[f32], n: usize, r_in: &mut [f32]) {
+        let (i, o) = (self.geom.in_len(), self.geom.out_len());
+        for s in 0..n {
+            avgpool_relevance(&self.geom, &x[s * i..], &y[s * o..], &r_out[s * o..], DEFAULT_STABILIZER, &mut r_in[s * i..]);
+        }
+    }
+}
