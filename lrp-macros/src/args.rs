@@ -1,0 +1,172 @@
+//! Reading the arguments of a layer, rule or composite call: positional or by keyword, with
+//! every unknown, missing, duplicate or mistyped argument reported at its token.
+
+use crate::ast::{Arg, Call, Value};
+use crate::ctxt::Ctxt;
+use proc_macro2::Span;
+
+/// The arguments of one call, consumed by name; [`Args::finish`] reports what is left.
+pub struct Args<'a> {
+    call: &'a Call,
+    /// Names of the positional parameters, in order.
+    positional: &'static [&'static str],
+    used: Vec<bool>,
+}
+
+impl<'a> Args<'a> {
+    /// `positional` names the parameters that may be given without a keyword, in order.
+    pub fn new(cx: &mut Ctxt, call: &'a Call, positional: &'static [&'static str]) -> Self {
+        let mut seen: Vec<String> = Vec::new();
+        let mut after_keyword = false;
+        for (i, arg) in call.args.iter().enumerate() {
+            match &arg.key {
+                Some(k) => {
+                    after_keyword = true;
+                    let name = k.to_string();
+                    let dup_positional = positional.iter().position(|p| *p == name).is_some_and(|p| p < i && call.args[p].key.is_none());
+                    if seen.contains(&name) || dup_positional {
+                        cx.error(k.span(), format!("`{name}` is given twice"));
+                    }
+                    seen.push(name);
+                }
+                None if after_keyword => cx.error(arg.span(), "positional argument after a keyword argument"),
+                None if i >= positional.len() => cx.error(
+                    arg.span(),
+                    format!("`{}` takes at most {} positional argument(s)", call.name, positional.len()),
+                ),
+                None => {}
+            }
+        }
+        Args { call, positional, used: vec![false; call.args.len()] }
+    }
+
+    /// The argument named `name`, given by keyword or at its position.
+    pub fn get(&mut self, name: &str) -> Option<&'a Arg> {
+        let pos = self.positional.iter().position(|p| *p == name);
+        for (i, arg) in self.call.args.iter().enumerate() {
+            let hit = match &arg.key {
+                Some(k) => k == name,
+                None => Some(i) == pos,
+            };
+            if hit {
+                self.used[i] = true;
+                return Some(arg);
+            }
+        }
+        None
+    }
+
+    pub fn span(&self) -> Span {
+        self.call.name.span()
+    }
+
+    /// A required non-negative integer.
+    pub fn usize(&mut self, cx: &mut Ctxt, name: &str) -> Option<usize> {
+        match self.get(name) {
+            Some(arg) => as_usize(cx, &arg.value, name),
+            None => {
+                cx.error(self.span(), format!("`{}` needs `{name}`", self.call.name));
+                None
+            }
+        }
+    }
+
+    /// An optional non-negative integer.
+    pub fn usize_or(&mut self, cx: &mut Ctxt, name: &str, default: usize) -> usize {
+        self.get(name).and_then(|a| as_usize(cx, &a.value, name)).unwrap_or(default)
+    }
+
+    /// An integer or a `[h, w]` pair, as PyTorch's `kernel_size`, `stride`, ...
+    pub fn pair(&mut self, cx: &mut Ctxt, name: &str, default: Option<[usize; 2]>) -> Option<[usize; 2]> {
+        match self.get(name) {
+            Some(arg) => as_pair(cx, &arg.value, name),
+            None if default.is_some() => default,
+            None => {
+                cx.error(self.span(), format!("`{}` needs `{name}`", self.call.name));
+                None
+            }
+        }
+    }
+
+    /// An optional number.
+    pub fn float_or(&mut self, cx: &mut Ctxt, name: &str, default: f64) -> f64 {
+        self.get(name).and_then(|a| as_float(cx, &a.value, name)).unwrap_or(default)
+    }
+
+    /// An optional boolean.
+    pub fn bool_or(&mut self, cx: &mut Ctxt, name: &str, default: bool) -> bool {
+        match self.get(name).map(|a| &a.value) {
+            Some(Value::Bool(b, _)) => *b,
+            Some(v) => {
+                cx.error(v.span(), format!("`{name}` must be `true` or `false`"));
+                default
+            }
+            None => default,
+        }
+    }
+
+    /// An optional string.
+    pub fn string(&mut self, cx: &mut Ctxt, name: &str) -> Option<String> {
+        match self.get(name).map(|a| &a.value) {
+            Some(Value::Str(s)) => Some(s.value()),
+            Some(v) => {
+                cx.error(v.span(), format!("`{name}` must be a string"));
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Reports every argument no parameter consumed.
+    pub fn finish(self, cx: &mut Ctxt, known: &[&str]) {
+        for (arg, used) in self.call.args.iter().zip(&self.used) {
+            if *used {
+                continue;
+            }
+            match &arg.key {
+                Some(k) => cx.error(
+                    k.span(),
+                    format!("unknown parameter `{k}` for `{}`; expected one of: {}", self.call.name, known.join(", ")),
+                ),
+                None if self.positional.is_empty() => {
+                    cx.error(arg.span(), format!("`{}` takes no positional arguments", self.call.name))
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+pub fn as_usize(cx: &mut Ctxt, v: &Value, name: &str) -> Option<usize> {
+    match v {
+        Value::Int(i, _) if *i >= 0 => Some(*i as usize),
+        _ => {
+            cx.error(v.span(), format!("`{name}` must be a non-negative integer"));
+            None
+        }
+    }
+}
+
+pub fn as_float(cx: &mut Ctxt, v: &Value, name: &str) -> Option<f64> {
+    match v {
+        Value::Int(i, _) => Some(*i as f64),
+        Value::Float(f, _) => Some(*f),
+        _ => {
+            cx.error(v.span(), format!("`{name}` must be a number"));
+            None
+        }
+    }
+}
+
+fn as_pair(cx: &mut Ctxt, v: &Value, name: &str) -> Option<[usize; 2]> {
+    match v {
+        Value::List(items, span) => {
+            if items.len() != 2 {
+                cx.error(*span, format!("`{name}` must be an integer or a pair [h, w]"));
+                return None;
+            }
+            Some([as_usize(cx, &items[0], name)?, as_usize(cx, &items[1], name)?])
+        }
+        _ => as_usize(cx, v, name).map(|n| [n, n]),
+    }
+}

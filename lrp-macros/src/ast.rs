@@ -1,0 +1,75 @@
+//! What was parsed: the syntax both front-ends (`network!` and `#[derive(Explainable)]`) produce.
+//! Nothing here is interpreted yet; [`crate::lower`] gives it meaning.
+
+use proc_macro2::Span;
+use syn::{Attribute, Ident, LitStr, Visibility};
+
+/// A whole network description.
+pub struct Spec {
+    /// Outer attributes (doc comments) for the generated struct.
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    /// Header options: `input = [...]`, `composite = ...`, `input_nonnegative = true`.
+    pub options: Vec<Arg>,
+    pub entries: Vec<Entry>,
+    /// The struct is the user's (derive): fields exist, only impls are generated.
+    pub user_struct: bool,
+}
+
+/// One entry of a layer list.
+pub enum Entry {
+    /// `Conv2d(3, 8, kernel_size = 3)` or `name: Conv2d(...)`.
+    Layer { name: Option<Name>, call: Call, field: Option<Ident> },
+    /// `features: { ... }` — a named block, like an `nn.Sequential` attribute.
+    Block { name: Name, entries: Vec<Entry> },
+}
+
+/// A layer or block name.
+#[derive(Clone)]
+pub struct Name {
+    pub value: String,
+    pub span: Span,
+}
+
+/// `Name` or `Name(args...)`: a layer, a rule or a composite.
+#[derive(Clone)]
+pub struct Call {
+    pub name: Ident,
+    pub args: Vec<Arg>,
+}
+
+/// A positional or `key = value` argument.
+#[derive(Clone)]
+pub struct Arg {
+    pub key: Option<Ident>,
+    pub value: Value,
+}
+
+/// An argument's value.
+#[derive(Clone)]
+pub enum Value {
+    Int(i64, Span),
+    Float(f64, Span),
+    Bool(bool, Span),
+    Str(LitStr),
+    List(Vec<Value>, Span),
+    Call(Call),
+}
+
+impl Value {
+    pub fn span(&self) -> Span {
+        match self {
+            Value::Int(_, s) | Value::Float(_, s) | Value::Bool(_, s) | Value::List(_, s) => *s,
+            Value::Str(l) => l.span(),
+            Value::Call(c) => c.name.span(),
+        }
+    }
+}
+
+impl Arg {
+    /// The span to point at for this argument.
+    pub fn span(&self) -> Span {
+        self.key.as_ref().map_or_else(|| self.value.span(), |k| k.span())
+    }
+}

@@ -1,0 +1,148 @@
+//! The intermediate representation: a network as a list of typed layers, which the passes in
+//! [`crate::passes`] annotate (shapes, BatchNorm placement, rules, signs) and
+//! [`crate::codegen`] turns into Rust.
+
+use proc_macro2::Span;
+use syn::{Attribute, Ident, Visibility};
+
+/// A lowered network.
+pub struct Network {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    /// The struct is the user's (derive): only impls are generated.
+    pub user_struct: bool,
+    /// Shape of one input sample, e.g. `[3, 224, 224]`.
+    pub input_shape: Vec<usize>,
+    /// The user declared inputs non-negative (`input_nonnegative = true`).
+    pub input_nonnegative: bool,
+    pub composite: Composite,
+    pub layers: Vec<Layer>,
+    /// Spec file to track for rebuilds (`network!(file = ...)`).
+    pub source_file: Option<String>,
+}
+
+/// One layer, in forward order.
+pub struct Layer {
+    /// PyTorch module name, e.g. `features.0`: the prefix of its `state_dict` entries.
+    pub name: String,
+    /// Field of the model struct holding the layer.
+    pub field: Ident,
+    /// Where the layer is written.
+    pub span: Span,
+    pub op: Op,
+    /// `rule = ...` written on the layer.
+    pub rule_override: Option<(RuleIr, Span)>,
+    /// Filled by `infer_shapes`.
+    pub in_shape: Vec<usize>,
+    pub out_shape: Vec<usize>,
+    /// Filled by `assign_rules` for Linear and Conv2d layers.
+    pub rule: Option<RuleIr>,
+    /// Filled by `analyse_signs`: the layer's input is provably `>= 0`.
+    pub input_nonneg: bool,
+}
+
+/// What a layer computes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Linear { in_features: usize, out_features: usize, bias: bool, weight: String, bias_name: String },
+    Conv2d(Conv),
+    BatchNorm(Norm),
+    ReLU,
+    MaxPool2d(Pool),
+    AvgPool2d(Pool),
+    Flatten,
+    Dropout,
+    Identity,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+    pub bias: bool,
+    pub weight: String,
+    pub bias_name: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Norm {
+    /// 1 for BatchNorm1d, 2 for BatchNorm2d.
+    pub dims: u8,
+    pub features: usize,
+    pub eps: f64,
+    /// `weight`, `bias`, `running_mean`, `running_var` tensor names.
+    pub names: [String; 4],
+    /// Filled by `plan_batchnorm`.
+    pub placement: BnPlacement,
+}
+
+/// Where a BatchNorm's affine map ends up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BnPlacement {
+    /// Folded into the linear layer at this index, which it follows.
+    IntoPrevious(usize),
+    /// Folded into the linear layer at this index, which it precedes (no zero padding there).
+    IntoNext(usize),
+    /// Kept as a per-channel affine layer, explained by the epsilon rule.
+    Explicit,
+}
+
+impl Op {
+    /// Dense or convolution: the layers LRP rules apply to.
+    pub fn is_linear(&self) -> bool {
+        matches!(self, Op::Linear { .. } | Op::Conv2d(_))
+    }
+
+    /// Layers that change nothing at inference (their output is their input).
+    pub fn is_passthrough(&self) -> bool {
+        matches!(self, Op::Flatten | Op::Dropout | Op::Identity)
+            || matches!(self, Op::BatchNorm(n) if n.placement != BnPlacement::Explicit)
+    }
+}
+
+/// An LRP rule for a linear layer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuleIr {
+    Epsilon { epsilon: f64, ignore_bias: bool },
+    Gamma { gamma: f64 },
+    AlphaBeta { alpha: f64, beta: f64 },
+    ZPlus,
+    Flat,
+    WSquare,
+    ZBox { low: BoundIr, high: BoundIr },
+}
+
+/// A z^B bound.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BoundIr {
+    Scalar(f64),
+    PerChannel(Vec<f64>),
+}
+
+/// How rules are assigned to the layers without an explicit `rule = ...` (Zennit's composites).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Composite {
+    /// The same rule on every dense and conv layer.
+    Everywhere(RuleIr),
+    /// z^B on the first layer if it is a convolution, gamma on the other convolutions, epsilon on dense layers.
+    EpsilonGammaBox { low: BoundIr, high: BoundIr, gamma: f64, epsilon: f64 },
+    /// z+ on convolutions, epsilon on dense layers.
+    EpsilonPlus { epsilon: f64 },
+    /// alpha2-beta1 on convolutions, epsilon on dense layers.
+    EpsilonAlpha2Beta1 { epsilon: f64 },
+    /// flat on the first dense or conv layer, z+ on convolutions, epsilon on dense layers.
+    EpsilonPlusFlat { epsilon: f64 },
+}

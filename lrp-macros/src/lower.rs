@@ -1,0 +1,421 @@
+//! Lowering: gives the parsed syntax its meaning. Resolves layer kinds, PyTorch names, rules and
+//! the composite, reporting every unknown name or bad argument at its token.
+
+use crate::args::{Args, as_float};
+use crate::ast::{Call, Entry, Spec, Value};
+use crate::ctxt::Ctxt;
+use crate::ir::{BnPlacement, BoundIr, Composite, Conv, Layer, Network, Norm, Op, Pool, RuleIr};
+use proc_macro2::Span;
+use syn::Ident;
+
+/// Layer kinds the spec language knows, as PyTorch names them.
+pub const LAYER_KINDS: &[&str] = &[
+    "Linear",
+    "Conv2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "ReLU",
+    "MaxPool2d",
+    "AvgPool2d",
+    "Flatten",
+    "Dropout",
+    "Identity",
+];
+
+/// Rules a layer or a composite may name.
+pub const RULES: &[&str] = &["Epsilon", "Lrp0", "Gamma", "AlphaBeta", "ZPlus", "Alpha1Beta0", "Flat", "WSquare", "ZBox"];
+
+/// Composites of several rules (Zennit's names).
+pub const COMPOSITES: &[&str] = &["EpsilonGammaBox", "EpsilonPlus", "EpsilonAlpha2Beta1", "EpsilonPlusFlat"];
+
+/// Lowers a spec; `None` only when nothing sensible can be built (errors are in `cx`).
+pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Option<Network> {
+    let header = Call { name: spec.name.clone(), args: spec.options.clone() };
+    let mut args = Args::new(cx, &header, &[]);
+    let input_shape = match args.get("input") {
+        Some(arg) => match &arg.value {
+            Value::List(items, span) => {
+                let dims: Vec<usize> = items.iter().filter_map(|v| crate::args::as_usize(cx, v, "input")).collect();
+                if dims.is_empty() || dims.len() != items.len() || dims.contains(&0) {
+                    cx.error(*span, "`input` must be a non-empty list of positive sizes, e.g. `input = [3, 32, 32]`");
+                }
+                dims
+            }
+            other => {
+                cx.error(other.span(), "`input` must be a list of sizes, e.g. `input = [3, 32, 32]`");
+                Vec::new()
+            }
+        },
+        None => {
+            cx.error(spec.name.span(), format!("`{}` needs an input shape, e.g. `input = [1, 28, 28]`", spec.name));
+            Vec::new()
+        }
+    };
+    let composite = match args.get("composite") {
+        Some(arg) => match &arg.value {
+            Value::Call(call) => lower_composite(cx, call),
+            other => {
+                cx.error(other.span(), "`composite` must name a composite or a rule, e.g. `composite = EpsilonPlus`");
+                None
+            }
+        },
+        None => None,
+    }
+    .unwrap_or(Composite::Everywhere(RuleIr::Epsilon { epsilon: 1e-6, ignore_bias: false }));
+    let input_nonnegative = args.bool_or(cx, "input_nonnegative", false);
+    args.finish(cx, &["input", "composite", "input_nonnegative"]);
+
+    let mut layers = Vec::new();
+    lower_entries(cx, &spec.entries, "", &mut layers);
+    for (i, layer) in layers.iter().enumerate() {
+        if layers[..i].iter().any(|l| l.name == layer.name) {
+            cx.error(layer.span, format!("two layers are named `{}`", layer.name));
+        }
+    }
+    if layers.is_empty() {
+        cx.error(spec.name.span(), format!("`{}` has no layers", spec.name));
+    }
+    Some(Network {
+        attrs: spec.attrs.clone(),
+        vis: spec.vis.clone(),
+        name: spec.name.clone(),
+        user_struct: spec.user_struct,
+        input_shape,
+        input_nonnegative,
+        composite,
+        layers,
+        source_file,
+    })
+}
+
+fn lower_entries(cx: &mut Ctxt, entries: &[Entry], prefix: &str, out: &mut Vec<Layer>) {
+    for (index, entry) in entries.iter().enumerate() {
+        match entry {
+            Entry::Block { name, entries } => {
+                lower_entries(cx, entries, &format!("{prefix}{}.", name.value), out);
+            }
+            Entry::Layer { name, call, field } => {
+                let local = name.as_ref().map_or_else(|| index.to_string(), |n| n.value.clone());
+                let full = format!("{prefix}{local}");
+                let field = field.clone().unwrap_or_else(|| field_ident(&full, call.name.span()));
+                if let Some(mut layer) = lower_layer(cx, call, full, field) {
+                    if let Some(n) = name {
+                        layer.span = n.span;
+                    }
+                    out.push(layer);
+                }
+            }
+        }
+    }
+}
+
+/// `features.0` → `features_0`; a leading digit gets a `layer_` prefix.
+fn field_ident(name: &str, span: Span) -> Ident {
+    let mut s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if s.chars().next().is_none_or(|c| c.is_ascii_digit()) {
+        s = format!("layer_{s}");
+    }
+    Ident::new(&s, span)
+}
+
+fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option<Layer> {
+    let kind = call.name.to_string();
+    let mut rule_override = None;
+    let op = match kind.as_str() {
+        "Linear" => {
+            let mut a = Args::new(cx, call, &["in_features", "out_features", "bias"]);
+            let in_features = a.usize(cx, "in_features");
+            let out_features = a.usize(cx, "out_features");
+            let bias = a.bool_or(cx, "bias", true);
+            let weight = a.string(cx, "weight_name").unwrap_or_else(|| format!("{name}.weight"));
+            let bias_name = a.string(cx, "bias_name").unwrap_or_else(|| format!("{name}.bias"));
+            rule_override = rule_arg(cx, &mut a);
+            a.finish(cx, &["in_features", "out_features", "bias", "weight_name", "bias_name", "rule"]);
+            Op::Linear { in_features: in_features?, out_features: out_features?, bias, weight, bias_name }
+        }
+        "Conv2d" => {
+            let mut a = Args::new(cx, call, &["in_channels", "out_channels", "kernel_size", "stride", "padding"]);
+            let in_channels = a.usize(cx, "in_channels");
+            let out_channels = a.usize(cx, "out_channels");
+            let kernel = a.pair(cx, "kernel_size", None);
+            let stride = a.pair(cx, "stride", Some([1, 1]));
+            let padding = a.pair(cx, "padding", Some([0, 0]));
+            let dilation = a.pair(cx, "dilation", Some([1, 1]));
+            let groups = a.usize_or(cx, "groups", 1);
+            let bias = a.bool_or(cx, "bias", true);
+            let weight = a.string(cx, "weight_name").unwrap_or_else(|| format!("{name}.weight"));
+            let bias_name = a.string(cx, "bias_name").unwrap_or_else(|| format!("{name}.bias"));
+            rule_override = rule_arg(cx, &mut a);
+            a.finish(
+                cx,
+                &[
+                    "in_channels",
+                    "out_channels",
+                    "kernel_size",
+                    "stride",
+                    "padding",
+                    "dilation",
+                    "groups",
+                    "bias",
+                    "weight_name",
+                    "bias_name",
+                    "rule",
+                ],
+            );
+            let (in_channels, out_channels) = (in_channels?, out_channels?);
+            let (kernel, stride, dilation) = (kernel?, stride?, dilation?);
+            for (what, v) in [("kernel_size", kernel), ("stride", stride), ("dilation", dilation)] {
+                if v.contains(&0) {
+                    cx.error(call.name.span(), format!("`{name}`: `{what}` must be positive"));
+                    return None;
+                }
+            }
+            if groups == 0 || in_channels % groups != 0 || out_channels % groups != 0 {
+                cx.error(
+                    call.name.span(),
+                    format!("`{name}`: groups = {groups} must divide in_channels = {in_channels} and out_channels = {out_channels}"),
+                );
+                return None;
+            }
+            Op::Conv2d(Conv { in_channels, out_channels, kernel, stride, padding: padding?, dilation, groups, bias, weight, bias_name })
+        }
+        "BatchNorm1d" | "BatchNorm2d" => {
+            let mut a = Args::new(cx, call, &["num_features", "eps"]);
+            let features = a.usize(cx, "num_features");
+            let eps = a.float_or(cx, "eps", 1e-5);
+            let mut names = ["weight", "bias", "running_mean", "running_var"].map(|t| format!("{name}.{t}"));
+            for (slot, key) in names.iter_mut().zip(["weight_name", "bias_name", "running_mean_name", "running_var_name"]) {
+                if let Some(n) = a.string(cx, key) {
+                    *slot = n;
+                }
+            }
+            a.finish(cx, &["num_features", "eps", "weight_name", "bias_name", "running_mean_name", "running_var_name"]);
+            if eps <= 0.0 {
+                cx.error(call.name.span(), format!("`{name}`: eps must be positive"));
+            }
+            let dims = if kind == "BatchNorm1d" { 1 } else { 2 };
+            Op::BatchNorm(Norm { dims, features: features?, eps, names, placement: BnPlacement::Explicit })
+        }
+        "MaxPool2d" | "AvgPool2d" => {
+            let mut a = Args::new(cx, call, &["kernel_size", "stride", "padding"]);
+            let kernel = a.pair(cx, "kernel_size", None);
+            let stride = a.pair(cx, "stride", kernel);
+            let padding = a.pair(cx, "padding", Some([0, 0]));
+            a.finish(cx, &["kernel_size", "stride", "padding"]);
+            let pool = Pool { kernel: kernel?, stride: stride?, padding: padding? };
+            if pool.kernel.contains(&0) || pool.stride.contains(&0) {
+                cx.error(call.name.span(), format!("`{name}`: kernel_size and stride must be positive"));
+                return None;
+            }
+            if pool.padding[0] * 2 > pool.kernel[0] || pool.padding[1] * 2 > pool.kernel[1] {
+                cx.error(call.name.span(), format!("`{name}`: padding must be at most half the kernel size (as in PyTorch)"));
+                return None;
+            }
+            if kind == "MaxPool2d" { Op::MaxPool2d(pool) } else { Op::AvgPool2d(pool) }
+        }
+        "ReLU" => {
+            let mut a = Args::new(cx, call, &[]);
+            let _ = a.bool_or(cx, "inplace", false);
+            a.finish(cx, &["inplace"]);
+            Op::ReLU
+        }
+        "Flatten" => {
+            let mut a = Args::new(cx, call, &["start_dim"]);
+            let start = a.usize_or(cx, "start_dim", 1);
+            if start != 1 {
+                cx.error(call.name.span(), "only `Flatten(start_dim = 1)` (flatten each sample) is supported");
+            }
+            a.finish(cx, &["start_dim"]);
+            Op::Flatten
+        }
+        "Dropout" => {
+            let mut a = Args::new(cx, call, &["p"]);
+            let _ = a.float_or(cx, "p", 0.5);
+            a.finish(cx, &["p"]);
+            Op::Dropout
+        }
+        "Identity" => {
+            Args::new(cx, call, &[]).finish(cx, &[]);
+            Op::Identity
+        }
+        _ => {
+            cx.error(call.name.span(), format!("unknown layer `{kind}`; expected one of: {}", LAYER_KINDS.join(", ")));
+            return None;
+        }
+    };
+    Some(Layer {
+        name,
+        field,
+        span: call.name.span(),
+        op,
+        rule_override,
+        in_shape: Vec::new(),
+        out_shape: Vec::new(),
+        rule: None,
+        input_nonneg: false,
+    })
+}
+
+fn rule_arg(cx: &mut Ctxt, a: &mut Args<'_>) -> Option<(RuleIr, Span)> {
+    let arg = a.get("rule")?;
+    match &arg.value {
+        Value::Call(call) => lower_rule(cx, call).map(|r| (r, call.name.span())),
+        other => {
+            cx.error(other.span(), "`rule` must name a rule, e.g. `rule = Gamma(0.25)`");
+            None
+        }
+    }
+}
+
+/// A rule call: `Epsilon(0.25)`, `Gamma(gamma = 0.5)`, `ZBox(low = -1, high = 1)`, ...
+pub fn lower_rule(cx: &mut Ctxt, call: &Call) -> Option<RuleIr> {
+    let name = call.name.to_string();
+    let rule = match name.as_str() {
+        "Epsilon" => {
+            let mut a = Args::new(cx, call, &["epsilon"]);
+            let epsilon = a.float_or(cx, "epsilon", 1e-6);
+            let ignore_bias = a.bool_or(cx, "ignore_bias", false);
+            a.finish(cx, &["epsilon", "ignore_bias"]);
+            if epsilon < 0.0 {
+                cx.error(call.name.span(), format!("`Epsilon`: epsilon must be >= 0, got {epsilon}"));
+            }
+            RuleIr::Epsilon { epsilon, ignore_bias }
+        }
+        "Lrp0" => {
+            let mut a = Args::new(cx, call, &[]);
+            let ignore_bias = a.bool_or(cx, "ignore_bias", false);
+            a.finish(cx, &["ignore_bias"]);
+            RuleIr::Epsilon { epsilon: 0.0, ignore_bias }
+        }
+        "Gamma" => {
+            let mut a = Args::new(cx, call, &["gamma"]);
+            let gamma = a.float_or(cx, "gamma", 0.25);
+            a.finish(cx, &["gamma"]);
+            if gamma < 0.0 {
+                cx.error(call.name.span(), format!("`Gamma`: gamma must be >= 0, got {gamma}"));
+            }
+            RuleIr::Gamma { gamma }
+        }
+        "AlphaBeta" => {
+            let mut a = Args::new(cx, call, &["alpha", "beta"]);
+            let alpha = a.float_or(cx, "alpha", 2.0);
+            let beta = a.float_or(cx, "beta", 1.0);
+            a.finish(cx, &["alpha", "beta"]);
+            if beta < 0.0 || (alpha - beta - 1.0).abs() > 1e-9 {
+                cx.error(
+                    call.name.span(),
+                    format!("`AlphaBeta` needs alpha - beta = 1 and beta >= 0, got alpha = {alpha}, beta = {beta}"),
+                );
+            }
+            RuleIr::AlphaBeta { alpha, beta }
+        }
+        "ZPlus" | "Alpha1Beta0" | "Flat" | "WSquare" => {
+            Args::new(cx, call, &[]).finish(cx, &[]);
+            match name.as_str() {
+                "Flat" => RuleIr::Flat,
+                "WSquare" => RuleIr::WSquare,
+                _ => RuleIr::ZPlus,
+            }
+        }
+        "ZBox" => {
+            let mut a = Args::new(cx, call, &["low", "high"]);
+            let low = bound_arg(cx, &mut a, "low");
+            let high = bound_arg(cx, &mut a, "high");
+            a.finish(cx, &["low", "high"]);
+            let (low, high) = (low?, high?);
+            check_bounds(cx, call.name.span(), &low, &high);
+            RuleIr::ZBox { low, high }
+        }
+        _ if COMPOSITES.contains(&name.as_str()) => {
+            cx.error(call.name.span(), format!("`{name}` is a composite; a layer takes a rule: {}", RULES.join(", ")));
+            return None;
+        }
+        _ => {
+            cx.error(call.name.span(), format!("unknown rule `{name}`; expected one of: {}", RULES.join(", ")));
+            return None;
+        }
+    };
+    Some(rule)
+}
+
+fn bound_arg(cx: &mut Ctxt, a: &mut Args<'_>, name: &str) -> Option<BoundIr> {
+    let Some(arg) = a.get(name) else {
+        cx.error(a.span(), format!("`ZBox` needs `{name}`"));
+        return None;
+    };
+    match &arg.value {
+        Value::List(items, _) => {
+            let v: Vec<f64> = items.iter().filter_map(|v| as_float(cx, v, name)).collect();
+            (v.len() == items.len() && !v.is_empty()).then_some(BoundIr::PerChannel(v))
+        }
+        other => as_float(cx, other, name).map(BoundIr::Scalar),
+    }
+}
+
+fn check_bounds(cx: &mut Ctxt, span: Span, low: &BoundIr, high: &BoundIr) {
+    let values = |b: &BoundIr| match b {
+        BoundIr::Scalar(v) => vec![*v],
+        BoundIr::PerChannel(v) => v.clone(),
+    };
+    let (l, h) = (values(low), values(high));
+    if let (BoundIr::PerChannel(a), BoundIr::PerChannel(b)) = (low, high)
+        && a.len() != b.len()
+    {
+        cx.error(span, format!("`ZBox`: low has {} values but high has {}", a.len(), b.len()));
+        return;
+    }
+    let n = l.len().max(h.len());
+    if (0..n).any(|i| l[i.min(l.len() - 1)] > h[i.min(h.len() - 1)]) {
+        cx.error(span, "`ZBox`: low must not exceed high");
+    }
+}
+
+/// `composite = EpsilonPlus`, `EpsilonGammaBox(low = -1, high = 1)`, or a rule for every layer.
+pub fn lower_composite(cx: &mut Ctxt, call: &Call) -> Option<Composite> {
+    let name = call.name.to_string();
+    let composite = match name.as_str() {
+        "EpsilonGammaBox" => {
+            let mut a = Args::new(cx, call, &[]);
+            let low = bound_arg(cx, &mut a, "low");
+            let high = bound_arg(cx, &mut a, "high");
+            let gamma = a.float_or(cx, "gamma", 0.25);
+            let epsilon = a.float_or(cx, "epsilon", 1e-6);
+            a.finish(cx, &["low", "high", "gamma", "epsilon"]);
+            if gamma < 0.0 {
+                cx.error(call.name.span(), format!("`EpsilonGammaBox`: gamma must be >= 0, got {gamma}"));
+            }
+            if epsilon < 0.0 {
+                cx.error(call.name.span(), format!("`EpsilonGammaBox`: epsilon must be >= 0, got {epsilon}"));
+            }
+            let (low, high) = (low?, high?);
+            check_bounds(cx, call.name.span(), &low, &high);
+            Composite::EpsilonGammaBox { low, high, gamma, epsilon }
+        }
+        "EpsilonPlus" | "EpsilonAlpha2Beta1" | "EpsilonPlusFlat" => {
+            let mut a = Args::new(cx, call, &[]);
+            let epsilon = a.float_or(cx, "epsilon", 1e-6);
+            a.finish(cx, &["epsilon"]);
+            if epsilon < 0.0 {
+                cx.error(call.name.span(), format!("`{name}`: epsilon must be >= 0, got {epsilon}"));
+            }
+            match name.as_str() {
+                "EpsilonPlus" => Composite::EpsilonPlus { epsilon },
+                "EpsilonAlpha2Beta1" => Composite::EpsilonAlpha2Beta1 { epsilon },
+                _ => Composite::EpsilonPlusFlat { epsilon },
+            }
+        }
+        _ if RULES.contains(&name.as_str()) => Composite::Everywhere(lower_rule(cx, call)?),
+        _ => {
+            cx.error(
+                call.name.span(),
+                format!(
+                    "unknown composite `{name}`; expected one of: {}, or a rule for every layer: {}",
+                    COMPOSITES.join(", "),
+                    RULES.join(", ")
+                ),
+            );
+            return None;
+        }
+    };
+    Some(composite)
+}

@@ -1,0 +1,70 @@
+//! `plan_batchnorm`: where each BatchNorm's affine map `y = s x + t` goes.
+//!
+//! 1. Right after a Linear/Conv2d (`conv → BatchNorm`): folded into it, `W' = s W`,
+//!    `b' = s b + t` — exact.
+//! 2. Otherwise, when the next layer (past Flatten, Dropout, Identity) is a Linear, or a Conv2d
+//!    without zero padding (`conv → ReLU → BatchNorm → conv`): folded into that layer,
+//!    `W' = W diag(s)`, `b' = b + W t` — exact, because no padded zero would have to become `t`.
+//! 3. Otherwise it stays an explicit per-channel affine layer, explained by the epsilon rule.
+
+use crate::ir::{BnPlacement, Network, Op};
+
+/// Sets the placement of every BatchNorm (see the module docs).
+pub fn plan_batchnorm(net: &mut Network) {
+    for i in 0..net.layers.len() {
+        if !matches!(net.layers[i].op, Op::BatchNorm(_)) {
+            continue;
+        }
+        let skippable = |op: &Op| matches!(op, Op::Dropout | Op::Identity);
+        let previous = net.layers[..i].iter().rposition(|l| !skippable(&l.op)).filter(|&p| net.layers[p].op.is_linear());
+        let next = (i + 1..net.layers.len())
+            .find(|&j| !skippable(&net.layers[j].op) && net.layers[j].op != Op::Flatten)
+            .filter(|&j| match &net.layers[j].op {
+                Op::Linear { .. } => true,
+                Op::Conv2d(c) => c.padding == [0, 0],
+                _ => false,
+            });
+        let placement = match (previous, next) {
+            (Some(p), _) => BnPlacement::IntoPrevious(p),
+            (None, Some(n)) => BnPlacement::IntoNext(n),
+            (None, None) => BnPlacement::Explicit,
+        };
+        if let Op::BatchNorm(norm) = &mut net.layers[i].op {
+            norm.placement = placement;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::{BnPlacement, Op};
+    use quote::quote;
+
+    fn placements(tokens: proc_macro2::TokenStream) -> Vec<BnPlacement> {
+        let spec = syn::parse2(tokens).unwrap();
+        let mut cx = crate::ctxt::Ctxt::default();
+        let mut net = crate::lower::lower(&mut cx, &spec, None).unwrap();
+        super::plan_batchnorm(&mut net);
+        assert!(!cx.has_errors());
+        net.layers
+            .iter()
+            .filter_map(|l| match &l.op {
+                Op::BatchNorm(n) => Some(n.placement),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn folds_into_previous_then_next_else_explicit() {
+        let p = placements(quote! {
+            Net(input = [1, 8, 8]) {
+                Conv2d(1, 4, kernel_size = 3, padding = 1), BatchNorm2d(4), ReLU,
+                BatchNorm2d(4), Conv2d(4, 4, kernel_size = 3),
+                ReLU, BatchNorm2d(4), Conv2d(4, 4, kernel_size = 3, padding = 1),
+                ReLU, BatchNorm2d(4), Flatten, Linear(64, 3),
+            }
+        });
+        assert_eq!(p, vec![BnPlacement::IntoPrevious(0), BnPlacement::IntoNext(4), BnPlacement::Explicit, BnPlacement::IntoNext(11)]);
+    }
+}

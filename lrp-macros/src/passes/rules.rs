@@ -1,0 +1,116 @@
+//! `assign_rules`: the rule of every Linear and Conv2d layer, from the composite and the
+//! per-layer `rule = ...` overrides, with the checks that need the network (z^B only where the
+//! network input feeds the layer, per-channel bounds matching the input channels).
+
+use super::producer;
+use crate::ctxt::Ctxt;
+use crate::ir::{BoundIr, Composite, Network, Op, RuleIr};
+
+/// The composite's rule for the `k`-th linear layer (0-based), a convolution or not.
+pub fn composite_rule(composite: &Composite, k: usize, conv: bool) -> RuleIr {
+    let eps = |epsilon: f64| RuleIr::Epsilon { epsilon, ignore_bias: false };
+    match composite {
+        Composite::Everywhere(rule) => rule.clone(),
+        Composite::EpsilonGammaBox { low, high, gamma, epsilon } => match (k, conv) {
+            (0, true) => RuleIr::ZBox { low: low.clone(), high: high.clone() },
+            (_, true) => RuleIr::Gamma { gamma: *gamma },
+            (_, false) => eps(*epsilon),
+        },
+        Composite::EpsilonPlus { epsilon } => if conv { RuleIr::ZPlus } else { eps(*epsilon) },
+        Composite::EpsilonAlpha2Beta1 { epsilon } => {
+            if conv { RuleIr::AlphaBeta { alpha: 2.0, beta: 1.0 } } else { eps(*epsilon) }
+        }
+        Composite::EpsilonPlusFlat { epsilon } => match (k, conv) {
+            (0, _) => RuleIr::Flat,
+            (_, true) => RuleIr::ZPlus,
+            (_, false) => eps(*epsilon),
+        },
+    }
+}
+
+/// Sets `rule` on every Linear and Conv2d layer.
+pub fn assign_rules(cx: &mut Ctxt, net: &mut Network) {
+    let mut k = 0;
+    for i in 0..net.layers.len() {
+        if !net.layers[i].op.is_linear() {
+            continue;
+        }
+        let conv = matches!(net.layers[i].op, Op::Conv2d(_));
+        let (rule, span) = match &net.layers[i].rule_override {
+            Some((rule, span)) => (rule.clone(), *span),
+            None => (composite_rule(&net.composite, k, conv), net.layers[i].span),
+        };
+        k += 1;
+        if let RuleIr::ZBox { low, high } = &rule {
+            let fed_by_input = net.layers[..i].iter().all(|l| matches!(l.op, Op::Flatten | Op::Dropout | Op::Identity));
+            if !fed_by_input {
+                cx.error(
+                    span,
+                    format!(
+                        "`ZBox` applies only to a layer fed by the network input (its bounds are the input's range), but `{}` reads the output of {}",
+                        net.layers[i].name,
+                        producer(net, i)
+                    ),
+                );
+            }
+            let channels = match &net.layers[i].op {
+                Op::Conv2d(c) => c.in_channels,
+                _ => net.layers[i].in_shape.first().copied().unwrap_or(0),
+            };
+            for b in [low, high] {
+                if let BoundIr::PerChannel(v) = b
+                    && v.len() != channels
+                    && !(matches!(net.layers[i].op, Op::Linear { .. }) && channels % v.len().max(1) == 0 && !v.is_empty())
+                {
+                    cx.error(span, format!("`ZBox` has {} per-channel bounds, but `{}` has {channels} input channels", v.len(), net.layers[i].name));
+                }
+            }
+        }
+        net.layers[i].rule = Some(rule);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::RuleIr;
+    use quote::quote;
+
+    fn rules(tokens: proc_macro2::TokenStream) -> Result<Vec<RuleIr>, Vec<String>> {
+        let spec = syn::parse2(tokens).unwrap();
+        let mut cx = crate::ctxt::Ctxt::default();
+        let mut net = crate::lower::lower(&mut cx, &spec, None).unwrap();
+        crate::passes::run(&mut cx, &mut net);
+        match cx.check() {
+            Ok(()) => Ok(net.layers.iter().filter_map(|l| l.rule.clone()).collect()),
+            Err(e) => Err(e.into_iter().map(|e| e.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn epsilon_gamma_box_follows_zennit() {
+        let r = rules(quote! {
+            Net(input = [3, 8, 8], composite = EpsilonGammaBox(low = -1.0, high = 1.0)) {
+                Conv2d(3, 4, kernel_size = 3), ReLU, Conv2d(4, 4, kernel_size = 3), ReLU, Flatten,
+                Linear(64, 8), ReLU, Linear(8, 2, rule = Epsilon(0.25)),
+            }
+        })
+        .unwrap();
+        use crate::ir::BoundIr::Scalar;
+        assert_eq!(
+            r,
+            vec![
+                RuleIr::ZBox { low: Scalar(-1.0), high: Scalar(1.0) },
+                RuleIr::Gamma { gamma: 0.25 },
+                RuleIr::Epsilon { epsilon: 1e-6, ignore_bias: false },
+                RuleIr::Epsilon { epsilon: 0.25, ignore_bias: false },
+            ]
+        );
+    }
+
+    #[test]
+    fn zbox_away_from_the_input_is_an_error() {
+        let e = rules(quote!(Net(input = [4]) { Linear(4, 4), ReLU, Linear(4, 2, rule = ZBox(low = 0, high = 1)) })).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("`ZBox` applies only to a layer fed by the network input"), "{e:?}");
+    }
+}

@@ -1,0 +1,157 @@
+//! `infer_shapes`: the shape of every layer's input and output, checked against what each layer
+//! declares (channels, features, sizes).
+
+use super::producer;
+use crate::ctxt::Ctxt;
+use crate::ir::{Network, Op};
+
+fn extent(input: usize, kernel: usize, stride: usize, pad: usize, dilation: usize) -> Option<usize> {
+    let span = dilation * (kernel - 1) + 1;
+    (input + 2 * pad >= span).then(|| (input + 2 * pad - span) / stride + 1)
+}
+
+fn show(shape: &[usize]) -> String {
+    format!("{shape:?}")
+}
+
+/// Annotates `in_shape`/`out_shape` of every layer. After an error the layer's declared output
+/// (where it has one) is assumed, so later mismatches are reported too.
+pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
+    let mut current: Option<Vec<usize>> = (!net.input_shape.is_empty()).then(|| net.input_shape.clone());
+    for i in 0..net.layers.len() {
+        let from = producer(net, i);
+        let layer = &mut net.layers[i];
+        let (name, span) = (layer.name.clone(), layer.span);
+        let input = current.clone();
+        layer.in_shape = input.clone().unwrap_or_default();
+        let out: Option<Vec<usize>> = match &layer.op {
+            Op::Linear { in_features, out_features, .. } => {
+                if let Some(s) = &input {
+                    if s.len() != 1 {
+                        cx.error(span, format!("`{name}` (Linear) needs a flat input, but {from} gives {}; add `Flatten` before it", show(s)));
+                    } else if s[0] != *in_features {
+                        cx.error(span, format!("`{name}` expects {in_features} input features, but {from} gives {}", s[0]));
+                    }
+                }
+                Some(vec![*out_features])
+            }
+            Op::Conv2d(c) => match &input {
+                Some(s) if s.len() == 3 => {
+                    if s[0] != c.in_channels {
+                        cx.error(span, format!("`{name}` expects {} input channels, but {from} gives {}", c.in_channels, s[0]));
+                    }
+                    let oh = extent(s[1], c.kernel[0], c.stride[0], c.padding[0], c.dilation[0]);
+                    let ow = extent(s[2], c.kernel[1], c.stride[1], c.padding[1], c.dilation[1]);
+                    match (oh, ow) {
+                        (Some(h), Some(w)) => Some(vec![c.out_channels, h, w]),
+                        _ => {
+                            cx.error(span, format!("`{name}`: the kernel is larger than its padded input {}", show(s)));
+                            None
+                        }
+                    }
+                }
+                Some(s) => {
+                    cx.error(span, format!("`{name}` (Conv2d) needs a [channels, height, width] input, but {from} gives {}", show(s)));
+                    None
+                }
+                None => None,
+            },
+            Op::BatchNorm(n) => {
+                if let Some(s) = &input {
+                    let ok_rank = if n.dims == 2 { s.len() == 3 } else { s.len() == 1 || s.len() == 2 };
+                    let kind = if n.dims == 2 { "BatchNorm2d" } else { "BatchNorm1d" };
+                    if !ok_rank {
+                        cx.error(span, format!("`{name}` ({kind}) cannot normalise the {}-dimensional output {} of {from}", s.len(), show(s)));
+                    } else if s[0] != n.features {
+                        cx.error(span, format!("`{name}` expects {} channels, but {from} gives {}", n.features, s[0]));
+                    }
+                }
+                input.clone()
+            }
+            Op::MaxPool2d(p) | Op::AvgPool2d(p) => match &input {
+                Some(s) if s.len() == 3 => {
+                    match (extent(s[1], p.kernel[0], p.stride[0], p.padding[0], 1), extent(s[2], p.kernel[1], p.stride[1], p.padding[1], 1)) {
+                        (Some(h), Some(w)) if h > 0 && w > 0 => Some(vec![s[0], h, w]),
+                        _ => {
+                            cx.error(span, format!("`{name}`: the pooling window is larger than its input {}", show(s)));
+                            None
+                        }
+                    }
+                }
+                Some(s) => {
+                    cx.error(span, format!("`{name}` needs a [channels, height, width] input, but {from} gives {}", show(s)));
+                    None
+                }
+                None => None,
+            },
+            Op::Flatten => input.as_ref().map(|s| vec![s.iter().product()]),
+            Op::ReLU | Op::Dropout | Op::Identity => input.clone(),
+        };
+        layer.out_shape = out.clone().unwrap_or_default();
+        current = out;
+    }
+    if let (Some(last), Some(shape)) = (net.layers.last(), &current)
+        && shape.len() != 1
+    {
+        cx.error(
+            last.span,
+            format!("a network must end in a vector of class scores, but `{}` gives {}; add `Flatten` and a `Linear` layer", last.name, show(shape)),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ctxt::Ctxt;
+    use quote::quote;
+
+    fn errors(tokens: proc_macro2::TokenStream) -> Vec<String> {
+        let spec = syn::parse2(tokens).unwrap();
+        let mut cx = Ctxt::default();
+        let mut net = crate::lower::lower(&mut cx, &spec, None).unwrap();
+        super::infer_shapes(&mut cx, &mut net);
+        match cx.check() {
+            Ok(()) => vec![],
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn shapes_flow_and_mismatches_are_all_reported() {
+        let errs = errors(quote! {
+            Net(input = [3, 16, 16]) {
+                conv1: Conv2d(3, 8, kernel_size = 3, padding = 1),
+                pool1: MaxPool2d(2),
+                conv2: Conv2d(16, 16, kernel_size = 3),
+                Flatten,
+                fc: Linear(100, 10),
+            }
+        });
+        assert_eq!(
+            errs,
+            vec![
+                "`conv2` expects 16 input channels, but `pool1` gives 8".to_string(),
+                "`fc` expects 100 input features, but `3` gives 576".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn well_formed_network_has_no_errors() {
+        assert!(errors(quote! {
+            Net(input = [1, 28, 28]) {
+                Conv2d(1, 6, kernel_size = 5, padding = 2), BatchNorm2d(6), ReLU, AvgPool2d(2, stride = 2),
+                Conv2d(6, 16, kernel_size = 5), ReLU, MaxPool2d(kernel_size = 3, stride = 2, padding = 1),
+                Flatten, Linear(256, 10),
+            }
+        })
+        .is_empty());
+    }
+
+    #[test]
+    fn linear_on_an_image_and_image_output_are_errors() {
+        let errs = errors(quote!(Net(input = [2, 4, 4]) { Linear(32, 10), Conv2d(1, 1, kernel_size = 1) }));
+        assert!(errs[0].contains("needs a flat input"), "{errs:?}");
+        assert!(errs[1].contains("(Conv2d) needs a [channels, height, width] input"), "{errs:?}");
+    }
+}

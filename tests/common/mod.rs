@@ -1,0 +1,63 @@
+//! Helpers shared by the integration tests: reading the reference fixtures and comparing.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+/// The tensors of a `*.cases.safetensors` fixture: f32 tensors by name, and `target` (int64).
+pub struct Cases {
+    pub f32s: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    pub target: Vec<usize>,
+}
+
+impl Cases {
+    pub fn load(path: &str) -> Cases {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid fixture");
+        let mut f32s = HashMap::new();
+        let mut target = Vec::new();
+        for (name, view) in st.tensors() {
+            match view.dtype() {
+                safetensors::Dtype::I64 => {
+                    target = view.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as usize).collect()
+                }
+                safetensors::Dtype::F32 => {
+                    let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+                    f32s.insert(name.clone(), (view.shape().to_vec(), data));
+                }
+                other => panic!("unexpected dtype {other:?} for {name}"),
+            }
+        }
+        Cases { f32s, target }
+    }
+
+    pub fn get(&self, name: &str) -> &[f32] {
+        &self.f32s.get(name).unwrap_or_else(|| panic!("fixture has no `{name}`")).1
+    }
+
+    pub fn batch(&self) -> usize {
+        self.target.len()
+    }
+}
+
+/// Per sample: `max |got - want| <= tol * max |want|`; returns the worst ratio seen.
+pub fn assert_close_per_sample(what: &str, got: &[f32], want: &[f32], n: usize, tol: f32) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let len = want.len() / n;
+    let mut worst = 0.0f32;
+    for i in 0..n {
+        let (g, w) = (&got[i * len..(i + 1) * len], &want[i * len..(i + 1) * len]);
+        let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = g.iter().zip(w).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err <= tol * scale, "{what}, sample {i}: max error {err:e} > {tol:e} * max|ref| {scale:e}");
+        worst = worst.max(err / scale);
+    }
+    worst
+}
+
+/// Element-wise relative closeness: `|got - want| <= tol * max(|want|, 1e-3)`.
+pub fn assert_rel_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!((a - b).abs() <= tol * b.abs().max(1e-3), "{what}[{i}]: {a} vs {b}");
+    }
+}
