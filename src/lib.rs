@@ -7,4 +7,5 @@
 
 pub use lrp_macros::{Explainable, network};
 pub use lrp_runtime as runtime;
+pub use lrp_runtime::layers;
 pub use lrp_runtime::{Bound, Error, Explanation, Result, Rule, Target, Tensor, Weights};

@@ -80,7 +80,13 @@ fn rule_doc(rule: &RuleIr) -> String {
         RuleIr::ZPlus => "z+".into(),
         RuleIr::Flat => "flat".into(),
         RuleIr::WSquare => "w^2".into(),
-        RuleIr::ZBox { low, high } => format!("z^B({low:?}, {high:?})"),
+        RuleIr::ZBox { low, high } => {
+            let show = |b: &BoundIr| match b {
+                BoundIr::Scalar(v) => v.to_string(),
+                BoundIr::PerChannel(v) => format!("{v:?}"),
+            };
+            format!("z^B(low = {}, high = {})", show(low), show(high))
+        }
     }
 }
 
@@ -235,6 +241,9 @@ pub fn generate(net: &Network) -> TokenStream {
             Op::Flatten | Op::Dropout | Op::Identity => unreachable_passthrough(),
         });
     }
+
+    let idle_fields: Vec<&Ident> =
+        net.layers.iter().filter(|l| l.op.is_passthrough() || matches!(l.op, Op::ReLU)).map(|l| &l.field).collect();
 
     // Backward pass: relevance from the logits' buffer down to the input.
     let mut backward = Vec::new();
@@ -430,6 +439,9 @@ pub fn generate(net: &Network) -> TokenStream {
             }
 
             fn forward_pass(&self, ws: &mut #ws_name, input: &[f32], n: usize) {
+                // Layers without run-time work (ReLU is a kernel call; reshapes and folded
+                // BatchNorms do nothing) are still part of the model.
+                let _ = (#(&self.#idle_fields,)*);
                 #(#forward)*
             }
 

@@ -54,10 +54,60 @@ pub fn derive(input: TokenStream) -> TokenStream {
     }
 }
 
-/// The generated code, formatted (for snapshots and `cargo expand`-like inspection).
+/// The generated code, formatted (for snapshots).
+#[cfg(test)]
 pub fn pretty(tokens: TokenStream) -> String {
     match syn::parse2::<syn::File>(tokens.clone()) {
         Ok(file) => prettyplease::unparse(&file),
         Err(_) => tokens.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    /// Every spec shipped in `specs/` compiles, and its generated code is snapshot-tested.
+    #[test]
+    fn specs_compile_to_the_snapshotted_code() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut specs: Vec<_> = std::fs::read_dir(root.join("specs"))
+            .expect("specs/ exists")
+            .map(|e| e.expect("readable entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "lrp"))
+            .collect();
+        specs.sort();
+        assert!(specs.len() >= 3, "{specs:?}");
+        for path in specs {
+            let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+            let lit = syn::LitStr::new(&format!("specs/{stem}.lrp"), proc_macro2::Span::call_site());
+            let (spec, _) = parse_file(&lit, &root).unwrap_or_else(|e| panic!("{stem}: {e}"));
+            let net = compile(&spec, Some(lit.value())).unwrap_or_else(|e| panic!("{stem}: {e}"));
+            insta::assert_snapshot!(format!("spec_{stem}"), pretty(generate(&net)));
+        }
+    }
+
+    #[test]
+    fn derive_snapshot() {
+        let out = derive(quote! {
+            #[lrp(input = [16], composite = EpsilonPlus)]
+            pub struct Mlp {
+                #[lrp(16, 32, name = "0")]
+                fc1: Linear,
+                relu: ReLU,
+                #[lrp(32, 4, name = "2", rule = Epsilon(0.25))]
+                fc2: Linear,
+            }
+        });
+        insta::assert_snapshot!("derive_mlp", pretty(out));
+    }
+
+    #[test]
+    fn errors_become_compile_errors() {
+        let out = network(quote!(Net(input = [4]) { Linear(5, 2), Conv3d(1) })).to_string();
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(out.contains("expects 5 input features") || out.contains("unknown layer `Conv3d`"), "{out}");
+        assert!(out.contains("unknown layer `Conv3d`"), "{out}");
     }
 }

@@ -142,7 +142,7 @@ mod tests {
             Net(input = [1, 28, 28]) {
                 Conv2d(1, 6, kernel_size = 5, padding = 2), BatchNorm2d(6), ReLU, AvgPool2d(2, stride = 2),
                 Conv2d(6, 16, kernel_size = 5), ReLU, MaxPool2d(kernel_size = 3, stride = 2, padding = 1),
-                Flatten, Linear(256, 10),
+                Flatten, Linear(400, 10),
             }
         })
         .is_empty());
