@@ -242,6 +242,32 @@ pub fn generate(net: &Network) -> TokenStream {
         });
     }
 
+    // Every tensor the network reads, with its PyTorch shape.
+    let mut tensors = Vec::new();
+    for l in &net.layers {
+        match &l.op {
+            Op::Linear { in_features, out_features, bias, weight, bias_name } => {
+                tensors.push(quote!((#weight, &[#out_features, #in_features])));
+                if *bias {
+                    tensors.push(quote!((#bias_name, &[#out_features])));
+                }
+            }
+            Op::Conv2d(c) => {
+                let (o, i, [kh, kw]) = (c.out_channels, c.in_channels / c.groups, c.kernel);
+                let (weight, bias_name) = (&c.weight, &c.bias_name);
+                tensors.push(quote!((#weight, &[#o, #i, #kh, #kw])));
+                if c.bias {
+                    tensors.push(quote!((#bias_name, &[#o])));
+                }
+            }
+            Op::BatchNorm(n) => {
+                let f = n.features;
+                tensors.extend(n.names.iter().map(|t| quote!((#t, &[#f]))));
+            }
+            _ => {}
+        }
+    }
+
     let idle_fields: Vec<&Ident> =
         net.layers.iter().filter(|l| l.op.is_passthrough() || matches!(l.op, Op::ReLU)).map(|l| &l.field).collect();
 
@@ -383,6 +409,8 @@ pub fn generate(net: &Network) -> TokenStream {
             pub const INPUT_LEN: usize = #in_len;
             /// Number of outputs (classes).
             pub const CLASSES: usize = #classes;
+            /// Every tensor the network reads from a `state_dict`, with its shape.
+            pub const TENSORS: &'static [(&'static str, &'static [usize])] = &[#(#tensors),*];
 
             /// Loads the weights from a safetensors file (a PyTorch `state_dict`); tensors the
             /// network does not use are ignored.
