@@ -352,7 +352,7 @@ pub fn generate(net: &Network) -> TokenStream {
                 BnPlacement::IntoPrevious(j) | BnPlacement::IntoNext(j) => format!("BatchNorm (folded into `{}`)", net.layers[j].name),
                 BnPlacement::Explicit => "BatchNorm (explicit, epsilon rule)".into(),
             },
-            op => format!("{op:?}").split([' ', '(', '{']).next().unwrap_or_default().to_string(),
+            op => op.kind().to_string(),
         };
         let nonneg = if l.input_nonneg && l.op.is_linear() { ", input >= 0" } else { "" };
         doc.push(format!("- `{}`: {kind} -> {:?} {rule}{nonneg}", l.name, l.out_shape));

@@ -20,10 +20,6 @@ impl Ctxt {
         self.errors.push(error);
     }
 
-    pub fn has_errors(&self) -> bool {
-        !self.errors.is_empty()
-    }
-
     /// All errors combined into one (rustc shows each at its own span), or `Ok`.
     pub fn check(self) -> syn::Result<()> {
         let mut iter = self.errors.into_iter();

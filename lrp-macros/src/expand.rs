@@ -11,14 +11,12 @@ use proc_macro2::TokenStream;
 /// Lowers and checks a spec; every error found is reported.
 pub fn compile(spec: &Spec, source_file: Option<String>) -> syn::Result<Network> {
     let mut cx = Ctxt::default();
-    let net = crate::lower::lower(&mut cx, spec, source_file);
-    match net {
-        Some(mut net) if !cx.has_errors() => {
-            crate::passes::run(&mut cx, &mut net);
-            cx.check().map(|()| net)
-        }
-        _ => Err(cx.check().err().unwrap_or_else(|| syn::Error::new(spec.name.span(), "invalid network"))),
+    let crate::lower::Lowered { mut net, complete } = crate::lower::lower(&mut cx, spec, source_file);
+    // With every layer lowered, the passes still find the remaining errors (shapes, rules).
+    if complete {
+        crate::passes::run(&mut cx, &mut net);
     }
+    cx.check().map(|()| net)
 }
 
 /// `network! { ... }` and `network!(file = "...")`.

@@ -106,6 +106,22 @@ impl Op {
         matches!(self, Op::Linear { .. } | Op::Conv2d(_))
     }
 
+    /// The layer kind as written in a spec.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Linear { .. } => "Linear",
+            Op::Conv2d(_) => "Conv2d",
+            Op::BatchNorm(n) if n.dims == 1 => "BatchNorm1d",
+            Op::BatchNorm(_) => "BatchNorm2d",
+            Op::ReLU => "ReLU",
+            Op::MaxPool2d(_) => "MaxPool2d",
+            Op::AvgPool2d(_) => "AvgPool2d",
+            Op::Flatten => "Flatten",
+            Op::Dropout => "Dropout",
+            Op::Identity => "Identity",
+        }
+    }
+
     /// Layers that change nothing at inference (their output is their input).
     pub fn is_passthrough(&self) -> bool {
         matches!(self, Op::Flatten | Op::Dropout | Op::Identity)

@@ -28,8 +28,9 @@ pub const RULES: &[&str] = &["Epsilon", "Lrp0", "Gamma", "AlphaBeta", "ZPlus", "
 /// Composites of several rules (Zennit's names).
 pub const COMPOSITES: &[&str] = &["EpsilonGammaBox", "EpsilonPlus", "EpsilonAlpha2Beta1", "EpsilonPlusFlat"];
 
-/// Lowers a spec; `None` only when nothing sensible can be built (errors are in `cx`).
-pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Option<Network> {
+/// Lowers a spec (errors go to `cx`). `complete` is false when some layer could not be lowered
+/// at all, so that the passes would report follow-on errors.
+pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered {
     let header = Call { name: spec.name.clone(), args: spec.options.clone() };
     let mut args = Args::new(cx, &header, &[]);
     let input_shape = match args.get("input") {
@@ -47,7 +48,8 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Option<
             }
         },
         None => {
-            cx.error(spec.name.span(), format!("`{}` needs an input shape, e.g. `input = [1, 28, 28]`", spec.name));
+            let hint = if spec.user_struct { "add `#[lrp(input = [1, 28, 28])]` to the struct" } else { "e.g. `input = [1, 28, 28]`" };
+            cx.error(spec.name.span(), format!("`{}` needs an input shape: {hint}", spec.name));
             Vec::new()
         }
     };
@@ -66,7 +68,7 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Option<
     args.finish(cx, &["input", "composite", "input_nonnegative"]);
 
     let mut layers = Vec::new();
-    lower_entries(cx, &spec.entries, "", &mut layers);
+    let complete = lower_entries(cx, &spec.entries, "", &mut layers);
     for (i, layer) in layers.iter().enumerate() {
         if layers[..i].iter().any(|l| l.name == layer.name) {
             cx.error(layer.span, format!("two layers are named `{}`", layer.name));
@@ -75,7 +77,7 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Option<
     if layers.is_empty() {
         cx.error(spec.name.span(), format!("`{}` has no layers", spec.name));
     }
-    Some(Network {
+    let net = Network {
         attrs: spec.attrs.clone(),
         vis: spec.vis.clone(),
         name: spec.name.clone(),
@@ -85,28 +87,42 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Option<
         composite,
         layers,
         source_file,
-    })
+    };
+    Lowered { net, complete }
 }
 
-fn lower_entries(cx: &mut Ctxt, entries: &[Entry], prefix: &str, out: &mut Vec<Layer>) {
+/// The result of [`lower`].
+pub struct Lowered {
+    pub net: Network,
+    /// Every layer was lowered (possibly with errors in its arguments).
+    pub complete: bool,
+}
+
+/// Lowers a list of entries into `out`; false if some layer could not be lowered.
+fn lower_entries(cx: &mut Ctxt, entries: &[Entry], prefix: &str, out: &mut Vec<Layer>) -> bool {
+    let mut complete = true;
     for (index, entry) in entries.iter().enumerate() {
         match entry {
             Entry::Block { name, entries } => {
-                lower_entries(cx, entries, &format!("{prefix}{}.", name.value), out);
+                complete &= lower_entries(cx, entries, &format!("{prefix}{}.", name.value), out);
             }
             Entry::Layer { name, call, field } => {
                 let local = name.as_ref().map_or_else(|| index.to_string(), |n| n.value.clone());
                 let full = format!("{prefix}{local}");
                 let field = field.clone().unwrap_or_else(|| field_ident(&full, call.name.span()));
-                if let Some(mut layer) = lower_layer(cx, call, full, field) {
-                    if let Some(n) = name {
-                        layer.span = n.span;
+                match lower_layer(cx, call, full, field) {
+                    Some(mut layer) => {
+                        if let Some(n) = name {
+                            layer.span = n.span;
+                        }
+                        out.push(layer);
                     }
-                    out.push(layer);
+                    None => complete = false,
                 }
             }
         }
     }
+    complete
 }
 
 /// `features.0` → `features_0`; a leading digit gets a `layer_` prefix.

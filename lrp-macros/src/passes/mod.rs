@@ -24,8 +24,12 @@ pub fn run(cx: &mut Ctxt, net: &mut Network) {
 
 /// The name a user knows the producer of layer `i`'s input by.
 pub(crate) fn producer(net: &Network, i: usize) -> String {
-    match i.checked_sub(1) {
-        Some(p) => format!("`{}`", net.layers[p].name),
+    match i.checked_sub(1).map(|p| &net.layers[p]) {
+        // Unnamed layers are known by their index: add the kind.
+        Some(l) if l.name.rsplit('.').next().is_some_and(|s| s.chars().all(|c| c.is_ascii_digit())) => {
+            format!("`{}` ({})", l.name, l.op.kind())
+        }
+        Some(l) => format!("`{}`", l.name),
         None => "the input".to_string(),
     }
 }

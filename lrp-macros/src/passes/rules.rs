@@ -78,7 +78,7 @@ mod tests {
     fn rules(tokens: proc_macro2::TokenStream) -> Result<Vec<RuleIr>, Vec<String>> {
         let spec = syn::parse2(tokens).unwrap();
         let mut cx = crate::ctxt::Ctxt::default();
-        let mut net = crate::lower::lower(&mut cx, &spec, None).unwrap();
+        let mut net = crate::lower::lower(&mut cx, &spec, None).net;
         crate::passes::run(&mut cx, &mut net);
         match cx.check() {
             Ok(()) => Ok(net.layers.iter().filter_map(|l| l.rule.clone()).collect()),

@@ -108,7 +108,7 @@ mod tests {
     fn errors(tokens: proc_macro2::TokenStream) -> Vec<String> {
         let spec = syn::parse2(tokens).unwrap();
         let mut cx = Ctxt::default();
-        let mut net = crate::lower::lower(&mut cx, &spec, None).unwrap();
+        let mut net = crate::lower::lower(&mut cx, &spec, None).net;
         super::infer_shapes(&mut cx, &mut net);
         match cx.check() {
             Ok(()) => vec![],
@@ -131,7 +131,7 @@ mod tests {
             errs,
             vec![
                 "`conv2` expects 16 input channels, but `pool1` gives 8".to_string(),
-                "`fc` expects 100 input features, but `3` gives 576".to_string(),
+                "`fc` expects 100 input features, but `3` (Flatten) gives 576".to_string(),
             ]
         );
     }

@@ -32,7 +32,7 @@ mod tests {
         })
         .unwrap();
         let mut cx = crate::ctxt::Ctxt::default();
-        let mut net = crate::lower::lower(&mut cx, &spec, None).unwrap();
+        let mut net = crate::lower::lower(&mut cx, &spec, None).net;
         crate::passes::run(&mut cx, &mut net);
         let signs: Vec<bool> = net.layers.iter().map(|l| l.input_nonneg).collect();
         // The first BatchNorm folds into the conv after it, which then reads the pooled ReLU output.

@@ -126,7 +126,7 @@ mod tests {
     }
 
     fn seq(n: usize, seed: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 * 0.37 + seed).sin() * 2.0)).collect()
+        (0..n).map(|i| (i as f32 * 0.37 + seed).sin() * 2.0).collect()
     }
 
     #[test]

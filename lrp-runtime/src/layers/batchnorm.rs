@@ -72,7 +72,7 @@ impl BatchNorm {
     }
 
     pub(crate) fn check_divides(&self, features: usize, layer: &str) -> Result<()> {
-        if self.channels() > 0 && features % self.channels() == 0 {
+        if self.channels() > 0 && features.is_multiple_of(self.channels()) {
             Ok(())
         } else {
             Err(Error::InvalidParameter {

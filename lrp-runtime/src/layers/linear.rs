@@ -236,7 +236,7 @@ impl LinearMap {
             (Bound::PerChannel(_), LinearKind::Conv2d(g)) => g.in_channels,
         };
         if let Bound::PerChannel(v) = bound
-            && (v.len() != channels || channels == 0 || in_len % channels != 0)
+            && (v.len() != channels || channels == 0 || !in_len.is_multiple_of(channels))
         {
             return Err(Error::InvalidParameter {
                 what: format!("z^B bounds of layer `{}`", self.name),
