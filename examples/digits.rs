@@ -82,7 +82,8 @@ fn fail(message: &str) -> ! {
 fn read_test_set(path: &Path) -> Result<(Vec<f32>, Vec<usize>), Box<dyn Error>> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)?;
-    let images = st.tensor("images")?.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let images =
+        st.tensor("images")?.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     let labels = st
         .tensor("labels")?
         .data()
