@@ -18,7 +18,11 @@ impl Cases {
         for (name, view) in st.tensors() {
             match view.dtype() {
                 safetensors::Dtype::I64 => {
-                    target = view.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as usize).collect()
+                    target = view
+                        .data()
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as usize)
+                        .collect()
                 }
                 safetensors::Dtype::F32 => {
                     let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
