@@ -59,7 +59,17 @@ fn apply_bn(b: &Bn, x: &[f64], spatial: usize) -> Vec<f64> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn conv(x: &[f64], c: usize, h: usize, w: &[f32], b: &[f32], o: usize, k: usize, stride: usize, pad: usize) -> (Vec<f64>, usize) {
+fn conv(
+    x: &[f64],
+    c: usize,
+    h: usize,
+    w: &[f32],
+    b: &[f32],
+    o: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> (Vec<f64>, usize) {
     let oh = (h + 2 * pad - k) / stride + 1;
     let mut out = vec![0.0; o * oh * oh];
     for oc in 0..o {
@@ -69,9 +79,11 @@ fn conv(x: &[f64], c: usize, h: usize, w: &[f32], b: &[f32], o: usize, k: usize,
                 for ic in 0..c {
                     for ky in 0..k {
                         for kx in 0..k {
-                            let (y, xx) = ((oy * stride + ky) as i64 - pad as i64, (ox * stride + kx) as i64 - pad as i64);
+                            let (y, xx) =
+                                ((oy * stride + ky) as i64 - pad as i64, (ox * stride + kx) as i64 - pad as i64);
                             if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < h {
-                                s += x[(ic * h + y as usize) * h + xx as usize] * w[((oc * c + ic) * k + ky) * k + kx] as f64;
+                                s += x[(ic * h + y as usize) * h + xx as usize]
+                                    * w[((oc * c + ic) * k + ky) * k + kx] as f64;
                             }
                         }
                     }
@@ -110,8 +122,9 @@ fn every_placement_matches_the_unfolded_forward_pass() {
             tensors.push((format!("{name}.{t}"), vec![c], v.clone()));
         }
     }
-    let refs: Vec<(&str, &[usize], &[f32])> = tensors.iter().map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice())).collect();
-    let model = BnNet::from_bytes(&serialize_f32(&refs)).expect("load");
+    let refs: Vec<(&str, &[usize], &[f32])> =
+        tensors.iter().map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice())).collect();
+    let model = BnNet::from_bytes(&serialize_f32(&refs).unwrap()).expect("load");
 
     let input = values(20, 2 * 49);
     let x: Vec<f64> = input.iter().map(|&v| v as f64).collect();
@@ -121,7 +134,8 @@ fn every_placement_matches_the_unfolded_forward_pass() {
     let a2 = apply_bn(&bns[2], &relu(z2), h2 * h2);
     let (z3, _) = conv(&a2, 4, h2, &w3, &b3, 4, 3, 1, 1);
     let a3 = apply_bn(&bns[3], &relu(z3), 1);
-    let want: Vec<f64> = (0..3).map(|o| bf[o] as f64 + (0..36).map(|j| wf[o * 36 + j] as f64 * a3[j]).sum::<f64>()).collect();
+    let want: Vec<f64> =
+        (0..3).map(|o| bf[o] as f64 + (0..36).map(|j| wf[o * 36 + j] as f64 * a3[j]).sum::<f64>()).collect();
 
     let mut ws = model.workspace(1);
     let got = model.predict(&mut ws, &input).expect("predict");

@@ -87,10 +87,21 @@ derived_mlp!(mlp_gamma, MlpGamma, "gamma", composite = Epsilon(1e-6), rules = [,
 derived_mlp!(mlp_alpha2beta1, MlpAlphaBeta, "alpha2beta1", composite = Epsilon(1e-6), rules = [, AlphaBeta(alpha = 2, beta = 1), ]);
 derived_mlp!(mlp_zplus_everywhere, MlpZPlus, "zplus_everywhere", composite = ZPlus, rules = [, , ]);
 derived_mlp!(mlp_flat_first, MlpFlat, "flat_first", composite = Epsilon(1e-6), rules = [Flat, , ]);
-derived_mlp!(mlp_wsquare_first, MlpWSquare, "wsquare_first", composite = Epsilon(1e-6), rules = [WSquare, ZPlus, ]);
-derived_mlp!(mlp_zbox_first, MlpZBox, "zbox_first", composite = Epsilon(0.1), rules = [ZBox(low = -3.0, high = 3.0), Gamma(0.5), ]);
+derived_mlp!(mlp_wsquare_first, MlpWSquare, "wsquare_first", composite = Epsilon(1e-6), rules = [WSquare, ZPlus,]);
+derived_mlp!(
+    mlp_zbox_first,
+    MlpZBox,
+    "zbox_first",
+    composite = Epsilon(0.1),
+    rules = [ZBox(low = -3.0, high = 3.0), Gamma(0.5),]
+);
 
-derived_cnn!(cnn_epsilon_gamma_box, CnnGammaBox, "epsilon_gamma_box", composite = EpsilonGammaBox(low = -3.0, high = 3.0));
+derived_cnn!(
+    cnn_epsilon_gamma_box,
+    CnnGammaBox,
+    "epsilon_gamma_box",
+    composite = EpsilonGammaBox(low = -3.0, high = 3.0)
+);
 derived_cnn!(cnn_epsilon_plus, CnnPlus, "epsilon_plus", composite = EpsilonPlus);
 derived_cnn!(cnn_epsilon_alpha2beta1, CnnAlpha2Beta1, "epsilon_alpha2beta1", composite = EpsilonAlpha2Beta1);
 derived_cnn!(cnn_epsilon_plus_flat, CnnPlusFlat, "epsilon_plus_flat", composite = EpsilonPlusFlat);

@@ -38,7 +38,7 @@ fn tensors() -> Vec<(&'static str, Vec<usize>, Vec<f32>)> {
 
 fn serialize(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
     let refs: Vec<(&str, &[usize], &[f32])> = tensors.iter().map(|(n, s, d)| (*n, &s[..], &d[..])).collect();
-    serialize_f32(&refs)
+    serialize_f32(&refs).unwrap()
 }
 
 fn valid_bytes() -> Vec<u8> {

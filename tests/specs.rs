@@ -30,8 +30,9 @@ fn weights(tensors: &[(&str, &[usize])]) -> Vec<u8> {
             if name.ends_with("running_var") { v.iter().map(|x| 1.0 + x.abs()).collect() } else { v }
         })
         .collect();
-    let refs: Vec<(&str, &[usize], &[f32])> = tensors.iter().zip(&data).map(|((n, s), d)| (*n, *s, d.as_slice())).collect();
-    serialize_f32(&refs)
+    let refs: Vec<(&str, &[usize], &[f32])> =
+        tensors.iter().zip(&data).map(|((n, s), d)| (*n, *s, d.as_slice())).collect();
+    serialize_f32(&refs).unwrap()
 }
 
 fn lenet_weights() -> Vec<u8> {
@@ -106,7 +107,7 @@ fn vgg16_has_torchvision_layout() {
     assert_eq!(Vgg16::INPUT_SHAPE, &[3, 224, 224]);
     assert_eq!(Vgg16::CLASSES, 1000);
     // An empty file names the first tensor the network needs.
-    let err = Vgg16::from_bytes(&serialize_f32(&[])).unwrap_err();
+    let err = Vgg16::from_bytes(&serialize_f32(&[]).unwrap()).unwrap_err();
     assert_eq!(err, lrp::Error::MissingTensor { name: "features.0.weight".into(), layer: "features.0".into() });
     // torchvision's names: the last conv is features.28, the classifier's dense layers 0, 3, 6.
     assert_eq!(Vgg16::TENSORS.len(), 2 * 13 + 2 * 3);

@@ -52,7 +52,12 @@ fn check(config: &str, run: impl Fn(usize) -> (Vec<f32>, Vec<usize>, Vec<f32>)) 
     assert_close_per_sample(config, &relevance, cases.get(config), n, 1e-4);
 }
 
-cnn_config!(epsilon_gamma_box, CnnEpsilonGammaBox, "epsilon_gamma_box", composite = EpsilonGammaBox(low = -3.0, high = 3.0));
+cnn_config!(
+    epsilon_gamma_box,
+    CnnEpsilonGammaBox,
+    "epsilon_gamma_box",
+    composite = EpsilonGammaBox(low = -3.0, high = 3.0)
+);
 cnn_config!(epsilon_plus, CnnEpsilonPlus, "epsilon_plus", composite = EpsilonPlus);
 cnn_config!(epsilon_alpha2beta1, CnnEpsilonAlpha2Beta1, "epsilon_alpha2beta1", composite = EpsilonAlpha2Beta1);
 cnn_config!(epsilon_plus_flat, CnnEpsilonPlusFlat, "epsilon_plus_flat", composite = EpsilonPlusFlat);

@@ -41,5 +41,11 @@ mlp_config!(gamma, MlpGamma, "gamma", composite = Epsilon(1e-6), rules = [, Gamm
 mlp_config!(alpha2beta1, MlpAlpha2Beta1, "alpha2beta1", composite = Epsilon(1e-6), rules = [, AlphaBeta(alpha = 2, beta = 1), ]);
 mlp_config!(zplus_everywhere, MlpZPlus, "zplus_everywhere", composite = ZPlus, rules = [, , ]);
 mlp_config!(flat_first, MlpFlatFirst, "flat_first", composite = Epsilon(1e-6), rules = [Flat, , ]);
-mlp_config!(wsquare_first, MlpWSquareFirst, "wsquare_first", composite = Epsilon(1e-6), rules = [WSquare, ZPlus, ]);
-mlp_config!(zbox_first, MlpZBoxFirst, "zbox_first", composite = Epsilon(0.1), rules = [ZBox(low = -3.0, high = 3.0), Gamma(0.5), ]);
+mlp_config!(wsquare_first, MlpWSquareFirst, "wsquare_first", composite = Epsilon(1e-6), rules = [WSquare, ZPlus,]);
+mlp_config!(
+    zbox_first,
+    MlpZBoxFirst,
+    "zbox_first",
+    composite = Epsilon(0.1),
+    rules = [ZBox(low = -3.0, high = 3.0), Gamma(0.5),]
+);

@@ -23,7 +23,8 @@ impl<'a> Args<'a> {
                 Some(k) => {
                     after_keyword = true;
                     let name = k.to_string();
-                    let dup_positional = positional.iter().position(|p| *p == name).is_some_and(|p| p < i && call.args[p].key.is_none());
+                    let dup_positional =
+                        positional.iter().position(|p| *p == name).is_some_and(|p| p < i && call.args[p].key.is_none());
                     if seen.contains(&name) || dup_positional {
                         cx.error(k.span(), format!("`{name}` is given twice"));
                     }

@@ -114,7 +114,11 @@ fn load_expr(layer: &Layer) -> TokenStream {
     let name = &layer.name;
     match &layer.op {
         Op::Linear { in_features, out_features, bias, weight, bias_name } => {
-            let b = if *bias { quote!(::core::option::Option::Some(#bias_name)) } else { quote!(::core::option::Option::None) };
+            let b = if *bias {
+                quote!(::core::option::Option::Some(#bias_name))
+            } else {
+                quote!(::core::option::Option::None)
+            };
             quote!(::lrp::runtime::layers::LinearMap::load(
                 weights, #name,
                 ::lrp::runtime::layers::LinearKind::Dense { in_features: #in_features, out_features: #out_features },
@@ -126,7 +130,11 @@ fn load_expr(layer: &Layer) -> TokenStream {
             let (cin, cout, groups) = (c.in_channels, c.out_channels, c.groups);
             let ([kh, kw], [sh, sw], [ph, pw], [dh, dw]) = (c.kernel, c.stride, c.padding, c.dilation);
             let (weight, bias_name) = (&c.weight, &c.bias_name);
-            let b = if c.bias { quote!(::core::option::Option::Some(#bias_name)) } else { quote!(::core::option::Option::None) };
+            let b = if c.bias {
+                quote!(::core::option::Option::Some(#bias_name))
+            } else {
+                quote!(::core::option::Option::None)
+            };
             quote!(::lrp::runtime::layers::LinearMap::load(
                 weights, #name,
                 ::lrp::runtime::layers::LinearKind::Conv2d(::lrp::runtime::kernels::Conv2dGeom {
@@ -227,16 +235,18 @@ pub fn generate(net: &Network) -> TokenStream {
         let (a, out_len, in_len) = (act_ident(i), len(&layer.out_shape), len(&layer.in_shape));
         let x = slice(&reads[i], in_len);
         forward.push(match &layer.op {
-            Op::Linear { .. } | Op::Conv2d(_) => quote!(self.#f.forward(#x, n, &mut ws.#a[..n * #out_len], &mut ws.scratch);),
+            Op::Linear { .. } | Op::Conv2d(_) => {
+                quote!(self.#f.forward(#x, n, &mut ws.#a[..n * #out_len], &mut ws.scratch)?;)
+            }
             Op::ReLU => quote!(::lrp::runtime::kernels::elementwise::relu(#x, &mut ws.#a[..n * #out_len]);),
             Op::MaxPool2d(_) => {
                 let idx = idx_ident(i);
-                quote!(self.#f.forward(#x, n, &mut ws.#a[..n * #out_len], &mut ws.#idx[..n * #out_len]);)
+                quote!(self.#f.forward(#x, n, &mut ws.#a[..n * #out_len], &mut ws.#idx[..n * #out_len])?;)
             }
-            Op::AvgPool2d(_) => quote!(self.#f.forward(#x, n, &mut ws.#a[..n * #out_len]);),
+            Op::AvgPool2d(_) => quote!(self.#f.forward(#x, n, &mut ws.#a[..n * #out_len])?;),
             Op::BatchNorm(_) => {
                 let spatial = len(&layer.in_shape[1..]);
-                quote!(self.#f.forward(#x, n, #spatial, &mut ws.#a[..n * #out_len]);)
+                quote!(self.#f.forward(#x, n, #spatial, &mut ws.#a[..n * #out_len])?;)
             }
             Op::Flatten | Op::Dropout | Op::Identity => unreachable_passthrough(),
         });
@@ -284,20 +294,20 @@ pub fn generate(net: &Network) -> TokenStream {
         let x = slice(&reads[i], in_len);
         backward.push(match &layer.op {
             Op::Linear { .. } | Op::Conv2d(_) => quote! {
-                self.#f.relevance(#x, &ws.#a[..n * #out_len], &#rel_cur[..n * #out_len], n, &mut ws.#r[..n * #in_len], &mut ws.scratch);
+                self.#f.relevance(#x, &ws.#a[..n * #out_len], &#rel_cur[..n * #out_len], n, &mut ws.#r[..n * #in_len], &mut ws.scratch)?;
             },
             Op::MaxPool2d(_) => {
                 let idx = idx_ident(i);
-                quote!(self.#f.relevance(&ws.#idx[..n * #out_len], &#rel_cur[..n * #out_len], n, &mut ws.#r[..n * #in_len]);)
+                quote!(self.#f.relevance(&ws.#idx[..n * #out_len], &#rel_cur[..n * #out_len], n, &mut ws.#r[..n * #in_len])?;)
             }
             Op::AvgPool2d(_) => quote! {
-                self.#f.relevance(#x, &ws.#a[..n * #out_len], &#rel_cur[..n * #out_len], n, &mut ws.#r[..n * #in_len]);
+                self.#f.relevance(#x, &ws.#a[..n * #out_len], &#rel_cur[..n * #out_len], n, &mut ws.#r[..n * #in_len])?;
             },
             Op::BatchNorm(_) => {
                 let spatial = len(&layer.in_shape[1..]);
                 quote! {
                     self.#f.relevance(#x, &ws.#a[..n * #out_len], &#rel_cur[..n * #out_len], n, #spatial,
-                        ::lrp::runtime::rules::DEFAULT_STABILIZER, &mut ws.#r[..n * #in_len]);
+                        ::lrp::runtime::rules::DEFAULT_STABILIZER, &mut ws.#r[..n * #in_len])?;
                 }
             }
             Op::ReLU | Op::Flatten | Op::Dropout | Op::Identity => unreachable_passthrough(),
@@ -349,7 +359,9 @@ pub fn generate(net: &Network) -> TokenStream {
         let rule = l.rule.as_ref().map(rule_doc).unwrap_or_default();
         let kind = match &l.op {
             Op::BatchNorm(n) => match n.placement {
-                BnPlacement::IntoPrevious(j) | BnPlacement::IntoNext(j) => format!("BatchNorm (folded into `{}`)", net.layers[j].name),
+                BnPlacement::IntoPrevious(j) | BnPlacement::IntoNext(j) => {
+                    format!("BatchNorm (folded into `{}`)", net.layers[j].name)
+                }
                 BnPlacement::Explicit => "BatchNorm (explicit, epsilon rule)".into(),
             },
             op => op.kind().to_string(),
@@ -374,10 +386,13 @@ pub fn generate(net: &Network) -> TokenStream {
         }
     };
     let track = net.source_file.as_ref().map(|path| {
-        quote!(const _: &[u8] = ::core::include_bytes!(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #path));)
+        quote!(
+            const _: &[u8] = ::core::include_bytes!(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #path));
+        )
     });
     let ws_doc = format!("Buffers for running [`{name_str}`] on up to `capacity` samples without allocating.");
-    let scratch = if scratch_terms.is_empty() { quote!(0) } else { quote!([#(#scratch_terms),*].into_iter().max().unwrap_or(0)) };
+    let scratch =
+        if scratch_terms.is_empty() { quote!(0) } else { quote!([#(#scratch_terms),*].into_iter().max().unwrap_or(0)) };
     let input_what = format!("input of `{name_str}`");
     let rel_what = format!("output relevance of `{name_str}`");
 
@@ -466,21 +481,23 @@ pub fn generate(net: &Network) -> TokenStream {
                 ::core::result::Result::Ok(n)
             }
 
-            fn forward_pass(&self, ws: &mut #ws_name, input: &[f32], n: usize) {
+            fn forward_pass(&self, ws: &mut #ws_name, input: &[f32], n: usize) -> ::lrp::runtime::Result<()> {
                 // Layers without run-time work (ReLU is a kernel call; reshapes and folded
                 // BatchNorms do nothing) are still part of the model.
                 let _ = (#(&self.#idle_fields,)*);
                 #(#forward)*
+                ::core::result::Result::Ok(())
             }
 
-            fn backward_pass(&self, ws: &mut #ws_name, input: &[f32], n: usize) {
+            fn backward_pass(&self, ws: &mut #ws_name, input: &[f32], n: usize) -> ::lrp::runtime::Result<()> {
                 #(#backward)*
+                ::core::result::Result::Ok(())
             }
 
             /// Class scores (logits) of the samples in `input` (`n` samples back to back).
             pub fn predict<'w>(&self, ws: &'w mut #ws_name, input: &[f32]) -> ::lrp::runtime::Result<&'w [f32]> {
                 let n = Self::batch_of(ws, input)?;
-                self.forward_pass(ws, input, n);
+                self.forward_pass(ws, input, n)?;
                 ::core::result::Result::Ok(&ws.#logits[..n * #classes])
             }
 
@@ -499,7 +516,7 @@ pub fn generate(net: &Network) -> TokenStream {
                         return ::core::result::Result::Err(::lrp::runtime::Error::TargetOutOfRange { target: c, classes: #classes });
                     }
                 }
-                self.forward_pass(ws, input, n);
+                self.forward_pass(ws, input, n)?;
                 for i in 0..n {
                     let logits = &ws.#logits[i * #classes..(i + 1) * #classes];
                     let t = match target {
@@ -511,7 +528,7 @@ pub fn generate(net: &Network) -> TokenStream {
                     r.fill(0.0);
                     r[t] = logits[t];
                 }
-                self.backward_pass(ws, input, n);
+                self.backward_pass(ws, input, n)?;
                 ::core::result::Result::Ok(::lrp::runtime::Explanation {
                     logits: &ws.#logits[..n * #classes],
                     targets: &ws.targets[..n],
@@ -530,12 +547,12 @@ pub fn generate(net: &Network) -> TokenStream {
             ) -> ::lrp::runtime::Result<::lrp::runtime::Explanation<'w>> {
                 let n = Self::batch_of(ws, input)?;
                 ::lrp::runtime::error::check_len(#rel_what, n * #classes, output_relevance.len())?;
-                self.forward_pass(ws, input, n);
+                self.forward_pass(ws, input, n)?;
                 ws.rel_out[..n * #classes].copy_from_slice(output_relevance);
                 for i in 0..n {
                     ws.targets[i] = ::lrp::runtime::kernels::elementwise::argmax(&ws.#logits[i * #classes..(i + 1) * #classes]).unwrap_or(0);
                 }
-                self.backward_pass(ws, input, n);
+                self.backward_pass(ws, input, n)?;
                 ::core::result::Result::Ok(::lrp::runtime::Explanation {
                     logits: &ws.#logits[..n * #classes],
                     targets: &ws.targets[..n],

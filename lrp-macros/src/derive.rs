@@ -21,7 +21,10 @@ use syn::{Data, DeriveInput, Fields, Token, Type};
 /// Reads a derive input into a spec; errors go to `cx`.
 pub fn spec_from_derive(cx: &mut Ctxt, input: &DeriveInput) -> Option<Spec> {
     if !input.generics.params.is_empty() {
-        cx.error(syn::spanned::Spanned::span(&input.generics.params[0]), "`Explainable` cannot be derived for generic structs");
+        cx.error(
+            syn::spanned::Spanned::span(&input.generics.params[0]),
+            "`Explainable` cannot be derived for generic structs",
+        );
     }
     let mut options = Vec::new();
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("lrp")) {

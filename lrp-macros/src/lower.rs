@@ -23,7 +23,8 @@ pub const LAYER_KINDS: &[&str] = &[
 ];
 
 /// Rules a layer or a composite may name.
-pub const RULES: &[&str] = &["Epsilon", "Lrp0", "Gamma", "AlphaBeta", "ZPlus", "Alpha1Beta0", "Flat", "WSquare", "ZBox"];
+pub const RULES: &[&str] =
+    &["Epsilon", "Lrp0", "Gamma", "AlphaBeta", "ZPlus", "Alpha1Beta0", "Flat", "WSquare", "ZBox"];
 
 /// Composites of several rules (Zennit's names).
 pub const COMPOSITES: &[&str] = &["EpsilonGammaBox", "EpsilonPlus", "EpsilonAlpha2Beta1", "EpsilonPlusFlat"];
@@ -48,7 +49,11 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
             }
         },
         None => {
-            let hint = if spec.user_struct { "add `#[lrp(input = [1, 28, 28])]` to the struct" } else { "e.g. `input = [1, 28, 28]`" };
+            let hint = if spec.user_struct {
+                "add `#[lrp(input = [1, 28, 28])]` to the struct"
+            } else {
+                "e.g. `input = [1, 28, 28]`"
+            };
             cx.error(spec.name.span(), format!("`{}` needs an input shape: {hint}", spec.name));
             Vec::new()
         }
@@ -193,14 +198,27 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
                 );
                 return None;
             }
-            Op::Conv2d(Conv { in_channels, out_channels, kernel, stride, padding: padding?, dilation, groups, bias, weight, bias_name })
+            Op::Conv2d(Conv {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding: padding?,
+                dilation,
+                groups,
+                bias,
+                weight,
+                bias_name,
+            })
         }
         "BatchNorm1d" | "BatchNorm2d" => {
             let mut a = Args::new(cx, call, &["num_features", "eps"]);
             let features = a.usize(cx, "num_features");
             let eps = a.float_or(cx, "eps", 1e-5);
             let mut names = ["weight", "bias", "running_mean", "running_var"].map(|t| format!("{name}.{t}"));
-            for (slot, key) in names.iter_mut().zip(["weight_name", "bias_name", "running_mean_name", "running_var_name"]) {
+            for (slot, key) in
+                names.iter_mut().zip(["weight_name", "bias_name", "running_mean_name", "running_var_name"])
+            {
                 if let Some(n) = a.string(cx, key) {
                     *slot = n;
                 }
@@ -224,7 +242,10 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
                 return None;
             }
             if pool.padding[0] * 2 > pool.kernel[0] || pool.padding[1] * 2 > pool.kernel[1] {
-                cx.error(call.name.span(), format!("`{name}`: padding must be at most half the kernel size (as in PyTorch)"));
+                cx.error(
+                    call.name.span(),
+                    format!("`{name}`: padding must be at most half the kernel size (as in PyTorch)"),
+                );
                 return None;
             }
             if kind == "MaxPool2d" { Op::MaxPool2d(pool) } else { Op::AvgPool2d(pool) }

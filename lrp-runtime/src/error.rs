@@ -43,34 +43,27 @@ impl fmt::Display for Error {
             Error::MissingTensor { name, layer } => {
                 write!(f, "tensor `{name}` (needed by layer `{layer}`) is missing from the weights")
             }
-            Error::UnexpectedTensors { names } => write!(
-                f,
-                "the weights hold {} tensor(s) the network does not use: {}",
-                names.len(),
-                names.join(", ")
-            ),
-            Error::ShapeMismatch { name, expected, found } => write!(
-                f,
-                "tensor `{name}` has shape {found:?}, but the network expects {expected:?}"
-            ),
-            Error::UnsupportedDtype { name, dtype } => write!(
-                f,
-                "tensor `{name}` has dtype {dtype}; supported are F32, F16, BF16 and F64"
-            ),
+            Error::UnexpectedTensors { names } => {
+                write!(f, "the weights hold {} tensor(s) the network does not use: {}", names.len(), names.join(", "))
+            }
+            Error::ShapeMismatch { name, expected, found } => {
+                write!(f, "tensor `{name}` has shape {found:?}, but the network expects {expected:?}")
+            }
+            Error::UnsupportedDtype { name, dtype } => {
+                write!(f, "tensor `{name}` has dtype {dtype}; supported are F32, F16, BF16 and F64")
+            }
             Error::NonFinite { name, index, value } => {
                 write!(f, "tensor `{name}` holds a non-finite value {value} at flat index {index}")
             }
             Error::Length { what, expected, found } => {
                 write!(f, "{what} has {found} elements, but {expected} were expected")
             }
-            Error::BatchCapacity { capacity, requested } => write!(
-                f,
-                "batch of {requested} samples exceeds the workspace capacity of {capacity}"
-            ),
-            Error::TargetOutOfRange { target, classes } => write!(
-                f,
-                "target class {target} is out of range: the network has {classes} outputs"
-            ),
+            Error::BatchCapacity { capacity, requested } => {
+                write!(f, "batch of {requested} samples exceeds the workspace capacity of {capacity}")
+            }
+            Error::TargetOutOfRange { target, classes } => {
+                write!(f, "target class {target} is out of range: the network has {classes} outputs")
+            }
             Error::InvalidParameter { what, message } => write!(f, "invalid {what}: {message}"),
         }
     }
@@ -80,9 +73,5 @@ impl std::error::Error for Error {}
 
 /// Checks that a buffer named `what` holds exactly `expected` elements.
 pub fn check_len(what: &str, expected: usize, found: usize) -> Result<()> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(Error::Length { what: what.to_string(), expected, found })
-    }
+    if expected == found { Ok(()) } else { Err(Error::Length { what: what.to_string(), expected, found }) }
 }

@@ -189,7 +189,10 @@ impl Rule {
             )];
             if beta != 0.0 {
                 groups.push(group(
-                    vec![Some(term(pos, P::Negative, P::Negative, 1.0)), neg(term(I::Negative, P::Positive, P::Zero, 1.0))],
+                    vec![
+                        Some(term(pos, P::Negative, P::Negative, 1.0)),
+                        neg(term(I::Negative, P::Positive, P::Zero, 1.0)),
+                    ],
                     -beta,
                     Mask::All,
                 ));
@@ -247,7 +250,8 @@ impl Rule {
     /// Checks the rule's parameters: alpha - beta = 1, beta >= 0, gamma >= 0, epsilon >= 0,
     /// z^B bounds with low <= high, all finite.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let finite = |name: &str, v: f32| if v.is_finite() { Ok(()) } else { Err(format!("{name} must be finite, got {v}")) };
+        let finite =
+            |name: &str, v: f32| if v.is_finite() { Ok(()) } else { Err(format!("{name} must be finite, got {v}")) };
         match self {
             Rule::Epsilon { epsilon, .. } => {
                 finite("epsilon", *epsilon)?;

@@ -37,11 +37,7 @@ pub struct Tensor {
 #[derive(Debug, Clone)]
 enum Stored {
     /// Little-endian bytes of a safetensors tensor, converted only when taken.
-    Raw {
-        dtype: Dtype,
-        shape: Vec<usize>,
-        bytes: Vec<u8>,
-    },
+    Raw { dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8> },
     /// A tensor built in code by [`Weights::from_tensors`].
     F32(Tensor),
 }
@@ -75,10 +71,7 @@ impl Weights {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Weights> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| Error::Io {
-            path: name.clone(),
-            message: e.to_string(),
-        })?;
+        let bytes = std::fs::read(path).map_err(|e| Error::Io { path: name.clone(), message: e.to_string() })?;
         parse(&bytes, name)
     }
 
@@ -94,10 +87,7 @@ impl Weights {
     pub fn from_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Weights {
         Weights {
             source: TENSORS_SOURCE.to_string(),
-            tensors: tensors
-                .into_iter()
-                .map(|(name, t)| (name, Stored::F32(t)))
-                .collect(),
+            tensors: tensors.into_iter().map(|(name, t)| (name, Stored::F32(t))).collect(),
             taken: BTreeSet::new(),
         }
     }
@@ -121,17 +111,14 @@ impl Weights {
     /// range of f32 becomes infinite). A tensor may be taken more than once (shared weights);
     /// one that fails is not marked used.
     pub fn take(&mut self, name: &str, layer: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        let stored = self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
-            name: name.to_string(),
-            layer: layer.to_string(),
-        })?;
+        let stored = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor { name: name.to_string(), layer: layer.to_string() })?;
         if let Stored::Raw { dtype, .. } = stored
             && !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
         {
-            return Err(Error::UnsupportedDtype {
-                name: name.to_string(),
-                dtype: format!("{dtype:?}"),
-            });
+            return Err(Error::UnsupportedDtype { name: name.to_string(), dtype: format!("{dtype:?}") });
         }
         if stored.shape() != expected {
             return Err(Error::ShapeMismatch {
@@ -148,18 +135,11 @@ impl Weights {
         if numel != Some(data.len()) {
             return Err(Error::Format {
                 source: self.source.clone(),
-                message: format!(
-                    "tensor `{name}` of shape {expected:?} holds {} elements",
-                    data.len()
-                ),
+                message: format!("tensor `{name}` of shape {expected:?} holds {} elements", data.len()),
             });
         }
         if let Some((index, &value)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                name: name.to_string(),
-                index,
-                value,
-            });
+            return Err(Error::NonFinite { name: name.to_string(), index, value });
         }
         self.taken.insert(name.to_string());
         Ok(data)
@@ -167,77 +147,59 @@ impl Weights {
 
     /// Names of tensors not taken, sorted, ignoring PyTorch bookkeeping (`*.num_batches_tracked`).
     pub fn unused(&self) -> Vec<String> {
-        self.tensors
-            .keys()
-            .filter(|name| !self.taken.contains(*name) && !is_bookkeeping(name))
-            .cloned()
-            .collect()
+        self.tensors.keys().filter(|name| !self.taken.contains(*name) && !is_bookkeeping(name)).cloned().collect()
     }
 
     /// Ends loading: in strict mode unused tensors are an `Error::UnexpectedTensors` listing
     /// them; otherwise returns them.
     pub fn finish(&self, strict: bool) -> Result<Vec<String>> {
         let unused = self.unused();
-        if strict && !unused.is_empty() {
-            Err(Error::UnexpectedTensors { names: unused })
-        } else {
-            Ok(unused)
-        }
+        if strict && !unused.is_empty() { Err(Error::UnexpectedTensors { names: unused }) } else { Ok(unused) }
     }
 }
 
 /// Serialises f32 tensors into safetensors bytes (used by tests, examples and tools).
 ///
-/// Each entry is `(name, shape, data)` with `data` in row-major order.
-///
-/// # Panics
-///
-/// If a tensor's `data.len()` is not the product of its `shape`, or two tensors share a name:
-/// both are mistakes of the calling code, never of a file.
-pub fn serialize_f32(tensors: &[(&str, &[usize], &[f32])]) -> Vec<u8> {
+/// Each entry is `(name, shape, data)` with `data` in row-major order. A tensor whose data does
+/// not fill its shape is a `ShapeMismatch`, a name given twice an `InvalidParameter`.
+pub fn serialize_f32(tensors: &[(&str, &[usize], &[f32])]) -> Result<Vec<u8>> {
     let mut seen = BTreeSet::new();
-    let bytes: Vec<(&str, &[usize], Vec<u8>)> = tensors
-        .iter()
-        .map(|&(name, shape, data)| {
-            assert!(
-                seen.insert(name),
-                "serialize_f32: tensor `{name}` is given twice"
-            );
-            let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-            assert!(
-                numel == Some(data.len()),
-                "serialize_f32: tensor `{name}` of shape {shape:?} has {} elements",
-                data.len()
-            );
-            (
-                name,
-                shape,
-                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views = bytes.iter().map(|(name, shape, data)| {
+    let mut bytes: Vec<(&str, &[usize], Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for &(name, shape, data) in tensors {
+        if !seen.insert(name) {
+            return Err(Error::InvalidParameter {
+                what: format!("tensor `{name}`"),
+                message: "it is given twice".into(),
+            });
+        }
+        let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if numel != Some(data.len()) {
+            return Err(Error::ShapeMismatch {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: vec![data.len()],
+            });
+        }
+        bytes.push((name, shape, data.iter().flat_map(|v| v.to_le_bytes()).collect()));
+    }
+    let mut views = Vec::with_capacity(bytes.len());
+    for (name, shape, data) in &bytes {
         let view = TensorView::new(Dtype::F32, shape.to_vec(), data)
-            .expect("serialize_f32: the length was checked above");
-        (*name, view)
-    });
-    safetensors::serialize(views, &None).expect("serialize_f32: safetensors serialisation failed")
+            .map_err(|e| Error::Format { source: format!("tensor `{name}`"), message: e.to_string() })?;
+        views.push((*name, view));
+    }
+    safetensors::serialize(views, &None)
+        .map_err(|e| Error::Format { source: "<serialised>".into(), message: e.to_string() })
 }
 
 /// Whether `name` is PyTorch bookkeeping that no layer takes.
 fn is_bookkeeping(name: &str) -> bool {
-    name == BOOKKEEPING
-        || name
-            .strip_suffix(BOOKKEEPING)
-            .is_some_and(|rest| rest.ends_with('.'))
+    name == BOOKKEEPING || name.strip_suffix(BOOKKEEPING).is_some_and(|rest| rest.ends_with('.'))
 }
 
 /// Parses safetensors `bytes` read from `source`.
 fn parse(bytes: &[u8], source: String) -> Result<Weights> {
-    let format = |message: String| Error::Format {
-        source: source.clone(),
-        message,
-    };
+    let format = |message: String| Error::Format { source: source.clone(), message };
     check_header_numbers(bytes).map_err(format)?;
     let (header_len, metadata): (usize, Metadata) =
         SafeTensors::read_metadata(bytes).map_err(|e| format(describe(&e, bytes.len())))?;
@@ -249,23 +211,12 @@ fn parse(bytes: &[u8], source: String) -> Result<Weights> {
     for (name, info) in metadata.tensors() {
         let (start, end) = info.data_offsets;
         let raw = data.get(start..end).ok_or_else(|| {
-            format(format!(
-                "tensor `{name}`: data offsets [{start}, {end}] lie outside the {} data bytes",
-                data.len()
-            ))
+            format(format!("tensor `{name}`: data offsets [{start}, {end}] lie outside the {} data bytes", data.len()))
         })?;
-        let stored = Stored::Raw {
-            dtype: info.dtype,
-            shape: info.shape.clone(),
-            bytes: raw.to_vec(),
-        };
+        let stored = Stored::Raw { dtype: info.dtype, shape: info.shape.clone(), bytes: raw.to_vec() };
         tensors.insert(name, stored);
     }
-    Ok(Weights {
-        source,
-        tensors,
-        taken: BTreeSet::new(),
-    })
+    Ok(Weights { source, tensors, taken: BTreeSet::new() })
 }
 
 /// Rejects headers holding an integer so large that the safetensors crate would overflow on it.
@@ -286,18 +237,11 @@ fn check_header_numbers(bytes: &[u8]) -> std::result::Result<(), String> {
         return Ok(()); // truncated: read_metadata reports it
     };
     let limit = (usize::MAX as u64).saturating_sub(8 + MAX_HEADER_SIZE);
-    for run in header
-        .split(|b| !b.is_ascii_digit())
-        .filter(|run| !run.is_empty())
-    {
-        let value = run.iter().try_fold(0u64, |v, &d| {
-            v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        });
+    for run in header.split(|b| !b.is_ascii_digit()).filter(|run| !run.is_empty()) {
+        let value = run.iter().try_fold(0u64, |v, &d| v.checked_mul(10)?.checked_add(u64::from(d - b'0')));
         if value.is_none_or(|v| v > limit) {
             let shown = String::from_utf8_lossy(run);
-            return Err(format!(
-                "header holds the number {shown}, too large for any offset"
-            ));
+            return Err(format!("header holds the number {shown}, too large for any offset"));
         }
     }
     Ok(())
@@ -320,9 +264,7 @@ fn describe(error: &SafeTensorError, len: usize) -> String {
         SafeTensorError::InvalidOffset(name) => {
             format!("tensor `{name}` has invalid data offsets")
         }
-        SafeTensorError::TensorInvalidInfo => {
-            "a tensor's data offsets do not match its shape and dtype".to_string()
-        }
+        SafeTensorError::TensorInvalidInfo => "a tensor's data offsets do not match its shape and dtype".to_string(),
         SafeTensorError::MetadataIncompleteBuffer => {
             format!("the data offsets do not cover exactly the {len} bytes (truncated?)")
         }
@@ -335,8 +277,7 @@ fn describe(error: &SafeTensorError, len: usize) -> String {
 fn convert(source: &str, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
     fn decode<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> f32) -> Option<Vec<f32>> {
         let (chunks, rest) = bytes.as_chunks::<N>();
-        rest.is_empty()
-            .then(|| chunks.iter().map(|&c| f(c)).collect())
+        rest.is_empty().then(|| chunks.iter().map(|&c| f(c)).collect())
     }
     let data = match dtype {
         Dtype::F32 => decode(bytes, f32::from_le_bytes),
@@ -344,18 +285,12 @@ fn convert(source: &str, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f
         Dtype::BF16 => decode(bytes, |c| half::bf16::from_le_bytes(c).to_f32()),
         Dtype::F64 => decode(bytes, |c| f64::from_le_bytes(c) as f32),
         other => {
-            return Err(Error::UnsupportedDtype {
-                name: name.to_string(),
-                dtype: format!("{other:?}"),
-            });
+            return Err(Error::UnsupportedDtype { name: name.to_string(), dtype: format!("{other:?}") });
         }
     };
     data.ok_or_else(|| Error::Format {
         source: source.to_string(),
-        message: format!(
-            "tensor `{name}`: {} bytes are not whole {dtype:?} values",
-            bytes.len()
-        ),
+        message: format!("tensor `{name}`: {} bytes are not whole {dtype:?} values", bytes.len()),
     })
 }
 
@@ -365,9 +300,9 @@ mod tests {
 
     /// Serialises tensors of any dtype from raw little-endian bytes.
     fn serialize_raw(tensors: &[(&str, Dtype, &[usize], &[u8])]) -> Vec<u8> {
-        let views = tensors.iter().map(|&(name, dtype, shape, bytes)| {
-            (name, TensorView::new(dtype, shape.to_vec(), bytes).unwrap())
-        });
+        let views = tensors
+            .iter()
+            .map(|&(name, dtype, shape, bytes)| (name, TensorView::new(dtype, shape.to_vec(), bytes).unwrap()));
         safetensors::serialize(views, &None).unwrap()
     }
 
@@ -379,7 +314,7 @@ mod tests {
     fn weights_round_trip_f32() {
         let a = [1.0f32, -2.5, 3.25, 0.0, 1e-30, -7.0];
         let b = [0.5f32, 0.25];
-        let bytes = serialize_f32(&[("fc.weight", &[2, 3], &a), ("fc.bias", &[2], &b)]);
+        let bytes = serialize_f32(&[("fc.weight", &[2, 3], &a), ("fc.bias", &[2], &b)]).unwrap();
         let mut w = Weights::from_bytes(&bytes).unwrap();
         assert_eq!(w.names().collect::<Vec<_>>(), ["fc.bias", "fc.weight"]);
         assert!(w.contains("fc.weight") && !w.contains("fc.other"));
@@ -393,16 +328,10 @@ mod tests {
 
     #[test]
     fn weights_from_tensors() {
-        let t = Tensor {
-            shape: vec![2],
-            data: vec![1.0, 2.0],
-        };
+        let t = Tensor { shape: vec![2], data: vec![1.0, 2.0] };
         let mut w = Weights::from_tensors([("b".to_string(), t)]);
         assert_eq!(w.take("b", "l", &[2]).unwrap(), [1.0, 2.0]);
-        let bad = Tensor {
-            shape: vec![3],
-            data: vec![1.0],
-        };
+        let bad = Tensor { shape: vec![3], data: vec![1.0] };
         let mut w = Weights::from_tensors([("x".to_string(), bad)]);
         let err = w.take("x", "l", &[3]).unwrap_err();
         assert!(matches!(err, Error::Format { .. }), "{err:?}");
@@ -412,14 +341,8 @@ mod tests {
     #[test]
     fn weights_convert_f16_bf16_f64() {
         let values = [1.0f32, -0.5, 65504.0, 0.333_333_34];
-        let f16: Vec<u8> = values
-            .iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-            .collect();
-        let bf16: Vec<u8> = values
-            .iter()
-            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-            .collect();
+        let f16: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        let bf16: Vec<u8> = values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
         let f64s = [0.1f64, -1e-3, 123456.789, 2.0];
         let f64: Vec<u8> = f64s.iter().flat_map(|v| v.to_le_bytes()).collect();
         let bytes = serialize_raw(&[
@@ -429,18 +352,12 @@ mod tests {
         ]);
         let mut w = Weights::from_bytes(&bytes).unwrap();
         let h = w.take("h", "l", &[4]).unwrap();
-        let expect_h: Vec<f32> = values
-            .iter()
-            .map(|&v| half::f16::from_f32(v).to_f32())
-            .collect();
+        let expect_h: Vec<f32> = values.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
         assert_eq!(h, expect_h);
         assert_eq!(&h[..3], &[1.0, -0.5, 65504.0]);
         assert!((h[3] - 0.333_333_34).abs() < 1e-3);
         let b = w.take("b", "l", &[2, 2]).unwrap();
-        let expect_b: Vec<f32> = values
-            .iter()
-            .map(|&v| half::bf16::from_f32(v).to_f32())
-            .collect();
+        let expect_b: Vec<f32> = values.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
         assert_eq!(b, expect_b);
         assert_eq!(&b[..2], &[1.0, -0.5]);
         assert!((b[3] - 0.333_333_34).abs() < 1e-2);
@@ -451,44 +368,25 @@ mod tests {
 
     #[test]
     fn weights_missing_tensor() {
-        let bytes = serialize_f32(&[("a", &[1], &[1.0])]);
+        let bytes = serialize_f32(&[("a", &[1], &[1.0])]).unwrap();
         let mut w = Weights::from_bytes(&bytes).unwrap();
         let err = w.take("conv1.weight", "conv1", &[1]).unwrap_err();
-        assert_eq!(
-            err,
-            Error::MissingTensor {
-                name: "conv1.weight".into(),
-                layer: "conv1".into()
-            }
-        );
+        assert_eq!(err, Error::MissingTensor { name: "conv1.weight".into(), layer: "conv1".into() });
         let msg = message(&err);
-        assert!(
-            msg.contains("conv1.weight") && msg.contains("`conv1`"),
-            "{msg}"
-        );
+        assert!(msg.contains("conv1.weight") && msg.contains("`conv1`"), "{msg}");
     }
 
     #[test]
     fn weights_unexpected_tensors_strict_and_lenient() {
-        let bytes = serialize_f32(&[
-            ("fc.weight", &[1], &[1.0]),
-            ("extra.b", &[1], &[2.0]),
-            ("extra.a", &[2], &[3.0, 4.0]),
-        ]);
+        let bytes =
+            serialize_f32(&[("fc.weight", &[1], &[1.0]), ("extra.b", &[1], &[2.0]), ("extra.a", &[2], &[3.0, 4.0])])
+                .unwrap();
         let mut w = Weights::from_bytes(&bytes).unwrap();
         w.take("fc.weight", "fc", &[1]).unwrap();
         let err = w.finish(true).unwrap_err();
-        assert_eq!(
-            err,
-            Error::UnexpectedTensors {
-                names: vec!["extra.a".into(), "extra.b".into()]
-            }
-        );
+        assert_eq!(err, Error::UnexpectedTensors { names: vec!["extra.a".into(), "extra.b".into()] });
         let msg = message(&err);
-        assert!(
-            msg.contains("2 tensor(s)") && msg.contains("extra.a, extra.b"),
-            "{msg}"
-        );
+        assert!(msg.contains("2 tensor(s)") && msg.contains("extra.a, extra.b"), "{msg}");
         assert_eq!(w.finish(false).unwrap(), ["extra.a", "extra.b"]);
     }
 
@@ -496,10 +394,8 @@ mod tests {
     fn weights_num_batches_tracked_ignored() {
         let f = 1.0f32.to_le_bytes();
         let i = 7i64.to_le_bytes();
-        let bytes = serialize_raw(&[
-            ("bn.weight", Dtype::F32, &[1], &f),
-            ("bn.num_batches_tracked", Dtype::I64, &[], &i),
-        ]);
+        let bytes =
+            serialize_raw(&[("bn.weight", Dtype::F32, &[1], &f), ("bn.num_batches_tracked", Dtype::I64, &[], &i)]);
         let mut w = Weights::from_bytes(&bytes).unwrap();
         assert!(w.contains("bn.num_batches_tracked"));
         w.take("bn.weight", "bn", &[1]).unwrap();
@@ -515,131 +411,65 @@ mod tests {
         let bytes = serialize_raw(&[("bn.num_batches_tracked", Dtype::I64, &[2], &i)]);
         let mut w = Weights::from_bytes(&bytes).unwrap();
         let err = w.take("bn.num_batches_tracked", "bn", &[2]).unwrap_err();
-        assert_eq!(
-            err,
-            Error::UnsupportedDtype {
-                name: "bn.num_batches_tracked".into(),
-                dtype: "I64".into()
-            }
-        );
+        assert_eq!(err, Error::UnsupportedDtype { name: "bn.num_batches_tracked".into(), dtype: "I64".into() });
         let msg = message(&err);
-        assert!(
-            msg.contains("bn.num_batches_tracked") && msg.contains("I64"),
-            "{msg}"
-        );
+        assert!(msg.contains("bn.num_batches_tracked") && msg.contains("I64"), "{msg}");
         let u = [1u8, 0];
         let bytes = serialize_raw(&[("mask", Dtype::BOOL, &[2], &u)]);
-        let err = Weights::from_bytes(&bytes)
-            .unwrap()
-            .take("mask", "l", &[2])
-            .unwrap_err();
-        assert_eq!(
-            err,
-            Error::UnsupportedDtype {
-                name: "mask".into(),
-                dtype: "BOOL".into()
-            }
-        );
+        let err = Weights::from_bytes(&bytes).unwrap().take("mask", "l", &[2]).unwrap_err();
+        assert_eq!(err, Error::UnsupportedDtype { name: "mask".into(), dtype: "BOOL".into() });
     }
 
     #[test]
     fn weights_wrong_shape() {
-        let bytes = serialize_f32(&[("fc.weight", &[2, 3], &[0.0; 6])]);
+        let bytes = serialize_f32(&[("fc.weight", &[2, 3], &[0.0; 6])]).unwrap();
         let mut w = Weights::from_bytes(&bytes).unwrap();
         let err = w.take("fc.weight", "fc", &[3, 2]).unwrap_err();
-        assert_eq!(
-            err,
-            Error::ShapeMismatch {
-                name: "fc.weight".into(),
-                expected: vec![3, 2],
-                found: vec![2, 3]
-            }
-        );
+        assert_eq!(err, Error::ShapeMismatch { name: "fc.weight".into(), expected: vec![3, 2], found: vec![2, 3] });
         let msg = message(&err);
         assert!(msg.contains("fc.weight") && msg.contains("[2, 3]") && msg.contains("[3, 2]"));
-        assert_eq!(
-            w.unused(),
-            ["fc.weight"],
-            "a failed take does not mark the tensor used"
-        );
+        assert_eq!(w.unused(), ["fc.weight"], "a failed take does not mark the tensor used");
     }
 
     #[test]
     fn weights_nan_and_inf() {
-        let bytes = serialize_f32(&[
-            ("a", &[3], &[0.0, 1.0, f32::NAN]),
-            ("b", &[2, 2], &[0.0, 1.0, 2.0, f32::INFINITY]),
-        ]);
+        let bytes =
+            serialize_f32(&[("a", &[3], &[0.0, 1.0, f32::NAN]), ("b", &[2, 2], &[0.0, 1.0, 2.0, f32::INFINITY])])
+                .unwrap();
         let mut w = Weights::from_bytes(&bytes).unwrap();
         let err = w.take("a", "l", &[3]).unwrap_err();
-        assert!(
-            matches!(&err, Error::NonFinite { name, index: 2, value } if name == "a" && value.is_nan())
-        );
+        assert!(matches!(&err, Error::NonFinite { name, index: 2, value } if name == "a" && value.is_nan()));
         let msg = message(&err);
-        assert!(
-            msg.contains("`a`") && msg.contains("NaN") && msg.contains("index 2"),
-            "{msg}"
-        );
+        assert!(msg.contains("`a`") && msg.contains("NaN") && msg.contains("index 2"), "{msg}");
         let err = w.take("b", "l", &[2, 2]).unwrap_err();
-        assert_eq!(
-            err,
-            Error::NonFinite {
-                name: "b".into(),
-                index: 3,
-                value: f32::INFINITY
-            }
-        );
+        assert_eq!(err, Error::NonFinite { name: "b".into(), index: 3, value: f32::INFINITY });
         let msg = message(&err);
-        assert!(
-            msg.contains("`b`") && msg.contains("inf") && msg.contains("index 3"),
-            "{msg}"
-        );
+        assert!(msg.contains("`b`") && msg.contains("inf") && msg.contains("index 3"), "{msg}");
         // An F64 beyond the range of f32 becomes infinite.
         let d = 1e300f64.to_le_bytes();
         let bytes = serialize_raw(&[("d", Dtype::F64, &[1], &d)]);
-        let err = Weights::from_bytes(&bytes)
-            .unwrap()
-            .take("d", "l", &[1])
-            .unwrap_err();
-        assert_eq!(
-            err,
-            Error::NonFinite {
-                name: "d".into(),
-                index: 0,
-                value: f32::INFINITY
-            }
-        );
+        let err = Weights::from_bytes(&bytes).unwrap().take("d", "l", &[1]).unwrap_err();
+        assert_eq!(err, Error::NonFinite { name: "d".into(), index: 0, value: f32::INFINITY });
     }
 
     #[test]
     fn weights_truncated_bytes() {
-        let bytes = serialize_f32(&[("w", &[4, 4], &[1.0; 16]), ("b", &[4], &[0.0; 4])]);
+        let bytes = serialize_f32(&[("w", &[4, 4], &[1.0; 16]), ("b", &[4], &[0.0; 4])]).unwrap();
         for cut in [0, 4, 8, 20, bytes.len() / 2, bytes.len() - 1] {
             let err = Weights::from_bytes(&bytes[..cut]).unwrap_err();
-            assert!(
-                matches!(&err, Error::Format { source, .. } if source == "<bytes>"),
-                "{err:?}"
-            );
+            assert!(matches!(&err, Error::Format { source, .. } if source == "<bytes>"), "{err:?}");
             assert!(message(&err).contains("<bytes>"), "{err}");
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(matches!(
-            Weights::from_bytes(&longer),
-            Err(Error::Format { .. })
-        ));
+        assert!(matches!(Weights::from_bytes(&longer), Err(Error::Format { .. })));
     }
 
     #[test]
     fn weights_garbage_bytes() {
-        let garbage: Vec<u8> = (0..200u32)
-            .map(|i| (i.wrapping_mul(151) ^ 0x5a) as u8)
-            .collect();
+        let garbage: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(151) ^ 0x5a) as u8).collect();
         let err = Weights::from_bytes(&garbage).unwrap_err();
-        assert!(
-            matches!(&err, Error::Format { source, .. } if source == "<bytes>"),
-            "{err:?}"
-        );
+        assert!(matches!(&err, Error::Format { source, .. } if source == "<bytes>"), "{err:?}");
         // A valid length followed by a header that is not JSON.
         let mut bad = 6u64.to_le_bytes().to_vec();
         bad.extend_from_slice(b"{nope}");
@@ -659,101 +489,67 @@ mod tests {
     #[test]
     fn weights_offsets_out_of_range() {
         // Offsets past the end of the data.
-        let bytes = with_header(
-            r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
-            8,
-        );
+        let bytes = with_header(r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, 8);
         let err = Weights::from_bytes(&bytes).unwrap_err();
         assert!(matches!(err, Error::Format { .. }), "{err:?}");
         // Offsets that do not match the shape.
-        let bytes = with_header(
-            r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}"#,
-            8,
-        );
-        assert!(matches!(
-            Weights::from_bytes(&bytes),
-            Err(Error::Format { .. })
-        ));
+        let bytes = with_header(r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}"#, 8);
+        assert!(matches!(Weights::from_bytes(&bytes), Err(Error::Format { .. })));
         // Offsets near usize::MAX with a matching shape: unchecked, safetensors 0.4.5 overflows
         // (panics) adding them to the header length.
         let big = usize::MAX - 3;
-        let header = format!(
-            r#"{{"w":{{"dtype":"F32","shape":[{}],"data_offsets":[0,{big}]}}}}"#,
-            big / 4
-        );
+        let header = format!(r#"{{"w":{{"dtype":"F32","shape":[{}],"data_offsets":[0,{big}]}}}}"#, big / 4);
         let err = Weights::from_bytes(&with_header(&header, 0)).unwrap_err();
         assert!(matches!(err, Error::Format { .. }), "{err:?}");
-        let header =
-            r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,99999999999999999999999]}}"#;
+        let header = r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,99999999999999999999999]}}"#;
         let err = Weights::from_bytes(&with_header(header, 0)).unwrap_err();
         assert!(matches!(err, Error::Format { .. }), "{err:?}");
         // Header length beyond u64/usize sense.
         let mut bytes = u64::MAX.to_le_bytes().to_vec();
         bytes.extend_from_slice(b"{}");
-        assert!(matches!(
-            Weights::from_bytes(&bytes),
-            Err(Error::Format { .. })
-        ));
+        assert!(matches!(Weights::from_bytes(&bytes), Err(Error::Format { .. })));
     }
 
     #[test]
     fn weights_from_file_missing_path() {
-        let path = std::env::temp_dir().join(format!(
-            "lrp-weights-missing-{}-{}.safetensors",
-            std::process::id(),
-            line!()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("lrp-weights-missing-{}-{}.safetensors", std::process::id(), line!()));
         let err = Weights::from_file(&path).unwrap_err();
         let shown = path.display().to_string();
-        assert!(
-            matches!(&err, Error::Io { path, .. } if *path == shown),
-            "{err:?}"
-        );
+        assert!(matches!(&err, Error::Io { path, .. } if *path == shown), "{err:?}");
         assert!(message(&err).contains(&shown), "{err}");
     }
 
     #[test]
     fn weights_from_file_real_temp_file() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let dir = std::env::temp_dir();
-        let path = dir.join(format!(
-            "lrp-weights-{}-{nanos}.safetensors",
-            std::process::id()
-        ));
-        let bytes = serialize_f32(&[("conv.weight", &[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0])]);
+        let path = dir.join(format!("lrp-weights-{}-{nanos}.safetensors", std::process::id()));
+        let bytes = serialize_f32(&[("conv.weight", &[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0])]).unwrap();
         std::fs::write(&path, &bytes).unwrap();
         let loaded = Weights::from_file(&path);
         // A truncated copy: the Format error names the file.
-        let cut = dir.join(format!(
-            "lrp-weights-cut-{}-{nanos}.safetensors",
-            std::process::id()
-        ));
+        let cut = dir.join(format!("lrp-weights-cut-{}-{nanos}.safetensors", std::process::id()));
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
         let cut_err = Weights::from_file(&cut);
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(&cut);
 
         let mut w = loaded.unwrap();
-        assert_eq!(
-            w.take("conv.weight", "conv", &[1, 1, 2, 2]).unwrap(),
-            [1.0, 2.0, 3.0, 4.0]
-        );
+        assert_eq!(w.take("conv.weight", "conv", &[1, 1, 2, 2]).unwrap(), [1.0, 2.0, 3.0, 4.0]);
         assert!(w.finish(true).unwrap().is_empty());
         let err = cut_err.unwrap_err();
         let shown = cut.display().to_string();
-        assert!(
-            matches!(&err, Error::Format { source, .. } if *source == shown),
-            "{err:?}"
-        );
+        assert!(matches!(&err, Error::Format { source, .. } if *source == shown), "{err:?}");
         assert!(message(&err).contains(&shown), "{err}");
     }
 
     #[test]
-    #[should_panic(expected = "has 3 elements")]
-    fn weights_serialize_f32_rejects_bad_length() {
-        serialize_f32(&[("x", &[2, 2], &[1.0, 2.0, 3.0])]);
+    fn weights_serialize_f32_rejects_bad_length_and_duplicates() {
+        let err = serialize_f32(&[("x", &[2, 2], &[1.0, 2.0, 3.0])]).unwrap_err();
+        assert_eq!(err, Error::ShapeMismatch { name: "x".into(), expected: vec![2, 2], found: vec![3] });
+        let err = serialize_f32(&[("x", &[1], &[1.0]), ("x", &[1], &[2.0])]).unwrap_err();
+        assert!(message(&err).contains("`x`") && message(&err).contains("twice"), "{err}");
     }
 }

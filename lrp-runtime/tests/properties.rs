@@ -186,7 +186,7 @@ impl Net {
             let y = match layer {
                 Layer::Linear(map) => {
                     let mut z = vec![0.0; map.kind().out_len()];
-                    map.forward(x, 1, &mut z, &mut scratch);
+                    map.forward(x, 1, &mut z, &mut scratch).expect("buffers sized");
                     z
                 }
                 Layer::Relu => {
@@ -196,13 +196,13 @@ impl Net {
                 }
                 Layer::MaxPool(p) => {
                     let (mut y, mut idx) = (vec![0.0; p.geom.out_len()], vec![0u32; p.geom.out_len()]);
-                    p.forward(x, 1, &mut y, &mut idx);
+                    p.forward(x, 1, &mut y, &mut idx).expect("buffers sized");
                     winners.push(idx);
                     y
                 }
                 Layer::AvgPool(p) => {
                     let mut y = vec![0.0; p.geom.out_len()];
-                    p.forward(x, 1, &mut y);
+                    p.forward(x, 1, &mut y).expect("buffers sized");
                     y
                 }
             };
@@ -220,10 +220,10 @@ impl Net {
             let (x, y, r_out) = (&trace.acts[i], &trace.acts[i + 1], rel.last().unwrap());
             let mut r_in = vec![f32::NAN; x.len()];
             match layer {
-                Layer::Linear(map) => map.relevance(x, y, r_out, 1, &mut r_in, &mut scratch),
+                Layer::Linear(map) => map.relevance(x, y, r_out, 1, &mut r_in, &mut scratch).expect("buffers sized"),
                 Layer::Relu => r_in.copy_from_slice(r_out),
-                Layer::MaxPool(p) => p.relevance(winners.next().unwrap(), r_out, 1, &mut r_in),
-                Layer::AvgPool(p) => p.relevance(x, y, r_out, 1, &mut r_in),
+                Layer::MaxPool(p) => p.relevance(winners.next().unwrap(), r_out, 1, &mut r_in).expect("buffers sized"),
+                Layer::AvgPool(p) => p.relevance(x, y, r_out, 1, &mut r_in).expect("buffers sized"),
             }
             rel.push(r_in);
         }
@@ -266,7 +266,7 @@ fn conditioning(spec: &NetSpec, trace: &Trace, rel: &[Vec<f32>], eps: f64) -> (f
                 let abs = spec.abs_layer(i);
                 let x_abs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
                 let mut s = vec![0.0; kind.out_len()];
-                abs.forward(&x_abs, 1, &mut s, &mut vec![0.0; kind.scratch_len(1)]);
+                abs.forward(&x_abs, 1, &mut s, &mut vec![0.0; kind.scratch_len(1)]).expect("buffers sized");
                 let bias = spec.bias(i);
                 let spatial = kind.out_len() / kind.out_channels();
                 for k in 0..kind.out_len() {
@@ -473,7 +473,7 @@ fn assert_close(got: &[f32], want: &[f32]) -> Result<(), TestCaseError> {
 
 fn forward(layer: &LinearMap, x: &[f32]) -> Vec<f32> {
     let mut z = vec![0.0; layer.kind().out_len()];
-    layer.forward(x, 1, &mut z, &mut vec![0.0; layer.kind().scratch_len(1)]);
+    layer.forward(x, 1, &mut z, &mut vec![0.0; layer.kind().scratch_len(1)]).expect("buffers sized");
     z
 }
 
@@ -483,7 +483,7 @@ fn check_fold_after(case: &LayerCase, bn: &BnSpec) -> Result<(), TestCaseError> 
     let z = forward(&layer, &case.input);
     let spatial = case.kind.out_len() / case.kind.out_channels();
     let mut want = vec![0.0; z.len()];
-    bn.forward(&z, 1, spatial, &mut want);
+    bn.forward(&z, 1, spatial, &mut want).expect("buffers sized");
     let mut folded = layer.clone();
     folded.fold_batchnorm_after(&bn).unwrap();
     assert_close(&forward(&folded, &case.input), &want)
@@ -494,7 +494,7 @@ fn check_fold_before(case: &LayerCase, bn: &BnSpec) -> Result<(), TestCaseError>
     let (layer, bn) = (case.build(), bn.build());
     let spatial = case.kind.in_len() / bn.channels();
     let mut normed = vec![0.0; case.input.len()];
-    bn.forward(&case.input, 1, spatial, &mut normed);
+    bn.forward(&case.input, 1, spatial, &mut normed).expect("buffers sized");
     let want = forward(&layer, &normed);
     let mut folded = layer.clone();
     folded.fold_batchnorm_before(&bn).unwrap();

@@ -16,7 +16,8 @@ pub fn plan_batchnorm(net: &mut Network) {
             continue;
         }
         let skippable = |op: &Op| matches!(op, Op::Dropout | Op::Identity);
-        let previous = net.layers[..i].iter().rposition(|l| !skippable(&l.op)).filter(|&p| net.layers[p].op.is_linear());
+        let previous =
+            net.layers[..i].iter().rposition(|l| !skippable(&l.op)).filter(|&p| net.layers[p].op.is_linear());
         let next = (i + 1..net.layers.len())
             .find(|&j| !skippable(&net.layers[j].op) && net.layers[j].op != Op::Flatten)
             .filter(|&j| match &net.layers[j].op {
@@ -65,6 +66,14 @@ mod tests {
                 ReLU, BatchNorm2d(4), Flatten, Linear(64, 3),
             }
         });
-        assert_eq!(p, vec![BnPlacement::IntoPrevious(0), BnPlacement::IntoNext(4), BnPlacement::Explicit, BnPlacement::IntoNext(11)]);
+        assert_eq!(
+            p,
+            vec![
+                BnPlacement::IntoPrevious(0),
+                BnPlacement::IntoNext(4),
+                BnPlacement::Explicit,
+                BnPlacement::IntoNext(11)
+            ]
+        );
     }
 }

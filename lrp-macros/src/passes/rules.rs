@@ -16,9 +16,19 @@ pub fn composite_rule(composite: &Composite, k: usize, conv: bool) -> RuleIr {
             (_, true) => RuleIr::Gamma { gamma: *gamma },
             (_, false) => eps(*epsilon),
         },
-        Composite::EpsilonPlus { epsilon } => if conv { RuleIr::ZPlus } else { eps(*epsilon) },
+        Composite::EpsilonPlus { epsilon } => {
+            if conv {
+                RuleIr::ZPlus
+            } else {
+                eps(*epsilon)
+            }
+        }
         Composite::EpsilonAlpha2Beta1 { epsilon } => {
-            if conv { RuleIr::AlphaBeta { alpha: 2.0, beta: 1.0 } } else { eps(*epsilon) }
+            if conv {
+                RuleIr::AlphaBeta { alpha: 2.0, beta: 1.0 }
+            } else {
+                eps(*epsilon)
+            }
         }
         Composite::EpsilonPlusFlat { epsilon } => match (k, conv) {
             (0, _) => RuleIr::Flat,
@@ -60,9 +70,18 @@ pub fn assign_rules(cx: &mut Ctxt, net: &mut Network) {
             for b in [low, high] {
                 if let BoundIr::PerChannel(v) = b
                     && v.len() != channels
-                    && !(matches!(net.layers[i].op, Op::Linear { .. }) && channels % v.len().max(1) == 0 && !v.is_empty())
+                    && !(matches!(net.layers[i].op, Op::Linear { .. })
+                        && channels % v.len().max(1) == 0
+                        && !v.is_empty())
                 {
-                    cx.error(span, format!("`ZBox` has {} per-channel bounds, but `{}` has {channels} input channels", v.len(), net.layers[i].name));
+                    cx.error(
+                        span,
+                        format!(
+                            "`ZBox` has {} per-channel bounds, but `{}` has {channels} input channels",
+                            v.len(),
+                            net.layers[i].name
+                        ),
+                    );
                 }
             }
         }
@@ -109,7 +128,8 @@ mod tests {
 
     #[test]
     fn zbox_away_from_the_input_is_an_error() {
-        let e = rules(quote!(Net(input = [4]) { Linear(4, 4), ReLU, Linear(4, 2, rule = ZBox(low = 0, high = 1)) })).unwrap_err();
+        let e = rules(quote!(Net(input = [4]) { Linear(4, 4), ReLU, Linear(4, 2, rule = ZBox(low = 0, high = 1)) }))
+            .unwrap_err();
         assert_eq!(e.len(), 1);
         assert!(e[0].starts_with("`ZBox` applies only to a layer fed by the network input"), "{e:?}");
     }

@@ -28,9 +28,18 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
             Op::Linear { in_features, out_features, .. } => {
                 if let Some(s) = &input {
                     if s.len() != 1 {
-                        cx.error(span, format!("`{name}` (Linear) needs a flat input, but {from} gives {}; add `Flatten` before it", show(s)));
+                        cx.error(
+                            span,
+                            format!(
+                                "`{name}` (Linear) needs a flat input, but {from} gives {}; add `Flatten` before it",
+                                show(s)
+                            ),
+                        );
                     } else if s[0] != *in_features {
-                        cx.error(span, format!("`{name}` expects {in_features} input features, but {from} gives {}", s[0]));
+                        cx.error(
+                            span,
+                            format!("`{name}` expects {in_features} input features, but {from} gives {}", s[0]),
+                        );
                     }
                 }
                 Some(vec![*out_features])
@@ -38,7 +47,10 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
             Op::Conv2d(c) => match &input {
                 Some(s) if s.len() == 3 => {
                     if s[0] != c.in_channels {
-                        cx.error(span, format!("`{name}` expects {} input channels, but {from} gives {}", c.in_channels, s[0]));
+                        cx.error(
+                            span,
+                            format!("`{name}` expects {} input channels, but {from} gives {}", c.in_channels, s[0]),
+                        );
                     }
                     let oh = extent(s[1], c.kernel[0], c.stride[0], c.padding[0], c.dilation[0]);
                     let ow = extent(s[2], c.kernel[1], c.stride[1], c.padding[1], c.dilation[1]);
@@ -51,7 +63,13 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                     }
                 }
                 Some(s) => {
-                    cx.error(span, format!("`{name}` (Conv2d) needs a [channels, height, width] input, but {from} gives {}", show(s)));
+                    cx.error(
+                        span,
+                        format!(
+                            "`{name}` (Conv2d) needs a [channels, height, width] input, but {from} gives {}",
+                            show(s)
+                        ),
+                    );
                     None
                 }
                 None => None,
@@ -61,7 +79,14 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                     let ok_rank = if n.dims == 2 { s.len() == 3 } else { s.len() == 1 || s.len() == 2 };
                     let kind = if n.dims == 2 { "BatchNorm2d" } else { "BatchNorm1d" };
                     if !ok_rank {
-                        cx.error(span, format!("`{name}` ({kind}) cannot normalise the {}-dimensional output {} of {from}", s.len(), show(s)));
+                        cx.error(
+                            span,
+                            format!(
+                                "`{name}` ({kind}) cannot normalise the {}-dimensional output {} of {from}",
+                                s.len(),
+                                show(s)
+                            ),
+                        );
                     } else if s[0] != n.features {
                         cx.error(span, format!("`{name}` expects {} channels, but {from} gives {}", n.features, s[0]));
                     }
@@ -70,16 +95,25 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
             }
             Op::MaxPool2d(p) | Op::AvgPool2d(p) => match &input {
                 Some(s) if s.len() == 3 => {
-                    match (extent(s[1], p.kernel[0], p.stride[0], p.padding[0], 1), extent(s[2], p.kernel[1], p.stride[1], p.padding[1], 1)) {
+                    match (
+                        extent(s[1], p.kernel[0], p.stride[0], p.padding[0], 1),
+                        extent(s[2], p.kernel[1], p.stride[1], p.padding[1], 1),
+                    ) {
                         (Some(h), Some(w)) if h > 0 && w > 0 => Some(vec![s[0], h, w]),
                         _ => {
-                            cx.error(span, format!("`{name}`: the pooling window is larger than its input {}", show(s)));
+                            cx.error(
+                                span,
+                                format!("`{name}`: the pooling window is larger than its input {}", show(s)),
+                            );
                             None
                         }
                     }
                 }
                 Some(s) => {
-                    cx.error(span, format!("`{name}` needs a [channels, height, width] input, but {from} gives {}", show(s)));
+                    cx.error(
+                        span,
+                        format!("`{name}` needs a [channels, height, width] input, but {from} gives {}", show(s)),
+                    );
                     None
                 }
                 None => None,
@@ -95,7 +129,11 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
     {
         cx.error(
             last.span,
-            format!("a network must end in a vector of class scores, but `{}` gives {}; add `Flatten` and a `Linear` layer", last.name, show(shape)),
+            format!(
+                "a network must end in a vector of class scores, but `{}` gives {}; add `Flatten` and a `Linear` layer",
+                last.name,
+                show(shape)
+            ),
         );
     }
 }
@@ -138,14 +176,16 @@ mod tests {
 
     #[test]
     fn well_formed_network_has_no_errors() {
-        assert!(errors(quote! {
-            Net(input = [1, 28, 28]) {
-                Conv2d(1, 6, kernel_size = 5, padding = 2), BatchNorm2d(6), ReLU, AvgPool2d(2, stride = 2),
-                Conv2d(6, 16, kernel_size = 5), ReLU, MaxPool2d(kernel_size = 3, stride = 2, padding = 1),
-                Flatten, Linear(400, 10),
-            }
-        })
-        .is_empty());
+        assert!(
+            errors(quote! {
+                Net(input = [1, 28, 28]) {
+                    Conv2d(1, 6, kernel_size = 5, padding = 2), BatchNorm2d(6), ReLU, AvgPool2d(2, stride = 2),
+                    Conv2d(6, 16, kernel_size = 5), ReLU, MaxPool2d(kernel_size = 3, stride = 2, padding = 1),
+                    Flatten, Linear(400, 10),
+                }
+            })
+            .is_empty()
+        );
     }
 
     #[test]

@@ -162,6 +162,12 @@ mod tests {
         let a = [1.0; 5];
         let b = [1.0; 6];
         let mut c = [0.0; 4];
-        gemm(1.0, MatRef { data: &a, rows: 2, cols: 3, rs: 3, cs: 1 }, MatRef::row_major(&b, 3, 2), 0.0, MatMut::row_major(&mut c, 2, 2));
+        gemm(
+            1.0,
+            MatRef { data: &a, rows: 2, cols: 3, rs: 3, cs: 1 },
+            MatRef::row_major(&b, 3, 2),
+            0.0,
+            MatMut::row_major(&mut c, 2, 2),
+        );
     }
 }

@@ -109,7 +109,17 @@ mod tests {
     use super::*;
 
     fn geom(c: usize, h: usize, w: usize, k: [usize; 2], s: [usize; 2], p: [usize; 2], d: [usize; 2]) -> Conv2dGeom {
-        Conv2dGeom { in_channels: c, out_channels: 1, in_h: h, in_w: w, kernel: k, stride: s, padding: p, dilation: d, groups: 1 }
+        Conv2dGeom {
+            in_channels: c,
+            out_channels: 1,
+            in_h: h,
+            in_w: w,
+            kernel: k,
+            stride: s,
+            padding: p,
+            dilation: d,
+            groups: 1,
+        }
     }
 
     /// Direct definition: cols[(c,ki,kj),(oy,ox)] = x[c, oy*s - p + ki*d, ox*s - p + kj*d] or 0.

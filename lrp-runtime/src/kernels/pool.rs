@@ -43,7 +43,8 @@ impl Pool2dGeom {
                 let ys = y0.max(0) as usize..((y0 + self.kernel[0] as isize).min(self.in_h as isize)).max(0) as usize;
                 for ox in 0..ow {
                     let x0 = (ox * self.stride[1]) as isize - self.padding[1] as isize;
-                    let xs = x0.max(0) as usize..((x0 + self.kernel[1] as isize).min(self.in_w as isize)).max(0) as usize;
+                    let xs =
+                        x0.max(0) as usize..((x0 + self.kernel[1] as isize).min(self.in_w as isize)).max(0) as usize;
                     let base = c * self.in_h * self.in_w;
                     let w = self.in_w;
                     let mut taps = ys.clone().flat_map(|y| xs.clone().map(move |x| base + y * w + x));
@@ -79,7 +80,10 @@ pub fn maxpool_relevance(g: &Pool2dGeom, argmax: &[u32], r_out: &[f32], r_in: &m
     let r_in = &mut r_in[..g.in_len()];
     r_in.fill(0.0);
     for (&j, &r) in argmax[..g.out_len()].iter().zip(&r_out[..g.out_len()]) {
-        r_in[j as usize] += r;
+        // Winners come from `maxpool_forward`; an index outside the sample is ignored.
+        if let Some(v) = r_in.get_mut(j as usize) {
+            *v += r;
+        }
     }
 }
 

@@ -31,7 +31,11 @@ impl BatchNorm {
         let c = gamma.len();
         for (what, v) in [("bias", beta), ("running_mean", mean), ("running_var", var)] {
             if v.len() != c {
-                return Err(Error::ShapeMismatch { name: format!("{name}.{what}"), expected: vec![c], found: vec![v.len()] });
+                return Err(Error::ShapeMismatch {
+                    name: format!("{name}.{what}"),
+                    expected: vec![c],
+                    found: vec![v.len()],
+                });
             }
         }
         if let Some((i, v)) = var.iter().enumerate().find(|(_, v)| **v + eps <= 0.0) {
@@ -46,9 +50,16 @@ impl BatchNorm {
     }
 
     /// Loads the four tensors of a BatchNorm layer with `channels` features.
-    pub fn load(weights: &mut Weights, name: &str, names: BatchNormNames<'_>, channels: usize, eps: f32) -> Result<Self> {
+    pub fn load(
+        weights: &mut Weights,
+        name: &str,
+        names: BatchNormNames<'_>,
+        channels: usize,
+        eps: f32,
+    ) -> Result<Self> {
         let mut take = |t: &str| weights.take(t, name, &[channels]);
-        let (g, b, m, v) = (take(names.weight)?, take(names.bias)?, take(names.running_mean)?, take(names.running_var)?);
+        let (g, b, m, v) =
+            (take(names.weight)?, take(names.bias)?, take(names.running_mean)?, take(names.running_var)?);
         Self::from_stats(name, &g, &b, &m, &v, eps)
     }
 
@@ -83,20 +94,42 @@ impl BatchNorm {
     }
 
     /// `y = s x + t` over `n` samples of `[C, spatial]`.
-    pub fn forward(&self, x: &[f32], n: usize, spatial: usize, y: &mut [f32]) {
+    pub fn forward(&self, x: &[f32], n: usize, spatial: usize, y: &mut [f32]) -> Result<()> {
+        let len = n * self.channels() * spatial;
+        super::check_buffers(&self.name, &[("input", len, x.len()), ("output", len, y.len())])?;
         for (i, (yo, xi)) in y.iter_mut().zip(x).enumerate().take(n * self.channels() * spatial) {
             let c = (i / spatial) % self.channels();
             *yo = self.scale[c] * xi + self.shift[c];
         }
+        Ok(())
     }
 
     /// Epsilon rule on the diagonal map: `R_in = x s R_out / stab(y)`.
     #[allow(clippy::too_many_arguments)]
-    pub fn relevance(&self, x: &[f32], y: &[f32], r_out: &[f32], n: usize, spatial: usize, eps: f32, r_in: &mut [f32]) {
+    pub fn relevance(
+        &self,
+        x: &[f32],
+        y: &[f32],
+        r_out: &[f32],
+        n: usize,
+        spatial: usize,
+        eps: f32,
+        r_in: &mut [f32],
+    ) -> Result<()> {
         let len = n * self.channels() * spatial;
+        super::check_buffers(
+            &self.name,
+            &[
+                ("input", len, x.len()),
+                ("output", len, y.len()),
+                ("output relevance", len, r_out.len()),
+                ("input relevance", len, r_in.len()),
+            ],
+        )?;
         for (i, r) in r_in.iter_mut().enumerate().take(len) {
             let c = (i / spatial) % self.channels();
             *r = x[i] * self.scale[c] * r_out[i] / stabilize(y[i], eps);
         }
+        Ok(())
     }
 }

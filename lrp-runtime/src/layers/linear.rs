@@ -2,6 +2,7 @@
 //! of [`crate::rules`], with the rule's parameter transforms computed once in [`LinearMap::prepare`].
 
 use super::batchnorm::BatchNorm;
+use super::check_buffers;
 use crate::error::{Error, Result};
 use crate::kernels::{Conv2dGeom, MatMut, MatRef, col2im, elementwise::stabilize, gemm, im2col};
 use crate::rules::{Bound, DEFAULT_STABILIZER, GroupSpec, InputMod, ParamMod, Rule, TermSpec};
@@ -95,11 +96,19 @@ impl LinearMap {
         let wlen: usize = kind.weight_shape().iter().product();
         let out = kind.out_channels();
         if weight.len() != wlen {
-            return Err(Error::ShapeMismatch { name: format!("{name}.weight"), expected: kind.weight_shape(), found: vec![weight.len()] });
+            return Err(Error::ShapeMismatch {
+                name: format!("{name}.weight"),
+                expected: kind.weight_shape(),
+                found: vec![weight.len()],
+            });
         }
         let bias = bias.unwrap_or_else(|| vec![0.0; out]);
         if bias.len() != out {
-            return Err(Error::ShapeMismatch { name: format!("{name}.bias"), expected: vec![out], found: vec![bias.len()] });
+            return Err(Error::ShapeMismatch {
+                name: format!("{name}.bias"),
+                expected: vec![out],
+                found: vec![bias.len()],
+            });
         }
         let mut layer = LinearMap {
             name: name.to_string(),
@@ -181,7 +190,8 @@ impl LinearMap {
             }
             LinearKind::Conv2d(g) => {
                 bn.check_channels(g.in_channels, &self.name)?;
-                let (cin_g, cout_g, taps) = (g.in_channels / g.groups, g.out_channels / g.groups, g.kernel[0] * g.kernel[1]);
+                let (cin_g, cout_g, taps) =
+                    (g.in_channels / g.groups, g.out_channels / g.groups, g.kernel[0] * g.kernel[1]);
                 Box::new(move |o, j| (o / cout_g) * cin_g + j / taps)
             }
         };
@@ -198,24 +208,35 @@ impl LinearMap {
     /// Prepares `rule`: builds its terms and computes every parameter transform and constant
     /// denominator once. `input_nonneg`: the compiler proved this layer's input `>= 0`.
     pub fn prepare(&mut self, rule: &Rule, input_nonneg: bool) -> Result<()> {
-        rule.validate().map_err(|message| Error::InvalidParameter { what: format!("rule of layer `{}`", self.name), message })?;
+        rule.validate()
+            .map_err(|message| Error::InvalidParameter { what: format!("rule of layer `{}`", self.name), message })?;
         let in_len = self.kind.in_len();
         let mut groups = Vec::new();
         for spec in rule.groups(input_nonneg) {
             let mut terms = Vec::new();
             for t in &spec.terms {
-                let transform = |p: &[f32], m: ParamMod| (m != ParamMod::Identity).then(|| p.iter().map(|&v| m.apply(v)).collect::<Vec<_>>());
+                let transform = |p: &[f32], m: ParamMod| {
+                    (m != ParamMod::Identity).then(|| p.iter().map(|&v| m.apply(v)).collect::<Vec<_>>())
+                };
                 let constant_input = match t.input {
                     InputMod::Ones => Some(vec![1.0; in_len]),
                     InputMod::Low | InputMod::High => {
                         let Rule::ZBox { low, high } = rule else {
-                            return Err(Error::InvalidParameter { what: format!("rule of layer `{}`", self.name), message: "bounds outside z^B".into() });
+                            return Err(Error::InvalidParameter {
+                                what: format!("rule of layer `{}`", self.name),
+                                message: "bounds outside z^B".into(),
+                            });
                         };
                         Some(self.bound_input(if t.input == InputMod::Low { low } else { high })?)
                     }
                     _ => None,
                 };
-                terms.push(Term { spec: *t, weight: transform(&self.weight, t.weight), bias: transform(&self.bias, t.bias), constant_input });
+                terms.push(Term {
+                    spec: *t,
+                    weight: transform(&self.weight, t.weight),
+                    bias: transform(&self.bias, t.bias),
+                    constant_input,
+                });
             }
             let mut group = Group { spec, terms, constant: None };
             group.constant = self.constant_denominator(&group);
@@ -273,7 +294,17 @@ impl LinearMap {
 
     /// `z = alpha (x W^T + b) + beta z` for `n` samples.
     #[allow(clippy::too_many_arguments)]
-    fn apply(&self, w: &[f32], b: &[f32], x: &[f32], n: usize, z: &mut [f32], alpha: f32, beta: f32, scratch: &mut [f32]) {
+    fn apply(
+        &self,
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        n: usize,
+        z: &mut [f32],
+        alpha: f32,
+        beta: f32,
+        scratch: &mut [f32],
+    ) {
         let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
         match self.kind {
             LinearKind::Dense { in_features, out_features } => {
@@ -346,15 +377,46 @@ impl LinearMap {
     }
 
     /// Forward pass of `n` samples: `z = x W^T + b` (pre-activation, kept for LRP).
-    pub fn forward(&self, x: &[f32], n: usize, z: &mut [f32], scratch: &mut [f32]) {
+    pub fn forward(&self, x: &[f32], n: usize, z: &mut [f32], scratch: &mut [f32]) -> Result<()> {
+        let cols = match self.kind {
+            LinearKind::Dense { .. } => 0,
+            LinearKind::Conv2d(g) => g.col_rows() * g.col_cols(),
+        };
+        check_buffers(
+            &self.name,
+            &[
+                ("input", n * self.kind.in_len(), x.len()),
+                ("output", n * self.kind.out_len(), z.len()),
+                ("scratch", cols, scratch.len()),
+            ],
+        )?;
         self.apply(&self.weight, &self.bias, x, n, z, 1.0, 0.0, scratch);
+        Ok(())
     }
 
     /// Relevance of the layer's input for `n` samples, by the prepared rule (see
     /// [`crate::rules`]): `x` the layer input, `z` its forward output, `r_out` the output
     /// relevance; `r_in` is overwritten.
-    pub fn relevance(&self, x: &[f32], z: &[f32], r_out: &[f32], n: usize, r_in: &mut [f32], scratch: &mut [f32]) {
+    pub fn relevance(
+        &self,
+        x: &[f32],
+        z: &[f32],
+        r_out: &[f32],
+        n: usize,
+        r_in: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<()> {
         let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
+        check_buffers(
+            &self.name,
+            &[
+                ("input", n * in_len, x.len()),
+                ("output", n * out_len, z.len()),
+                ("output relevance", n * out_len, r_out.len()),
+                ("input relevance", n * in_len, r_in.len()),
+                ("scratch", self.kind.scratch_len(n), scratch.len()),
+            ],
+        )?;
         let (x, z, r_out, r_in) = (&x[..n * in_len], &z[..n * out_len], &r_out[..n * out_len], &mut r_in[..n * in_len]);
         let (denom, rest) = scratch.split_at_mut(n * out_len);
         let (x_mod, rest) = rest.split_at_mut(n * in_len);
@@ -409,5 +471,6 @@ impl LinearMap {
                 }
             }
         }
+        Ok(())
     }
 }

@@ -9,6 +9,19 @@ pub use batchnorm::{BatchNorm, BatchNormNames};
 pub use linear::{LinearKind, LinearMap};
 pub use pool::{AvgPool2d, MaxPool2d};
 
+use crate::error::{Error, Result};
+
+/// Checks that each buffer `(what, needed, found)` of layer `layer` holds at least `needed`
+/// elements, so that no kernel indexes past a slice.
+pub(crate) fn check_buffers(layer: &str, buffers: &[(&str, usize, usize)]) -> Result<()> {
+    match buffers.iter().find(|(_, needed, found)| found < needed) {
+        Some(&(what, expected, found)) => {
+            Err(Error::Length { what: format!("{what} buffer of layer `{layer}`"), expected, found })
+        }
+        None => Ok(()),
+    }
+}
+
 /// `nn.Linear`: a [`LinearMap`] of kind [`LinearKind::Dense`].
 pub type Linear = LinearMap;
 /// `nn.Conv2d`: a [`LinearMap`] of kind [`LinearKind::Conv2d`].
@@ -33,3 +46,37 @@ pub struct Dropout;
 /// `nn.Identity`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Identity;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Pool2dGeom;
+
+    #[test]
+    fn short_buffers_are_errors_naming_the_layer() {
+        let fc =
+            LinearMap::new("fc", LinearKind::Dense { in_features: 3, out_features: 2 }, vec![1.0; 6], None).unwrap();
+        let (x, mut z, mut scratch) = ([1.0; 6], [0.0; 3], [0.0; 64]);
+        let err = fc.forward(&x, 2, &mut z, &mut scratch).unwrap_err();
+        assert_eq!(err, Error::Length { what: "output buffer of layer `fc`".into(), expected: 4, found: 3 });
+        assert_eq!(err.to_string(), "output buffer of layer `fc` has 3 elements, but 4 were expected");
+        let mut r_in = [0.0; 6];
+        let err = fc.relevance(&x, &[0.0; 4], &[1.0; 4], 2, &mut r_in, &mut [0.0; 3]).unwrap_err();
+        assert!(err.to_string().contains("scratch buffer of layer `fc`"), "{err}");
+    }
+
+    #[test]
+    fn maxpool_ignores_out_of_range_winners() {
+        let pool = MaxPool2d::new(Pool2dGeom {
+            channels: 1,
+            in_h: 2,
+            in_w: 2,
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+        });
+        let mut r_in = [0.0; 4];
+        pool.relevance(&[99], &[1.0], 1, &mut r_in).unwrap();
+        assert_eq!(r_in, [0.0; 4]);
+    }
+}

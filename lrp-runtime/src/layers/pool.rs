@@ -1,5 +1,7 @@
 //! Pooling layers over `n` samples (see [`crate::kernels::pool`] for the per-sample kernels).
 
+use super::check_buffers;
+use crate::error::Result;
 use crate::kernels::{Pool2dGeom, avgpool_forward, avgpool_relevance, maxpool_forward, maxpool_relevance};
 use crate::rules::DEFAULT_STABILIZER;
 
@@ -21,19 +23,33 @@ impl MaxPool2d {
     }
 
     /// Forward of `n` samples, remembering each window's winner in `argmax`.
-    pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32], argmax: &mut [u32]) {
+    pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32], argmax: &mut [u32]) -> Result<()> {
         let (i, o) = (self.geom.in_len(), self.geom.out_len());
+        check_buffers(
+            "MaxPool2d",
+            &[("input", n * i, x.len()), ("output", n * o, y.len()), ("argmax", n * o, argmax.len())],
+        )?;
         for s in 0..n {
             maxpool_forward(&self.geom, &x[s * i..], &mut y[s * o..], &mut argmax[s * o..]);
         }
+        Ok(())
     }
 
     /// `r_in` (overwritten) from `r_out` through the winners of the forward pass.
-    pub fn relevance(&self, argmax: &[u32], r_out: &[f32], n: usize, r_in: &mut [f32]) {
+    pub fn relevance(&self, argmax: &[u32], r_out: &[f32], n: usize, r_in: &mut [f32]) -> Result<()> {
         let (i, o) = (self.geom.in_len(), self.geom.out_len());
+        check_buffers(
+            "MaxPool2d",
+            &[
+                ("argmax", n * o, argmax.len()),
+                ("output relevance", n * o, r_out.len()),
+                ("input relevance", n * i, r_in.len()),
+            ],
+        )?;
         for s in 0..n {
             maxpool_relevance(&self.geom, &argmax[s * o..], &r_out[s * o..], &mut r_in[s * i..]);
         }
+        Ok(())
     }
 }
 
@@ -42,18 +58,37 @@ impl AvgPool2d {
         AvgPool2d { geom }
     }
 
-    pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) {
+    pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
         let (i, o) = (self.geom.in_len(), self.geom.out_len());
+        check_buffers("AvgPool2d", &[("input", n * i, x.len()), ("output", n * o, y.len())])?;
         for s in 0..n {
             avgpool_forward(&self.geom, &x[s * i..], &mut y[s * o..]);
         }
+        Ok(())
     }
 
     /// `r_in` (overwritten) by the proportional rule.
-    pub fn relevance(&self, x: &[f32], y: &[f32], r_out: &[f32], n: usize, r_in: &mut [f32]) {
+    pub fn relevance(&self, x: &[f32], y: &[f32], r_out: &[f32], n: usize, r_in: &mut [f32]) -> Result<()> {
         let (i, o) = (self.geom.in_len(), self.geom.out_len());
+        check_buffers(
+            "AvgPool2d",
+            &[
+                ("input", n * i, x.len()),
+                ("output", n * o, y.len()),
+                ("output relevance", n * o, r_out.len()),
+                ("input relevance", n * i, r_in.len()),
+            ],
+        )?;
         for s in 0..n {
-            avgpool_relevance(&self.geom, &x[s * i..], &y[s * o..], &r_out[s * o..], DEFAULT_STABILIZER, &mut r_in[s * i..]);
+            avgpool_relevance(
+                &self.geom,
+                &x[s * i..],
+                &y[s * o..],
+                &r_out[s * o..],
+                DEFAULT_STABILIZER,
+                &mut r_in[s * i..],
+            );
         }
+        Ok(())
     }
 }
