@@ -155,11 +155,11 @@ fn load_expr(layer: &Layer) -> TokenStream {
         }
         Op::MaxPool2d(p) => {
             let g = pool_geom(layer, p);
-            quote!(::lrp::runtime::layers::MaxPool2d::new(#g))
+            quote!(::lrp::runtime::layers::MaxPool2d::new(#g)?)
         }
         Op::AvgPool2d(p) => {
             let g = pool_geom(layer, p);
-            quote!(::lrp::runtime::layers::AvgPool2d::new(#g))
+            quote!(::lrp::runtime::layers::AvgPool2d::new(#g)?)
         }
         Op::ReLU => quote!(::lrp::runtime::layers::ReLU),
         Op::Flatten => quote!(::lrp::runtime::layers::Flatten),

@@ -148,8 +148,8 @@ impl NetSpec {
                     Layer::Linear(map)
                 }
                 LayerSpec::Relu => Layer::Relu,
-                LayerSpec::MaxPool(g) => Layer::MaxPool(MaxPool2d::new(*g)),
-                LayerSpec::AvgPool(g) => Layer::AvgPool(AvgPool2d::new(*g)),
+                LayerSpec::MaxPool(g) => Layer::MaxPool(MaxPool2d::new(*g).expect("valid geometry")),
+                LayerSpec::AvgPool(g) => Layer::AvgPool(AvgPool2d::new(*g).expect("valid geometry")),
             })
             .collect();
         Net { layers, scratch }

@@ -46,6 +46,25 @@ impl Conv2dGeom {
         self.out_h() * self.out_w()
     }
 
+    /// Checks what the kernels rely on: positive kernel, stride, dilation and groups, groups
+    /// dividing both channel counts, and a non-empty output.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = self.kernel.iter().chain(&self.stride).chain(&self.dilation).all(|&v| v > 0);
+        if !positive || self.groups == 0 {
+            return Err(format!("kernel, stride, dilation and groups must be positive: {self:?}"));
+        }
+        if !self.in_channels.is_multiple_of(self.groups) || !self.out_channels.is_multiple_of(self.groups) {
+            return Err(format!(
+                "groups = {} must divide in_channels = {} and out_channels = {}",
+                self.groups, self.in_channels, self.out_channels
+            ));
+        }
+        if self.out_h() == 0 || self.out_w() == 0 {
+            return Err(format!("the kernel does not fit the padded {}x{} input", self.in_h, self.in_w));
+        }
+        Ok(())
+    }
+
     /// Shape of the weight tensor, PyTorch layout `[out, in / groups, kh, kw]`.
     pub const fn weight_shape(&self) -> [usize; 4] {
         [self.out_channels, self.in_channels / self.groups, self.kernel[0], self.kernel[1]]

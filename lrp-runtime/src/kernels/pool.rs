@@ -29,6 +29,21 @@ impl Pool2dGeom {
         self.channels * self.in_h * self.in_w
     }
 
+    /// Checks what the kernels rely on: positive kernel and stride, padding at most half the
+    /// kernel (as PyTorch requires), and a non-empty output.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.kernel.contains(&0) || self.stride.contains(&0) {
+            return Err(format!("kernel and stride must be positive: {self:?}"));
+        }
+        if 2 * self.padding[0] > self.kernel[0] || 2 * self.padding[1] > self.kernel[1] {
+            return Err(format!("padding must be at most half the kernel: {self:?}"));
+        }
+        if self.out_h() == 0 || self.out_w() == 0 {
+            return Err(format!("the window does not fit the {}x{} input", self.in_h, self.in_w));
+        }
+        Ok(())
+    }
+
     pub const fn out_len(&self) -> usize {
         self.channels * self.out_h() * self.out_w()
     }

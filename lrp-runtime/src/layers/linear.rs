@@ -93,6 +93,10 @@ pub struct LinearMap {
 impl LinearMap {
     /// A layer from its parameters; `bias = None` is a zero bias.
     pub fn new(name: &str, kind: LinearKind, weight: Vec<f32>, bias: Option<Vec<f32>>) -> Result<Self> {
+        if let LinearKind::Conv2d(g) = kind {
+            g.validate()
+                .map_err(|message| Error::InvalidParameter { what: format!("geometry of layer `{name}`"), message })?;
+        }
         let wlen: usize = kind.weight_shape().iter().product();
         let out = kind.out_channels();
         if weight.len() != wlen {

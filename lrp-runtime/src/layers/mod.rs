@@ -66,7 +66,30 @@ mod tests {
     }
 
     #[test]
-    fn maxpool_ignores_out_of_range_winners() {
+    fn conv_rejects_bad_geometry() {
+        use crate::kernels::Conv2dGeom;
+        let g = Conv2dGeom {
+            in_channels: 3,
+            out_channels: 4,
+            in_h: 5,
+            in_w: 5,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 2,
+        };
+        let err = LinearMap::new("conv", LinearKind::Conv2d(g), vec![], None).unwrap_err();
+        assert!(err.to_string().contains("groups = 2 must divide in_channels = 3"), "{err}");
+        let g = Conv2dGeom { groups: 1, kernel: [7, 7], ..g };
+        let err = LinearMap::new("conv", LinearKind::Conv2d(g), vec![], None).unwrap_err();
+        assert!(err.to_string().contains("geometry of layer `conv`"), "{err}");
+    }
+
+    #[test]
+    fn pools_reject_bad_geometry_and_ignore_out_of_range_winners() {
+        let bad = Pool2dGeom { channels: 1, in_h: 2, in_w: 2, kernel: [0, 2], stride: [2, 2], padding: [0, 0] };
+        assert!(matches!(MaxPool2d::new(bad), Err(Error::InvalidParameter { .. })));
         let pool = MaxPool2d::new(Pool2dGeom {
             channels: 1,
             in_h: 2,
@@ -74,7 +97,8 @@ mod tests {
             kernel: [2, 2],
             stride: [2, 2],
             padding: [0, 0],
-        });
+        })
+        .unwrap();
         let mut r_in = [0.0; 4];
         pool.relevance(&[99], &[1.0], 1, &mut r_in).unwrap();
         assert_eq!(r_in, [0.0; 4]);

@@ -1,7 +1,7 @@
 //! Pooling layers over `n` samples (see [`crate::kernels::pool`] for the per-sample kernels).
 
 use super::check_buffers;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::{Pool2dGeom, avgpool_forward, avgpool_relevance, maxpool_forward, maxpool_relevance};
 use crate::rules::DEFAULT_STABILIZER;
 
@@ -18,8 +18,10 @@ pub struct AvgPool2d {
 }
 
 impl MaxPool2d {
-    pub const fn new(geom: Pool2dGeom) -> Self {
-        MaxPool2d { geom }
+    /// A max-pooling layer; an invalid geometry is an error.
+    pub fn new(geom: Pool2dGeom) -> Result<Self> {
+        geom.validate().map_err(|message| Error::InvalidParameter { what: "MaxPool2d geometry".into(), message })?;
+        Ok(MaxPool2d { geom })
     }
 
     /// Forward of `n` samples, remembering each window's winner in `argmax`.
@@ -54,8 +56,10 @@ impl MaxPool2d {
 }
 
 impl AvgPool2d {
-    pub const fn new(geom: Pool2dGeom) -> Self {
-        AvgPool2d { geom }
+    /// An average-pooling layer; an invalid geometry is an error.
+    pub fn new(geom: Pool2dGeom) -> Result<Self> {
+        geom.validate().map_err(|message| Error::InvalidParameter { what: "AvgPool2d geometry".into(), message })?;
+        Ok(AvgPool2d { geom })
     }
 
     pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
