@@ -4,10 +4,12 @@
 mod batchnorm;
 mod linear;
 mod pool;
+mod recurrent;
 
 pub use batchnorm::{BatchNorm, BatchNormNames};
 pub use linear::{LinearKind, LinearMap};
 pub use pool::{AvgPool2d, MaxPool2d};
+pub use recurrent::{ProductRule, RecurrentGeom, SeqOutput};
 
 use crate::error::{Error, Result};
 
