@@ -16,6 +16,51 @@ impl From<usize> for Target {
     }
 }
 
+/// What the output is seeded with before propagating back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seed {
+    /// LRP: `R = one_hot(target) * logit`.
+    Logit,
+    /// Gradient: `g = one_hot(target)`.
+    One,
+}
+
+/// Chooses each sample's target from `logits` (`[n, classes]`) and writes it to `targets`, and
+/// the output seed to `seed` (`[n, classes]`). A `Target::Class` out of range is an error.
+pub fn seed_output(
+    logits: &[f32],
+    classes: usize,
+    n: usize,
+    target: Target,
+    kind: Seed,
+    targets: &mut [usize],
+    seed: &mut [f32],
+) -> crate::Result<()> {
+    if let Target::Class(c) = target
+        && c >= classes
+    {
+        return Err(crate::Error::TargetOutOfRange { target: c, classes });
+    }
+    crate::error::check_len("logits", n * classes, logits.len().min(n * classes))?;
+    crate::error::check_len("targets", n, targets.len().min(n))?;
+    crate::error::check_len("output seed", n * classes, seed.len().min(n * classes))?;
+    for i in 0..n {
+        let row = &logits[i * classes..(i + 1) * classes];
+        let t = match target {
+            Target::Class(c) => c,
+            Target::Predicted => crate::kernels::elementwise::argmax(row).unwrap_or(0),
+        };
+        targets[i] = t;
+        let s = &mut seed[i * classes..(i + 1) * classes];
+        s.fill(0.0);
+        s[t] = match kind {
+            Seed::Logit => row[t],
+            Seed::One => 1.0,
+        };
+    }
+    Ok(())
+}
+
 /// The result of explaining `batch` samples: borrowed from the workspace, so explaining
 /// allocates nothing.
 #[derive(Clone, Copy, Debug)]
@@ -59,5 +104,23 @@ impl<'a> Explanation<'a> {
     pub fn to_dmatrix(&self) -> nalgebra::DMatrix<f32> {
         let cols = self.relevance.len() / self.batch.max(1);
         nalgebra::DMatrix::from_row_slice(self.batch, cols, self.relevance)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_follow_the_target() {
+        let logits = [1.0, 3.0, 2.0, -1.0, -2.0, -0.5];
+        let (mut targets, mut seed) = ([9; 2], [7.0; 6]);
+        seed_output(&logits, 3, 2, Target::Predicted, Seed::Logit, &mut targets, &mut seed).unwrap();
+        assert_eq!((targets, seed), ([1, 2], [0.0, 3.0, 0.0, 0.0, 0.0, -0.5]));
+        seed_output(&logits, 3, 2, Target::Class(0), Seed::One, &mut targets, &mut seed).unwrap();
+        assert_eq!((targets, seed), ([0, 0], [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]));
+        let err = seed_output(&logits, 3, 2, Target::Class(3), Seed::One, &mut targets, &mut seed).unwrap_err();
+        assert_eq!(err, crate::Error::TargetOutOfRange { target: 3, classes: 3 });
+        assert!(seed_output(&logits, 3, 3, Target::Predicted, Seed::One, &mut targets, &mut seed).is_err());
     }
 }

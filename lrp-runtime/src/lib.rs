@@ -7,6 +7,7 @@ pub mod error;
 pub mod explanation;
 pub mod kernels;
 pub mod layers;
+pub mod occlusion;
 pub mod render;
 pub mod rules;
 pub mod weights;

@@ -20,6 +20,22 @@ pub fn relu(x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Gradient of a ReLU in place: `g = g * [x > 0]`, `x` the ReLU's input.
+pub fn relu_gradient_inplace(x: &[f32], g: &mut [f32]) {
+    for (gi, &xi) in g.iter_mut().zip(x) {
+        if xi <= 0.0 {
+            *gi = 0.0;
+        }
+    }
+}
+
+/// `softmax(logits)[c] = exp(l_c - m) / sum_j exp(l_j - m)`, `m = max_j l_j` (0 if `c` is out of range).
+pub fn softmax_at(logits: &[f32], c: usize) -> f32 {
+    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let total: f32 = logits.iter().map(|&l| (l - m).exp()).sum();
+    logits.get(c).map_or(0.0, |&l| (l - m).exp() / total)
+}
+
 /// Index of the largest value (first one on ties), `None` for an empty slice.
 pub fn argmax(x: &[f32]) -> Option<usize> {
     let mut best: Option<(usize, f32)> = None;
@@ -40,6 +56,17 @@ mod tests {
         assert_eq!(stabilize(0.0, 0.5), 0.5);
         assert_eq!(stabilize(2.0, 0.5), 2.5);
         assert_eq!(stabilize(-2.0, 0.5), -2.5);
+    }
+
+    #[test]
+    fn softmax_and_relu_gradient() {
+        let p = softmax_at(&[1.0, 2.0, 3.0], 2);
+        let want = 3f32.exp() / (1f32.exp() + 2f32.exp() + 3f32.exp());
+        assert!((p - want).abs() < 1e-6);
+        assert!((softmax_at(&[1000.0, 0.0], 0) - 1.0).abs() < 1e-6);
+        let mut g = [1.0, 2.0, 3.0];
+        relu_gradient_inplace(&[-1.0, 0.0, 0.5], &mut g);
+        assert_eq!(g, [0.0, 0.0, 3.0]);
     }
 
     #[test]

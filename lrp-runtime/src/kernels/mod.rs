@@ -8,4 +8,4 @@ pub mod pool;
 
 pub use gemm::{MatMut, MatRef, gemm};
 pub use im2col::{Conv2dGeom, col2im, im2col};
-pub use pool::{Pool2dGeom, avgpool_forward, avgpool_relevance, maxpool_forward, maxpool_relevance};
+pub use pool::{Pool2dGeom, avgpool_forward, avgpool_gradient, avgpool_relevance, maxpool_forward, maxpool_relevance};

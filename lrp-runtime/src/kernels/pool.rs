@@ -126,6 +126,18 @@ pub fn avgpool_relevance(g: &Pool2dGeom, x: &[f32], y: &[f32], r_out: &[f32], ep
     }
 }
 
+/// Gradient of average pooling: `g_in[j] = sum_{w ∋ j} g_out[w] / (kh kw)`; `g_in` is overwritten.
+pub fn avgpool_gradient(g: &Pool2dGeom, g_out: &[f32], g_in: &mut [f32]) {
+    let inv = 1.0 / (g.kernel[0] * g.kernel[1]) as f32;
+    let (g_out, g_in) = (&g_out[..g.out_len()], &mut g_in[..g.in_len()]);
+    g_in.fill(0.0);
+    g.for_each_window(|o, taps| {
+        for j in taps {
+            g_in[j] += g_out[o] * inv;
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +181,9 @@ mod tests {
             maxpool_relevance(&geom, &idx, &r_out, &mut r_max);
             let mut r_avg = vec![0.0; geom.in_len()];
             avgpool_relevance(&geom, &x_pos, &ya, &r_out, 1e-6, &mut r_avg);
+            let mut g_avg = vec![0.0; geom.in_len()];
+            avgpool_gradient(&geom, &r_out, &mut g_avg);
+            let mut want_grad = vec![0.0f64; geom.in_len()];
 
             let (mut want_max, mut want_avg) = (vec![0.0f32; geom.in_len()], vec![0.0f64; geom.in_len()]);
             let kk = (geom.kernel[0] * geom.kernel[1]) as f64;
@@ -186,11 +201,15 @@ mod tests {
                         let stab = avg + if avg >= 0.0 { 1e-6 } else { -1e-6 };
                         for &j in &win {
                             want_avg[j] += x_pos[j] as f64 * r_out[o] as f64 / (kk * stab);
+                            want_grad[j] += r_out[o] as f64 / kk;
                         }
                     }
                 }
             }
             assert_eq!(r_max, want_max);
+            for (a, b) in g_avg.iter().zip(&want_grad) {
+                assert!((*a as f64 - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+            }
             for (a, b) in r_avg.iter().zip(&want_avg) {
                 assert!((*a as f64 - b).abs() <= 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
             }

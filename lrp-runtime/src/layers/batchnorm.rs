@@ -132,4 +132,17 @@ impl BatchNorm {
         }
         Ok(())
     }
+
+    /// Gradient of `y = s x + t`: `g_in = s g_out`.
+    pub fn gradient(&self, g_out: &[f32], n: usize, spatial: usize, g_in: &mut [f32]) -> Result<()> {
+        let len = n * self.channels() * spatial;
+        super::check_buffers(
+            &self.name,
+            &[("output gradient", len, g_out.len()), ("input gradient", len, g_in.len())],
+        )?;
+        for (i, (gi, go)) in g_in.iter_mut().zip(g_out).enumerate().take(len) {
+            *gi = self.scale[(i / spatial) % self.channels()] * go;
+        }
+        Ok(())
+    }
 }

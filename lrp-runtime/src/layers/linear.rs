@@ -477,4 +477,23 @@ impl LinearMap {
         }
         Ok(())
     }
+
+    /// Gradient with respect to the input, for `n` samples: `g_in = g_out W` (the transposed pass).
+    pub fn gradient(&self, g_out: &[f32], n: usize, g_in: &mut [f32], scratch: &mut [f32]) -> Result<()> {
+        let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
+        let cols = match self.kind {
+            LinearKind::Dense { .. } => 0,
+            LinearKind::Conv2d(g) => g.col_rows() * g.col_cols(),
+        };
+        check_buffers(
+            &self.name,
+            &[
+                ("output gradient", n * out_len, g_out.len()),
+                ("input gradient", n * in_len, g_in.len()),
+                ("scratch", cols, scratch.len()),
+            ],
+        )?;
+        self.apply_transposed(&self.weight, g_out, n, g_in, scratch);
+        Ok(())
+    }
 }

@@ -2,7 +2,9 @@
 
 use super::check_buffers;
 use crate::error::{Error, Result};
-use crate::kernels::{Pool2dGeom, avgpool_forward, avgpool_relevance, maxpool_forward, maxpool_relevance};
+use crate::kernels::{
+    Pool2dGeom, avgpool_forward, avgpool_gradient, avgpool_relevance, maxpool_forward, maxpool_relevance,
+};
 use crate::rules::DEFAULT_STABILIZER;
 
 /// `nn.MaxPool2d`: relevance is winner-take-all.
@@ -55,7 +57,24 @@ impl MaxPool2d {
     }
 }
 
+impl MaxPool2d {
+    /// Gradient: each window's gradient flows to its winner (the same routing as the relevance).
+    pub fn gradient(&self, argmax: &[u32], g_out: &[f32], n: usize, g_in: &mut [f32]) -> Result<()> {
+        self.relevance(argmax, g_out, n, g_in)
+    }
+}
+
 impl AvgPool2d {
+    /// Gradient: `g_in[j] = sum_{w ∋ j} g_out[w] / (kh kw)`.
+    pub fn gradient(&self, g_out: &[f32], n: usize, g_in: &mut [f32]) -> Result<()> {
+        let (i, o) = (self.geom.in_len(), self.geom.out_len());
+        check_buffers("AvgPool2d", &[("output gradient", n * o, g_out.len()), ("input gradient", n * i, g_in.len())])?;
+        for s in 0..n {
+            avgpool_gradient(&self.geom, &g_out[s * o..], &mut g_in[s * i..]);
+        }
+        Ok(())
+    }
+
     /// An average-pooling layer; an invalid geometry is an error.
     pub fn new(geom: Pool2dGeom) -> Result<Self> {
         geom.validate().map_err(|message| Error::InvalidParameter { what: "AvgPool2d geometry".into(), message })?;

@@ -1,0 +1,254 @@
+//! The model itself: its struct, how each layer is loaded, BatchNorm folded and rules
+//! prepared, the table of tensors it reads, and its rustdoc.
+
+use crate::ir::{BnPlacement, BoundIr, Layer, Network, Op, RuleIr};
+use proc_macro2::{Literal, TokenStream};
+use quote::quote;
+use syn::Ident;
+
+fn f32_lit(v: f64) -> TokenStream {
+    let lit = Literal::f32_suffixed((v as f32).abs());
+    if v < 0.0 { quote!(-#lit) } else { quote!(#lit) }
+}
+
+/// `::lrp::runtime::Rule` tokens.
+pub(super) fn rule_tokens(rule: &RuleIr) -> TokenStream {
+    let bound = |b: &BoundIr| match b {
+        BoundIr::Scalar(v) => {
+            let v = f32_lit(*v);
+            quote!(::lrp::runtime::Bound::Scalar(#v))
+        }
+        BoundIr::PerChannel(vs) => {
+            let vs = vs.iter().map(|v| f32_lit(*v));
+            quote!(::lrp::runtime::Bound::PerChannel(::std::vec![#(#vs),*]))
+        }
+    };
+    match rule {
+        RuleIr::Epsilon { epsilon, ignore_bias } => {
+            let e = f32_lit(*epsilon);
+            quote!(::lrp::runtime::Rule::Epsilon { epsilon: #e, ignore_bias: #ignore_bias })
+        }
+        RuleIr::Gamma { gamma } => {
+            let g = f32_lit(*gamma);
+            quote!(::lrp::runtime::Rule::Gamma { gamma: #g })
+        }
+        RuleIr::AlphaBeta { alpha, beta } => {
+            let (a, b) = (f32_lit(*alpha), f32_lit(*beta));
+            quote!(::lrp::runtime::Rule::AlphaBeta { alpha: #a, beta: #b })
+        }
+        RuleIr::ZPlus => quote!(::lrp::runtime::Rule::ZPlus),
+        RuleIr::Flat => quote!(::lrp::runtime::Rule::Flat),
+        RuleIr::WSquare => quote!(::lrp::runtime::Rule::WSquare),
+        RuleIr::ZBox { low, high } => {
+            let (l, h) = (bound(low), bound(high));
+            quote!(::lrp::runtime::Rule::ZBox { low: #l, high: #h })
+        }
+    }
+}
+
+/// A short human description of a rule, for the generated docs.
+fn rule_doc(rule: &RuleIr) -> String {
+    match rule {
+        RuleIr::Epsilon { epsilon, ignore_bias: false } => format!("epsilon({epsilon})"),
+        RuleIr::Epsilon { epsilon, ignore_bias: true } => format!("epsilon({epsilon}, no bias)"),
+        RuleIr::Gamma { gamma } => format!("gamma({gamma})"),
+        RuleIr::AlphaBeta { alpha, beta } => format!("alpha{alpha}-beta{beta}"),
+        RuleIr::ZPlus => "z+".into(),
+        RuleIr::Flat => "flat".into(),
+        RuleIr::WSquare => "w^2".into(),
+        RuleIr::ZBox { low, high } => {
+            let show = |b: &BoundIr| match b {
+                BoundIr::Scalar(v) => v.to_string(),
+                BoundIr::PerChannel(v) => format!("{v:?}"),
+            };
+            format!("z^B(low = {}, high = {})", show(low), show(high))
+        }
+    }
+}
+
+fn field_type(op: &Op) -> TokenStream {
+    match op {
+        Op::Linear { .. } | Op::Conv2d(_) => quote!(::lrp::runtime::layers::LinearMap),
+        Op::BatchNorm(_) => quote!(::lrp::runtime::layers::BatchNorm),
+        Op::ReLU => quote!(::lrp::runtime::layers::ReLU),
+        Op::MaxPool2d(_) => quote!(::lrp::runtime::layers::MaxPool2d),
+        Op::AvgPool2d(_) => quote!(::lrp::runtime::layers::AvgPool2d),
+        Op::Flatten => quote!(::lrp::runtime::layers::Flatten),
+        Op::Dropout => quote!(::lrp::runtime::layers::Dropout),
+        Op::Identity => quote!(::lrp::runtime::layers::Identity),
+    }
+}
+
+fn pool_geom(layer: &Layer, p: &crate::ir::Pool) -> TokenStream {
+    let (c, h, w) = (layer.in_shape[0], layer.in_shape[1], layer.in_shape[2]);
+    let ([kh, kw], [sh, sw], [ph, pw]) = (p.kernel, p.stride, p.padding);
+    quote!(::lrp::runtime::kernels::Pool2dGeom { channels: #c, in_h: #h, in_w: #w, kernel: [#kh, #kw], stride: [#sh, #sw], padding: [#ph, #pw] })
+}
+
+/// The expression building layer `layer` from the weights (before folding and rules).
+fn load_expr(layer: &Layer) -> TokenStream {
+    let name = &layer.name;
+    match &layer.op {
+        Op::Linear { in_features, out_features, bias, weight, bias_name } => {
+            let b = if *bias {
+                quote!(::core::option::Option::Some(#bias_name))
+            } else {
+                quote!(::core::option::Option::None)
+            };
+            quote!(::lrp::runtime::layers::LinearMap::load(
+                weights, #name,
+                ::lrp::runtime::layers::LinearKind::Dense { in_features: #in_features, out_features: #out_features },
+                #weight, #b,
+            )?)
+        }
+        Op::Conv2d(c) => {
+            let (h, w) = (layer.in_shape[1], layer.in_shape[2]);
+            let (cin, cout, groups) = (c.in_channels, c.out_channels, c.groups);
+            let ([kh, kw], [sh, sw], [ph, pw], [dh, dw]) = (c.kernel, c.stride, c.padding, c.dilation);
+            let (weight, bias_name) = (&c.weight, &c.bias_name);
+            let b = if c.bias {
+                quote!(::core::option::Option::Some(#bias_name))
+            } else {
+                quote!(::core::option::Option::None)
+            };
+            quote!(::lrp::runtime::layers::LinearMap::load(
+                weights, #name,
+                ::lrp::runtime::layers::LinearKind::Conv2d(::lrp::runtime::kernels::Conv2dGeom {
+                    in_channels: #cin, out_channels: #cout, in_h: #h, in_w: #w,
+                    kernel: [#kh, #kw], stride: [#sh, #sw], padding: [#ph, #pw], dilation: [#dh, #dw], groups: #groups,
+                }),
+                #weight, #b,
+            )?)
+        }
+        Op::BatchNorm(n) => {
+            let [w, b, m, v] = &n.names;
+            let (features, eps) = (n.features, f32_lit(n.eps));
+            quote!(::lrp::runtime::layers::BatchNorm::load(
+                weights, #name,
+                ::lrp::runtime::layers::BatchNormNames { weight: #w, bias: #b, running_mean: #m, running_var: #v },
+                #features, #eps,
+            )?)
+        }
+        Op::MaxPool2d(p) => {
+            let g = pool_geom(layer, p);
+            quote!(::lrp::runtime::layers::MaxPool2d::new(#g)?)
+        }
+        Op::AvgPool2d(p) => {
+            let g = pool_geom(layer, p);
+            quote!(::lrp::runtime::layers::AvgPool2d::new(#g)?)
+        }
+        Op::ReLU => quote!(::lrp::runtime::layers::ReLU),
+        Op::Flatten => quote!(::lrp::runtime::layers::Flatten),
+        Op::Dropout => quote!(::lrp::runtime::layers::Dropout),
+        Op::Identity => quote!(::lrp::runtime::layers::Identity),
+    }
+}
+
+/// The model struct (only for `network!`; a derive's struct is the user's), with docs listing
+/// every layer, its output shape and its rule.
+pub(super) fn struct_def(net: &Network) -> TokenStream {
+    if net.user_struct {
+        return quote!();
+    }
+    let mut doc = vec![
+        String::new(),
+        "Generated by `lrp`. Layers (PyTorch name, kind, output shape, LRP rule):".to_string(),
+        String::new(),
+    ];
+    for l in &net.layers {
+        let rule = l.rule.as_ref().map(rule_doc).unwrap_or_default();
+        let kind = match &l.op {
+            Op::BatchNorm(n) => match n.placement {
+                BnPlacement::IntoPrevious(j) | BnPlacement::IntoNext(j) => {
+                    format!("BatchNorm (folded into `{}`)", net.layers[j].name)
+                }
+                BnPlacement::Explicit => "BatchNorm (explicit, epsilon rule)".into(),
+            },
+            op => op.kind().to_string(),
+        };
+        let nonneg = if l.input_nonneg && l.op.is_linear() { ", input >= 0" } else { "" };
+        doc.push(format!("- `{}`: {kind} -> {:?} {rule}{nonneg}", l.name, l.out_shape));
+    }
+    let (attrs, vis, name) = (&net.attrs, &net.vis, &net.name);
+    let fields = net.layers.iter().map(|l| &l.field);
+    let types = net.layers.iter().map(|l| field_type(&l.op));
+    quote! {
+        #(#attrs)*
+        #(#[doc = #doc])*
+        #[derive(Clone, Debug)]
+        #vis struct #name {
+            #(pub #fields: #types,)*
+        }
+    }
+}
+
+/// The body of `from_weights`: load every layer, fold BatchNorm (into the next layer first,
+/// then into the previous one, so that `s2 (W (s1 x + t1) + b) + t2` composes right), prepare
+/// every rule's transforms, check for unused tensors.
+pub(super) fn from_weights_body(net: &Network) -> TokenStream {
+    let fields: Vec<&Ident> = net.layers.iter().map(|l| &l.field).collect();
+    let loads = net.layers.iter().map(|l| {
+        let (f, e) = (&l.field, load_expr(l));
+        let mutability = if l.op.is_linear() { quote!(mut) } else { quote!() };
+        quote!(let #mutability #f = #e;)
+    });
+    let mut folds = Vec::new();
+    for into_next in [true, false] {
+        for l in &net.layers {
+            let Op::BatchNorm(norm) = &l.op else { continue };
+            let bn = &l.field;
+            match (norm.placement, into_next) {
+                (BnPlacement::IntoNext(j), true) => {
+                    let t = &net.layers[j].field;
+                    folds.push(quote!(#t.fold_batchnorm_before(&#bn)?;));
+                }
+                (BnPlacement::IntoPrevious(j), false) => {
+                    let t = &net.layers[j].field;
+                    folds.push(quote!(#t.fold_batchnorm_after(&#bn)?;));
+                }
+                _ => {}
+            }
+        }
+    }
+    let prepares = net.layers.iter().filter_map(|l| {
+        let rule = rule_tokens(l.rule.as_ref()?);
+        let (f, nonneg) = (&l.field, l.input_nonneg);
+        Some(quote!(#f.prepare(&#rule, #nonneg)?;))
+    });
+    quote! {
+        #(#loads)*
+        #(#folds)*
+        #(#prepares)*
+        weights.finish(strict)?;
+        ::core::result::Result::Ok(Self { #(#fields),* })
+    }
+}
+
+/// `(name, shape)` of every tensor the network reads.
+pub(super) fn tensors(net: &Network) -> Vec<TokenStream> {
+    let mut tensors = Vec::new();
+    for l in &net.layers {
+        match &l.op {
+            Op::Linear { in_features, out_features, bias, weight, bias_name } => {
+                tensors.push(quote!((#weight, &[#out_features, #in_features])));
+                if *bias {
+                    tensors.push(quote!((#bias_name, &[#out_features])));
+                }
+            }
+            Op::Conv2d(c) => {
+                let (o, i, [kh, kw]) = (c.out_channels, c.in_channels / c.groups, c.kernel);
+                let (weight, bias_name) = (&c.weight, &c.bias_name);
+                tensors.push(quote!((#weight, &[#o, #i, #kh, #kw])));
+                if c.bias {
+                    tensors.push(quote!((#bias_name, &[#o])));
+                }
+            }
+            Op::BatchNorm(n) => {
+                let f = n.features;
+                tensors.extend(n.names.iter().map(|t| quote!((#t, &[#f]))));
+            }
+            _ => {}
+        }
+    }
+    tensors
+}

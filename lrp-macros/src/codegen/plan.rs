@@ -1,0 +1,109 @@
+//! The buffer plan: which buffer each layer reads and writes, and the workspace that holds them.
+//!
+//! Every layer with run-time work writes its own activation buffer `act_i` (a linear layer's
+//! holds its pre-activation `z`, which the rules reuse); reshapes and folded BatchNorms write
+//! nothing and pass their input's buffer on. Going back, every layer except ReLU writes the
+//! relevance (or gradient) of its input into `rel_i`; ReLU passes relevance unchanged and masks
+//! a gradient in place.
+
+use super::len;
+use crate::ir::{Network, Op};
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::Ident;
+
+/// Where a layer's input comes from.
+#[derive(Clone)]
+pub(super) enum Buf {
+    /// The caller's input slice.
+    Input,
+    /// The activation written by layer `i`.
+    Act(usize),
+}
+
+pub(super) fn act_ident(i: usize) -> Ident {
+    format_ident!("act_{}", i)
+}
+
+pub(super) fn rel_ident(i: usize) -> Ident {
+    format_ident!("rel_{}", i)
+}
+
+pub(super) fn idx_ident(i: usize) -> Ident {
+    format_ident!("argmax_{}", i)
+}
+
+/// Layers whose backward step writes a new buffer (all but ReLU and the passthrough ones).
+pub(super) fn writes_back(op: &Op) -> bool {
+    !op.is_passthrough() && !matches!(op, Op::ReLU)
+}
+
+/// The buffers of a network.
+pub(super) struct Plan {
+    /// The buffer each layer reads.
+    pub reads: Vec<Buf>,
+    /// The buffer holding the logits.
+    pub logits: Ident,
+    /// Workspace fields (besides the fixed ones) and their initialisers.
+    pub fields: Vec<TokenStream>,
+    pub inits: Vec<TokenStream>,
+    /// Scratch elements the linear layers need for `capacity` samples.
+    pub scratch: TokenStream,
+    /// The buffer the relevance (or gradient) of the input ends in.
+    pub input_rel: TokenStream,
+}
+
+impl Plan {
+    /// `None` when no layer computes anything.
+    pub fn new(net: &Network) -> Option<Plan> {
+        let mut reads = Vec::with_capacity(net.layers.len());
+        let mut current = Buf::Input;
+        for (i, layer) in net.layers.iter().enumerate() {
+            reads.push(current.clone());
+            if !layer.op.is_passthrough() {
+                current = Buf::Act(i);
+            }
+        }
+        let Buf::Act(last) = current else { return None };
+        let (mut fields, mut inits, mut scratch_terms) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, layer) in net.layers.iter().enumerate().filter(|(_, l)| !l.op.is_passthrough()) {
+            let (a, out_len, in_len) = (act_ident(i), len(&layer.out_shape), len(&layer.in_shape));
+            fields.push(quote!(#a: ::std::vec::Vec<f32>));
+            inits.push(quote!(#a: ::std::vec![0.0; capacity * #out_len]));
+            if writes_back(&layer.op) {
+                let r = rel_ident(i);
+                fields.push(quote!(#r: ::std::vec::Vec<f32>));
+                inits.push(quote!(#r: ::std::vec![0.0; capacity * #in_len]));
+            }
+            if matches!(layer.op, Op::MaxPool2d(_)) {
+                let idx = idx_ident(i);
+                fields.push(quote!(#idx: ::std::vec::Vec<u32>));
+                inits.push(quote!(#idx: ::std::vec![0; capacity * #out_len]));
+            }
+            if layer.op.is_linear() {
+                let f = &layer.field;
+                scratch_terms.push(quote!(self.#f.kind().scratch_len(capacity)));
+            }
+        }
+        let scratch = quote!([0 #(, #scratch_terms)*].into_iter().max().unwrap_or(0));
+        let input_rel = match net.layers.iter().position(|l| writes_back(&l.op)) {
+            Some(i) => {
+                let r = rel_ident(i);
+                quote!(ws.#r)
+            }
+            None => quote!(ws.rel_out),
+        };
+        Some(Plan { reads, logits: act_ident(last), fields, inits, scratch, input_rel })
+    }
+
+    /// The first `n` samples of buffer `b`, `sample_len` elements each.
+    pub fn slice(&self, b: &Buf, sample_len: usize) -> TokenStream {
+        match b {
+            Buf::Input => quote!(&input[..n * #sample_len]),
+            Buf::Act(j) => {
+                let id = act_ident(*j);
+                quote!(&ws.#id[..n * #sample_len])
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Occlusion: tiles a sample's shape with windows (the last one along a dimension may be cut
+//! short), so that each window can be set to zero in turn.
+
+use crate::error::{Error, Result};
+
+/// Most dimensions a sample may have.
+pub const MAX_RANK: usize = 4;
+
+/// A tiling of a sample of shape `shape` by windows of shape `window` (same rank).
+#[derive(Clone, Copy, Debug)]
+pub struct Windows<'a> {
+    shape: &'a [usize],
+    window: &'a [usize],
+}
+
+impl<'a> Windows<'a> {
+    /// Checks that `window` has the rank of `shape` and positive sizes.
+    pub fn new(shape: &'a [usize], window: &'a [usize]) -> Result<Self> {
+        if window.len() != shape.len() || shape.len() > MAX_RANK || window.contains(&0) {
+            return Err(Error::InvalidParameter {
+                what: "occlusion window".into(),
+                message: format!(
+                    "{window:?} must give a positive size for each dimension of the sample shape {shape:?}"
+                ),
+            });
+        }
+        Ok(Windows { shape, window })
+    }
+
+    /// Windows along dimension `d`: `ceil(shape[d] / window[d])`.
+    fn per_dim(&self, d: usize) -> usize {
+        self.shape[d].div_ceil(self.window[d])
+    }
+
+    /// Number of windows.
+    pub fn count(&self) -> usize {
+        (0..self.shape.len()).map(|d| self.per_dim(d)).product()
+    }
+
+    /// Calls `f` with the flat (row-major) index of every element of window `w`.
+    pub fn for_each_index(&self, w: usize, mut f: impl FnMut(usize)) {
+        let rank = self.shape.len();
+        // Start and end of the window along each dimension.
+        let (mut start, mut end) = ([0usize; MAX_RANK], [1usize; MAX_RANK]);
+        let mut rest = w;
+        for d in (0..rank).rev() {
+            let k = rest % self.per_dim(d);
+            rest /= self.per_dim(d);
+            start[d] = k * self.window[d];
+            end[d] = (start[d] + self.window[d]).min(self.shape[d]);
+        }
+        let mut pos = start;
+        loop {
+            f((0..rank).fold(0, |flat, d| flat * self.shape[d] + pos[d]));
+            // Odometer increment over the window.
+            let mut d = rank;
+            loop {
+                if d == 0 {
+                    return;
+                }
+                d -= 1;
+                pos[d] += 1;
+                if pos[d] < end[d] {
+                    break;
+                }
+                pos[d] = start[d];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_tile_the_sample_exactly_once() {
+        for (shape, window) in
+            [(&[3usize, 5, 4][..], &[3usize, 2, 2][..]), (&[7], &[1]), (&[2, 3], &[5, 5]), (&[1, 4, 4], &[1, 3, 3])]
+        {
+            let tiles = Windows::new(shape, window).unwrap();
+            let mut seen = vec![0; shape.iter().product()];
+            for w in 0..tiles.count() {
+                tiles.for_each_index(w, |i| seen[i] += 1);
+            }
+            assert!(seen.iter().all(|&c| c == 1), "{shape:?} / {window:?}: {seen:?}");
+        }
+        let tiles = Windows::new(&[3, 5, 4], &[3, 2, 2]).unwrap();
+        assert_eq!(tiles.count(), 6);
+        let mut first = vec![];
+        tiles.for_each_index(0, |i| first.push(i));
+        assert_eq!(first, vec![0, 1, 4, 5, 20, 21, 24, 25, 40, 41, 44, 45]);
+    }
+
+    #[test]
+    fn bad_windows_are_errors() {
+        assert!(Windows::new(&[3, 4], &[1]).is_err());
+        assert!(Windows::new(&[3, 4], &[0, 1]).is_err());
+    }
+}
