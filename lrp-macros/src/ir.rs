@@ -12,8 +12,10 @@ pub struct Network {
     pub name: Ident,
     /// The struct is the user's (derive): only impls are generated.
     pub user_struct: bool,
-    /// Shape of one input sample, e.g. `[3, 224, 224]`.
+    /// Shape of one input sample, e.g. `[3, 224, 224]`; empty for token sequences.
     pub input_shape: Vec<usize>,
+    /// The input is a sequence of token ids (`input = tokens`).
+    pub input_tokens: bool,
     /// The user declared inputs non-negative (`input_nonnegative = true`).
     pub input_nonnegative: bool,
     pub composite: Composite,
@@ -33,9 +35,12 @@ pub struct Layer {
     pub op: Op,
     /// `rule = ...` written on the layer.
     pub rule_override: Option<(RuleIr, Span)>,
-    /// Filled by `infer_shapes`.
+    /// Filled by `infer_shapes`: per-step shapes when the layer reads or writes a sequence.
     pub in_shape: Vec<usize>,
     pub out_shape: Vec<usize>,
+    /// The layer reads / writes a sequence (a shape per time step).
+    pub in_seq: bool,
+    pub out_seq: bool,
     /// Filled by `assign_rules` for Linear and Conv2d layers.
     pub rule: Option<RuleIr>,
     /// Filled by `analyse_signs`: the layer's input is provably `>= 0`.
@@ -54,6 +59,52 @@ pub enum Op {
     Flatten,
     Dropout,
     Identity,
+    Embedding { num_embeddings: usize, embedding_dim: usize, weight: String },
+    Recurrent(Rnn),
+}
+
+/// An LSTM or GRU (PyTorch's `nn.LSTM` / `nn.GRU`, `batch_first`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rnn {
+    pub cell: Cell,
+    pub input_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub bidirectional: bool,
+    pub bias: bool,
+    pub output: SeqOut,
+    pub product: Product,
+    /// Epsilon of every linear map inside the cell.
+    pub epsilon: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cell {
+    Lstm,
+    Gru,
+}
+
+/// What a recurrent layer hands on: the final state, or the mean or max over time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeqOut {
+    Last,
+    Mean,
+    Max,
+}
+
+/// The rule for product neurons (gate x signal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    All,
+    Prop,
+    Half,
+}
+
+impl Rnn {
+    /// Features of the output vector.
+    pub fn out_features(&self) -> usize {
+        self.hidden_size * if self.bidirectional { 2 } else { 1 }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -119,6 +170,9 @@ impl Op {
             Op::Flatten => "Flatten",
             Op::Dropout => "Dropout",
             Op::Identity => "Identity",
+            Op::Embedding { .. } => "Embedding",
+            Op::Recurrent(r) if r.cell == Cell::Lstm => "LSTM",
+            Op::Recurrent(_) => "GRU",
         }
     }
 

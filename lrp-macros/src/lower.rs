@@ -4,7 +4,9 @@
 use crate::args::{Args, as_float};
 use crate::ast::{Call, Entry, Spec, Value};
 use crate::ctxt::Ctxt;
-use crate::ir::{BnPlacement, BoundIr, Composite, Conv, Layer, Network, Norm, Op, Pool, RuleIr};
+use crate::ir::{
+    BnPlacement, BoundIr, Cell, Composite, Conv, Layer, Network, Norm, Op, Pool, Product, Rnn, RuleIr, SeqOut,
+};
 use proc_macro2::Span;
 use syn::Ident;
 
@@ -20,7 +22,13 @@ pub const LAYER_KINDS: &[&str] = &[
     "Flatten",
     "Dropout",
     "Identity",
+    "Embedding",
+    "LSTM",
+    "GRU",
 ];
+
+/// Rules for the product neurons of LSTM and GRU layers.
+pub const PRODUCT_RULES: &[&str] = &["LrpAll", "LrpProp", "LrpHalf"];
 
 /// Rules a layer or a composite may name.
 pub const RULES: &[&str] =
@@ -34,8 +42,13 @@ pub const COMPOSITES: &[&str] = &["EpsilonGammaBox", "EpsilonPlus", "EpsilonAlph
 pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered {
     let header = Call { name: spec.name.clone(), args: spec.options.clone() };
     let mut args = Args::new(cx, &header, &[]);
+    let mut input_tokens = false;
     let input_shape = match args.get("input") {
         Some(arg) => match &arg.value {
+            Value::Call(c) if c.name == "tokens" && c.args.is_empty() => {
+                input_tokens = true;
+                Vec::new()
+            }
             Value::List(items, span) => {
                 let dims: Vec<usize> = items.iter().filter_map(|v| crate::args::as_usize(cx, v, "input")).collect();
                 if dims.is_empty() || dims.len() != items.len() || dims.contains(&0) {
@@ -44,7 +57,7 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
                 dims
             }
             other => {
-                cx.error(other.span(), "`input` must be a list of sizes, e.g. `input = [3, 32, 32]`");
+                cx.error(other.span(), "`input` must be a list of sizes, e.g. `input = [3, 32, 32]`, or `tokens`");
                 Vec::new()
             }
         },
@@ -88,6 +101,7 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
         name: spec.name.clone(),
         user_struct: spec.user_struct,
         input_shape,
+        input_tokens,
         input_nonnegative,
         composite,
         layers,
@@ -275,6 +289,83 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
             Args::new(cx, call, &[]).finish(cx, &[]);
             Op::Identity
         }
+        "Embedding" => {
+            let mut a = Args::new(cx, call, &["num_embeddings", "embedding_dim"]);
+            let num_embeddings = a.usize(cx, "num_embeddings");
+            let embedding_dim = a.usize(cx, "embedding_dim");
+            let weight = a.string(cx, "weight_name").unwrap_or_else(|| format!("{name}.weight"));
+            a.finish(cx, &["num_embeddings", "embedding_dim", "weight_name"]);
+            let (num_embeddings, embedding_dim) = (num_embeddings?, embedding_dim?);
+            if num_embeddings == 0 || embedding_dim == 0 {
+                cx.error(call.name.span(), format!("`{name}`: sizes must be positive"));
+                return None;
+            }
+            Op::Embedding { num_embeddings, embedding_dim, weight }
+        }
+        "LSTM" | "GRU" => {
+            let mut a = Args::new(cx, call, &["input_size", "hidden_size", "num_layers"]);
+            let input_size = a.usize(cx, "input_size");
+            let hidden_size = a.usize(cx, "hidden_size");
+            let num_layers = a.usize_or(cx, "num_layers", 1);
+            let bias = a.bool_or(cx, "bias", true);
+            let bidirectional = a.bool_or(cx, "bidirectional", false);
+            if !a.bool_or(cx, "batch_first", true) {
+                cx.error(
+                    call.name.span(),
+                    "only `batch_first = true` layouts are supported: one sequence is [steps, features]",
+                );
+            }
+            let _ = a.float_or(cx, "dropout", 0.0);
+            let output = match a.get("output").map(|arg| &arg.value) {
+                None => SeqOut::Last,
+                Some(Value::Call(c)) if c.args.is_empty() && c.name == "Last" => SeqOut::Last,
+                Some(Value::Call(c)) if c.args.is_empty() && c.name == "Mean" => SeqOut::Mean,
+                Some(Value::Call(c)) if c.args.is_empty() && c.name == "Max" => SeqOut::Max,
+                Some(other) => {
+                    cx.error(other.span(), "`output` must be `Last` (the final state), `Mean` or `Max` (over time)");
+                    SeqOut::Last
+                }
+            };
+            let (product, epsilon) = match a.get("rule").map(|arg| &arg.value) {
+                None => (Product::All, 1e-3),
+                Some(Value::Call(rule)) => lower_product_rule(cx, rule).unwrap_or((Product::All, 1e-3)),
+                Some(other) => {
+                    cx.error(other.span(), "`rule` must name a product rule: LrpAll, LrpProp or LrpHalf");
+                    (Product::All, 1e-3)
+                }
+            };
+            a.finish(
+                cx,
+                &[
+                    "input_size",
+                    "hidden_size",
+                    "num_layers",
+                    "bias",
+                    "batch_first",
+                    "dropout",
+                    "bidirectional",
+                    "output",
+                    "rule",
+                ],
+            );
+            let (input_size, hidden_size) = (input_size?, hidden_size?);
+            if input_size == 0 || hidden_size == 0 || num_layers == 0 {
+                cx.error(call.name.span(), format!("`{name}`: sizes must be positive"));
+                return None;
+            }
+            let cell = if kind == "LSTM" { Cell::Lstm } else { Cell::Gru };
+            Op::Recurrent(Rnn {
+                cell,
+                input_size,
+                hidden_size,
+                num_layers,
+                bidirectional,
+                bias,
+                output,
+                product,
+                epsilon,
+            })
+        }
         _ => {
             cx.error(call.name.span(), format!("unknown layer `{kind}`; expected one of: {}", LAYER_KINDS.join(", ")));
             return None;
@@ -288,6 +379,8 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
         rule_override,
         in_shape: Vec::new(),
         out_shape: Vec::new(),
+        in_seq: false,
+        out_seq: false,
         rule: None,
         input_nonneg: false,
     })
@@ -367,12 +460,46 @@ pub fn lower_rule(cx: &mut Ctxt, call: &Call) -> Option<RuleIr> {
             cx.error(call.name.span(), format!("`{name}` is a composite; a layer takes a rule: {}", RULES.join(", ")));
             return None;
         }
+        _ if PRODUCT_RULES.contains(&name.as_str()) => {
+            cx.error(
+                call.name.span(),
+                format!(
+                    "`{name}` is a rule for the product neurons of LSTM and GRU layers; Linear and Conv2d take: {}",
+                    RULES.join(", ")
+                ),
+            );
+            return None;
+        }
         _ => {
             cx.error(call.name.span(), format!("unknown rule `{name}`; expected one of: {}", RULES.join(", ")));
             return None;
         }
     };
     Some(rule)
+}
+
+/// A product rule for a recurrent layer: `LrpAll`, `LrpProp(epsilon = 0.01)`, `LrpHalf`.
+fn lower_product_rule(cx: &mut Ctxt, call: &Call) -> Option<(Product, f64)> {
+    let name = call.name.to_string();
+    let product = match name.as_str() {
+        "LrpAll" => Product::All,
+        "LrpProp" => Product::Prop,
+        "LrpHalf" => Product::Half,
+        _ => {
+            cx.error(
+                call.name.span(),
+                format!("`{name}` is not a product rule; LSTM and GRU layers take: {}", PRODUCT_RULES.join(", ")),
+            );
+            return None;
+        }
+    };
+    let mut a = Args::new(cx, call, &["epsilon"]);
+    let epsilon = a.float_or(cx, "epsilon", 1e-3);
+    a.finish(cx, &["epsilon"]);
+    if !(epsilon >= 0.0) {
+        cx.error(call.name.span(), format!("`{name}`: epsilon must be >= 0, got {epsilon}"));
+    }
+    Some((product, epsilon))
 }
 
 fn bound_arg(cx: &mut Ctxt, a: &mut Args<'_>, name: &str) -> Option<BoundIr> {

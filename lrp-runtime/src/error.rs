@@ -31,6 +31,10 @@ pub enum Error {
     TargetOutOfRange { target: usize, classes: usize },
     /// A hyper-parameter given at run time is invalid.
     InvalidParameter { what: String, message: String },
+    /// A token id is not below the vocabulary size.
+    TokenOutOfRange { position: usize, token: usize, vocab: usize },
+    /// A sequence is empty or longer than the workspace was built for.
+    SequenceLength { length: usize, capacity: usize },
 }
 
 impl fmt::Display for Error {
@@ -65,6 +69,13 @@ impl fmt::Display for Error {
                 write!(f, "target class {target} is out of range: the network has {classes} outputs")
             }
             Error::InvalidParameter { what, message } => write!(f, "invalid {what}: {message}"),
+            Error::TokenOutOfRange { position, token, vocab } => {
+                write!(f, "token {token} at position {position} is out of range: the vocabulary has {vocab} entries")
+            }
+            Error::SequenceLength { length: 0, .. } => write!(f, "the sequence is empty"),
+            Error::SequenceLength { length, capacity } => {
+                write!(f, "a sequence of {length} tokens exceeds the workspace capacity of {capacity} tokens")
+            }
         }
     }
 }

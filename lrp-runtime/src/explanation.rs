@@ -69,17 +69,39 @@ pub struct Explanation<'a> {
     pub logits: &'a [f32],
     /// The explained class of each sample.
     pub targets: &'a [usize],
-    /// `[batch, input...]` relevance of every input feature.
+    /// `[batch, input...]` relevance of every input feature; for sequences, the samples'
+    /// `[length, step]` relevances back to back.
     pub relevance: &'a [f32],
     /// Number of samples.
     pub batch: usize,
+    /// Sequence models: the length of each sample (empty for fixed-size inputs).
+    pub lengths: &'a [usize],
 }
 
 impl<'a> Explanation<'a> {
+    /// Elements per time step of a sequence's relevance (the embedding size, or 1 for
+    /// per-token scores); for fixed-size inputs, the elements of one sample.
+    pub fn step_len(&self) -> usize {
+        let steps: usize = if self.lengths.is_empty() { self.batch } else { self.lengths.iter().sum() };
+        self.relevance.len() / steps.max(1)
+    }
+
     /// Relevance of sample `i` (empty if out of range).
     pub fn sample(&self, i: usize) -> &'a [f32] {
-        let len = self.relevance.len() / self.batch.max(1);
-        self.relevance.get(i * len..(i + 1) * len).unwrap_or(&[])
+        let step = self.step_len();
+        let (start, len) = if self.lengths.is_empty() {
+            (i * step, step)
+        } else {
+            let before: usize = self.lengths.iter().take(i).sum();
+            (before * step, self.lengths.get(i).map_or(0, |l| l * step))
+        };
+        self.relevance.get(start..start + len).unwrap_or(&[])
+    }
+
+    /// Sequences: the relevance of each token of sample `i` (the sum over its step's elements,
+    /// e.g. over the embedding dimensions).
+    pub fn token_relevance(&self, i: usize) -> impl Iterator<Item = f32> + 'a {
+        self.sample(i).chunks(self.step_len().max(1)).map(|c| c.iter().sum())
     }
 
     /// Logits of sample `i` (empty if out of range).
@@ -110,6 +132,19 @@ impl<'a> Explanation<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequences_are_split_by_length() {
+        let relevance = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
+        let e = Explanation { logits: &[0.0; 4], targets: &[0, 1], relevance: &relevance, batch: 2, lengths: &[2, 3] };
+        assert_eq!(e.step_len(), 2);
+        assert_eq!(e.sample(1), &[5.0, 6.0, 7.0, 8.0, 9.0, 10.0]);
+        assert_eq!(e.token_relevance(0).collect::<Vec<_>>(), vec![3.0, 7.0]);
+        assert_eq!(e.sample(2), &[] as &[f32]);
+        let fixed =
+            Explanation { logits: &[0.0; 2], targets: &[0, 0], relevance: &relevance[..6], batch: 2, lengths: &[] };
+        assert_eq!((fixed.step_len(), fixed.sample(1)), (3, &[4.0, 5.0, 6.0][..]));
+    }
 
     #[test]
     fn seeds_follow_the_target() {

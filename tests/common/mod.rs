@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
-/// The tensors of a `*.cases.safetensors` fixture: f32 tensors by name, and `target` (int64).
+/// The tensors of a `*.cases.safetensors` fixture: f32 and int64 tensors by name; `target`.
 pub struct Cases {
     pub f32s: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    pub ints: HashMap<String, Vec<usize>>,
     pub target: Vec<usize>,
 }
 
@@ -14,15 +15,12 @@ impl Cases {
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid fixture");
         let mut f32s = HashMap::new();
-        let mut target = Vec::new();
+        let mut ints = HashMap::new();
         for (name, view) in st.tensors() {
             match view.dtype() {
                 safetensors::Dtype::I64 => {
-                    target = view
-                        .data()
-                        .chunks_exact(8)
-                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as usize)
-                        .collect()
+                    let data = view.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as usize);
+                    ints.insert(name.clone(), data.collect());
                 }
                 safetensors::Dtype::F32 => {
                     let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
@@ -31,11 +29,16 @@ impl Cases {
                 other => panic!("unexpected dtype {other:?} for {name}"),
             }
         }
-        Cases { f32s, target }
+        let target = ints.get("target").cloned().unwrap_or_default();
+        Cases { f32s, ints, target }
     }
 
     pub fn get(&self, name: &str) -> &[f32] {
         &self.f32s.get(name).unwrap_or_else(|| panic!("fixture has no `{name}`")).1
+    }
+
+    pub fn ints(&self, name: &str) -> &[usize] {
+        self.ints.get(name).unwrap_or_else(|| panic!("fixture has no `{name}`"))
     }
 
     pub fn batch(&self) -> usize {

@@ -5,6 +5,7 @@
 
 mod model;
 mod plan;
+mod sequence;
 mod steps;
 
 use crate::ir::{Network, Op};
@@ -20,7 +21,10 @@ fn len(shape: &[usize]) -> usize {
 
 /// Everything `network!` or `#[derive(Explainable)]` expands to.
 pub fn generate(net: &Network) -> TokenStream {
-    let Some(plan) = Plan::new(net) else {
+    if net.input_tokens {
+        return sequence::generate(net);
+    }
+    let Some(plan) = Plan::new(&net.layers, 0, plan::Buf::Input) else {
         return syn::Error::new(net.name.span(), "the network computes nothing").to_compile_error();
     };
     let (name, vis) = (&net.name, &net.vis);
@@ -31,11 +35,10 @@ pub fn generate(net: &Network) -> TokenStream {
     let (logits, input_rel) = (&plan.logits, &plan.input_rel);
 
     let struct_def = model::struct_def(net);
-    let from_weights = model::from_weights_body(net);
-    let tensors = model::tensors(net);
-    let forward = steps::forward(net, &plan);
-    let relevance = steps::relevance(net, &plan);
-    let gradient = steps::gradient(net, &plan);
+    let loaders = model::loaders(net);
+    let forward = steps::forward(&plan);
+    let relevance = steps::relevance(&plan);
+    let gradient = steps::gradient(&plan);
     // Layers without run-time work still belong to the model (and a derive's fields are read).
     let idle: Vec<&Ident> =
         net.layers.iter().filter(|l| l.op.is_passthrough() || matches!(l.op, Op::ReLU)).map(|l| &l.field).collect();
@@ -54,6 +57,7 @@ pub fn generate(net: &Network) -> TokenStream {
             targets: &ws.targets[..n],
             relevance: &#input_rel[..n * #in_len],
             batch: n,
+            lengths: &[],
         }
     };
 
@@ -85,32 +89,8 @@ pub fn generate(net: &Network) -> TokenStream {
             pub const INPUT_SHAPE: &'static [usize] = &[#(#input_shape),*];
             /// Elements of one input sample.
             pub const INPUT_LEN: usize = #in_len;
-            /// Number of outputs (classes).
-            pub const CLASSES: usize = #classes;
-            /// Every tensor the network reads from a `state_dict`, with its shape.
-            pub const TENSORS: &'static [(&'static str, &'static [usize])] = &[#(#tensors),*];
 
-            /// Loads the weights from a safetensors file (a PyTorch `state_dict`); tensors the
-            /// network does not use are ignored.
-            pub fn load(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> {
-                Self::from_weights(&mut #rt::Weights::from_file(path)?, false)
-            }
-
-            /// Like [`Self::load`], but a tensor the network does not use is an error.
-            pub fn load_strict(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> {
-                Self::from_weights(&mut #rt::Weights::from_file(path)?, true)
-            }
-
-            /// Loads the weights from the bytes of a safetensors file.
-            pub fn from_bytes(bytes: &[u8]) -> #rt::Result<Self> {
-                Self::from_weights(&mut #rt::Weights::from_bytes(bytes)?, false)
-            }
-
-            /// Builds the model from loaded tensors: folds BatchNorm and prepares every rule's
-            /// weight transforms. `strict`: unused tensors are an error.
-            pub fn from_weights(weights: &mut #rt::Weights, strict: bool) -> #rt::Result<Self> {
-                #from_weights
-            }
+            #loaders
 
             /// Buffers for up to `capacity` samples per call (at least one); reuse it across calls.
             pub fn workspace(&self, capacity: usize) -> #ws_name {

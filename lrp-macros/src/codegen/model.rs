@@ -1,7 +1,7 @@
 //! The model itself: its struct, how each layer is loaded, BatchNorm folded and rules
 //! prepared, the table of tensors it reads, and its rustdoc.
 
-use crate::ir::{BnPlacement, BoundIr, Layer, Network, Op, RuleIr};
+use crate::ir::{BnPlacement, BoundIr, Cell, Layer, Network, Op, Product, Rnn, RuleIr, SeqOut};
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 use syn::Ident;
@@ -76,7 +76,29 @@ fn field_type(op: &Op) -> TokenStream {
         Op::Flatten => quote!(::lrp::runtime::layers::Flatten),
         Op::Dropout => quote!(::lrp::runtime::layers::Dropout),
         Op::Identity => quote!(::lrp::runtime::layers::Identity),
+        Op::Embedding { .. } => quote!(::lrp::runtime::layers::Embedding),
+        Op::Recurrent(r) if r.cell == Cell::Lstm => quote!(::lrp::runtime::layers::Lstm),
+        Op::Recurrent(_) => quote!(::lrp::runtime::layers::Gru),
     }
+}
+
+/// `RecurrentGeom` tokens.
+fn recurrent_geom(r: &Rnn) -> TokenStream {
+    let (i, h, l, b) = (r.input_size, r.hidden_size, r.num_layers, r.bidirectional);
+    let output = match r.output {
+        SeqOut::Last => quote!(Last),
+        SeqOut::Mean => quote!(Mean),
+        SeqOut::Max => quote!(Max),
+    };
+    quote!(::lrp::runtime::layers::RecurrentGeom {
+        input_size: #i, hidden_size: #h, num_layers: #l, bidirectional: #b,
+        output: ::lrp::runtime::layers::SeqOutput::#output,
+    })
+}
+
+/// Gates per cell: LSTM i, f, g, o; GRU r, z, n.
+fn gates(r: &Rnn) -> usize {
+    if r.cell == Cell::Lstm { 4 } else { 3 }
 }
 
 fn pool_geom(layer: &Layer, p: &crate::ir::Pool) -> TokenStream {
@@ -141,6 +163,23 @@ fn load_expr(layer: &Layer) -> TokenStream {
         Op::Flatten => quote!(::lrp::runtime::layers::Flatten),
         Op::Dropout => quote!(::lrp::runtime::layers::Dropout),
         Op::Identity => quote!(::lrp::runtime::layers::Identity),
+        Op::Embedding { num_embeddings, embedding_dim, weight } => quote!(::lrp::runtime::layers::Embedding::load(
+            weights, #name, #num_embeddings, #embedding_dim, #weight,
+        )?),
+        Op::Recurrent(r) => {
+            let (ty, geom, bias) = (field_type(&layer.op), recurrent_geom(r), r.bias);
+            let product = match r.product {
+                Product::All => quote!(All),
+                Product::Prop => quote!(Prop),
+                Product::Half => quote!(Half),
+            };
+            let eps = f32_lit(r.epsilon);
+            quote!({
+                let mut layer = #ty::load(weights, #name, #geom, #bias)?;
+                layer.set_rule(::lrp::runtime::layers::ProductRule::#product, #eps)?;
+                layer
+            })
+        }
     }
 }
 
@@ -185,7 +224,7 @@ pub(super) fn struct_def(net: &Network) -> TokenStream {
 /// The body of `from_weights`: load every layer, fold BatchNorm (into the next layer first,
 /// then into the previous one, so that `s2 (W (s1 x + t1) + b) + t2` composes right), prepare
 /// every rule's transforms, check for unused tensors.
-pub(super) fn from_weights_body(net: &Network) -> TokenStream {
+fn from_weights_body(net: &Network) -> TokenStream {
     let fields: Vec<&Ident> = net.layers.iter().map(|l| &l.field).collect();
     let loads = net.layers.iter().map(|l| {
         let (f, e) = (&l.field, load_expr(l));
@@ -224,8 +263,44 @@ pub(super) fn from_weights_body(net: &Network) -> TokenStream {
     }
 }
 
+/// The items every model has: `TENSORS`, `CLASSES` and the loaders.
+pub(super) fn loaders(net: &Network) -> TokenStream {
+    let tensors = tensors(net);
+    let body = from_weights_body(net);
+    let classes: usize = net.layers.last().map_or(0, |l| l.out_shape.iter().product());
+    let rt = quote!(::lrp::runtime);
+    quote! {
+        /// Number of outputs (classes).
+        pub const CLASSES: usize = #classes;
+        /// Every tensor the network reads from a `state_dict`, with its shape.
+        pub const TENSORS: &'static [(&'static str, &'static [usize])] = &[#(#tensors),*];
+
+        /// Loads the weights from a safetensors file (a PyTorch `state_dict`); tensors the
+        /// network does not use are ignored.
+        pub fn load(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> {
+            Self::from_weights(&mut #rt::Weights::from_file(path)?, false)
+        }
+
+        /// Like [`Self::load`], but a tensor the network does not use is an error.
+        pub fn load_strict(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> {
+            Self::from_weights(&mut #rt::Weights::from_file(path)?, true)
+        }
+
+        /// Loads the weights from the bytes of a safetensors file.
+        pub fn from_bytes(bytes: &[u8]) -> #rt::Result<Self> {
+            Self::from_weights(&mut #rt::Weights::from_bytes(bytes)?, false)
+        }
+
+        /// Builds the model from loaded tensors: folds BatchNorm and prepares every rule's
+        /// weight transforms. `strict`: unused tensors are an error.
+        pub fn from_weights(weights: &mut #rt::Weights, strict: bool) -> #rt::Result<Self> {
+            #body
+        }
+    }
+}
+
 /// `(name, shape)` of every tensor the network reads.
-pub(super) fn tensors(net: &Network) -> Vec<TokenStream> {
+fn tensors(net: &Network) -> Vec<TokenStream> {
     let mut tensors = Vec::new();
     for l in &net.layers {
         match &l.op {
@@ -246,6 +321,28 @@ pub(super) fn tensors(net: &Network) -> Vec<TokenStream> {
             Op::BatchNorm(n) => {
                 let f = n.features;
                 tensors.extend(n.names.iter().map(|t| quote!((#t, &[#f]))));
+            }
+            Op::Embedding { num_embeddings, embedding_dim, weight } => {
+                tensors.push(quote!((#weight, &[#num_embeddings, #embedding_dim])));
+            }
+            Op::Recurrent(r) => {
+                let rows = gates(r) * r.hidden_size;
+                for k in 0..r.num_layers {
+                    let input = if k == 0 { r.input_size } else { r.out_features() };
+                    for dir in 0..if r.bidirectional { 2 } else { 1 } {
+                        let sfx = if dir == 0 { format!("l{k}") } else { format!("l{k}_reverse") };
+                        let name = &l.name;
+                        let (wi, wh) = (format!("{name}.weight_ih_{sfx}"), format!("{name}.weight_hh_{sfx}"));
+                        let hidden = r.hidden_size;
+                        tensors.push(quote!((#wi, &[#rows, #input])));
+                        tensors.push(quote!((#wh, &[#rows, #hidden])));
+                        if r.bias {
+                            let (bi, bh) = (format!("{name}.bias_ih_{sfx}"), format!("{name}.bias_hh_{sfx}"));
+                            tensors.push(quote!((#bi, &[#rows])));
+                            tensors.push(quote!((#bh, &[#rows])));
+                        }
+                    }
+                }
             }
             _ => {}
         }

@@ -7,7 +7,7 @@
 //! a gradient in place.
 
 use super::len;
-use crate::ir::{Network, Op};
+use crate::ir::{Layer, Op};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
@@ -38,9 +38,12 @@ pub(super) fn writes_back(op: &Op) -> bool {
     !op.is_passthrough() && !matches!(op, Op::ReLU)
 }
 
-/// The buffers of a network.
-pub(super) struct Plan {
-    /// The buffer each layer reads.
+/// The buffers of a run of feed-forward layers (a whole network, or the head after a
+/// recurrent layer). Layer `j` of the run is layer `offset + j` of the network.
+pub(super) struct Plan<'a> {
+    pub layers: &'a [Layer],
+    pub offset: usize,
+    /// The buffer each layer of the run reads.
     pub reads: Vec<Buf>,
     /// The buffer holding the logits.
     pub logits: Ident,
@@ -53,12 +56,13 @@ pub(super) struct Plan {
     pub input_rel: TokenStream,
 }
 
-impl Plan {
-    /// `None` when no layer computes anything.
-    pub fn new(net: &Network) -> Option<Plan> {
-        let mut reads = Vec::with_capacity(net.layers.len());
-        let mut current = Buf::Input;
-        for (i, layer) in net.layers.iter().enumerate() {
+impl<'a> Plan<'a> {
+    /// The plan of `layers` (network indices from `offset`) reading `input` first; `None`
+    /// when nothing in the run or before it computes anything.
+    pub fn new(layers: &'a [Layer], offset: usize, input: Buf) -> Option<Plan<'a>> {
+        let mut reads = Vec::with_capacity(layers.len());
+        let mut current = input;
+        for (i, layer) in (offset..).zip(layers) {
             reads.push(current.clone());
             if !layer.op.is_passthrough() {
                 current = Buf::Act(i);
@@ -66,7 +70,7 @@ impl Plan {
         }
         let Buf::Act(last) = current else { return None };
         let (mut fields, mut inits, mut scratch_terms) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, layer) in net.layers.iter().enumerate().filter(|(_, l)| !l.op.is_passthrough()) {
+        for (i, layer) in (offset..).zip(layers).filter(|(_, l)| !l.op.is_passthrough()) {
             let (a, out_len, in_len) = (act_ident(i), len(&layer.out_shape), len(&layer.in_shape));
             fields.push(quote!(#a: ::std::vec::Vec<f32>));
             inits.push(quote!(#a: ::std::vec![0.0; capacity * #out_len]));
@@ -86,14 +90,24 @@ impl Plan {
             }
         }
         let scratch = quote!([0 #(, #scratch_terms)*].into_iter().max().unwrap_or(0));
-        let input_rel = match net.layers.iter().position(|l| writes_back(&l.op)) {
-            Some(i) => {
-                let r = rel_ident(i);
+        let input_rel = match layers.iter().position(|l| writes_back(&l.op)) {
+            Some(j) => {
+                let r = rel_ident(offset + j);
                 quote!(ws.#r)
             }
             None => quote!(ws.rel_out),
         };
-        Some(Plan { reads, logits: act_ident(last), fields, inits, scratch, input_rel })
+        Some(Plan { layers, offset, reads, logits: act_ident(last), fields, inits, scratch, input_rel })
+    }
+
+    /// The run's layers with their network indices.
+    pub fn indexed(&self) -> impl DoubleEndedIterator<Item = (usize, &'a Layer)> + use<'a> {
+        (self.offset..self.offset + self.layers.len()).zip(self.layers)
+    }
+
+    /// The buffer layer `i` (a network index) reads.
+    pub fn read(&self, i: usize) -> &Buf {
+        &self.reads[i - self.offset]
     }
 
     /// The first `n` samples of buffer `b`, `sample_len` elements each.

@@ -3,17 +3,17 @@
 
 use super::len;
 use super::plan::{Plan, act_ident, idx_ident, rel_ident, writes_back};
-use crate::ir::{Network, Op};
+use crate::ir::Op;
 use proc_macro2::TokenStream;
 use quote::quote;
 
 /// Forward pass: each layer reads its input buffer and writes its activation.
-pub(super) fn forward(net: &Network, plan: &Plan) -> Vec<TokenStream> {
+pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
     let mut steps = Vec::new();
-    for (i, layer) in net.layers.iter().enumerate().filter(|(_, l)| !l.op.is_passthrough()) {
+    for (i, layer) in plan.indexed().filter(|(_, l)| !l.op.is_passthrough()) {
         let f = &layer.field;
         let (a, out_len, in_len) = (act_ident(i), len(&layer.out_shape), len(&layer.in_shape));
-        let x = plan.slice(&plan.reads[i], in_len);
+        let x = plan.slice(plan.read(i), in_len);
         let y = quote!(&mut ws.#a[..n * #out_len]);
         steps.push(match &layer.op {
             Op::Linear { .. } | Op::Conv2d(_) => quote!(self.#f.forward(#x, n, #y, &mut ws.scratch)?;),
@@ -27,7 +27,8 @@ pub(super) fn forward(net: &Network, plan: &Plan) -> Vec<TokenStream> {
                 let spatial = len(&layer.in_shape[1..]);
                 quote!(self.#f.forward(#x, n, #spatial, #y)?;)
             }
-            Op::Flatten | Op::Dropout | Op::Identity => continue,
+            // Sequence layers are driven by `sequence.rs`, never part of a feed-forward run.
+            Op::Flatten | Op::Dropout | Op::Identity | Op::Embedding { .. } | Op::Recurrent(_) => continue,
         });
     }
     steps
@@ -35,10 +36,10 @@ pub(super) fn forward(net: &Network, plan: &Plan) -> Vec<TokenStream> {
 
 /// Walks the layers backwards, from `ws.rel_out`, calling `step(layer index, output buffer)`
 /// for every layer; returns the statements.
-fn backwards(net: &Network, mut step: impl FnMut(usize, &TokenStream) -> Option<TokenStream>) -> Vec<TokenStream> {
+fn backwards(plan: &Plan, mut step: impl FnMut(usize, &TokenStream) -> Option<TokenStream>) -> Vec<TokenStream> {
     let mut steps = Vec::new();
     let mut current = quote!(ws.rel_out);
-    for (i, layer) in net.layers.iter().enumerate().rev() {
+    for (i, layer) in plan.indexed().rev() {
         if layer.op.is_passthrough() {
             continue;
         }
@@ -53,12 +54,12 @@ fn backwards(net: &Network, mut step: impl FnMut(usize, &TokenStream) -> Option<
 
 /// LRP: each layer's rule turns the relevance of its output into that of its input; ReLU
 /// passes it unchanged.
-pub(super) fn relevance(net: &Network, plan: &Plan) -> Vec<TokenStream> {
-    backwards(net, |i, r_out| {
-        let layer = &net.layers[i];
+pub(super) fn relevance(plan: &Plan) -> Vec<TokenStream> {
+    backwards(plan, |i, r_out| {
+        let layer = &plan.layers[i - plan.offset];
         let f = &layer.field;
         let (a, r, out_len, in_len) = (act_ident(i), rel_ident(i), len(&layer.out_shape), len(&layer.in_shape));
-        let x = plan.slice(&plan.reads[i], in_len);
+        let x = plan.slice(plan.read(i), in_len);
         let (y, r_out, r_in) =
             (quote!(&ws.#a[..n * #out_len]), quote!(&#r_out[..n * #out_len]), quote!(&mut ws.#r[..n * #in_len]));
         Some(match &layer.op {
@@ -72,18 +73,20 @@ pub(super) fn relevance(net: &Network, plan: &Plan) -> Vec<TokenStream> {
                 let spatial = len(&layer.in_shape[1..]);
                 quote!(self.#f.relevance(#x, #y, #r_out, n, #spatial, ::lrp::runtime::rules::DEFAULT_STABILIZER, #r_in)?;)
             }
-            Op::ReLU | Op::Flatten | Op::Dropout | Op::Identity => return None,
+            Op::ReLU | Op::Flatten | Op::Dropout | Op::Identity | Op::Embedding { .. } | Op::Recurrent(_) => {
+                return None;
+            }
         })
     })
 }
 
 /// The exact gradient of the seeded output with respect to the input (backpropagation).
-pub(super) fn gradient(net: &Network, plan: &Plan) -> Vec<TokenStream> {
-    backwards(net, |i, g_out| {
-        let layer = &net.layers[i];
+pub(super) fn gradient(plan: &Plan) -> Vec<TokenStream> {
+    backwards(plan, |i, g_out| {
+        let layer = &plan.layers[i - plan.offset];
         let f = &layer.field;
         let (r, out_len, in_len) = (rel_ident(i), len(&layer.out_shape), len(&layer.in_shape));
-        let x = plan.slice(&plan.reads[i], in_len);
+        let x = plan.slice(plan.read(i), in_len);
         let (g_out_ref, g_in) = (quote!(&#g_out[..n * #out_len]), quote!(&mut ws.#r[..n * #in_len]));
         Some(match &layer.op {
             Op::Linear { .. } | Op::Conv2d(_) => quote!(self.#f.gradient(#g_out_ref, n, #g_in, &mut ws.scratch)?;),
@@ -99,7 +102,7 @@ pub(super) fn gradient(net: &Network, plan: &Plan) -> Vec<TokenStream> {
                 let spatial = len(&layer.in_shape[1..]);
                 quote!(self.#f.gradient(#g_out_ref, n, #spatial, #g_in)?;)
             }
-            Op::Flatten | Op::Dropout | Op::Identity => return None,
+            Op::Flatten | Op::Dropout | Op::Identity | Op::Embedding { .. } | Op::Recurrent(_) => return None,
         })
     })
 }

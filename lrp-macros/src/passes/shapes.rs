@@ -14,17 +14,75 @@ fn show(shape: &[usize]) -> String {
     format!("{shape:?}")
 }
 
-/// Annotates `in_shape`/`out_shape` of every layer. After an error the layer's declared output
-/// (where it has one) is assumed, so later mismatches are reported too.
+/// Annotates `in_shape`/`out_shape` (and whether each is a sequence) of every layer. After an
+/// error the layer's declared output (where it has one) is assumed, so later mismatches are
+/// reported too.
 pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
-    let mut current: Option<Vec<usize>> = (!net.input_shape.is_empty()).then(|| net.input_shape.clone());
+    // The current shape (per step for a sequence), and whether it is a sequence.
+    let mut current: Option<(Vec<usize>, bool)> = if net.input_tokens {
+        Some((Vec::new(), true))
+    } else {
+        (!net.input_shape.is_empty()).then(|| (net.input_shape.clone(), false))
+    };
     for i in 0..net.layers.len() {
         let from = producer(net, i);
         let layer = &mut net.layers[i];
         let (name, span) = (layer.name.clone(), layer.span);
-        let input = current.clone();
+        let (in_seq, input) = match &current {
+            Some((shape, seq)) => (*seq, Some(shape.clone())),
+            None => (false, None),
+        };
         layer.in_shape = input.clone().unwrap_or_default();
-        let out: Option<Vec<usize>> = match &layer.op {
+        layer.in_seq = in_seq;
+        let tokens = in_seq && input.as_ref().is_some_and(|s| s.is_empty());
+        let kind = layer.op.kind();
+        let out: Option<(Vec<usize>, bool)> = match &layer.op {
+            // Sequences: token ids become vectors, a recurrent layer reduces them to one vector.
+            Op::Embedding { embedding_dim, .. } => {
+                if input.is_some() && !tokens {
+                    cx.error(
+                        span,
+                        format!("`{name}` (Embedding) reads token ids: it must come first, with `input = tokens`"),
+                    );
+                }
+                Some((vec![*embedding_dim], true))
+            }
+            Op::Recurrent(r) => {
+                match &input {
+                    Some(s) if in_seq && s.len() == 1 => {
+                        if s[0] != r.input_size {
+                            cx.error(
+                                span,
+                                format!(
+                                    "`{name}` expects {} input features per step, but {from} gives {}",
+                                    r.input_size, s[0]
+                                ),
+                            );
+                        }
+                    }
+                    Some(s) if tokens => {
+                        cx.error(span, format!("`{name}` ({kind}) reads vectors; put an `Embedding` before it"))
+                    }
+                    Some(s) => cx.error(
+                        span,
+                        format!("`{name}` ({kind}) needs a sequence [steps, features], but {from} gives {}", show(s)),
+                    ),
+                    None => {}
+                }
+                Some((vec![r.out_features()], false))
+            }
+            Op::Dropout | Op::Identity => current.clone(),
+            _ if tokens => {
+                cx.error(span, format!("`{name}` ({kind}) cannot read token ids; start with an `Embedding`"));
+                None
+            }
+            _ if in_seq => {
+                cx.error(
+                    span,
+                    format!("`{name}` ({kind}) cannot read a sequence; an LSTM or GRU must reduce it first"),
+                );
+                None
+            }
             Op::Linear { in_features, out_features, .. } => {
                 if let Some(s) = &input {
                     if s.len() != 1 {
@@ -42,7 +100,7 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                         );
                     }
                 }
-                Some(vec![*out_features])
+                Some((vec![*out_features], false))
             }
             Op::Conv2d(c) => match &input {
                 Some(s) if s.len() == 3 => {
@@ -55,7 +113,7 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                     let oh = extent(s[1], c.kernel[0], c.stride[0], c.padding[0], c.dilation[0]);
                     let ow = extent(s[2], c.kernel[1], c.stride[1], c.padding[1], c.dilation[1]);
                     match (oh, ow) {
-                        (Some(h), Some(w)) => Some(vec![c.out_channels, h, w]),
+                        (Some(h), Some(w)) => Some((vec![c.out_channels, h, w], false)),
                         _ => {
                             cx.error(span, format!("`{name}`: the kernel is larger than its padded input {}", show(s)));
                             None
@@ -77,7 +135,6 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
             Op::BatchNorm(n) => {
                 if let Some(s) = &input {
                     let ok_rank = if n.dims == 2 { s.len() == 3 } else { s.len() == 1 || s.len() == 2 };
-                    let kind = if n.dims == 2 { "BatchNorm2d" } else { "BatchNorm1d" };
                     if !ok_rank {
                         cx.error(
                             span,
@@ -91,7 +148,7 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                         cx.error(span, format!("`{name}` expects {} channels, but {from} gives {}", n.features, s[0]));
                     }
                 }
-                input.clone()
+                input.clone().map(|s| (s, false))
             }
             Op::MaxPool2d(p) | Op::AvgPool2d(p) => match &input {
                 Some(s) if s.len() == 3 => {
@@ -99,7 +156,7 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                         extent(s[1], p.kernel[0], p.stride[0], p.padding[0], 1),
                         extent(s[2], p.kernel[1], p.stride[1], p.padding[1], 1),
                     ) {
-                        (Some(h), Some(w)) if h > 0 && w > 0 => Some(vec![s[0], h, w]),
+                        (Some(h), Some(w)) if h > 0 && w > 0 => Some((vec![s[0], h, w], false)),
                         _ => {
                             cx.error(
                                 span,
@@ -118,22 +175,21 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                 }
                 None => None,
             },
-            Op::Flatten => input.as_ref().map(|s| vec![s.iter().product()]),
-            Op::ReLU | Op::Dropout | Op::Identity => input.clone(),
+            Op::Flatten => input.as_ref().map(|s| (vec![s.iter().product()], false)),
+            Op::ReLU => input.clone().map(|s| (s, false)),
         };
-        layer.out_shape = out.clone().unwrap_or_default();
+        let layer = &mut net.layers[i];
+        layer.out_shape = out.as_ref().map(|(s, _)| s.clone()).unwrap_or_default();
+        layer.out_seq = out.as_ref().is_some_and(|(_, seq)| *seq);
         current = out;
     }
-    if let (Some(last), Some(shape)) = (net.layers.last(), &current)
-        && shape.len() != 1
+    if let (Some(last), Some((shape, seq))) = (net.layers.last(), &current)
+        && (shape.len() != 1 || *seq)
     {
+        let what = if *seq { "a sequence".to_string() } else { show(shape) };
         cx.error(
             last.span,
-            format!(
-                "a network must end in a vector of class scores, but `{}` gives {}; add `Flatten` and a `Linear` layer",
-                last.name,
-                show(shape)
-            ),
+            format!("a network must end in a vector of class scores, but `{}` gives {what}; add `Flatten` and a `Linear` layer", last.name),
         );
     }
 }

@@ -10,7 +10,7 @@ pub fn analyse_signs(net: &mut Network) {
         layer.input_nonneg = nonneg;
         nonneg = match &layer.op {
             Op::ReLU => true,
-            Op::Linear { .. } | Op::Conv2d(_) => false,
+            Op::Linear { .. } | Op::Conv2d(_) | Op::Embedding { .. } | Op::Recurrent(_) => false,
             Op::BatchNorm(n) if n.placement == BnPlacement::Explicit => false,
             // Max/avg of non-negative values, reshapes, and BatchNorm folded elsewhere.
             Op::BatchNorm(_) | Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::Flatten | Op::Dropout | Op::Identity => nonneg,

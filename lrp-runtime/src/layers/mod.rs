@@ -2,13 +2,20 @@
 //! `#[derive(Explainable)]` struct holds.
 
 mod batchnorm;
+mod embedding;
+mod gru;
 mod linear;
+mod lstm;
 mod pool;
 mod recurrent;
 
 pub use batchnorm::{BatchNorm, BatchNormNames};
+pub use embedding::Embedding;
+pub use gru::Gru;
 pub use linear::{LinearKind, LinearMap};
+pub use lstm::Lstm;
 pub use pool::{AvgPool2d, MaxPool2d};
+pub use recurrent::CellParams;
 pub use recurrent::{ProductRule, RecurrentGeom, SeqOutput};
 
 use crate::error::{Error, Result};
@@ -44,6 +51,11 @@ pub struct Flatten;
 /// `nn.Dropout`: the identity at inference.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Dropout;
+
+/// `nn.LSTM`.
+pub type LSTM = Lstm;
+/// `nn.GRU`.
+pub type GRU = Gru;
 
 /// `nn.Identity`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,0 +1,300 @@
+//! Sequence models (`input = tokens`): an `Embedding`, one LSTM or GRU, then a feed-forward head
+//! run by the same [`Plan`] as any network. One sequence is processed at a time, at its own
+//! length, up to the workspace's `max_len`; batches loop over their sequences.
+//!
+//! Explanations end at the embeddings: relevance `[steps, embedding_dim]` for LRP and gradient x
+//! input; occlusion (a token's embedding set to zero) gives one score per token.
+
+use super::plan::{Buf, Plan, act_ident};
+use super::{model, steps};
+use crate::ir::{Network, Op};
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::Ident;
+
+pub(super) fn generate(net: &Network) -> TokenStream {
+    let (name, vis) = (&net.name, &net.vis);
+    // Shape inference guarantees: the Embedding first, one recurrent layer, then vectors.
+    let (Some(Op::Embedding { num_embeddings, embedding_dim: e, .. }), Some(r)) =
+        (net.layers.first().map(|l| &l.op), net.layers.iter().position(|l| matches!(l.op, Op::Recurrent(_))))
+    else {
+        return syn::Error::new(name.span(), "a model of tokens needs an `Embedding` first and then an LSTM or GRU")
+            .to_compile_error();
+    };
+    let Op::Recurrent(rnn) = &net.layers[r].op else {
+        return quote!();
+    };
+    let Some(plan) = Plan::new(&net.layers[r + 1..], r + 1, Buf::Act(r)) else {
+        return syn::Error::new(name.span(), "the network computes nothing").to_compile_error();
+    };
+    let ws_name = format_ident!("{}Workspace", name);
+    let classes: usize = net.layers.last().map_or(0, |l| l.out_shape.iter().product());
+    let (emb, rec): (&Ident, &Ident) = (&net.layers[0].field, &net.layers[r].field);
+    let (rnn_out, out_len) = (act_ident(r), rnn.out_features());
+    let (head_fields, head_inits, scratch) = (&plan.fields, &plan.inits, &plan.scratch);
+    let (logits, head_rel) = (&plan.logits, &plan.input_rel);
+    let forward = steps::forward(&plan);
+    let relevance = steps::relevance(&plan);
+    let gradient = steps::gradient(&plan);
+    let idle: Vec<&Ident> =
+        net.layers.iter().filter(|l| l.op.is_passthrough() || matches!(l.op, Op::ReLU)).map(|l| &l.field).collect();
+    let struct_def = model::struct_def(net);
+    let loaders = model::loaders(net);
+    let track = net.source_file.as_ref().map(|path| {
+        quote!(
+            const _: &[u8] = ::core::include_bytes!(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #path));
+        )
+    });
+    let ws_doc = format!(
+        "Buffers for running [`{name}`] on sequences of up to `max_len` tokens, `capacity` at a time, without allocating."
+    );
+    let rel_what = format!("output relevance of `{name}`");
+    let rt = quote!(::lrp::runtime);
+    let single = |relevance: TokenStream| {
+        quote! {
+            #rt::Explanation {
+                logits: &ws.#logits[..#classes],
+                targets: &ws.target[..1],
+                relevance: #relevance,
+                batch: 1,
+                lengths: &ws.lengths[..1],
+            }
+        }
+    };
+    let explanation = single(quote!(&ws.rel_emb[..steps * #e]));
+    let per_token = single(quote!(&ws.rel_emb[..steps]));
+
+    quote! {
+        #struct_def
+        #track
+
+        #[doc = #ws_doc]
+        #[derive(Clone, Debug)]
+        #vis struct #ws_name {
+            max_len: usize,
+            capacity: usize,
+            emb: ::std::vec::Vec<f32>,
+            saved: ::std::vec::Vec<f32>,
+            trace: ::std::vec::Vec<f32>,
+            rnn_scratch: ::std::vec::Vec<f32>,
+            #rnn_out: ::std::vec::Vec<f32>,
+            rel_emb: ::std::vec::Vec<f32>,
+            target: ::std::vec::Vec<usize>,
+            targets: ::std::vec::Vec<usize>,
+            lengths: ::std::vec::Vec<usize>,
+            rel_out: ::std::vec::Vec<f32>,
+            scratch: ::std::vec::Vec<f32>,
+            logits_batch: ::std::vec::Vec<f32>,
+            relevance_batch: ::std::vec::Vec<f32>,
+            #(#head_fields,)*
+        }
+
+        impl #ws_name {
+            /// The longest sequence one call may hold.
+            pub fn max_len(&self) -> usize {
+                self.max_len
+            }
+
+            /// How many sequences a batch call may hold.
+            pub fn capacity(&self) -> usize {
+                self.capacity
+            }
+        }
+
+        impl #name {
+            /// Size of the vocabulary: token ids are `0..VOCAB`.
+            pub const VOCAB: usize = #num_embeddings;
+            /// Elements of one token's embedding, and of its relevance.
+            pub const EMBEDDING_DIM: usize = #e;
+
+            #loaders
+
+            /// Buffers for sequences of up to `max_len` tokens, `capacity` sequences per batch
+            /// call (both at least one); reuse it across calls.
+            pub fn workspace(&self, max_len: usize, batch: usize) -> #ws_name {
+                let (max_len, batch) = (max_len.max(1), batch.max(1));
+                // The head runs one sequence at a time.
+                let capacity = 1usize;
+                #ws_name {
+                    max_len,
+                    capacity: batch,
+                    emb: ::std::vec![0.0; max_len * #e],
+                    saved: ::std::vec![0.0; max_len * #e],
+                    trace: ::std::vec![0.0; self.#rec.trace_len(max_len)],
+                    rnn_scratch: ::std::vec![0.0; self.#rec.scratch_len(max_len)],
+                    #rnn_out: ::std::vec![0.0; #out_len],
+                    rel_emb: ::std::vec![0.0; max_len * #e],
+                    target: ::std::vec![0; 1],
+                    targets: ::std::vec![0; batch],
+                    lengths: ::std::vec![0; batch],
+                    rel_out: ::std::vec![0.0; #classes],
+                    scratch: ::std::vec![0.0; #scratch],
+                    logits_batch: ::std::vec![0.0; batch * #classes],
+                    relevance_batch: ::std::vec![0.0; batch * max_len * #e],
+                    #(#head_inits,)*
+                }
+            }
+
+            /// The length of `tokens`, checked against the workspace.
+            fn steps_of(ws: &#ws_name, tokens: &[usize]) -> #rt::Result<usize> {
+                if tokens.is_empty() || tokens.len() > ws.max_len {
+                    return ::core::result::Result::Err(#rt::Error::SequenceLength { length: tokens.len(), capacity: ws.max_len });
+                }
+                ::core::result::Result::Ok(tokens.len())
+            }
+
+            /// Recurrent layer and head on the embeddings in `ws.emb`.
+            fn forward_embedded(&self, ws: &mut #ws_name, steps: usize) -> #rt::Result<()> {
+                let _ = (#(&self.#idle,)*);
+                self.#rec.forward(&ws.emb[..steps * #e], steps, &mut ws.trace, &mut ws.#rnn_out)?;
+                let n = 1usize;
+                #(#forward)*
+                ::core::result::Result::Ok(())
+            }
+
+            /// Embeds `tokens`, runs the network and seeds the output for `target`.
+            fn seed(&self, ws: &mut #ws_name, tokens: &[usize], target: #rt::Target, kind: #rt::explanation::Seed) -> #rt::Result<usize> {
+                let steps = Self::steps_of(ws, tokens)?;
+                self.#emb.forward(tokens, &mut ws.emb[..steps * #e])?;
+                self.forward_embedded(ws, steps)?;
+                ws.lengths[0] = steps;
+                #rt::explanation::seed_output(&ws.#logits[..#classes], #classes, 1, target, kind, &mut ws.target, &mut ws.rel_out)?;
+                ::core::result::Result::Ok(steps)
+            }
+
+            fn relevance_pass(&self, ws: &mut #ws_name, steps: usize) -> #rt::Result<()> {
+                let n = 1usize;
+                #(#relevance)*
+                self.#rec.relevance(&ws.emb[..steps * #e], steps, &ws.trace, &#head_rel[..#out_len], &mut ws.rel_emb[..steps * #e], &mut ws.rnn_scratch)
+            }
+
+            fn gradient_pass(&self, ws: &mut #ws_name, steps: usize) -> #rt::Result<()> {
+                let n = 1usize;
+                #(#gradient)*
+                self.#rec.gradient(&ws.emb[..steps * #e], steps, &ws.trace, &#head_rel[..#out_len], &mut ws.rel_emb[..steps * #e], &mut ws.rnn_scratch)
+            }
+
+            /// Class scores (logits) of one sequence of token ids.
+            pub fn predict<'w>(&self, ws: &'w mut #ws_name, tokens: &[usize]) -> #rt::Result<&'w [f32]> {
+                self.seed(ws, tokens, #rt::Target::Predicted, #rt::explanation::Seed::One)?;
+                ::core::result::Result::Ok(&ws.#logits[..#classes])
+            }
+
+            /// Class scores of each sequence (`[n, CLASSES]`); sequences may differ in length.
+            pub fn predict_batch<'w>(&self, ws: &'w mut #ws_name, sequences: &[&[usize]]) -> #rt::Result<&'w [f32]> {
+                let n = Self::sequences_of(ws, sequences)?;
+                for (i, tokens) in sequences.iter().enumerate() {
+                    self.seed(ws, tokens, #rt::Target::Predicted, #rt::explanation::Seed::One)?;
+                    ws.logits_batch[i * #classes..(i + 1) * #classes].copy_from_slice(&ws.#logits[..#classes]);
+                }
+                ::core::result::Result::Ok(&ws.logits_batch[..n * #classes])
+            }
+
+            fn sequences_of(ws: &#ws_name, sequences: &[&[usize]]) -> #rt::Result<usize> {
+                if sequences.len() > ws.capacity {
+                    return ::core::result::Result::Err(#rt::Error::BatchCapacity { capacity: ws.capacity, requested: sequences.len() });
+                }
+                for tokens in sequences {
+                    Self::steps_of(ws, tokens)?;
+                }
+                ::core::result::Result::Ok(sequences.len())
+            }
+
+            /// LRP relevance of every embedding dimension of every token (`[steps,
+            /// EMBEDDING_DIM]`) for the score of `target`; `token_relevance(0)` sums each token's.
+            pub fn explain<'w>(
+                &self,
+                ws: &'w mut #ws_name,
+                tokens: &[usize],
+                target: impl ::core::convert::Into<#rt::Target>,
+            ) -> #rt::Result<#rt::Explanation<'w>> {
+                let steps = self.seed(ws, tokens, target.into(), #rt::explanation::Seed::Logit)?;
+                self.relevance_pass(ws, steps)?;
+                ::core::result::Result::Ok(#explanation)
+            }
+
+            /// [`Self::explain`] for each sequence; the relevances lie back to back.
+            pub fn explain_batch<'w>(
+                &self,
+                ws: &'w mut #ws_name,
+                sequences: &[&[usize]],
+                target: impl ::core::convert::Into<#rt::Target>,
+            ) -> #rt::Result<#rt::Explanation<'w>> {
+                let n = Self::sequences_of(ws, sequences)?;
+                let target = target.into();
+                let mut offset = 0;
+                for (i, tokens) in sequences.iter().enumerate() {
+                    let steps = self.seed(ws, tokens, target, #rt::explanation::Seed::Logit)?;
+                    self.relevance_pass(ws, steps)?;
+                    ws.logits_batch[i * #classes..(i + 1) * #classes].copy_from_slice(&ws.#logits[..#classes]);
+                    ws.targets[i] = ws.target[0];
+                    ws.relevance_batch[offset..offset + steps * #e].copy_from_slice(&ws.rel_emb[..steps * #e]);
+                    offset += steps * #e;
+                }
+                for (l, tokens) in ws.lengths.iter_mut().zip(sequences) {
+                    *l = tokens.len();
+                }
+                ::core::result::Result::Ok(#rt::Explanation {
+                    logits: &ws.logits_batch[..n * #classes],
+                    targets: &ws.targets[..n],
+                    relevance: &ws.relevance_batch[..offset],
+                    batch: n,
+                    lengths: &ws.lengths[..n],
+                })
+            }
+
+            /// Propagates a given output relevance (`CLASSES` values) back to the embeddings.
+            pub fn explain_from<'w>(
+                &self,
+                ws: &'w mut #ws_name,
+                tokens: &[usize],
+                output_relevance: &[f32],
+            ) -> #rt::Result<#rt::Explanation<'w>> {
+                #rt::error::check_len(#rel_what, #classes, output_relevance.len())?;
+                let steps = self.seed(ws, tokens, #rt::Target::Predicted, #rt::explanation::Seed::Logit)?;
+                ws.rel_out[..#classes].copy_from_slice(output_relevance);
+                self.relevance_pass(ws, steps)?;
+                ::core::result::Result::Ok(#explanation)
+            }
+
+            /// Gradient x input baseline on the embeddings: `x_t,k d f_c / d x_t,k`.
+            pub fn gradient_x_input<'w>(
+                &self,
+                ws: &'w mut #ws_name,
+                tokens: &[usize],
+                target: impl ::core::convert::Into<#rt::Target>,
+            ) -> #rt::Result<#rt::Explanation<'w>> {
+                let steps = self.seed(ws, tokens, target.into(), #rt::explanation::Seed::One)?;
+                self.gradient_pass(ws, steps)?;
+                for (g, x) in ws.rel_emb[..steps * #e].iter_mut().zip(&ws.emb[..steps * #e]) {
+                    *g *= x;
+                }
+                ::core::result::Result::Ok(#explanation)
+            }
+
+            /// Occlusion baseline, one score per token: `p_c(x) - p_c(x with token t's
+            /// embedding set to 0)`, `p` the softmax.
+            pub fn occlusion<'w>(
+                &self,
+                ws: &'w mut #ws_name,
+                tokens: &[usize],
+                target: impl ::core::convert::Into<#rt::Target>,
+            ) -> #rt::Result<#rt::Explanation<'w>> {
+                let steps = self.seed(ws, tokens, target.into(), #rt::explanation::Seed::One)?;
+                let c = ws.target[0];
+                let base = #rt::kernels::elementwise::softmax_at(&ws.#logits[..#classes], c);
+                ws.saved[..steps * #e].copy_from_slice(&ws.emb[..steps * #e]);
+                for t in 0..steps {
+                    ws.emb[t * #e..(t + 1) * #e].fill(0.0);
+                    let result = self.forward_embedded(ws, steps);
+                    ws.emb[t * #e..(t + 1) * #e].copy_from_slice(&ws.saved[t * #e..(t + 1) * #e]);
+                    result?;
+                    ws.rel_emb[t] = base - #rt::kernels::elementwise::softmax_at(&ws.#logits[..#classes], c);
+                }
+                // Restore the unoccluded logits.
+                self.forward_embedded(ws, steps)?;
+                ::core::result::Result::Ok(#per_token)
+            }
+        }
+    }
+}
