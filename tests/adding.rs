@@ -2,7 +2,7 @@
 //! shipped test set, and the model solves the task.
 
 mod common;
-use common::{Cases, assert_rel_close};
+use common::{Cases, assert_close_per_sample};
 
 lrp::network!(file = "specs/adding.lrp");
 
@@ -17,7 +17,8 @@ fn forward_matches_pytorch_and_solves_the_task() {
     let mut correct = 0;
     for (i, (&len, &label)) in lengths.iter().zip(labels).enumerate() {
         let logits = model.predict(&mut ws, &tokens[i * width..i * width + len]).unwrap();
-        assert_rel_close(&format!("sequence {i}"), logits, &set.get("logits")[i * 19..(i + 1) * 19], 1e-4);
+        // Within 1e-5 of the largest logit (the smallest are ~1e-3, where f32 rounding shows).
+        assert_close_per_sample(&format!("sequence {i}"), logits, &set.get("logits")[i * 19..(i + 1) * 19], 1, 1e-5);
         correct += usize::from(lrp::runtime::kernels::elementwise::argmax(logits) == Some(label));
     }
     assert!(correct * 100 >= 95 * labels.len(), "accuracy {correct}/{}", labels.len());

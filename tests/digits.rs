@@ -25,7 +25,7 @@ fn shapes_and_test_set() {
     assert_eq!(DigitsCnn::INPUT_LEN, 64);
     assert_eq!(DigitsCnn::CLASSES, 10);
     let cases = Cases::load(TEST_SET);
-    assert_eq!(cases.batch(), N);
+    assert_eq!(cases.ints("labels").len(), N);
     assert_eq!(cases.f32s["images"].0, [N, 1, 8, 8]);
     assert_eq!(cases.f32s["logits"].0, [N, 10]);
     // Every tensor is used, except the BatchNorm `num_batches_tracked` counters.
@@ -44,8 +44,8 @@ fn logits_and_accuracy_match_pytorch() {
         assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "logit {i} (sample {}): {a} vs PyTorch {b}", i / 10);
     }
 
-    let ours = accuracy(logits, &cases.target);
-    let pytorch = accuracy(want, &cases.target);
+    let ours = accuracy(logits, cases.ints("labels"));
+    let pytorch = accuracy(want, cases.ints("labels"));
     assert!(ours * 10 >= N * 9, "accuracy {ours}/{N} is below 90%");
     assert_eq!(ours, pytorch, "accuracy differs from PyTorch's");
 }

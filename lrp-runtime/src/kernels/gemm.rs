@@ -65,13 +65,13 @@ fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
 ///
 /// Panics if the views' dimensions disagree or a view reaches past its slice; generated code
 /// only passes views whose sizes the compiler checked, so this never fires on user input.
-pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) {
+pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, mut c: MatMut<'_>) {
     assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows, "gemm: dimension mismatch");
     let in_bounds = |max: Option<usize>, len: usize| max.is_none_or(|i| i < len);
     assert!(in_bounds(a.max_index(), a.data.len()), "gemm: A out of bounds");
     assert!(in_bounds(b.max_index(), b.data.len()), "gemm: B out of bounds");
     assert!(in_bounds(c.max_index(), c.data.len()), "gemm: C out of bounds");
-    if c.rows == 0 || c.cols == 0 {
+    if c.rows == 0 || c.cols == 0 || super::gemv::try_gemv(alpha, a, b, beta, &mut c) {
         return;
     }
     if a.cols == 0 {

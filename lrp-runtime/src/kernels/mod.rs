@@ -3,8 +3,10 @@
 
 pub mod elementwise;
 pub mod gemm;
+pub mod gemv;
 pub mod im2col;
 pub mod pool;
+pub mod sgemm;
 
 pub use gemm::{MatMut, MatRef, gemm};
 pub use im2col::{Conv2dGeom, col2im, im2col};

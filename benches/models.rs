@@ -1,0 +1,146 @@
+//! Benchmarks of `predict` and `explain`, batch 1 and 8: an MLP 784-512-512-10, LeNet-5 with
+//! BatchNorm, VGG-16 (3x224x224, torchvision's layout) with EpsilonGammaBox and EpsilonPlus, and
+//! a bidirectional LSTM text classifier (embedding 60, hidden 60, 5 classes, 50 tokens) with
+//! LRP-all. Random weights. `cargo bench --bench models [-- FILTER]`; see BENCHMARKS.md.
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use lrp::runtime::weights::serialize_f32;
+use std::hint::black_box;
+use std::time::Duration;
+
+lrp::network!(file = "specs/mlp.lrp");
+lrp::network!(file = "specs/lenet.lrp");
+lrp::network!(file = "specs/vgg16.lrp");
+
+lrp::network! {
+    LeNetPlus(input = [1, 28, 28], composite = EpsilonPlus, input_nonnegative = true) {
+        features: {
+            Conv2d(1, 6, kernel_size = 5, padding = 2), BatchNorm2d(6), ReLU, MaxPool2d(2),
+            Conv2d(6, 16, kernel_size = 5), BatchNorm2d(16), ReLU, MaxPool2d(2),
+        },
+        Flatten,
+        classifier: { Linear(400, 120), ReLU, Linear(120, 84), ReLU, Linear(84, 10) },
+    }
+}
+
+lrp::network! {
+    Vgg16Plus(input = [3, 224, 224], composite = EpsilonPlus) {
+        features: {
+            Conv2d(3, 64, kernel_size = 3, padding = 1), ReLU, Conv2d(64, 64, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
+            Conv2d(64, 128, kernel_size = 3, padding = 1), ReLU, Conv2d(128, 128, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
+            Conv2d(128, 256, kernel_size = 3, padding = 1), ReLU, Conv2d(256, 256, kernel_size = 3, padding = 1), ReLU,
+            Conv2d(256, 256, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
+            Conv2d(256, 512, kernel_size = 3, padding = 1), ReLU, Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU,
+            Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
+            Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU, Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU,
+            Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
+        },
+        avgpool: Identity,
+        Flatten,
+        classifier: { Linear(25088, 4096), ReLU, Dropout(0.5), Linear(4096, 4096), ReLU, Dropout(0.5), Linear(4096, 1000) },
+    }
+}
+
+lrp::network! {
+    BiLstmBench(input = tokens, composite = Epsilon(0.001)) {
+        embedding: Embedding(1000, 60),
+        lstm: LSTM(60, 60, bidirectional = true, rule = LrpAll(epsilon = 0.001)),
+        fc: Linear(120, 5),
+    }
+}
+
+/// Deterministic pseudo-random values in [-scale, scale].
+fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Random weights for every tensor a model reads (He-scaled; BatchNorm variances positive).
+fn random_weights(tensors: &[(&str, &[usize])]) -> Vec<u8> {
+    let data: Vec<Vec<f32>> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n: usize = shape.iter().product();
+            let fan_in = shape.iter().skip(1).product::<usize>().max(1) as f32;
+            let v = values(i as u64 + 1, n, (6.0 / fan_in).sqrt());
+            if name.ends_with("running_var") { v.iter().map(|x| 1.0 + x.abs()).collect() } else { v }
+        })
+        .collect();
+    let refs: Vec<(&str, &[usize], &[f32])> =
+        tensors.iter().zip(&data).map(|((n, s), d)| (*n, *s, d.as_slice())).collect();
+    serialize_f32(&refs).expect("consistent shapes")
+}
+
+macro_rules! bench_image_model {
+    ($c:expr, $group:literal, $model:ty, $batches:expr, $samples:expr) => {{
+        let model = <$model>::from_bytes(&random_weights(<$model>::TENSORS)).expect("load");
+        let mut group = $c.benchmark_group($group);
+        group.sample_size($samples).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+        for batch in $batches {
+            let input: Vec<f32> = values(7, batch * <$model>::INPUT_LEN, 1.0).iter().map(|v| v.abs()).collect();
+            let mut ws = model.workspace(batch);
+            group.bench_function(BenchmarkId::new("predict", batch), |b| {
+                b.iter(|| black_box(model.predict(&mut ws, black_box(&input)).expect("predict")[0]))
+            });
+            group.bench_function(BenchmarkId::new("explain", batch), |b| {
+                b.iter(|| {
+                    black_box(
+                        model.explain(&mut ws, black_box(&input), lrp::Target::Predicted).expect("explain").relevance
+                            [0],
+                    )
+                })
+            });
+        }
+        group.finish();
+    }};
+}
+
+fn mlp(c: &mut Criterion) {
+    bench_image_model!(c, "mlp", Mlp, [1, 8], 50);
+}
+
+fn lenet(c: &mut Criterion) {
+    bench_image_model!(c, "lenet/epsilon_gamma_box", LeNet, [1, 8], 50);
+    bench_image_model!(c, "lenet/epsilon_plus", LeNetPlus, [1, 8], 50);
+}
+
+fn vgg16(c: &mut Criterion) {
+    bench_image_model!(c, "vgg16/epsilon_gamma_box", Vgg16, [1, 8], 10);
+    bench_image_model!(c, "vgg16/epsilon_plus", Vgg16Plus, [1, 8], 10);
+}
+
+fn bilstm(c: &mut Criterion) {
+    let model = BiLstmBench::from_bytes(&random_weights(BiLstmBench::TENSORS)).expect("load");
+    let mut group = c.benchmark_group("bilstm");
+    group.sample_size(50).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    for batch in [1usize, 8] {
+        let sequences: Vec<Vec<usize>> = (0..batch)
+            .map(|s| values(s as u64 + 3, 50, 1.0).iter().map(|v| (v.abs() * 999.0) as usize).collect())
+            .collect();
+        let refs: Vec<&[usize]> = sequences.iter().map(|s| s.as_slice()).collect();
+        let mut ws = model.workspace(50, batch);
+        group.bench_function(BenchmarkId::new("predict", batch), |b| {
+            b.iter(|| black_box(model.predict_batch(&mut ws, black_box(&refs)).expect("predict")[0]))
+        });
+        group.bench_function(BenchmarkId::new("explain", batch), |b| {
+            b.iter(|| {
+                black_box(
+                    model.explain_batch(&mut ws, black_box(&refs), lrp::Target::Predicted).expect("explain").relevance
+                        [0],
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, mlp, lenet, bilstm, vgg16);
+criterion_main!(benches);

@@ -1,0 +1,463 @@
+//! Allocation-free single-precision matrix product `C = alpha A B + beta C` over strided views.
+//!
+//! The classic blocked scheme (Goto / BLIS): loop over `NC` columns of `B` and `C`, then `KC`
+//! steps of the depth (packing that `KC x NC` block of `B` into `NR`-column panels), then `MC`
+//! rows of `A` and `C` (packing that `MC x KC` block of `A` into `MR`-row panels), and finally
+//! every `MR x NR` tile of `C` with a register-blocked micro-kernel ([`kernel`]). Packing
+//! ([`pack`]) reads any strides and zero-pads ragged edges, so the kernels only see full panels.
+//!
+//! The micro-kernels keep a column of the `C` tile in SIMD registers, so they want `C` with unit
+//! row stride; a `C` with unit column stride (row-major, the usual case) is computed as
+//! `C^T = B^T A^T` instead, which costs nothing with strided views. Tiles on the ragged edge of
+//! `C`, and every tile of a `C` with no unit stride, go through a stack tile.
+//!
+//! Packing space lives in [`PackBuffers`], allocated once by the caller, so [`sgemm`] itself
+//! never touches the heap.
+
+mod kernel;
+mod pack;
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use super::gemm::{MatMut, MatRef};
+#[cfg(target_arch = "x86_64")]
+use kernel::{Avx2Fma, Avx512};
+use kernel::{MicroKernel, PACK_A_LEN, PACK_B_LEN, Portable};
+
+/// Largest `MR * NR` of any kernel: the stack tile used on the ragged edge of `C`.
+const TILE_CAP: usize = 256;
+
+/// Floats of padding so the packed panels can start on a 64-byte boundary.
+const ALIGN_PAD: usize = 64 / size_of::<f32>();
+
+/// Packing space for [`sgemm`], reusable across calls; [`PackBuffers::new`] allocates once.
+///
+/// Holds a `KC x MC` block of `A` and a `KC x NC` block of `B` for the largest blocking of any
+/// micro-kernel, aligned to 64 bytes. About 4.5 MiB.
+pub struct PackBuffers {
+    buf: Vec<f32>,
+    /// Index of the first 64-byte-aligned float of `buf`.
+    start: usize,
+}
+
+impl PackBuffers {
+    /// Allocates the packing panels (the only allocation `sgemm` ever needs).
+    pub fn new() -> Self {
+        let buf = vec![0.0f32; PACK_A_LEN + PACK_B_LEN + ALIGN_PAD];
+        let start = buf.as_ptr().align_offset(64);
+        // `align_offset` may refuse (usize::MAX); unaligned panels are only slower, not wrong.
+        let start = if start < ALIGN_PAD { start } else { 0 };
+        PackBuffers { buf, start }
+    }
+
+    /// Number of floats of packing space.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        PACK_A_LEN + PACK_B_LEN
+    }
+
+    /// The `A` and `B` packing areas.
+    fn split(&mut self) -> (&mut [f32], &mut [f32]) {
+        self.buf[self.start..self.start + PACK_A_LEN + PACK_B_LEN].split_at_mut(PACK_A_LEN)
+    }
+}
+
+impl Default for PackBuffers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for PackBuffers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PackBuffers").field("len", &self.len()).finish()
+    }
+}
+
+/// The micro-kernel family in use.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx512(Avx512),
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma(Avx2Fma),
+    Portable(Portable),
+}
+
+impl Isa {
+    /// The fastest kernel this CPU runs, detected once.
+    pub(crate) fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if let Some(k) = Avx512::detect() {
+                    return Isa::Avx512(k);
+                }
+                if let Some(k) = Avx2Fma::detect() {
+                    return Isa::Avx2Fma(k);
+                }
+            }
+            Isa::Portable(Portable)
+        })
+    }
+}
+
+/// `C = alpha A B + beta C` for `A: m x k`, `B: k x n`, `C: m x n`, never allocating.
+///
+/// `beta == 0` overwrites `C` (NaN in `C` does not propagate); `k == 0` gives `beta C`.
+/// Same contract as [`super::gemm::gemm`]: panics if the dimensions disagree or a view reaches
+/// past its slice, internal invariants that generated code always meets.
+pub fn sgemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>, pack: &mut PackBuffers) {
+    sgemm_on(Isa::best(), alpha, a, b, beta, c, pack);
+}
+
+/// [`sgemm`] with an explicit kernel family (tests run every family this CPU has).
+pub(crate) fn sgemm_on(
+    isa: Isa,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    pack: &mut PackBuffers,
+) {
+    assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows, "sgemm: dimension mismatch");
+    assert!(in_bounds(a.rows, a.cols, a.rs, a.cs, a.data.len()), "sgemm: A out of bounds");
+    assert!(in_bounds(b.rows, b.cols, b.rs, b.cs, b.data.len()), "sgemm: B out of bounds");
+    assert!(in_bounds(c.rows, c.cols, c.rs, c.cs, c.data.len()), "sgemm: C out of bounds");
+    if c.rows == 0 || c.cols == 0 {
+        return;
+    }
+    if a.cols == 0 {
+        scale(beta, c);
+        return;
+    }
+    // The kernels vectorize along the rows of C: hand them the transposed problem when C's unit
+    // stride runs along its columns.
+    let (a, b, c) = if c.rs != 1 && c.cs == 1 { (b.t(), a.t(), c.t()) } else { (a, b, c) };
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512(k) => blocked(k, alpha, a, b, beta, c, pack),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma(k) => blocked(k, alpha, a, b, beta, c, pack),
+        Isa::Portable(k) => blocked(k, alpha, a, b, beta, c, pack),
+    }
+}
+
+/// Whether every element of a `rows x cols` view with strides `rs, cs` lies below `len`.
+fn in_bounds(rows: usize, cols: usize, rs: usize, cs: usize, len: usize) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let last = (rows - 1).checked_mul(rs).zip((cols - 1).checked_mul(cs)).and_then(|(r, c)| r.checked_add(c));
+    last.is_some_and(|i| i < len)
+}
+
+/// `C = beta C`, with `beta == 0` writing zeros.
+fn scale(beta: f32, c: MatMut<'_>) {
+    for j in 0..c.cols {
+        for i in 0..c.rows {
+            let v = &mut c.data[i * c.rs + j * c.cs];
+            *v = if beta == 0.0 { 0.0 } else { beta * *v };
+        }
+    }
+}
+
+/// The five blocked loops around micro-kernel `kern`, for `k >= 1` and a non-empty `C`.
+fn blocked<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(
+    kern: K,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    pack: &mut PackBuffers,
+) {
+    let (m, k, n) = (c.rows, a.cols, c.cols);
+    // Kernels store straight into C when its tile columns are contiguous and do not overlap.
+    let direct = c.rs == 1 && (n == 1 || c.cs >= m);
+    let (apack, bpack) = pack.split();
+    let mut tile_buf = [0.0f32; TILE_CAP];
+    let tile = &mut tile_buf[..MR * NR];
+    let bt = b.t();
+    for j0 in (0..n).step_by(K::NC) {
+        let nc = K::NC.min(n - j0);
+        for p0 in (0..k).step_by(K::KC) {
+            let kc = K::KC.min(k - p0);
+            // The first depth block applies the caller's beta; later ones accumulate.
+            let beta = if p0 == 0 { beta } else { 1.0 };
+            pack::pack_panels::<NR>(bpack, bt, j0, p0, nc, kc);
+            let bpanels = &bpack[..nc.div_ceil(NR) * NR * kc];
+            for i0 in (0..m).step_by(K::MC) {
+                let mc = K::MC.min(m - i0);
+                pack::pack_panels::<MR>(apack, a, i0, p0, mc, kc);
+                let apanels = &apack[..mc.div_ceil(MR) * MR * kc];
+                // One NR panel of B stays in L1 while the MR panels of A stream from L2.
+                for (jp, bp) in bpanels.chunks_exact(NR * kc).enumerate() {
+                    let (cj, nu) = (j0 + jp * NR, NR.min(nc - jp * NR));
+                    for (ip, ap) in apanels.chunks_exact(MR * kc).enumerate() {
+                        let (ci, mu) = (i0 + ip * MR, MR.min(mc - ip * MR));
+                        if direct && mu == MR {
+                            kern.tile(nu, kc, ap, bp, alpha, beta, &mut c.data[ci + cj * c.cs..], c.cs);
+                            continue;
+                        }
+                        kern.tile(nu, kc, ap, bp, alpha, 0.0, tile, MR);
+                        for (j, col) in tile.chunks_exact(MR).take(nu).enumerate() {
+                            for (i, &t) in col[..mu].iter().enumerate() {
+                                let dst = &mut c.data[(ci + i) * c.rs + (cj + j) * c.cs];
+                                *dst = if beta == 0.0 { t } else { beta * *dst + t };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel family this CPU runs; the SIMD ones are named so a missing one is visible.
+    fn isas() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable(Portable)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            match Avx2Fma::detect() {
+                Some(k) => v.push(Isa::Avx2Fma(k)),
+                None => eprintln!("AVX2+FMA not available: kernel not tested"),
+            }
+            match Avx512::detect() {
+                Some(k) => v.push(Isa::Avx512(k)),
+                None => eprintln!("AVX-512F not available: kernel not tested"),
+            }
+        }
+        v
+    }
+
+    /// Deterministic values in `[-2, 2]`, some exactly zero.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                if i % 11 == 5 { 0.0 } else { ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0 }
+            })
+            .collect()
+    }
+
+    /// Memory layouts of a `rows x cols` view: `(rs, cs, slice length)`.
+    #[derive(Clone, Copy, Debug)]
+    enum Layout {
+        RowMajor,
+        ColMajor,
+        /// Row-major with a padded leading dimension.
+        RowPadded,
+        /// Column-major with a padded leading dimension.
+        ColPadded,
+        /// Neither stride is 1.
+        Strided,
+    }
+
+    impl Layout {
+        fn strides(self, rows: usize, cols: usize) -> (usize, usize, usize) {
+            let (rs, cs) = match self {
+                Layout::RowMajor => (cols, 1),
+                Layout::ColMajor => (1, rows),
+                Layout::RowPadded => (cols + 3, 1),
+                Layout::ColPadded => (1, rows + 5),
+                Layout::Strided => (2 * cols + 1, 2),
+            };
+            (rs, cs, (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs + 1 + 4)
+        }
+    }
+
+    const ALL: [Layout; 5] =
+        [Layout::RowMajor, Layout::ColMajor, Layout::RowPadded, Layout::ColPadded, Layout::Strided];
+
+    /// Runs one product on `isa` and checks every element of C against a float64 triple loop,
+    /// and that the rest of C's slice was left alone.
+    #[allow(clippy::too_many_arguments)]
+    fn check(isa: Isa, (m, k, n): (usize, usize, usize), la: Layout, lb: Layout, lc: Layout, alpha: f32, beta: f32) {
+        let (ars, acs, alen) = la.strides(m, k);
+        let (brs, bcs, blen) = lb.strides(k, n);
+        let (crs, ccs, clen) = lc.strides(m, n);
+        let a_data = values(alen, (m * 31 + k) as u64);
+        let b_data = values(blen, (k * 17 + n) as u64 + 7);
+        let mut c_data = if beta == 0.0 { vec![f32::NAN; clen] } else { values(clen, 99) };
+        let c_old = c_data.clone();
+        let a = MatRef { data: &a_data, rows: m, cols: k, rs: ars, cs: acs };
+        let b = MatRef { data: &b_data, rows: k, cols: n, rs: brs, cs: bcs };
+        let mut pack = PackBuffers::new();
+        let c = MatMut { data: &mut c_data, rows: m, cols: n, rs: crs, cs: ccs };
+        sgemm_on(isa, alpha, a, b, beta, c, &mut pack);
+
+        let mut touched = vec![false; clen];
+        for i in 0..m {
+            for j in 0..n {
+                let (mut dot, mut mag) = (0.0f64, 0.0f64);
+                for p in 0..k {
+                    let prod = a_data[i * ars + p * acs] as f64 * b_data[p * brs + j * bcs] as f64;
+                    dot += prod;
+                    mag += prod.abs();
+                }
+                let idx = i * crs + j * ccs;
+                touched[idx] = true;
+                let old = if beta == 0.0 { 0.0 } else { beta as f64 * c_old[idx] as f64 };
+                let want = alpha as f64 * dot + old;
+                let tol = 4.0 * (k as f64 + 2.0) * f32::EPSILON as f64 * (alpha.abs() as f64 * mag + old.abs()) + 1e-30;
+                let got = c_data[idx] as f64;
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{isa:?} {m}x{k}x{n} A {la:?} B {lb:?} C {lc:?} alpha {alpha} beta {beta} at ({i}, {j}): {got} vs {want}"
+                );
+            }
+        }
+        for (idx, &t) in touched.iter().enumerate() {
+            if !t {
+                assert_eq!(c_data[idx].to_bits(), c_old[idx].to_bits(), "{isa:?} wrote outside C at {idx}");
+            }
+        }
+    }
+
+    #[test]
+    fn small_and_prime_shapes_every_layout() {
+        for isa in isas() {
+            for &shape in &[(1, 1, 1), (17, 13, 29), (2, 3, 1), (1, 5, 7), (33, 9, 17), (8, 4, 6), (32, 8, 8)] {
+                for la in ALL {
+                    for lb in ALL {
+                        for lc in ALL {
+                            check(isa, shape, la, lb, lc, 1.5, 0.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn alpha_beta_combinations() {
+        for isa in isas() {
+            for &(alpha, beta) in &[(1.0, 0.0), (-2.5, 0.0), (1.0, 1.0), (-0.5, 0.75), (0.0, 2.0), (3.0, -1.0)] {
+                for &shape in &[(17, 13, 29), (40, 70, 19)] {
+                    for lc in [Layout::RowMajor, Layout::ColMajor, Layout::Strided] {
+                        check(isa, shape, Layout::RowMajor, Layout::ColMajor, lc, alpha, beta);
+                        check(isa, shape, Layout::ColMajor, Layout::RowMajor, lc, alpha, beta);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tall_and_skinny() {
+        for isa in isas() {
+            for &shape in &[(1, 4096, 512), (512, 4096, 1), (4096, 3, 2), (3, 2, 700)] {
+                check(isa, shape, Layout::RowMajor, Layout::RowMajor, Layout::RowMajor, 1.0, 0.0);
+                check(isa, shape, Layout::RowMajor, Layout::ColMajor, Layout::RowMajor, 0.5, 1.0);
+                check(isa, shape, Layout::ColMajor, Layout::RowMajor, Layout::ColMajor, 1.0, 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn shapes_crossing_every_block_boundary() {
+        // Past KC (depth blocks accumulate with beta = 1), MC (several packed A blocks) and NC
+        // (several packed B blocks), for both orientations of C.
+        for isa in isas() {
+            for &shape in &[(400, 600, 37), (37, 600, 400), (9, 20, 4200), (4200, 20, 9)] {
+                for lc in [Layout::RowMajor, Layout::ColMajor] {
+                    check(isa, shape, Layout::RowMajor, Layout::RowMajor, lc, 1.25, 0.0);
+                    check(isa, shape, Layout::ColMajor, Layout::ColMajor, lc, 1.0, -0.5);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_depth_scales_c() {
+        for isa in isas() {
+            for lc in ALL {
+                check(isa, (5, 0, 3), Layout::RowMajor, Layout::RowMajor, lc, 2.0, 0.0);
+                check(isa, (5, 0, 3), Layout::RowMajor, Layout::RowMajor, lc, 2.0, -3.0);
+            }
+            // Empty C: nothing to do, nothing touched.
+            check(isa, (0, 4, 3), Layout::RowMajor, Layout::RowMajor, Layout::RowMajor, 1.0, 0.0);
+            check(isa, (3, 4, 0), Layout::RowMajor, Layout::RowMajor, Layout::RowMajor, 1.0, 0.0);
+        }
+    }
+
+    #[test]
+    fn matches_matrixmultiply_wrapper() {
+        let (m, k, n) = (70, 300, 45);
+        let a = values(m * k, 1);
+        let b = values(k * n, 2);
+        let mut want = values(m * n, 3);
+        let mut got = want.clone();
+        crate::kernels::gemm(
+            0.5,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            2.0,
+            MatMut::row_major(&mut want, m, n),
+        );
+        let mut pack = PackBuffers::new();
+        sgemm(
+            0.5,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            2.0,
+            MatMut::row_major(&mut got, m, n),
+            &mut pack,
+        );
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn pack_buffers_hold_every_blocking() {
+        let pack = PackBuffers::new();
+        assert_eq!(pack.len(), PACK_A_LEN + PACK_B_LEN);
+        assert!(pack.buf.len() >= pack.start + pack.len());
+        assert_eq!(pack.buf[pack.start..].as_ptr() as usize % 64, 0, "panels not 64-byte aligned");
+    }
+
+    #[test]
+    #[should_panic(expected = "dimension mismatch")]
+    fn rejects_mismatched_dimensions() {
+        let (a, b, mut c) = ([1.0; 6], [1.0; 6], [0.0; 4]);
+        let mut pack = PackBuffers::new();
+        sgemm(
+            1.0,
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&b, 2, 3),
+            0.0,
+            MatMut::row_major(&mut c, 2, 2),
+            &mut pack,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn rejects_short_slices() {
+        let (a, b, mut c) = ([1.0; 5], [1.0; 6], [0.0; 4]);
+        let mut pack = PackBuffers::new();
+        let a = MatRef { data: &a, rows: 2, cols: 3, rs: 3, cs: 1 };
+        sgemm(1.0, a, MatRef::row_major(&b, 3, 2), 0.0, MatMut::row_major(&mut c, 2, 2), &mut pack);
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn rejects_overflowing_strides() {
+        let (a, b, mut c) = ([1.0; 4], [1.0; 4], [0.0; 4]);
+        let mut pack = PackBuffers::new();
+        let a = MatRef { data: &a, rows: 2, cols: 2, rs: usize::MAX / 2 + 1, cs: 1 };
+        sgemm(1.0, a, MatRef::row_major(&b, 2, 2), 0.0, MatMut::row_major(&mut c, 2, 2), &mut pack);
+    }
+}
