@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Reference timings for BENCHMARKS.md: the architectures of `benches/models.rs` in PyTorch on
+CPU (forward under `torch.no_grad()`) and explained with Zennit (same composites, BatchNorm
+canonizer), batch 1 and 8, `torch.set_num_threads(<cores>)`, random weights.
+
+Optional to run; needs `pip install torch zennit`. From the repository root:
+
+    python3 benches/reference/bench_pytorch.py [--models mlp,lenet,vgg16] [--threads N]
+
+Prints one line per measurement: `<model>/<composite>/<predict|explain>/<batch> median_ms`.
+"""
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from torch import nn
+from zennit.attribution import Gradient
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.composites import EpsilonGammaBox, EpsilonPlus
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)), (784,)
+
+
+def lenet():
+    features = nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2))
+    classifier = nn.Sequential(nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+    return nn.Sequential(features, nn.Flatten(), classifier), (1, 28, 28)
+
+
+def vgg16():
+    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+    layers, c = [], 3
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU()]
+            c = v
+    classifier = nn.Sequential(nn.Linear(25088, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(),
+                               nn.Dropout(), nn.Linear(4096, 1000))
+    return nn.Sequential(nn.Sequential(*layers), nn.Flatten(), classifier), (3, 224, 224)
+
+
+def median_ms(fn, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="mlp,lenet,vgg16")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    builders = {"mlp": (mlp, 200), "lenet": (lenet, 200), "vgg16": (vgg16, 5)}
+    for name in a.models.split(","):
+        build, repeats = builders[name]
+        model, shape = build()
+        model.eval()
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.data = 1.0 + torch.rand_like(m.running_var)
+        composites = {"epsilon_plus": lambda: EpsilonPlus(canonizers=[SequentialMergeBatchNorm()])}
+        if name != "mlp":
+            low, high = (0.0, 1.0) if name == "lenet" else (-2.1179, 2.64)
+            composites["epsilon_gamma_box"] = lambda: EpsilonGammaBox(low=low, high=high,
+                                                                       canonizers=[SequentialMergeBatchNorm()])
+        for batch in (1, 8):
+            x = torch.rand(batch, *shape)
+            with torch.no_grad():
+                t = median_ms(lambda: model(x), repeats)
+            print(f"{name}/predict/{batch} {t:.3f}", flush=True)
+            for cname, make in composites.items():
+                def explain():
+                    with Gradient(model=model, composite=make()) as attributor:
+                        out = model(x)
+                        target = torch.zeros_like(out)
+                        target[torch.arange(batch), out.argmax(1)] = 1.0
+                        attributor(x, target * out)
+                t = median_ms(explain, max(3, repeats // 4))
+                print(f"{name}/{cname}/explain/{batch} {t:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
