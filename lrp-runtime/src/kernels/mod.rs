@@ -1,6 +1,7 @@
 //! Numeric kernels the generated code calls. Every `unsafe` block of the crate lives here, and
 //! every kernel is tested against a naive implementation.
 
+pub mod activations;
 pub mod elementwise;
 pub mod gemm;
 pub mod gemv;

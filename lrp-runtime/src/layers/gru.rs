@@ -27,9 +27,10 @@
 //! With all biases zero and `eps -> 0` every step conserves relevance: what reaches `x_t` and
 //! `h_{t-1}` sums to `R(h')`.
 
-use super::recurrent::{Cell, CellParams, CellWeights, Lrp, Recurrent, Step, matvec, matvec_t, sigmoid};
+use super::recurrent::{Cell, CellParams, CellWeights, Lrp, Recurrent, Step, matvec_by_transpose, matvec_t};
 use super::{ProductRule, RecurrentGeom};
 use crate::error::Result;
+use crate::kernels::activations::{sigmoid_inplace, tanh_inplace};
 use crate::weights::Weights;
 
 /// The GRU cell. Record of one step: `gi = W_ih x_t + b_ih` (`3d`), `gh = W_hh h + b_hh` (`3d`)
@@ -56,15 +57,17 @@ impl Cell for GruCell {
         let (gh, act) = rest.split_at_mut(3 * d);
         gh.copy_from_slice(&w.b_hh);
         if let Some(hp) = h_prev {
-            matvec(&w.w_hh, 3 * d, d, hp, 1.0, gh);
+            matvec_by_transpose(&w.w_hh_t, 3 * d, d, hp, 1.0, gh);
         }
+        // r, z = sigmoid(gi + gh), n = tanh(gi_n + r gh_n), over whole gate blocks at once.
+        act.iter_mut().zip(gi.iter().zip(gh.iter())).take(2 * d).for_each(|(a, (x, y))| *a = x + y);
+        sigmoid_inplace(&mut act[..2 * d]);
         for j in 0..d {
-            let r = sigmoid(gi[j] + gh[j]);
-            let z = sigmoid(gi[d + j] + gh[d + j]);
-            let n = (gi[2 * d + j] + r * gh[2 * d + j]).tanh();
-            act[j] = r;
-            act[d + j] = z;
-            act[2 * d + j] = n;
+            act[2 * d + j] = gi[2 * d + j] + act[j] * gh[2 * d + j];
+        }
+        tanh_inplace(&mut act[2 * d..3 * d]);
+        for j in 0..d {
+            let (z, n) = (act[d + j], act[2 * d + j]);
             let hp = h_prev.map_or(0.0, |hp| hp[j]);
             h[j] = (1.0 - z) * n + z * hp;
         }

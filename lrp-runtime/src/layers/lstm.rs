@@ -20,9 +20,10 @@
 //! With [`ProductRule::All`] and `eps = 0.001` this is exactly Arras et al.'s `LSTM_bidi.lrp` with
 //! `bias_factor = 0`.
 
-use super::recurrent::{Cell, CellParams, CellWeights, Lrp, Recurrent, Step, matvec, matvec_t, sigmoid};
+use super::recurrent::{Cell, CellParams, CellWeights, Lrp, Recurrent, Step, matvec_by_transpose, matvec_t};
 use super::{ProductRule, RecurrentGeom};
 use crate::error::Result;
+use crate::kernels::activations::{sigmoid_inplace, tanh_inplace};
 use crate::weights::Weights;
 
 /// The LSTM cell. Record of one step: the pre-activations `a` (`4d`, biases included), the gate
@@ -49,18 +50,22 @@ impl Cell for LstmCell {
         let (act, c) = rest.split_at_mut(4 * d);
         a.iter_mut().zip(&w.b_hh).for_each(|(v, b)| *v += b);
         if let Some(hp) = h_prev {
-            matvec(&w.w_hh, 4 * d, d, hp, 1.0, a);
+            matvec_by_transpose(&w.w_hh_t, 4 * d, d, hp, 1.0, a);
         }
+        // i, f, o = sigmoid, g = tanh, over whole gate blocks at once.
+        act.copy_from_slice(a);
+        sigmoid_inplace(&mut act[..2 * d]);
+        tanh_inplace(&mut act[2 * d..3 * d]);
+        sigmoid_inplace(&mut act[3 * d..]);
         for j in 0..d {
-            let (i, f, g, o) = (sigmoid(a[j]), sigmoid(a[d + j]), a[2 * d + j].tanh(), sigmoid(a[3 * d + j]));
-            act[j] = i;
-            act[d + j] = f;
-            act[2 * d + j] = g;
-            act[3 * d + j] = o;
+            let (i, f, g) = (act[j], act[d + j], act[2 * d + j]);
             let c_prev = prev.map_or(0.0, |p| p[8 * d + j]);
             c[j] = f * c_prev + i * g;
-            h[j] = o * c[j].tanh();
         }
+        let h = &mut h[..d];
+        h.copy_from_slice(c);
+        tanh_inplace(h);
+        h.iter_mut().zip(&act[3 * d..]).for_each(|(hj, o)| *hj *= o);
     }
 
     fn relevance_step(step: &Step<'_>, lrp: Lrp, r_h: &mut [f32], r_c: &mut [f32], r_x: &mut [f32], tmp: &mut [f32]) {
@@ -73,8 +78,9 @@ impl Cell for LstmCell {
         for j in 0..d {
             let (i, f, g, o) = (act[j], act[d + j], act[2 * d + j], act[3 * d + j]);
             let c_prev = step.prev.map_or(0.0, |p| p[8 * d + j]);
-            // h = o * tanh(c).
-            let (r_o, r_tanh_c) = lrp.split(o, c[j].tanh(), r_h[j]);
+            // h = o * tanh(c); LRP-all never reads tanh(c).
+            let tanh_c = if lrp.rule == ProductRule::All { 0.0 } else { c[j].tanh() };
+            let (r_o, r_tanh_c) = lrp.split(o, tanh_c, r_h[j]);
             let r_cell = r_c[j] + r_tanh_c;
             // c = f c_prev + i g, split in proportion to the summands.
             let ratio = lrp.ratio(r_cell, c[j]);

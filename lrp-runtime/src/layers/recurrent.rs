@@ -101,6 +101,9 @@ pub(crate) const DEFAULT_EPSILON: f32 = 0.001;
 pub(crate) struct CellWeights {
     pub w_ih: Vec<f32>,
     pub w_hh: Vec<f32>,
+    /// `W_hh^T` (`[d, G d]`), made at load time: the recurrent product `W_hh h` then runs as
+    /// `d` contiguous axpys instead of `G d` short dot products.
+    pub w_hh_t: Vec<f32>,
     pub b_ih: Vec<f32>,
     pub b_hh: Vec<f32>,
 }
@@ -183,21 +186,20 @@ pub(crate) const fn cell_scratch_len(gates: usize, geom: &RecurrentGeom) -> usiz
     2 * gates * geom.hidden_size + widest + geom.hidden_size
 }
 
-/// `sigmoid(x)`.
-#[inline]
-pub(crate) fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+/// `W^T` of a row-major `[rows, cols]` matrix.
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; rows * cols];
+    for (r, row) in w.chunks_exact(cols).enumerate().take(rows) {
+        for (c, &v) in row.iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+    t
 }
 
-/// `out = W v + beta out`, `W: [rows, cols]` row-major.
-pub(crate) fn matvec(w: &[f32], rows: usize, cols: usize, v: &[f32], beta: f32, out: &mut [f32]) {
-    gemm(
-        1.0,
-        MatRef::row_major(&w[..rows * cols], rows, cols),
-        MatRef::row_major(&v[..cols], cols, 1),
-        beta,
-        MatMut::row_major(&mut out[..rows], rows, 1),
-    );
+/// `out = W v + beta out` given `w_t = W^T` (`[cols, rows]` row-major): `cols` axpys.
+pub(crate) fn matvec_by_transpose(w_t: &[f32], rows: usize, cols: usize, v: &[f32], beta: f32, out: &mut [f32]) {
+    matvec_t(w_t, cols, rows, v, beta, out);
 }
 
 /// `out = W^T s + beta out`, `W: [rows, cols]` row-major.
@@ -331,7 +333,8 @@ impl<C: Cell> Recurrent<C> {
             };
             let b_ih = bias("bias_ih", p.b_ih)?;
             let b_hh = bias("bias_hh", p.b_hh)?;
-            cells.push(CellWeights { w_ih: p.w_ih, w_hh: p.w_hh, b_ih, b_hh });
+            let w_hh_t = transpose(&p.w_hh, rows, d);
+            cells.push(CellWeights { w_ih: p.w_ih, w_hh: p.w_hh, w_hh_t, b_ih, b_hh });
         }
         Ok(Recurrent {
             name: name.to_string(),
