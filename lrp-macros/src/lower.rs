@@ -496,7 +496,7 @@ fn lower_product_rule(cx: &mut Ctxt, call: &Call) -> Option<(Product, f64)> {
     let mut a = Args::new(cx, call, &["epsilon"]);
     let epsilon = a.float_or(cx, "epsilon", 1e-3);
     a.finish(cx, &["epsilon"]);
-    if !(epsilon >= 0.0) {
+    if epsilon.is_nan() || epsilon < 0.0 {
         cx.error(call.name.span(), format!("`{name}`: epsilon must be >= 0, got {epsilon}"));
     }
     Some((product, epsilon))

@@ -49,17 +49,11 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
             }
             Op::Recurrent(r) => {
                 match &input {
-                    Some(s) if in_seq && s.len() == 1 => {
-                        if s[0] != r.input_size {
-                            cx.error(
-                                span,
-                                format!(
-                                    "`{name}` expects {} input features per step, but {from} gives {}",
-                                    r.input_size, s[0]
-                                ),
-                            );
-                        }
-                    }
+                    Some(s) if in_seq && s.len() == 1 && s[0] != r.input_size => cx.error(
+                        span,
+                        format!("`{name}` expects {} input features per step, but {from} gives {}", r.input_size, s[0]),
+                    ),
+                    Some(s) if in_seq && s.len() == 1 => {}
                     Some(s) if tokens => {
                         cx.error(span, format!("`{name}` ({kind}) reads vectors; put an `Embedding` before it"))
                     }
