@@ -179,7 +179,7 @@ mod tests {
     }
 
     fn data(n: usize, seed: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 * 0.61 + seed).sin())).collect()
+        (0..n).map(|i| (i as f32 * 0.61 + seed).sin()).collect()
     }
 
     #[test]
