@@ -93,8 +93,11 @@ pub fn generate(net: &Network) -> TokenStream {
             #loaders
 
             /// Buffers for up to `capacity` samples per call (at least one); reuse it across calls.
+            /// Also allocates this thread's GEMM packing space: after this, `predict` and
+            /// `explain` on this thread allocate nothing.
             pub fn workspace(&self, capacity: usize) -> #ws_name {
                 let capacity = capacity.max(1);
+                #rt::kernels::gemm::prepare_thread();
                 #ws_name {
                     capacity,
                     targets: ::std::vec![0; capacity],

@@ -113,6 +113,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
             /// call (both at least one); reuse it across calls.
             pub fn workspace(&self, max_len: usize, batch: usize) -> #ws_name {
                 let (max_len, batch) = (max_len.max(1), batch.max(1));
+                #rt::kernels::gemm::prepare_thread();
                 // The head runs one sequence at a time.
                 let capacity = 1usize;
                 #ws_name {

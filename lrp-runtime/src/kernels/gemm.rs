@@ -1,5 +1,9 @@
-//! Single-precision matrix product `C = alpha A B + beta C` over strided views, on top of
-//! `matrixmultiply::sgemm`. Views carry their strides so transposes cost nothing.
+//! Single-precision matrix product `C = alpha A B + beta C` over strided views (transposes cost
+//! nothing): [`gemm`], allocation-free on top of [`super::sgemm`], and the `matrixmultiply`
+//! reference it is measured against.
+
+use super::sgemm::{PackBuffers, sgemm};
+use std::cell::RefCell;
 
 /// A read-only strided matrix: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -61,17 +65,44 @@ fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
     Some((rows - 1) * rs + (cols - 1) * cs)
 }
 
-/// `C = alpha A B + beta C` for `A: m x k`, `B: k x n`, `C: m x n`.
+/// `C = alpha A B + beta C` for `A: m x k`, `B: k x n`, `C: m x n`, by [`super::sgemm`] with
+/// this thread's packing buffers (allocated once per thread, see [`prepare_thread`]), so it
+/// never allocates after that.
 ///
 /// Panics if the views' dimensions disagree or a view reaches past its slice; generated code
 /// only passes views whose sizes the compiler checked, so this never fires on user input.
-pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, mut c: MatMut<'_>) {
+pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) {
+    PACK.with(|pack| match pack.try_borrow_mut() {
+        Ok(mut pack) => sgemm(alpha, a, b, beta, c, &mut pack),
+        // Only reachable if a GEMM ran inside a GEMM on this thread, which the crate never does.
+        Err(_) => sgemm(alpha, a, b, beta, c, &mut PackBuffers::new()),
+    })
+}
+
+thread_local! {
+    static PACK: RefCell<PackBuffers> = RefCell::new(PackBuffers::new());
+}
+
+/// Allocates this thread's GEMM packing buffers now rather than on its first product (the
+/// generated `workspace()` calls it, so that later calls allocate nothing).
+pub fn prepare_thread() {
+    PACK.with(|pack| {
+        let _ = pack.try_borrow().map(|p| p.len());
+    });
+}
+
+/// The same product by `matrixmultiply::sgemm`, the reference `benches`/examples compare
+/// [`gemm`] against (it allocates its packing buffer on every call).
+///
+/// Panics if the views' dimensions disagree or a view reaches past its slice; generated code
+/// only passes views whose sizes the compiler checked, so this never fires on user input.
+pub fn gemm_matrixmultiply(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) {
     assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows, "gemm: dimension mismatch");
     let in_bounds = |max: Option<usize>, len: usize| max.is_none_or(|i| i < len);
     assert!(in_bounds(a.max_index(), a.data.len()), "gemm: A out of bounds");
     assert!(in_bounds(b.max_index(), b.data.len()), "gemm: B out of bounds");
     assert!(in_bounds(c.max_index(), c.data.len()), "gemm: C out of bounds");
-    if c.rows == 0 || c.cols == 0 || super::gemv::try_gemv(alpha, a, b, beta, &mut c) {
+    if c.rows == 0 || c.cols == 0 {
         return;
     }
     if a.cols == 0 {

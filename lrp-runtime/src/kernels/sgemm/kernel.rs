@@ -1,10 +1,11 @@
-//! Micro-kernels: one `MR x nu` tile of `C` from one packed panel of `A` and one of `B`.
+//! Micro-kernels: one `mu x nu` tile of `C` (at most `MR x NR`) from one packed panel of `A`
+//! and one of `B`.
 //!
-//! Every kernel computes, for `i < MR` and `j < nu <= NR`,
+//! Every kernel computes, for `i < mu <= MR` and `j < nu <= NR`,
 //! `C[i, j] = alpha * sum_p a[p * MR + i] * b[p * NR + j] + beta * C[i, j]` where `C[i, j]` is
 //! `c[j * ldc + i]` (columns of the tile are contiguous), and `beta == 0` overwrites `C` without
-//! reading it. The vector dimension runs along `MR`, so a column of the tile is one (AVX-512) or
-//! two (AVX2) registers and each `b` value is broadcast.
+//! reading it. Nothing outside the `mu x nu` tile is written. The vector dimension runs along
+//! `MR`, so a column of the tile is two registers and each `b` value is broadcast.
 //!
 //! The SIMD kernels are safe `#[target_feature]` functions that check their slice bounds on
 //! entry; the only `unsafe` left is the pointer loads and stores inside those bounds, and the
@@ -12,6 +13,8 @@
 //! CPU features were detected.
 
 use super::TILE_CAP;
+use super::pack;
+use crate::kernels::gemm::MatRef;
 
 /// A register-blocked micro-kernel with its cache blocking. `MR` rows of `A` per packed panel,
 /// `NR` columns of `B` per packed panel.
@@ -23,19 +26,57 @@ pub(crate) trait MicroKernel<const MR: usize, const NR: usize>: Copy + std::fmt:
     /// Columns of `B` packed at a time (a multiple of `NR`).
     const NC: usize;
 
-    /// The tile update described in the module docs, for the first `nu` columns.
+    /// Packs the `rows x depth` block of `a` at `(r0, d0)` into `MR`-row panels
+    /// ([`pack::pack_panels`]); kernels override it where they have a faster transpose.
+    fn pack_a(&self, dst: &mut [f32], a: MatRef<'_>, r0: usize, d0: usize, rows: usize, depth: usize) {
+        pack::pack_panels::<MR>(dst, a, r0, d0, rows, depth);
+    }
+
+    /// Packs the `depth x cols` block of `b` at `(d0, c0)` into `NR`-column panels, that is the
+    /// transpose `b^T` into `NR`-row panels.
+    fn pack_b(&self, dst: &mut [f32], b: MatRef<'_>, d0: usize, c0: usize, depth: usize, cols: usize) {
+        pack::pack_panels::<NR>(dst, b.t(), c0, d0, cols, depth);
+    }
+
+    /// The tile update described in the module docs, for the first `mu` rows and `nu` columns.
     #[allow(clippy::too_many_arguments)]
-    fn tile(&self, nu: usize, kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: &mut [f32], ldc: usize);
+    fn tile(
+        &self,
+        mu: usize,
+        nu: usize,
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        alpha: f32,
+        beta: f32,
+        c: &mut [f32],
+        ldc: usize,
+    );
 }
 
 /// Panics unless a tile call stays inside its slices; kernels rely on this before touching
 /// memory through raw pointers.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn check_tile(mr: usize, nr: usize, nu: usize, kc: usize, a: &[f32], b: &[f32], c: &[f32], ldc: usize) {
-    assert!((1..=nr).contains(&nu), "sgemm kernel: nu out of range");
+fn check_tile(mr: usize, nr: usize, mu: usize, nu: usize, kc: usize, a: &[f32], b: &[f32], c: &[f32], ldc: usize) {
+    assert!((1..=mr).contains(&mu) && (1..=nr).contains(&nu), "sgemm kernel: tile size out of range");
     assert!(a.len() >= kc * mr && b.len() >= kc * nr, "sgemm kernel: short packed panel");
-    assert!(nu == 1 || ldc >= mr, "sgemm kernel: overlapping tile columns");
-    assert!(c.len() >= (nu - 1) * ldc + mr, "sgemm kernel: short C tile");
+    assert!(nu == 1 || ldc >= mu, "sgemm kernel: overlapping tile columns");
+    assert!(c.len() >= (nu - 1) * ldc + mu, "sgemm kernel: short C tile");
+}
+
+/// Writes `alpha * acc + beta * C` (or `alpha * acc` when `beta == 0`) into the `mu x nu` corner of
+/// a column-major tile `c` with leading dimension `ldc`; `acc` is column-major with leading
+/// dimension `mr`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn update_scalar(acc: &[f32], mr: usize, mu: usize, nu: usize, alpha: f32, beta: f32, c: &mut [f32], ldc: usize) {
+    for (j, accj) in acc.chunks_exact(mr).take(nu).enumerate() {
+        let col = &mut c[j * ldc..j * ldc + mu];
+        for (dst, &s) in col.iter_mut().zip(accj) {
+            *dst = if beta == 0.0 { alpha * s } else { alpha * s + beta * *dst };
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -52,24 +93,30 @@ const P_NR: usize = 4;
 impl MicroKernel<P_MR, P_NR> for Portable {
     const KC: usize = 256;
     const MC: usize = 256;
-    const NC: usize = 4080;
+    const NC: usize = 2040;
 
-    fn tile(&self, nu: usize, kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: &mut [f32], ldc: usize) {
-        check_tile(P_MR, P_NR, nu, kc, a, b, c, ldc);
-        let mut acc = [[0.0f32; P_MR]; P_NR];
+    fn tile(
+        &self,
+        mu: usize,
+        nu: usize,
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        alpha: f32,
+        beta: f32,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        check_tile(P_MR, P_NR, mu, nu, kc, a, b, c, ldc);
+        let mut acc = [0.0f32; P_MR * P_NR];
         for (ap, bp) in a[..kc * P_MR].chunks_exact(P_MR).zip(b[..kc * P_NR].chunks_exact(P_NR)) {
-            for (accj, &bj) in acc.iter_mut().zip(bp) {
+            for (accj, &bj) in acc.chunks_exact_mut(P_MR).zip(bp) {
                 for (s, &ai) in accj.iter_mut().zip(ap) {
                     *s += ai * bj;
                 }
             }
         }
-        for (j, accj) in acc.iter().enumerate().take(nu) {
-            let col = &mut c[j * ldc..j * ldc + P_MR];
-            for (dst, &s) in col.iter_mut().zip(accj) {
-                *dst = if beta == 0.0 { alpha * s } else { alpha * s + beta * *dst };
-            }
-        }
+        update_scalar(&acc, P_MR, mu, nu, alpha, beta, c, ldc);
     }
 }
 
@@ -82,11 +129,11 @@ pub(crate) use x86::{Avx2Fma, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{MicroKernel, check_tile};
+    use super::{MatRef, MicroKernel, check_tile, pack, update_scalar};
     use std::arch::x86_64::*;
 
-    /// Expands to a `match` on `nu` that calls `$f::<.., nu>` for each listed width, so every
-    /// partial width gets its own fully unrolled kernel instead of padding with zero columns.
+    /// Expands to a `match` on `nu` that calls the kernel instantiated for each listed width, so
+    /// every partial width gets its own fully unrolled kernel instead of computing zero columns.
     macro_rules! by_width {
         ($nu:expr, [$($w:literal),*], |$n:ident| $call:expr) => {
             match $nu {
@@ -96,15 +143,17 @@ mod x86 {
         };
     }
 
-    /// AVX-512F kernel, `32 x 8`: two zmm of `A` per step, 16 zmm accumulators.
+    /// AVX-512F kernel, `32 x 12`: two zmm of `A` per step, 24 zmm accumulators. A ragged last
+    /// panel of up to 16 rows runs the one-register variant, and partial vectors of `C` are
+    /// read and written under a lane mask.
     #[derive(Clone, Copy, Debug)]
     pub(crate) struct Avx512 {
         _detected: (),
     }
 
-    pub(in crate::kernels::sgemm) const Z_MV: usize = 2;
-    pub(in crate::kernels::sgemm) const Z_MR: usize = 16 * Z_MV;
-    pub(in crate::kernels::sgemm) const Z_NR: usize = 8;
+    const Z_L: usize = 16;
+    pub(in crate::kernels::sgemm) const Z_MR: usize = 2 * Z_L;
+    pub(in crate::kernels::sgemm) const Z_NR: usize = 12;
 
     impl Avx512 {
         /// The kernel, if this CPU has AVX-512F.
@@ -114,25 +163,53 @@ mod x86 {
     }
 
     impl MicroKernel<Z_MR, Z_NR> for Avx512 {
-        const KC: usize = 256;
+        const KC: usize = 384;
         const MC: usize = 384;
-        const NC: usize = 4080;
+        const NC: usize = 2040;
+
+        fn pack_a(&self, dst: &mut [f32], a: MatRef<'_>, r0: usize, d0: usize, rows: usize, depth: usize) {
+            pack::pack_panels_avx512::<Z_MR>(*self, dst, a, r0, d0, rows, depth);
+        }
+
+        fn pack_b(&self, dst: &mut [f32], b: MatRef<'_>, d0: usize, c0: usize, depth: usize, cols: usize) {
+            pack::pack_panels_avx512::<Z_NR>(*self, dst, b.t(), c0, d0, cols, depth);
+        }
 
         #[inline]
-        fn tile(&self, nu: usize, kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: &mut [f32], ldc: usize) {
-            check_tile(Z_MR, Z_NR, nu, kc, a, b, c, ldc);
-            by_width!(nu, [1, 2, 3, 4, 5, 6, 7, 8], |NU| {
-                // SAFETY: `Avx512` is only built by `detect`, after checking that the CPU has
-                // AVX-512F, which is the only feature `avx512_tile` enables.
-                unsafe { avx512_tile::<Z_MV, Z_NR, NU>(kc, a, b, alpha, beta, c, ldc) }
-            })
+        fn tile(
+            &self,
+            mu: usize,
+            nu: usize,
+            kc: usize,
+            a: &[f32],
+            b: &[f32],
+            alpha: f32,
+            beta: f32,
+            c: &mut [f32],
+            ldc: usize,
+        ) {
+            check_tile(Z_MR, Z_NR, mu, nu, kc, a, b, c, ldc);
+            if mu > Z_L {
+                by_width!(nu, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], |NU| {
+                    // SAFETY: `Avx512` is only built by `detect`, after checking that the CPU has
+                    // AVX-512F, the only feature `avx512_tile` enables.
+                    unsafe { avx512_tile::<2, NU>(mu, kc, a, b, alpha, beta, c, ldc) }
+                })
+            } else {
+                by_width!(nu, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], |NU| {
+                    // SAFETY: as above, `self` proves the CPU has AVX-512F.
+                    unsafe { avx512_tile::<1, NU>(mu, kc, a, b, alpha, beta, c, ldc) }
+                })
+            }
         }
     }
 
-    /// `MV * 16 x NU` tile from a `KC x MV*16` panel of `A` and a `KC x NR` panel of `B`.
+    /// `mu x NU` tile (`(MV - 1) * 16 < mu <= MV * 16`) from the first `MV * 16` rows of a packed
+    /// `KC x 32` panel of `A` and a packed `KC x 12` panel of `B`.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::needless_range_loop)]
-    fn avx512_tile<const MV: usize, const NR: usize, const NU: usize>(
+    #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+    fn avx512_tile<const MV: usize, const NU: usize>(
+        mu: usize,
         kc: usize,
         a: &[f32],
         b: &[f32],
@@ -141,21 +218,20 @@ mod x86 {
         c: &mut [f32],
         ldc: usize,
     ) {
-        const L: usize = 16;
-        let mr = MV * L;
-        check_tile(mr, NR, NU, kc, a, b, c, ldc);
+        check_tile(Z_MR, Z_NR, mu, NU, kc, a, b, c, ldc);
+        assert!(MV * Z_L <= Z_MR && (MV - 1) * Z_L < mu && mu <= MV * Z_L, "sgemm kernel: mu for MV");
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
         let mut acc = [[_mm512_setzero_ps(); MV]; NU];
         for p in 0..kc {
             let mut av = [_mm512_setzero_ps(); MV];
             for v in 0..MV {
-                // SAFETY: `p < kc` and `v * L + L <= mr`, so the 16 floats read lie inside
-                // `a[..kc * mr]`, which `check_tile` verified.
-                av[v] = unsafe { _mm512_loadu_ps(ap.add(p * mr + v * L)) };
+                // SAFETY: `p < kc` and `v * 16 + 16 <= MV * 16 <= Z_MR`, so the 16 floats read lie
+                // inside `a[..kc * Z_MR]`, which `check_tile` verified.
+                av[v] = unsafe { _mm512_loadu_ps(ap.add(p * Z_MR + v * Z_L)) };
             }
             for j in 0..NU {
-                // SAFETY: `p < kc` and `j < NU <= NR`, so the index is below `kc * NR <= b.len()`.
-                let bj = _mm512_set1_ps(unsafe { *bp.add(p * NR + j) });
+                // SAFETY: `p < kc` and `j < NU <= Z_NR`, so the index is below `kc * Z_NR <= b.len()`.
+                let bj = _mm512_set1_ps(unsafe { *bp.add(p * Z_NR + j) });
                 for v in 0..MV {
                     acc[j][v] = _mm512_fmadd_ps(av[v], bj, acc[j][v]);
                 }
@@ -163,28 +239,34 @@ mod x86 {
         }
         let (va, vb) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
         let cp = c.as_mut_ptr();
-        for j in 0..NU {
-            for v in 0..MV {
+        for v in 0..MV {
+            // Rows `v * 16 ..` of the tile hold `lanes >= 1` live entries (by the assert above).
+            let lanes = (mu - v * Z_L).min(Z_L);
+            let mask: __mmask16 = if lanes == Z_L { !0 } else { (1 << lanes) - 1 };
+            for j in 0..NU {
                 let r = _mm512_mul_ps(acc[j][v], va);
-                // SAFETY: `j * ldc + v * L + L <= (NU - 1) * ldc + mr <= c.len()` (checked by
-                // `check_tile`), and `c` is borrowed mutably, so nothing else aliases it.
+                // SAFETY: the live lanes are `c[j * ldc + v * 16 ..][..lanes]`, and
+                // `j * ldc + v * 16 + lanes <= (NU - 1) * ldc + mu <= c.len()` (`check_tile`), so
+                // the pointer stays inside `c`; masked-off lanes are neither read nor written.
+                // `c` is borrowed mutably, so nothing else aliases it.
                 unsafe {
-                    let dst = cp.add(j * ldc + v * L);
-                    let r = if beta == 0.0 { r } else { _mm512_fmadd_ps(_mm512_loadu_ps(dst), vb, r) };
-                    _mm512_storeu_ps(dst, r);
+                    let dst = cp.add(j * ldc + v * Z_L);
+                    let r = if beta == 0.0 { r } else { _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, dst), vb, r) };
+                    _mm512_mask_storeu_ps(dst, mask, r);
                 }
             }
         }
     }
 
-    /// AVX2 + FMA kernel, `16 x 6`: two ymm of `A` per step, 12 ymm accumulators.
+    /// AVX2 + FMA kernel, `16 x 6`: two ymm of `A` per step, 12 ymm accumulators. Ragged tiles
+    /// go through a stack tile.
     #[derive(Clone, Copy, Debug)]
     pub(crate) struct Avx2Fma {
         _detected: (),
     }
 
-    pub(in crate::kernels::sgemm) const Y_MV: usize = 2;
-    pub(in crate::kernels::sgemm) const Y_MR: usize = 8 * Y_MV;
+    const Y_L: usize = 8;
+    pub(in crate::kernels::sgemm) const Y_MR: usize = 2 * Y_L;
     pub(in crate::kernels::sgemm) const Y_NR: usize = 6;
 
     impl Avx2Fma {
@@ -197,46 +279,55 @@ mod x86 {
     impl MicroKernel<Y_MR, Y_NR> for Avx2Fma {
         const KC: usize = 256;
         const MC: usize = 384;
-        const NC: usize = 4080;
+        const NC: usize = 2040;
 
         #[inline]
-        fn tile(&self, nu: usize, kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: &mut [f32], ldc: usize) {
-            check_tile(Y_MR, Y_NR, nu, kc, a, b, c, ldc);
-            by_width!(nu, [1, 2, 3, 4, 5, 6], |NU| {
-                // SAFETY: `Avx2Fma` is only built by `detect`, after checking that the CPU has
-                // AVX2 and FMA, the features `avx2_tile` enables.
-                unsafe { avx2_tile::<Y_MV, Y_NR, NU>(kc, a, b, alpha, beta, c, ldc) }
-            })
+        fn tile(
+            &self,
+            mu: usize,
+            nu: usize,
+            kc: usize,
+            a: &[f32],
+            b: &[f32],
+            alpha: f32,
+            beta: f32,
+            c: &mut [f32],
+            ldc: usize,
+        ) {
+            check_tile(Y_MR, Y_NR, mu, nu, kc, a, b, c, ldc);
+            if mu == Y_MR {
+                by_width!(nu, [1, 2, 3, 4, 5, 6], |NU| {
+                    // SAFETY: `Avx2Fma` is only built by `detect`, after checking that the CPU has
+                    // AVX2 and FMA, the features `avx2_tile` enables.
+                    unsafe { avx2_tile::<NU>(kc, a, b, alpha, beta, c, ldc) }
+                })
+            } else {
+                let mut acc = [0.0f32; Y_MR * Y_NR];
+                // SAFETY: as above, `self` proves the CPU has AVX2 and FMA.
+                unsafe { avx2_tile::<Y_NR>(kc, a, b, 1.0, 0.0, &mut acc, Y_MR) };
+                update_scalar(&acc, Y_MR, mu, nu, alpha, beta, c, ldc);
+            }
         }
     }
 
-    /// `MV * 8 x NU` tile from a `KC x MV*8` panel of `A` and a `KC x NR` panel of `B`.
+    /// Full `16 x NU` tile from a packed `KC x 16` panel of `A` and a packed `KC x 6` panel of `B`.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::needless_range_loop)]
-    fn avx2_tile<const MV: usize, const NR: usize, const NU: usize>(
-        kc: usize,
-        a: &[f32],
-        b: &[f32],
-        alpha: f32,
-        beta: f32,
-        c: &mut [f32],
-        ldc: usize,
-    ) {
-        const L: usize = 8;
-        let mr = MV * L;
-        check_tile(mr, NR, NU, kc, a, b, c, ldc);
+    fn avx2_tile<const NU: usize>(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: &mut [f32], ldc: usize) {
+        const MV: usize = Y_MR / Y_L;
+        check_tile(Y_MR, Y_NR, Y_MR, NU, kc, a, b, c, ldc);
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
         let mut acc = [[_mm256_setzero_ps(); MV]; NU];
         for p in 0..kc {
             let mut av = [_mm256_setzero_ps(); MV];
             for v in 0..MV {
-                // SAFETY: `p < kc` and `v * L + L <= mr`, so the 8 floats read lie inside
-                // `a[..kc * mr]`, which `check_tile` verified.
-                av[v] = unsafe { _mm256_loadu_ps(ap.add(p * mr + v * L)) };
+                // SAFETY: `p < kc` and `v * 8 + 8 <= Y_MR`, so the 8 floats read lie inside
+                // `a[..kc * Y_MR]`, which `check_tile` verified.
+                av[v] = unsafe { _mm256_loadu_ps(ap.add(p * Y_MR + v * Y_L)) };
             }
             for j in 0..NU {
-                // SAFETY: `p < kc` and `j < NU <= NR`, so the index is below `kc * NR <= b.len()`.
-                let bj = _mm256_set1_ps(unsafe { *bp.add(p * NR + j) });
+                // SAFETY: `p < kc` and `j < NU <= Y_NR`, so the index is below `kc * Y_NR <= b.len()`.
+                let bj = _mm256_set1_ps(unsafe { *bp.add(p * Y_NR + j) });
                 for v in 0..MV {
                     acc[j][v] = _mm256_fmadd_ps(av[v], bj, acc[j][v]);
                 }
@@ -247,10 +338,11 @@ mod x86 {
         for j in 0..NU {
             for v in 0..MV {
                 let r = _mm256_mul_ps(acc[j][v], va);
-                // SAFETY: `j * ldc + v * L + L <= (NU - 1) * ldc + mr <= c.len()` (checked by
-                // `check_tile`), and `c` is borrowed mutably, so nothing else aliases it.
+                // SAFETY: `j * ldc + v * 8 + 8 <= (NU - 1) * ldc + Y_MR <= c.len()` (checked by
+                // `check_tile` with `mu = Y_MR`), and `c` is borrowed mutably, so nothing else
+                // aliases it.
                 unsafe {
-                    let dst = cp.add(j * ldc + v * L);
+                    let dst = cp.add(j * ldc + v * Y_L);
                     let r = if beta == 0.0 { r } else { _mm256_fmadd_ps(_mm256_loadu_ps(dst), vb, r) };
                     _mm256_storeu_ps(dst, r);
                 }
@@ -277,48 +369,53 @@ pub(crate) const PACK_A_LEN: usize = Portable::KC * Portable::MC;
 pub(crate) const PACK_B_LEN: usize = Portable::KC * Portable::NC;
 
 // The B panels start right after A's, so A's length keeps them 64-byte aligned.
-const _: () = assert!(PACK_A_LEN % 16 == 0);
-const _: () = assert!(P_MR * P_NR <= TILE_CAP && Portable::MC % P_MR == 0 && Portable::NC % P_NR == 0);
+const _: () = assert!(PACK_A_LEN.is_multiple_of(16));
+const _: () =
+    assert!(P_MR * P_NR <= TILE_CAP && Portable::MC.is_multiple_of(P_MR) && Portable::NC.is_multiple_of(P_NR));
 #[cfg(target_arch = "x86_64")]
 const _: () = {
     use x86::*;
-    assert!(Z_MR * Z_NR <= TILE_CAP && Avx512::MC % Z_MR == 0 && Avx512::NC % Z_NR == 0);
-    assert!(Y_MR * Y_NR <= TILE_CAP && Avx2Fma::MC % Y_MR == 0 && Avx2Fma::NC % Y_NR == 0);
+    assert!(Z_MR * Z_NR <= TILE_CAP && Y_MR * Y_NR <= TILE_CAP);
+    assert!(Avx512::MC.is_multiple_of(Z_MR) && Avx512::NC.is_multiple_of(Z_NR));
+    assert!(Avx2Fma::MC.is_multiple_of(Y_MR) && Avx2Fma::NC.is_multiple_of(Y_NR));
 };
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every width `nu`, several depths and both a tight and a padded `ldc`, against a float64
-    /// loop; entries of `c` outside the tile must stay untouched, and `beta == 0` must ignore NaN.
+    /// Every width `nu`, ragged and full heights `mu`, several depths and both a tight and a
+    /// padded `ldc`, against a float64 loop. The kernel gets a `c` slice that ends exactly at the
+    /// tile's last element; entries outside the tile must stay untouched, and `beta == 0` must
+    /// ignore the NaN already in `c`.
     fn check_kernel<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(kern: K) {
+        let mut heights = vec![1, 3, MR / 2 - 1, MR / 2, MR / 2 + 1, MR - 1, MR];
+        heights.dedup();
         for kc in [1, 2, 7, 64, 257] {
             let a: Vec<f32> = (0..kc * MR).map(|i| ((i * 7 + 3) % 23) as f32 * 0.25 - 2.5).collect();
             let b: Vec<f32> = (0..kc * NR).map(|i| ((i * 5 + 1) % 19) as f32 * 0.5 - 4.0).collect();
-            for nu in 1..=NR {
-                for ldc in [MR, MR + 3] {
+            let dots: Vec<f64> = (0..MR * NR)
+                .map(|ij| (0..kc).map(|p| a[p * MR + ij % MR] as f64 * b[p * NR + ij / MR] as f64).sum())
+                .collect();
+            for (&mu, nu) in heights.iter().flat_map(|mu| std::iter::repeat(mu).zip(1..=NR)) {
+                for ldc in [mu, MR + 3] {
                     for (alpha, beta) in [(1.0f32, 0.0f32), (-0.75, 0.0), (2.0, 0.5), (1.0, 1.0)] {
                         let len = (NR - 1) * ldc + MR + 2;
                         let init = |i: usize| if beta == 0.0 { f32::NAN } else { (i % 13) as f32 - 6.0 };
                         let mut c: Vec<f32> = (0..len).map(init).collect();
-                        kern.tile(nu, kc, &a, &b, alpha, beta, &mut c, ldc);
+                        kern.tile(mu, nu, kc, &a, &b, alpha, beta, &mut c[..(nu - 1) * ldc + mu], ldc);
                         for (idx, &got) in c.iter().enumerate() {
                             let (j, i) = (idx / ldc, idx % ldc);
-                            if j < nu && i < MR {
-                                let dot: f64 = (0..kc).map(|p| a[p * MR + i] as f64 * b[p * NR + j] as f64).sum();
+                            if j < nu && i < mu {
                                 let old = if beta == 0.0 { 0.0 } else { beta as f64 * init(idx) as f64 };
-                                let want = alpha as f64 * dot + old;
+                                let want = alpha as f64 * dots[j * MR + i] + old;
                                 assert!(
                                     (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                                    "{kern:?} kc {kc} nu {nu} ldc {ldc} ({i}, {j}): {got} vs {want}"
+                                    "{kern:?} kc {kc} mu {mu} nu {nu} ldc {ldc} ({i}, {j}): {got} vs {want}"
                                 );
                             } else {
-                                assert_eq!(
-                                    got.to_bits(),
-                                    init(idx).to_bits(),
-                                    "{kern:?} wrote outside the tile at {idx}"
-                                );
+                                let at = format!("{kern:?} mu {mu} nu {nu} ldc {ldc}: wrote outside the tile at {idx}");
+                                assert_eq!(got.to_bits(), init(idx).to_bits(), "{at}");
                             }
                         }
                     }
@@ -355,6 +452,6 @@ mod tests {
     fn kernel_rejects_short_c() {
         let (a, b) = ([1.0f32; P_MR], [1.0f32; P_NR]);
         let mut c = [0.0f32; P_MR + 1];
-        Portable.tile(2, 1, &a, &b, 1.0, 0.0, &mut c, P_MR);
+        Portable.tile(P_MR, 2, 1, &a, &b, 1.0, 0.0, &mut c, P_MR);
     }
 }

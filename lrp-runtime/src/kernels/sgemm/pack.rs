@@ -20,6 +20,38 @@ pub(super) fn pack_panels<const R: usize>(
     rows: usize,
     depth: usize,
 ) {
+    pack_panels_with::<R>(dst, src, r0, d0, rows, depth, transpose_scalar::<R>);
+}
+
+/// [`pack_panels`] with the AVX-512 transpose for panels whose rows are contiguous along the
+/// depth; the [`Avx512`](super::kernel::Avx512) value proves the CPU has it.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn pack_panels_avx512<const R: usize>(
+    _cpu: super::kernel::Avx512,
+    dst: &mut [f32],
+    src: MatRef<'_>,
+    r0: usize,
+    d0: usize,
+    rows: usize,
+    depth: usize,
+) {
+    pack_panels_with::<R>(dst, src, r0, d0, rows, depth, |panel, rows| {
+        // SAFETY: an `Avx512` value is only built after detecting AVX-512F, the only feature
+        // `transpose_avx512` enables.
+        unsafe { x86::transpose_avx512::<R>(panel, rows) }
+    });
+}
+
+/// The panel loop, with `transpose` packing full panels whose rows are contiguous along the depth.
+fn pack_panels_with<const R: usize>(
+    dst: &mut [f32],
+    src: MatRef<'_>,
+    r0: usize,
+    d0: usize,
+    rows: usize,
+    depth: usize,
+    transpose: impl Fn(&mut [f32], &[&[f32]; R]),
+) {
     let panel_len = R * depth;
     let panels = rows.div_ceil(R);
     if panel_len == 0 {
@@ -30,7 +62,11 @@ pub(super) fn pack_panels<const R: usize>(
         if rr == R && src.rs == 1 {
             pack_unit_row_stride::<R>(panel, src, i0, d0);
         } else if rr == R && src.cs == 1 {
-            pack_unit_depth_stride::<R>(panel, src, i0, d0, depth);
+            let rows: [&[f32]; R] = std::array::from_fn(|i| {
+                let s = (i0 + i) * src.rs + d0;
+                &src.data[s..s + depth]
+            });
+            transpose(panel, &rows);
         } else {
             pack_strided::<R>(panel, src, i0, d0, rr);
         }
@@ -45,28 +81,88 @@ fn pack_unit_row_stride<const R: usize>(panel: &mut [f32], src: MatRef<'_>, i0: 
     }
 }
 
-/// Full panel, each row contiguous along the depth: a transpose. Blocks of `T` depth steps keep
-/// the `R` source rows' reads sequential while the writes fill whole panel columns.
-fn pack_unit_depth_stride<const R: usize>(panel: &mut [f32], src: MatRef<'_>, i0: usize, d0: usize, depth: usize) {
-    const T: usize = 8;
-    let rows: [&[f32]; R] = std::array::from_fn(|i| {
-        let s = (i0 + i) * src.rs + d0;
-        &src.data[s..s + depth]
-    });
-    let full = depth / T * T;
-    for (blk, out) in panel[..full * R].chunks_exact_mut(T * R).enumerate() {
-        let d = blk * T;
-        for (i, row) in rows.iter().enumerate() {
-            let vals: &[f32; T] = row[d..d + T].try_into().expect("block of T");
-            for (t, &v) in vals.iter().enumerate() {
-                out[t * R + i] = v;
+/// Full panel from `R` rows contiguous along the depth (all of length `depth`): a transpose,
+/// `panel[d * R + i] = rows[i][d]`.
+fn transpose_scalar<const R: usize>(panel: &mut [f32], rows: &[&[f32]; R]) {
+    let depth = rows.first().map_or(0, |r| r.len());
+    for (d, out) in panel[..depth * R].chunks_exact_mut(R).enumerate() {
+        for (o, row) in out.iter_mut().zip(rows) {
+            *o = row[d];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `panel[d * R + i] = rows[i][d]` for rows of equal length, 16 x 16 blocks at a time in
+    /// registers. A last group of fewer than 16 rows (`R` not a multiple of 16) is transposed
+    /// with zero rows below it and stored under a lane mask.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn transpose_avx512<const R: usize>(panel: &mut [f32], rows: &[&[f32]; R]) {
+        const L: usize = 16;
+        let depth = rows.first().map_or(0, |r| r.len());
+        assert!(rows.iter().all(|r| r.len() == depth), "transpose_avx512: ragged rows");
+        let full = depth / L * L;
+        for (blk, out) in panel[..full * R].chunks_exact_mut(L * R).enumerate() {
+            let d = blk * L;
+            for h in (0..R).step_by(L) {
+                let live = (R - h).min(L);
+                let mut r = [_mm512_setzero_ps(); L];
+                for (i, v) in r.iter_mut().enumerate().take(live) {
+                    let src: &[f32; L] = rows[h + i][d..d + L].try_into().expect("16 floats");
+                    // SAFETY: `src` is exactly the 16 floats the load reads.
+                    *v = unsafe { _mm512_loadu_ps(src.as_ptr()) };
+                }
+                let mask: __mmask16 = if live == L { !0 } else { (1 << live) - 1 };
+                for (t, v) in transpose16(r).into_iter().enumerate() {
+                    let dst = &mut out[t * R + h..t * R + h + live];
+                    // SAFETY: the mask enables exactly the first `live` lanes, which are the
+                    // `live` floats of `dst` (borrowed mutably); masked-off lanes are not written.
+                    unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, v) };
+                }
+            }
+        }
+        for (t, out) in panel[full * R..depth * R].chunks_exact_mut(R).enumerate() {
+            for (o, row) in out.iter_mut().zip(rows) {
+                *o = row[full + t];
             }
         }
     }
-    for (t, out) in panel[full * R..].chunks_exact_mut(R).enumerate() {
-        for (o, row) in out.iter_mut().zip(&rows) {
-            *o = row[full + t];
+
+    /// Transposes a 16 x 16 block held as 16 row registers: output `t` is column `t`.
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        // Interleave row pairs: a[2k] lane l = (r2k[4l], r2k+1[4l], r2k[4l+1], r2k+1[4l+1]), a[2k+1]
+        // the same for columns 4l+2, 4l+3.
+        let mut a = [_mm512_setzero_ps(); 16];
+        for k in 0..8 {
+            a[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+            a[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
         }
+        // b[4k + c] lane l = column 4l + c of rows 4k .. 4k + 4.
+        let mut b = [_mm512_setzero_ps(); 16];
+        for k in 0..4 {
+            let x: [__m512d; 4] = std::array::from_fn(|i| _mm512_castps_pd(a[4 * k + i]));
+            b[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(x[0], x[2]));
+            b[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(x[0], x[2]));
+            b[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(x[1], x[3]));
+            b[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(x[1], x[3]));
+        }
+        // Gather lane l of b[c], b[4 + c], b[8 + c], b[12 + c] into column 4l + c.
+        let mut o = [_mm512_setzero_ps(); 16];
+        for c in 0..4 {
+            let c0 = _mm512_shuffle_f32x4::<0x88>(b[c], b[4 + c]);
+            let c1 = _mm512_shuffle_f32x4::<0xdd>(b[c], b[4 + c]);
+            let d0 = _mm512_shuffle_f32x4::<0x88>(b[8 + c], b[12 + c]);
+            let d1 = _mm512_shuffle_f32x4::<0xdd>(b[8 + c], b[12 + c]);
+            o[c] = _mm512_shuffle_f32x4::<0x88>(c0, d0);
+            o[4 + c] = _mm512_shuffle_f32x4::<0x88>(c1, d1);
+            o[8 + c] = _mm512_shuffle_f32x4::<0xdd>(c0, d0);
+            o[12 + c] = _mm512_shuffle_f32x4::<0xdd>(c1, d1);
+        }
+        o
     }
 }
 
@@ -84,26 +180,39 @@ fn pack_strided<const R: usize>(panel: &mut [f32], src: MatRef<'_>, i0: usize, d
 mod tests {
     use super::*;
 
-    /// Checks the packed layout of every `(r0, d0, rows, depth)` block against direct indexing.
+    /// Checks the packed layout of one `(r0, d0, rows, depth)` block against direct indexing, for
+    /// the portable packer and, where the CPU has it and `R` allows, the AVX-512 one.
     fn check<const R: usize>(src: MatRef<'_>, r0: usize, d0: usize, rows: usize, depth: usize) {
         let panels = rows.div_ceil(R);
-        let mut dst = vec![f32::NAN; panels * R * depth + 3];
-        pack_panels::<R>(&mut dst, src, r0, d0, rows, depth);
-        for q in 0..panels {
-            for d in 0..depth {
-                for i in 0..R {
-                    let got = dst[q * R * depth + d * R + i];
-                    let row = q * R + i;
-                    let want = if row < rows { src.data[(r0 + row) * src.rs + (d0 + d) * src.cs] } else { 0.0 };
-                    assert_eq!(got.to_bits(), want.to_bits(), "R={R} panel {q} d {d} i {i}");
+        type Packer<'a> = Box<dyn Fn(&mut [f32]) + 'a>;
+        let mut packers: Vec<(&str, Packer<'_>)> =
+            vec![("portable", Box::new(|dst: &mut [f32]| pack_panels::<R>(dst, src, r0, d0, rows, depth)))];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(cpu) = super::super::kernel::Avx512::detect() {
+            packers.push((
+                "avx512",
+                Box::new(move |dst: &mut [f32]| pack_panels_avx512::<R>(cpu, dst, src, r0, d0, rows, depth)),
+            ));
+        }
+        for (name, pack) in &packers {
+            let mut dst = vec![f32::NAN; panels * R * depth + 3];
+            pack(&mut dst);
+            for q in 0..panels {
+                for d in 0..depth {
+                    for i in 0..R {
+                        let got = dst[q * R * depth + d * R + i];
+                        let row = q * R + i;
+                        let want = if row < rows { src.data[(r0 + row) * src.rs + (d0 + d) * src.cs] } else { 0.0 };
+                        assert_eq!(got.to_bits(), want.to_bits(), "{name} R={R} panel {q} d {d} i {i}");
+                    }
                 }
             }
+            assert!(dst[panels * R * depth..].iter().all(|v| v.is_nan()), "{name} wrote past the panels");
         }
-        assert!(dst[panels * R * depth..].iter().all(|v| v.is_nan()), "wrote past the panels");
     }
 
     fn each_layout(f: impl Fn(MatRef<'_>)) {
-        let (m, k) = (37, 29);
+        let (m, k) = (70, 53);
         let data: Vec<f32> = (0..(m + 2) * (k + 3)).map(|i| i as f32 + 0.5).collect();
         // Row-major, column-major, padded leading dimension both ways, and a general stride.
         f(MatRef { data: &data, rows: m, cols: k, rs: k, cs: 1 });
@@ -120,10 +229,13 @@ mod tests {
                 (0, 0, src.rows, src.cols),
                 (3, 5, src.rows - 3, 7.min(src.cols - 5)),
                 (1, 2, 9.min(src.rows - 1), 17.min(src.cols - 2)),
+                (1, 2, src.rows - 1, src.cols - 2),
             ];
             for &(r0, d0, rows, depth) in &blocks {
                 check::<8>(src, r0, d0, rows, depth);
                 check::<16>(src, r0, d0, rows, depth);
+                check::<32>(src, r0, d0, rows, depth);
+                check::<12>(src, r0, d0, rows, depth);
                 check::<6>(src, r0, d0, rows, depth);
                 check::<4>(src, r0, d0, rows, depth);
                 check::<1>(src, r0, d0, rows, depth);

@@ -1,0 +1,136 @@
+//! Zero overhead: once a workspace is built, `predict` and `explain` allocate nothing, for a
+//! CNN (conv, BatchNorm, pooling, dense), an MLP and a bidirectional LSTM. A counting global
+//! allocator sees every heap allocation of this test binary.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use lrp::runtime::weights::serialize_f32;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged, only counting them.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+lrp::network!(file = "specs/lenet.lrp");
+lrp::network!(file = "specs/mlp.lrp");
+lrp::network!(file = "specs/bilstm.lrp");
+
+fn random_weights(tensors: &[(&str, &[usize])]) -> Vec<u8> {
+    let data: Vec<Vec<f32>> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n: usize = shape.iter().product();
+            (0..n)
+                .map(|j| {
+                    let v = ((i * 7919 + j * 104729) % 1000) as f32 / 1000.0 - 0.5;
+                    if name.ends_with("running_var") { 1.0 + v.abs() } else { v * 0.2 }
+                })
+                .collect()
+        })
+        .collect();
+    let refs: Vec<(&str, &[usize], &[f32])> =
+        tensors.iter().zip(&data).map(|((n, s), d)| (*n, *s, d.as_slice())).collect();
+    serialize_f32(&refs).unwrap()
+}
+
+/// Allocations made by `f`.
+fn allocations(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    f();
+    ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+// One test function: the counter is global, and tests run on parallel threads.
+#[test]
+fn predict_and_explain_allocate_nothing() {
+    let lenet = LeNet::from_bytes(&random_weights(LeNet::TENSORS)).unwrap();
+    let mut ws = lenet.workspace(4);
+    let images: Vec<f32> = (0..4 * 784).map(|i| (i % 255) as f32 / 255.0).collect();
+    assert_eq!(
+        allocations(|| {
+            let _ = lenet.predict(&mut ws, &images).unwrap();
+        }),
+        0,
+        "LeNet predict"
+    );
+    assert_eq!(
+        allocations(|| {
+            let _ = lenet.explain(&mut ws, &images, lrp::Target::Predicted).unwrap();
+        }),
+        0,
+        "LeNet explain"
+    );
+    assert_eq!(
+        allocations(|| {
+            let _ = lenet.explain(&mut ws, &images[..784], 3usize).unwrap();
+        }),
+        0,
+        "LeNet explain, batch 1"
+    );
+
+    let mlp = Mlp::from_bytes(&random_weights(Mlp::TENSORS)).unwrap();
+    let mut ws = mlp.workspace(2);
+    assert_eq!(
+        allocations(|| {
+            let _ = mlp.predict(&mut ws, &images[..1568]).unwrap();
+        }),
+        0,
+        "MLP predict"
+    );
+    assert_eq!(
+        allocations(|| {
+            let _ = mlp.explain(&mut ws, &images[..784], lrp::Target::Predicted).unwrap();
+        }),
+        0,
+        "MLP explain"
+    );
+
+    let lstm = BiLstm::from_bytes(&random_weights(BiLstm::TENSORS)).unwrap();
+    let mut ws = lstm.workspace(12, 2);
+    let (a, b): (Vec<usize>, Vec<usize>) = ((0..12).map(|t| t % 25).collect(), (0..5).map(|t| (t * 3) % 25).collect());
+    assert_eq!(
+        allocations(|| {
+            let _ = lstm.predict(&mut ws, &a).unwrap();
+        }),
+        0,
+        "BiLSTM predict"
+    );
+    assert_eq!(
+        allocations(|| {
+            let _ = lstm.explain(&mut ws, &b, lrp::Target::Predicted).unwrap();
+        }),
+        0,
+        "BiLSTM explain"
+    );
+    assert_eq!(
+        allocations(|| {
+            let _ = lstm.explain_batch(&mut ws, &[&a, &b], lrp::Target::Predicted).unwrap();
+        }),
+        0,
+        "BiLSTM batch"
+    );
+}
