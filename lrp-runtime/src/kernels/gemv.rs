@@ -27,11 +27,37 @@ fn dot_body<const FMA: bool>(x: &[f32], y: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `y += alpha x`.
+/// Outputs kept in registers per pass over the rows.
+const BLOCK: usize = 64;
+
+/// `y += alpha sum_p x_p w_p`, `w_p = w[p rs..]` the rows: `y` is walked in blocks of 64 that
+/// stay in registers while every row with `x_p != 0` is added (rows with `x_p = 0` are skipped,
+/// so a zero coefficient never multiplies a row).
 #[inline(always)]
-fn axpy_body<const FMA: bool>(alpha: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = if FMA { xi.mul_add(alpha, *yi) } else { *yi + alpha * xi };
+fn rows_body<const FMA: bool>(alpha: f32, x: &[f32], w: &[f32], rs: usize, y: &mut [f32]) {
+    let len = y.len();
+    for start in (0..len).step_by(BLOCK) {
+        let width = (len - start).min(BLOCK);
+        let mut acc = [0.0f32; BLOCK];
+        acc[..width].copy_from_slice(&y[start..start + width]);
+        for (p, &xp) in x.iter().enumerate() {
+            if xp == 0.0 {
+                continue;
+            }
+            let a = alpha * xp;
+            let row = &w[p * rs + start..p * rs + start + width];
+            if width == BLOCK {
+                let row: &[f32; BLOCK] = row.try_into().unwrap_or(&[0.0; BLOCK]);
+                for i in 0..BLOCK {
+                    acc[i] = if FMA { row[i].mul_add(a, acc[i]) } else { acc[i] + a * row[i] };
+                }
+            } else {
+                for (s, &r) in acc[..width].iter_mut().zip(row) {
+                    *s = if FMA { r.mul_add(a, *s) } else { *s + a * r };
+                }
+            }
+        }
+        y[start..start + width].copy_from_slice(&acc[..width]);
     }
 }
 
@@ -43,8 +69,8 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
-    pub fn axpy_avx512(alpha: f32, x: &[f32], y: &mut [f32]) {
-        super::axpy_body::<true>(alpha, x, y)
+    pub fn rows_avx512(alpha: f32, x: &[f32], w: &[f32], rs: usize, y: &mut [f32]) {
+        super::rows_body::<true>(alpha, x, w, rs, y)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -53,8 +79,8 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub fn axpy_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
-        super::axpy_body::<true>(alpha, x, y)
+    pub fn rows_avx2(alpha: f32, x: &[f32], w: &[f32], rs: usize, y: &mut [f32]) {
+        super::rows_body::<true>(alpha, x, w, rs, y)
     }
 }
 
@@ -98,15 +124,15 @@ fn dot(isa: Isa, x: &[f32], y: &[f32]) -> f32 {
     }
 }
 
-fn axpy(isa: Isa, alpha: f32, x: &[f32], y: &mut [f32]) {
+fn rows(isa: Isa, alpha: f32, x: &[f32], w: &[f32], rs: usize, y: &mut [f32]) {
     match isa {
-        Isa::Portable => axpy_body::<false>(alpha, x, y),
+        Isa::Portable => rows_body::<false>(alpha, x, w, rs, y),
         // SAFETY: `Isa::Avx512` is only chosen when the CPU reports avx512f.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::axpy_avx512(alpha, x, y) },
+        Isa::Avx512 => unsafe { x86::rows_avx512(alpha, x, w, rs, y) },
         // SAFETY: `Isa::Avx2` is only chosen when the CPU reports avx2 and fma.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::axpy_avx2(alpha, x, y) },
+        Isa::Avx2 => unsafe { x86::rows_avx2(alpha, x, w, rs, y) },
     }
 }
 
@@ -151,12 +177,8 @@ pub(crate) fn try_gemv_with(isa: Isa, alpha: f32, a: MatRef<'_>, b: MatRef<'_>, 
     } else if w.cs == 1 && stride == 1 {
         // Row p of w is contiguous: accumulate alpha x_p w_p into the output.
         scale(c.data, len, 1, beta);
-        let out = &mut c.data[..len];
-        for (p, &xp) in x.iter().enumerate() {
-            if xp != 0.0 {
-                axpy(isa, alpha * xp, &w.data[p * w.rs..p * w.rs + len], out);
-            }
-        }
+        // The last row read ends at (k - 1) rs + len, inside `w` (checked by the caller).
+        rows(isa, alpha, x, w.data, w.rs, &mut c.data[..len]);
         true
     } else {
         false
