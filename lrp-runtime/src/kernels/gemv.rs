@@ -1,4 +1,4 @@
-//! Matrix-vector products, the `m = 1` and `n = 1` cases of [`super::gemm`]: a dot product per
+//! Matrix-vector products, the `m = 1` and `n = 1` cases of [`super::gemm::gemm`]: a dot product per
 //! output where the matrix is read along its contiguous rows, an axpy per input otherwise. No
 //! packing, so a batch-1 dense layer reads its weights exactly once.
 //!

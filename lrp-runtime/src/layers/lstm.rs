@@ -20,7 +20,9 @@
 //! With [`ProductRule::All`] and `eps = 0.001` this is exactly Arras et al.'s `LSTM_bidi.lrp` with
 //! `bias_factor = 0`.
 
-use super::recurrent::{Cell, CellParams, CellWeights, Lrp, Recurrent, Step, matvec_by_transpose, matvec_t};
+use super::recurrent::{
+    Cell, CellParams, CellWeights, Lrp, Recurrent, Step, matvec_by_transpose, matvec_t, recurrent_layer,
+};
 use super::{ProductRule, RecurrentGeom};
 use crate::error::Result;
 use crate::kernels::activations::{sigmoid_inplace, tanh_inplace};
@@ -130,91 +132,11 @@ impl Cell for LstmCell {
     }
 }
 
-/// `nn.LSTM` (any number of stacked layers, uni- or bidirectional) over one sequence; see the
-/// module documentation for its LRP.
-#[derive(Clone, Debug)]
-pub struct Lstm {
-    core: Recurrent<LstmCell>,
-}
-
-impl Lstm {
-    /// Loads `{name}.weight_ih_l{k}[_reverse]` `[4d, in_k]`, `weight_hh_l{k}` `[4d, d]`,
-    /// `bias_ih_l{k}`, `bias_hh_l{k}` `[4d]` (gate order i, f, g, o) for every layer `k` and
-    /// direction; `has_bias = false` loads no biases.
-    pub fn load(weights: &mut Weights, name: &str, geom: RecurrentGeom, has_bias: bool) -> Result<Self> {
-        Recurrent::load(weights, name, geom, has_bias).map(|core| Lstm { core })
-    }
-
-    /// From parameters ordered layer-major, direction-minor; validates every length.
-    pub fn new(name: &str, geom: RecurrentGeom, params: Vec<CellParams>) -> Result<Self> {
-        Recurrent::new(name, geom, params).map(|core| Lstm { core })
-    }
-
-    pub fn name(&self) -> &str {
-        self.core.name()
-    }
-
-    pub fn geom(&self) -> &RecurrentGeom {
-        self.core.geom()
-    }
-
-    /// The product rule (default [`ProductRule::All`]).
-    pub fn rule(&self) -> ProductRule {
-        self.core.rule()
-    }
-
-    /// The epsilon of the linear maps inside the cell (default 0.001).
-    pub fn epsilon(&self) -> f32 {
-        self.core.epsilon()
-    }
-
-    /// Product rule and epsilon of every linear map inside the cell (defaults:
-    /// [`ProductRule::All`], 0.001); `epsilon` must be finite and `>= 0`.
-    pub fn set_rule(&mut self, rule: ProductRule, epsilon: f32) -> Result<()> {
-        self.core.set_rule(rule, epsilon)
-    }
-
-    /// f32 elements of the forward trace for up to `max_steps` steps.
-    pub fn trace_len(&self, max_steps: usize) -> usize {
-        self.core.trace_len(max_steps)
-    }
-
-    /// f32 elements of scratch [`Self::relevance`] and [`Self::gradient`] need for up to
-    /// `max_steps` steps.
-    pub fn scratch_len(&self, max_steps: usize) -> usize {
-        self.core.scratch_len(max_steps)
-    }
-
-    /// Forward pass over `x` = `[steps, input_size]`, writing the trace and the output
-    /// `y` `[geom.out_len()]`; `h_0 = c_0 = 0`.
-    pub fn forward(&self, x: &[f32], steps: usize, trace: &mut [f32], y: &mut [f32]) -> Result<()> {
-        self.core.forward(x, steps, trace, y)
-    }
-
-    /// LRP: the relevance `r_in` `[steps, input_size]` (overwritten) of every input from the
-    /// output relevance `r_out` `[out_len]`, using the trace of the last forward pass over `x`.
-    pub fn relevance(
-        &self,
-        x: &[f32],
-        steps: usize,
-        trace: &[f32],
-        r_out: &[f32],
-        r_in: &mut [f32],
-        scratch: &mut [f32],
-    ) -> Result<()> {
-        self.core.relevance(x, steps, trace, r_out, r_in, scratch)
-    }
-
-    /// The exact gradient `g_in = d<g_out, y>/dx` `[steps, input_size]` (overwritten).
-    pub fn gradient(
-        &self,
-        x: &[f32],
-        steps: usize,
-        trace: &[f32],
-        g_out: &[f32],
-        g_in: &mut [f32],
-        scratch: &mut [f32],
-    ) -> Result<()> {
-        self.core.gradient(x, steps, trace, g_out, g_in, scratch)
-    }
-}
+recurrent_layer!(
+    /// `nn.LSTM` (any number of stacked layers, uni- or bidirectional) over one sequence; see the
+    /// module documentation for its LRP.
+    Lstm,
+    LstmCell,
+    4,
+    "i, f, g, o"
+);
