@@ -45,6 +45,9 @@ pub struct Layer {
     pub rule: Option<RuleIr>,
     /// Filled by `analyse_signs`: the layer's input is provably `>= 0`.
     pub input_nonneg: bool,
+    /// Filled by `analyse_gating`: relevance reaching this layer's outputs with `z <= 0` is
+    /// provably zero (a ReLU follows, and its consumer multiplies relevance by its input).
+    pub output_gated: bool,
 }
 
 /// What a layer computes.

@@ -383,6 +383,7 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
         out_seq: false,
         rule: None,
         input_nonneg: false,
+        output_gated: false,
     })
 }
 

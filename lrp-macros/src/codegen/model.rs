@@ -252,7 +252,8 @@ fn from_weights_body(net: &Network) -> TokenStream {
     let prepares = net.layers.iter().filter_map(|l| {
         let rule = rule_tokens(l.rule.as_ref()?);
         let (f, nonneg) = (&l.field, l.input_nonneg);
-        Some(quote!(#f.prepare(&#rule, #nonneg)?;))
+        let gate = l.output_gated.then(|| quote!(#f.set_output_gated(true)?;));
+        Some(quote!(#gate #f.prepare(&#rule, #nonneg)?;))
     });
     quote! {
         #(#loads)*

@@ -9,7 +9,7 @@ mod signs;
 pub use batchnorm::plan_batchnorm;
 pub use rules::assign_rules;
 pub use shapes::infer_shapes;
-pub use signs::analyse_signs;
+pub use signs::{analyse_gating, analyse_signs};
 
 use crate::ctxt::Ctxt;
 use crate::ir::Network;
@@ -20,6 +20,7 @@ pub fn run(cx: &mut Ctxt, net: &mut Network) {
     plan_batchnorm(net);
     assign_rules(cx, net);
     analyse_signs(net);
+    analyse_gating(net);
 }
 
 /// The name a user knows the producer of layer `i`'s input by.

@@ -1,7 +1,7 @@
 //! `analyse_signs`: marks layers whose input is provably non-negative (after a ReLU, through
 //! pooling and reshapes), so the rules can drop their terms for negative inputs.
 
-use crate::ir::{BnPlacement, Network, Op};
+use crate::ir::{BnPlacement, Network, Op, RuleIr};
 
 /// Sets `input_nonneg` of every layer.
 pub fn analyse_signs(net: &mut Network) {
@@ -15,6 +15,43 @@ pub fn analyse_signs(net: &mut Network) {
             // Max/avg of non-negative values, reshapes, and BatchNorm folded elsewhere.
             Op::BatchNorm(_) | Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::Flatten | Op::Dropout | Op::Identity => nonneg,
         };
+    }
+}
+
+/// Whether the relevance reaching layer `i`'s input is zero wherever that input is zero: the
+/// layer multiplies relevance by its input (linear rules other than flat, w² and z^B, average
+/// pooling, an explicit BatchNorm), or routes it on unchanged to a layer that does (max-pooling's
+/// winner of an all-zero window is zero; ReLU and reshapes).
+fn scales_by_input(net: &Network, i: usize) -> bool {
+    let Some(layer) = net.layers.get(i) else {
+        // The logits: a given output relevance may be anything.
+        return false;
+    };
+    match &layer.op {
+        Op::Linear { .. } | Op::Conv2d(_) => {
+            !matches!(layer.rule, Some(RuleIr::Flat | RuleIr::WSquare | RuleIr::ZBox { .. }) | None)
+        }
+        Op::AvgPool2d(_) => true,
+        Op::BatchNorm(n) if n.placement == BnPlacement::Explicit => true,
+        Op::MaxPool2d(_) | Op::ReLU | Op::BatchNorm(_) | Op::Flatten | Op::Dropout | Op::Identity => {
+            scales_by_input(net, i + 1)
+        }
+        Op::Embedding { .. } | Op::Recurrent(_) => false,
+    }
+}
+
+/// Sets `output_gated` of every linear layer followed by a ReLU (past reshapes and folded
+/// BatchNorms) whose consumer
+/// [`scales_by_input`]: the ReLU zeroes those outputs, so no relevance comes back to them.
+pub fn analyse_gating(net: &mut Network) {
+    for i in 0..net.layers.len() {
+        if !net.layers[i].op.is_linear() {
+            continue;
+        }
+        // Past reshapes and BatchNorms folded away (`conv -> BatchNorm -> ReLU`).
+        let next = (i + 1..net.layers.len()).find(|&j| !net.layers[j].op.is_passthrough());
+        let gated = next.is_some_and(|j| net.layers[j].op == Op::ReLU && scales_by_input(net, j + 1));
+        net.layers[i].output_gated = gated;
     }
 }
 
@@ -37,5 +74,9 @@ mod tests {
         let signs: Vec<bool> = net.layers.iter().map(|l| l.input_nonneg).collect();
         // The first BatchNorm folds into the conv after it, which then reads the pooled ReLU output.
         assert_eq!(signs, vec![false, false, true, true, true, false, true, true, true]);
+        // Both convolutions feed a ReLU whose consumers (max-pool then epsilon; explicit-or-folded
+        // BatchNorm then epsilon) scale relevance by their input; the last Linear feeds the logits.
+        let gated: Vec<bool> = net.layers.iter().map(|l| l.output_gated).collect();
+        assert_eq!(gated, vec![true, false, false, false, true, false, false, false, false]);
     }
 }

@@ -5,7 +5,7 @@ use super::batchnorm::BatchNorm;
 use super::check_buffers;
 use crate::error::{Error, Result};
 use crate::kernels::{Conv2dGeom, MatMut, MatRef, col2im, elementwise::stabilize, gemm, im2col};
-use crate::rules::{Bound, DEFAULT_STABILIZER, GroupSpec, InputMod, ParamMod, Rule, TermSpec};
+use crate::rules::{Bound, DEFAULT_STABILIZER, GroupSpec, InputMod, Mask, ParamMod, Rule, TermSpec};
 use crate::weights::Weights;
 
 /// The shape of a linear map.
@@ -87,6 +87,7 @@ pub struct LinearMap {
     bias: Vec<f32>,
     rule: Rule,
     input_nonneg: bool,
+    output_gated: bool,
     groups: Vec<Group>,
 }
 
@@ -121,6 +122,7 @@ impl LinearMap {
             bias,
             rule: Rule::Epsilon { epsilon: DEFAULT_STABILIZER, ignore_bias: false },
             input_nonneg: false,
+            output_gated: false,
             groups: Vec::new(),
         };
         layer.reprepare()?;
@@ -209,6 +211,15 @@ impl LinearMap {
         self.reprepare()
     }
 
+    /// Declares that the relevance reaching outputs with `z <= 0` is zero: a ReLU follows and
+    /// whatever reads it multiplies relevance by its input (the compiler proves it). Groups that
+    /// redistribute only `z < 0` (the gamma rule's second) are then skipped: exact, and half of
+    /// gamma's transposed products.
+    pub fn set_output_gated(&mut self, gated: bool) -> Result<()> {
+        self.output_gated = gated;
+        self.reprepare()
+    }
+
     /// Prepares `rule`: builds its terms and computes every parameter transform and constant
     /// denominator once. `input_nonneg`: the compiler proved this layer's input `>= 0`.
     pub fn prepare(&mut self, rule: &Rule, input_nonneg: bool) -> Result<()> {
@@ -216,7 +227,9 @@ impl LinearMap {
             .map_err(|message| Error::InvalidParameter { what: format!("rule of layer `{}`", self.name), message })?;
         let in_len = self.kind.in_len();
         let mut groups = Vec::new();
-        for spec in rule.groups(input_nonneg) {
+        // Gated outputs receive no relevance where z <= 0: groups masked to z < 0 have nothing to do.
+        let specs = rule.groups(input_nonneg).into_iter().filter(|g| !(self.output_gated && g.mask == Mask::Negative));
+        for spec in specs {
             let mut terms = Vec::new();
             for t in &spec.terms {
                 let transform = |p: &[f32], m: ParamMod| {
