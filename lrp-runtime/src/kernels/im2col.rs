@@ -77,26 +77,52 @@ pub const fn out_extent(input: usize, kernel: usize, stride: usize, pad: usize, 
     if input + 2 * pad < span { 0 } else { (input + 2 * pad - span) / stride + 1 }
 }
 
-/// Calls `f(row, col, input_index)` for every unfolded entry that reads a real input pixel
-/// (entries reading zero padding are skipped). Row = `(c * kh + ki) * kw + kj`, col = `oy * ow + ox`.
+/// The output columns `ox` whose tap `kj` reads a real input pixel: `lo..hi`, and the input
+/// column of `ox = lo`.
 #[inline]
-fn for_each_tap(g: &Conv2dGeom, mut f: impl FnMut(usize, usize, usize)) {
+fn valid_columns(g: &Conv2dGeom, kj: usize) -> (usize, usize, usize) {
+    let ow = g.out_w();
+    let offset = kj * g.dilation[1];
+    // x = ox * stride + offset - pad must lie in 0..in_w.
+    let lo = g.padding[1].saturating_sub(offset).div_ceil(g.stride[1]).min(ow);
+    let hi = if g.in_w + g.padding[1] > offset {
+        ((g.in_w + g.padding[1] - offset - 1) / g.stride[1] + 1).min(ow)
+    } else {
+        0
+    };
+    let hi = hi.max(lo);
+    (lo, hi, lo * g.stride[1] + offset - g.padding[1].min(lo * g.stride[1] + offset))
+}
+
+/// Unfolds `input [C, H, W]` into `cols [C kh kw, oh ow]` (row-major), zeros for padding. Each
+/// output row segment is written once: zeros where the tap reads padding, a contiguous copy
+/// (stride 1) or a strided gather of the input row otherwise.
+pub fn im2col(g: &Conv2dGeom, input: &[f32], cols: &mut [f32]) {
     let (oh, ow) = (g.out_h(), g.out_w());
+    let n = oh * ow;
+    let cols = &mut cols[..g.col_rows() * n];
+    let input = &input[..g.in_len()];
     for c in 0..g.in_channels {
         for ki in 0..g.kernel[0] {
             for kj in 0..g.kernel[1] {
                 let row = (c * g.kernel[0] + ki) * g.kernel[1] + kj;
+                let (lo, hi, x0) = valid_columns(g, kj);
                 for oy in 0..oh {
+                    let out = &mut cols[row * n + oy * ow..row * n + (oy + 1) * ow];
                     let y = (oy * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0] as isize;
-                    if y < 0 || y >= g.in_h as isize {
+                    if y < 0 || y >= g.in_h as isize || lo >= hi {
+                        out.fill(0.0);
                         continue;
                     }
-                    for ox in 0..ow {
-                        let x = (ox * g.stride[1] + kj * g.dilation[1]) as isize - g.padding[1] as isize;
-                        if x < 0 || x >= g.in_w as isize {
-                            continue;
+                    let src = &input[(c * g.in_h + y as usize) * g.in_w..][..g.in_w];
+                    out[..lo].fill(0.0);
+                    out[hi..].fill(0.0);
+                    if g.stride[1] == 1 {
+                        out[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
+                    } else {
+                        for (o, x) in out[lo..hi].iter_mut().zip((x0..).step_by(g.stride[1])) {
+                            *o = src[x];
                         }
-                        f(row, oy * ow + ox, (c * g.in_h + y as usize) * g.in_w + x as usize);
                     }
                 }
             }
@@ -104,23 +130,36 @@ fn for_each_tap(g: &Conv2dGeom, mut f: impl FnMut(usize, usize, usize)) {
     }
 }
 
-/// Unfolds `input [C, H, W]` into `cols [C kh kw, oh ow]` (row-major), zeros for padding.
-pub fn im2col(g: &Conv2dGeom, input: &[f32], cols: &mut [f32]) {
-    let n = g.col_cols();
-    let cols = &mut cols[..g.col_rows() * n];
-    cols.fill(0.0);
-    let input = &input[..g.in_len()];
-    for_each_tap(g, |row, col, i| cols[row * n + col] = input[i]);
-}
-
 /// Folds `cols [C kh kw, oh ow]` back onto `out [C, H, W]`, summing overlapping entries
 /// (the adjoint of [`im2col`]): `out` is overwritten.
 pub fn col2im(g: &Conv2dGeom, cols: &[f32], out: &mut [f32]) {
-    let n = g.col_cols();
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let n = oh * ow;
     let cols = &cols[..g.col_rows() * n];
     let out = &mut out[..g.in_len()];
     out.fill(0.0);
-    for_each_tap(g, |row, col, i| out[i] += cols[row * n + col]);
+    for c in 0..g.in_channels {
+        for ki in 0..g.kernel[0] {
+            for kj in 0..g.kernel[1] {
+                let row = (c * g.kernel[0] + ki) * g.kernel[1] + kj;
+                let (lo, hi, x0) = valid_columns(g, kj);
+                if lo >= hi {
+                    continue;
+                }
+                for oy in 0..oh {
+                    let y = (oy * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0] as isize;
+                    if y < 0 || y >= g.in_h as isize {
+                        continue;
+                    }
+                    let src = &cols[row * n + oy * ow + lo..row * n + oy * ow + hi];
+                    let dst = &mut out[(c * g.in_h + y as usize) * g.in_w..][..g.in_w];
+                    for (s, x) in src.iter().zip((x0..).step_by(g.stride[1])) {
+                        dst[x] += s;
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
