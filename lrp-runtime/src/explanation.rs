@@ -41,9 +41,14 @@ pub fn seed_output(
     {
         return Err(crate::Error::TargetOutOfRange { target: c, classes });
     }
-    crate::error::check_len("logits", n * classes, logits.len().min(n * classes))?;
-    crate::error::check_len("targets", n, targets.len().min(n))?;
-    crate::error::check_len("output seed", n * classes, seed.len().min(n * classes))?;
+    crate::layers::check_buffers(
+        "output",
+        &[
+            ("logits", n * classes, logits.len()),
+            ("targets", n, targets.len()),
+            ("output seed", n * classes, seed.len()),
+        ],
+    )?;
     for i in 0..n {
         let row = &logits[i * classes..(i + 1) * classes];
         let t = match target {

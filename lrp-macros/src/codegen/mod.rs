@@ -8,11 +8,10 @@ mod plan;
 mod sequence;
 mod steps;
 
-use crate::ir::{Network, Op};
+use crate::ir::Network;
 use plan::Plan;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
-use syn::Ident;
 
 /// Elements of a shape.
 fn len(shape: &[usize]) -> usize {
@@ -39,14 +38,7 @@ pub fn generate(net: &Network) -> TokenStream {
     let forward = steps::forward(&plan);
     let relevance = steps::relevance(&plan);
     let gradient = steps::gradient(&plan);
-    // Layers without run-time work still belong to the model (and a derive's fields are read).
-    let idle: Vec<&Ident> =
-        net.layers.iter().filter(|l| l.op.is_passthrough() || matches!(l.op, Op::ReLU)).map(|l| &l.field).collect();
-    let track = net.source_file.as_ref().map(|path| {
-        quote!(
-            const _: &[u8] = ::core::include_bytes!(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #path));
-        )
-    });
+    let touch_idle = model::touch_idle_layers(net);
     let ws_doc = format!("Buffers for running [`{name}`] on up to `capacity` samples without allocating.");
     let input_what = format!("input of `{name}`");
     let rel_what = format!("output relevance of `{name}`");
@@ -63,7 +55,6 @@ pub fn generate(net: &Network) -> TokenStream {
 
     quote! {
         #struct_def
-        #track
 
         #[doc = #ws_doc]
         #[derive(Clone, Debug)]
@@ -126,7 +117,7 @@ pub fn generate(net: &Network) -> TokenStream {
             }
 
             fn forward_pass(&self, ws: &mut #ws_name, input: &[f32], n: usize) -> #rt::Result<()> {
-                let _ = (#(&self.#idle,)*);
+                #touch_idle
                 #(#forward)*
                 ::core::result::Result::Ok(())
             }

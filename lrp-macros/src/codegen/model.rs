@@ -184,10 +184,16 @@ fn load_expr(layer: &Layer) -> TokenStream {
 }
 
 /// The model struct (only for `network!`; a derive's struct is the user's), with docs listing
-/// every layer, its output shape and its rule.
+/// every layer, its output shape and its rule; and, for a spec file, the `include_bytes!` that
+/// makes cargo rebuild when the file changes.
 pub(super) fn struct_def(net: &Network) -> TokenStream {
+    let track = net.source_file.as_ref().map(|path| {
+        quote!(
+            const _: &[u8] = ::core::include_bytes!(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #path));
+        )
+    });
     if net.user_struct {
-        return quote!();
+        return quote!(#track);
     }
     let mut doc = vec![
         String::new(),
@@ -218,7 +224,16 @@ pub(super) fn struct_def(net: &Network) -> TokenStream {
         #vis struct #name {
             #(pub #fields: #types,)*
         }
+        #track
     }
+}
+
+/// A statement reading the fields of layers without run-time work (ReLU is a kernel call,
+/// reshapes and folded BatchNorms do nothing): they still belong to the model, and a derive's
+/// fields must not look unused.
+pub(super) fn touch_idle_layers(net: &Network) -> TokenStream {
+    let idle = net.layers.iter().filter(|l| l.op.is_passthrough() || matches!(l.op, Op::ReLU)).map(|l| &l.field);
+    quote!(let _ = (#(&self.#idle,)*);)
 }
 
 /// The body of `from_weights`: load every layer, fold BatchNorm (into the next layer first,

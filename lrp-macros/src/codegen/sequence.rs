@@ -36,15 +36,9 @@ pub(super) fn generate(net: &Network) -> TokenStream {
     let forward = steps::forward(&plan);
     let relevance = steps::relevance(&plan);
     let gradient = steps::gradient(&plan);
-    let idle: Vec<&Ident> =
-        net.layers.iter().filter(|l| l.op.is_passthrough() || matches!(l.op, Op::ReLU)).map(|l| &l.field).collect();
+    let touch_idle = model::touch_idle_layers(net);
     let struct_def = model::struct_def(net);
     let loaders = model::loaders(net);
-    let track = net.source_file.as_ref().map(|path| {
-        quote!(
-            const _: &[u8] = ::core::include_bytes!(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #path));
-        )
-    });
     let ws_doc = format!(
         "Buffers for running [`{name}`] on sequences of up to `max_len` tokens, `capacity` at a time, without allocating."
     );
@@ -66,7 +60,6 @@ pub(super) fn generate(net: &Network) -> TokenStream {
 
     quote! {
         #struct_def
-        #track
 
         #[doc = #ws_doc]
         #[derive(Clone, Debug)]
@@ -146,7 +139,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
 
             /// Recurrent layer and head on the embeddings in `ws.emb`.
             fn forward_embedded(&self, ws: &mut #ws_name, steps: usize) -> #rt::Result<()> {
-                let _ = (#(&self.#idle,)*);
+                #touch_idle
                 self.#rec.forward(&ws.emb[..steps * #e], steps, &mut ws.trace, &mut ws.#rnn_out)?;
                 let n = 1usize;
                 #(#forward)*
