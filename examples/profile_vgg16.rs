@@ -1,5 +1,6 @@
-//! Runs VGG-16 `predict` (random weights) a few times, for profilers:
-//! `cargo build --release --example profile_vgg16 && perf record target/release/examples/profile_vgg16`.
+//! Runs VGG-16 `predict` or `explain` (random weights, EpsilonGammaBox) a few times, for
+//! profilers: `cargo build --release --example profile_vgg16 && perf record
+//! target/release/examples/profile_vgg16 [runs] [predict|explain]`.
 
 use lrp::runtime::weights::serialize_f32;
 
@@ -17,10 +18,16 @@ fn main() -> lrp::Result<()> {
     let mut ws = model.workspace(1);
     let input: Vec<f32> = (0..Vgg16::INPUT_LEN).map(|i| (i % 255) as f32 / 255.0).collect();
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let explain = std::env::args().nth(2).is_some_and(|a| a == "explain");
     let start = std::time::Instant::now();
     for _ in 0..runs {
-        std::hint::black_box(model.predict(&mut ws, &input)?[0]);
+        if explain {
+            std::hint::black_box(model.explain(&mut ws, &input, lrp::Target::Predicted)?.relevance[0]);
+        } else {
+            std::hint::black_box(model.predict(&mut ws, &input)?[0]);
+        }
     }
-    println!("predict: {:?} per run", start.elapsed() / runs as u32);
+    let what = if explain { "explain" } else { "predict" };
+    println!("{what}: {:?} per run", start.elapsed() / runs as u32);
     Ok(())
 }

@@ -38,6 +38,14 @@ lrp::network!(file = "specs/lenet.lrp");
 lrp::network!(file = "specs/mlp.lrp");
 lrp::network!(file = "specs/bilstm.lrp");
 
+// Large enough that its convolution products are split over the worker threads.
+lrp::network! {
+    WideCnn(input = [8, 64, 64], composite = EpsilonGammaBox(low = 0.0, high = 1.0)) {
+        Conv2d(8, 64, kernel_size = 3, padding = 1), ReLU, MaxPool2d(4),
+        Flatten, Linear(16384, 64), ReLU, Linear(64, 10),
+    }
+}
+
 fn random_weights(tensors: &[(&str, &[usize])]) -> Vec<u8> {
     let data: Vec<Vec<f32>> = tensors
         .iter()
@@ -67,6 +75,28 @@ fn allocations(f: impl FnOnce()) -> usize {
 // One test function: the counter is global, and tests run on parallel threads.
 #[test]
 fn predict_and_explain_allocate_nothing() {
+    // Two threads whatever the machine, so that the split products are counted too.
+    lrp::set_num_threads(2);
+    let wide = WideCnn::from_bytes(&random_weights(WideCnn::TENSORS)).unwrap();
+    let mut ws = wide.workspace(1);
+    let image: Vec<f32> = (0..8 * 64 * 64).map(|i| (i % 251) as f32 / 251.0).collect();
+    let jobs = lrp::runtime::kernels::parallel::pool_jobs();
+    assert_eq!(
+        allocations(|| {
+            let _ = wide.predict(&mut ws, &image).unwrap();
+        }),
+        0,
+        "WideCnn predict"
+    );
+    assert_eq!(
+        allocations(|| {
+            let _ = wide.explain(&mut ws, &image, lrp::Target::Predicted).unwrap();
+        }),
+        0,
+        "WideCnn explain"
+    );
+    assert!(lrp::runtime::kernels::parallel::pool_jobs() >= jobs + 2, "WideCnn's convolutions ran on the pool");
+
     let lenet = LeNet::from_bytes(&random_weights(LeNet::TENSORS)).unwrap();
     let mut ws = lenet.workspace(4);
     let images: Vec<f32> = (0..4 * 784).map(|i| (i % 255) as f32 / 255.0).collect();

@@ -1,8 +1,9 @@
 //! Single-precision matrix product `C = alpha A B + beta C` over strided views (transposes cost
-//! nothing): [`gemm`], allocation-free on top of [`super::sgemm`], and the `matrixmultiply`
-//! reference it is measured against.
+//! nothing): [`gemm`], allocation-free on top of [`super::sgemm`] and split over the threads of
+//! [`super::parallel`] when large, and the `matrixmultiply` reference it is measured against.
 
-use super::sgemm::{PackBuffers, sgemm};
+use super::parallel;
+use super::sgemm::{PackBuffers, Split, sgemm};
 use std::cell::RefCell;
 
 /// A read-only strided matrix: element (i, j) is `data[i * rs + j * cs]`.
@@ -66,16 +67,26 @@ fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
 }
 
 /// `C = alpha A B + beta C` for `A: m x k`, `B: k x n`, `C: m x n`, by [`super::sgemm`] with
-/// this thread's packing buffers (allocated once per thread, see [`prepare_thread`]), so it
-/// never allocates after that.
+/// each thread's packing buffers (allocated once per thread, see [`prepare_thread`]), so it
+/// never allocates after that. A product of [`parallel::SPLIT_MIN_WORK`] multiply-adds or more
+/// is cut into disjoint blocks of C computed at once on [`parallel::num_threads`] threads.
 ///
 /// Panics if the views' dimensions disagree or a view reaches past its slice; generated code
 /// only passes views whose sizes the compiler checked, so this never fires on user input.
 pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) {
+    let work = c.rows.saturating_mul(c.cols).saturating_mul(a.cols);
+    match Split::new(alpha, a, b, beta, c, parallel::parts_for(work)) {
+        Ok(split) => parallel::run(split.parts(), &|part| with_thread_pack(|pack| split.run_part(part, pack))),
+        Err((a, b, c)) => with_thread_pack(|pack| sgemm(alpha, a, b, beta, c, pack)),
+    }
+}
+
+/// Runs `f` with this thread's packing buffers.
+fn with_thread_pack<R>(f: impl FnOnce(&mut PackBuffers) -> R) -> R {
     PACK.with(|pack| match pack.try_borrow_mut() {
-        Ok(mut pack) => sgemm(alpha, a, b, beta, c, &mut pack),
+        Ok(mut pack) => f(&mut pack),
         // Only reachable if a GEMM ran inside a GEMM on this thread, which the crate never does.
-        Err(_) => sgemm(alpha, a, b, beta, c, &mut PackBuffers::new()),
+        Err(_) => f(&mut PackBuffers::new()),
     })
 }
 
@@ -83,9 +94,16 @@ thread_local! {
     static PACK: RefCell<PackBuffers> = RefCell::new(PackBuffers::new());
 }
 
-/// Allocates this thread's GEMM packing buffers now rather than on its first product (the
-/// generated `workspace()` calls it, so that later calls allocate nothing).
+/// Allocates this thread's GEMM packing buffers and starts the worker threads (each with its
+/// own buffers) now rather than on the first product: the generated `workspace()` calls it, so
+/// that later calls allocate nothing.
 pub fn prepare_thread() {
+    prepare_thread_buffers();
+    parallel::prepare();
+}
+
+/// Allocates this thread's GEMM packing buffers.
+pub(crate) fn prepare_thread_buffers() {
     PACK.with(|pack| {
         let _ = pack.try_borrow().map(|p| p.len());
     });
@@ -182,6 +200,37 @@ mod tests {
                 for j in 0..n {
                     let (got, want) = (ct[j * m + i], expect[i * n + j]);
                     assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_products_split_over_threads_match_naive() {
+        // Above `SPLIT_MIN_WORK`: cut by rows (tall C) and by columns (wide C), C both ways.
+        for &(m, k, n) in &[(700, 150, 90), (90, 150, 700)] {
+            assert!(m * k * n >= parallel::SPLIT_MIN_WORK);
+            let a = seq(m * k, 0.3);
+            let b = seq(k * n, 0.9);
+            let expect = naive(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+            let mut c = vec![f32::NAN; m * n];
+            gemm(1.0, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), 0.0, MatMut::row_major(&mut c, m, n));
+            let mut ct = vec![1.0; n * m];
+            gemm(
+                1.0,
+                MatRef::row_major(&a, m, k),
+                MatRef::row_major(&b, k, n),
+                2.0,
+                MatMut::row_major(&mut ct, n, m).t(),
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let want = expect[i * n + j];
+                    assert!((c[i * n + j] - want).abs() <= 1e-3 * (1.0 + want.abs()), "{m}x{k}x{n} ({i}, {j})");
+                    assert!(
+                        (ct[j * m + i] - want - 2.0).abs() <= 1e-3 * (1.0 + want.abs()),
+                        "{m}x{k}x{n} C^T ({i}, {j})"
+                    );
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! time.
 
 use super::gemm::{MatMut, MatRef};
+use super::parallel;
 
 const LANES: usize = 16;
 
@@ -165,20 +166,31 @@ pub(crate) fn try_gemv_with(isa: Isa, alpha: f32, a: MatRef<'_>, b: MatRef<'_>, 
         return false;
     }
     let x = &x.data[..k];
+    let work = k.saturating_mul(len);
     if w.rs == 1 {
         // Column j of w is contiguous: one dot product per output.
-        for j in 0..len {
-            let col = &w.data[j * w.cs..j * w.cs + k];
-            let v = alpha * dot(isa, x, col);
-            let out = &mut c.data[j * stride];
-            *out = if beta == 0.0 { v } else { v + beta * *out };
+        let dots = |first: usize, out: &mut [f32], stride: usize| {
+            for (j, out) in out.iter_mut().step_by(stride).enumerate() {
+                let col = &w.data[(first + j) * w.cs..(first + j) * w.cs + k];
+                let v = alpha * dot(isa, x, col);
+                *out = if beta == 0.0 { v } else { v + beta * *out };
+            }
+        };
+        if stride == 1 {
+            parallel::for_each_piece(&mut c.data[..len], LANES, work, &|first, out| dots(first, out, 1));
+        } else {
+            dots(0, &mut c.data[..(len - 1) * stride + 1], stride);
         }
         true
     } else if w.cs == 1 && stride == 1 {
-        // Row p of w is contiguous: accumulate alpha x_p w_p into the output.
+        // Row p of w is contiguous: accumulate alpha x_p w_p into the output, each thread its
+        // own range of outputs (columns of w).
         scale(c.data, len, 1, beta);
-        // The last row read ends at (k - 1) rs + len, inside `w` (checked by the caller).
-        rows(isa, alpha, x, w.data, w.rs, &mut c.data[..len]);
+        parallel::for_each_piece(&mut c.data[..len], BLOCK, work, &|first, out| {
+            // The last row read ends at (k - 1) rs + first + out.len() <= (k - 1) rs + len, inside
+            // `w` (checked by the caller).
+            rows(isa, alpha, x, &w.data[first..], w.rs, out);
+        });
         true
     } else {
         false
@@ -217,7 +229,8 @@ mod tests {
             }
         }
         for isa in isas {
-            for &(k, n) in &[(1usize, 1usize), (17, 5), (64, 33), (100, 257)] {
+            // The last shape is split over the worker threads (`parallel::SPLIT_MIN_WORK`).
+            for &(k, n) in &[(1usize, 1usize), (17, 5), (64, 33), (100, 257), (2100, 4100)] {
                 let x = data(k, 0.3);
                 let w = data(k * n, 1.7);
                 // Row vector times W^T given as [n, k] row-major (dense forward): dot products.

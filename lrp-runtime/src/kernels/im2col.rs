@@ -96,33 +96,43 @@ fn valid_columns(g: &Conv2dGeom, kj: usize) -> (usize, usize, usize) {
 
 /// Unfolds `input [C, H, W]` into `cols [C kh kw, oh ow]` (row-major), zeros for padding. Each
 /// output row segment is written once: zeros where the tap reads padding, a contiguous copy
-/// (stride 1) or a strided gather of the input row otherwise.
+/// (stride 1) or a strided gather of the input row otherwise. Large images are split by
+/// channels over the worker threads ([`super::parallel`]).
 pub fn im2col(g: &Conv2dGeom, input: &[f32], cols: &mut [f32]) {
+    let channel_len = g.kernel[0] * g.kernel[1] * g.col_cols();
+    let cols = &mut cols[..g.in_channels * channel_len];
+    let input = &input[..g.in_len()];
+    let work = cols.len();
+    super::parallel::for_each_piece(cols, channel_len, work, &|start, piece| {
+        for (i, rows) in piece.chunks_exact_mut(channel_len).enumerate() {
+            im2col_channel(g, input, start / channel_len + i, rows);
+        }
+    });
+}
+
+/// The `kh kw` rows of `cols` that channel `c` unfolds into.
+fn im2col_channel(g: &Conv2dGeom, input: &[f32], c: usize, rows: &mut [f32]) {
     let (oh, ow) = (g.out_h(), g.out_w());
     let n = oh * ow;
-    let cols = &mut cols[..g.col_rows() * n];
-    let input = &input[..g.in_len()];
-    for c in 0..g.in_channels {
-        for ki in 0..g.kernel[0] {
-            for kj in 0..g.kernel[1] {
-                let row = (c * g.kernel[0] + ki) * g.kernel[1] + kj;
-                let (lo, hi, x0) = valid_columns(g, kj);
-                for oy in 0..oh {
-                    let out = &mut cols[row * n + oy * ow..row * n + (oy + 1) * ow];
-                    let y = (oy * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0] as isize;
-                    if y < 0 || y >= g.in_h as isize || lo >= hi {
-                        out.fill(0.0);
-                        continue;
-                    }
-                    let src = &input[(c * g.in_h + y as usize) * g.in_w..][..g.in_w];
-                    out[..lo].fill(0.0);
-                    out[hi..].fill(0.0);
-                    if g.stride[1] == 1 {
-                        out[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
-                    } else {
-                        for (o, x) in out[lo..hi].iter_mut().zip((x0..).step_by(g.stride[1])) {
-                            *o = src[x];
-                        }
+    for ki in 0..g.kernel[0] {
+        for kj in 0..g.kernel[1] {
+            let row = ki * g.kernel[1] + kj;
+            let (lo, hi, x0) = valid_columns(g, kj);
+            for oy in 0..oh {
+                let out = &mut rows[row * n + oy * ow..row * n + (oy + 1) * ow];
+                let y = (oy * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0] as isize;
+                if y < 0 || y >= g.in_h as isize || lo >= hi {
+                    out.fill(0.0);
+                    continue;
+                }
+                let src = &input[(c * g.in_h + y as usize) * g.in_w..][..g.in_w];
+                out[..lo].fill(0.0);
+                out[hi..].fill(0.0);
+                if g.stride[1] == 1 {
+                    out[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
+                } else {
+                    for (o, x) in out[lo..hi].iter_mut().zip((x0..).step_by(g.stride[1])) {
+                        *o = src[x];
                     }
                 }
             }
@@ -131,31 +141,42 @@ pub fn im2col(g: &Conv2dGeom, input: &[f32], cols: &mut [f32]) {
 }
 
 /// Folds `cols [C kh kw, oh ow]` back onto `out [C, H, W]`, summing overlapping entries
-/// (the adjoint of [`im2col`]): `out` is overwritten.
+/// (the adjoint of [`im2col`]): `out` is overwritten. Large images are split by channels over
+/// the worker threads.
 pub fn col2im(g: &Conv2dGeom, cols: &[f32], out: &mut [f32]) {
+    let channel_len = g.kernel[0] * g.kernel[1] * g.col_cols();
+    let cols = &cols[..g.in_channels * channel_len];
+    let plane = g.in_h * g.in_w;
+    let out = &mut out[..g.in_len()];
+    super::parallel::for_each_piece(out, plane, cols.len(), &|start, piece| {
+        for (i, dst) in piece.chunks_exact_mut(plane).enumerate() {
+            let c = start / plane + i;
+            col2im_channel(g, &cols[c * channel_len..(c + 1) * channel_len], dst);
+        }
+    });
+}
+
+/// Folds the `kh kw` rows of channel `c` onto its plane `dst [H, W]` (overwritten).
+fn col2im_channel(g: &Conv2dGeom, rows: &[f32], dst: &mut [f32]) {
     let (oh, ow) = (g.out_h(), g.out_w());
     let n = oh * ow;
-    let cols = &cols[..g.col_rows() * n];
-    let out = &mut out[..g.in_len()];
-    out.fill(0.0);
-    for c in 0..g.in_channels {
-        for ki in 0..g.kernel[0] {
-            for kj in 0..g.kernel[1] {
-                let row = (c * g.kernel[0] + ki) * g.kernel[1] + kj;
-                let (lo, hi, x0) = valid_columns(g, kj);
-                if lo >= hi {
+    dst.fill(0.0);
+    for ki in 0..g.kernel[0] {
+        for kj in 0..g.kernel[1] {
+            let row = ki * g.kernel[1] + kj;
+            let (lo, hi, x0) = valid_columns(g, kj);
+            if lo >= hi {
+                continue;
+            }
+            for oy in 0..oh {
+                let y = (oy * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0] as isize;
+                if y < 0 || y >= g.in_h as isize {
                     continue;
                 }
-                for oy in 0..oh {
-                    let y = (oy * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0] as isize;
-                    if y < 0 || y >= g.in_h as isize {
-                        continue;
-                    }
-                    let src = &cols[row * n + oy * ow + lo..row * n + oy * ow + hi];
-                    let dst = &mut out[(c * g.in_h + y as usize) * g.in_w..][..g.in_w];
-                    for (s, x) in src.iter().zip((x0..).step_by(g.stride[1])) {
-                        dst[x] += s;
-                    }
+                let src = &rows[row * n + oy * ow + lo..row * n + oy * ow + hi];
+                let line = &mut dst[y as usize * g.in_w..][..g.in_w];
+                for (s, x) in src.iter().zip((x0..).step_by(g.stride[1])) {
+                    line[x] += s;
                 }
             }
         }
@@ -212,6 +233,8 @@ mod tests {
             geom(2, 7, 5, [3, 2], [2, 1], [1, 0], [1, 1]),
             geom(3, 9, 9, [3, 3], [2, 2], [2, 2], [2, 2]),
             geom(2, 5, 6, [1, 1], [1, 1], [0, 0], [1, 1]),
+            // Large enough to be split over the worker threads, with an odd channel count.
+            geom(67, 128, 128, [3, 3], [1, 1], [1, 1], [1, 1]),
         ];
         for g in cases {
             let x: Vec<f32> = (0..g.in_len()).map(|i| (i as f32 * 0.7).cos()).collect();

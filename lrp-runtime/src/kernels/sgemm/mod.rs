@@ -24,7 +24,9 @@ mod kernel;
 mod pack;
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::gemm::{MatMut, MatRef};
 #[cfg(target_arch = "x86_64")]
@@ -92,6 +94,20 @@ pub(crate) enum Isa {
 }
 
 impl Isa {
+    /// The kernel's tile, `(MR, NR)`.
+    fn tile(self) -> (usize, usize) {
+        fn dims<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(_: K) -> (usize, usize) {
+            (MR, NR)
+        }
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(k) => dims(k),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma(k) => dims(k),
+            Isa::Portable(k) => dims(k),
+        }
+    }
+
     /// The fastest kernel this CPU runs, detected once.
     pub(crate) fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
@@ -152,16 +168,167 @@ pub(crate) fn sgemm_on(
         scale(beta, c);
         return;
     }
-    // The kernels vectorize along the rows of C: hand them the transposed problem when C's unit
-    // stride runs along its columns.
-    let (a, b, c) = if c.rs != 1 && c.cs == 1 { (b.t(), a.t(), c.t()) } else { (a, b, c) };
+    let (a, b, c) = orient(a, b, c);
+    run_blocked(isa, alpha, a, b, beta, Output::new(c), pack);
+}
+
+/// The kernels vectorize along the rows of C: the transposed problem `C^T = B^T A^T` when C's
+/// unit stride runs along its columns, the problem itself otherwise.
+fn orient<'a, 'c>(a: MatRef<'a>, b: MatRef<'a>, c: MatMut<'c>) -> (MatRef<'a>, MatRef<'a>, MatMut<'c>) {
+    if c.rs != 1 && c.cs == 1 { (b.t(), a.t(), c.t()) } else { (a, b, c) }
+}
+
+/// [`blocked`] with the kernel family `isa`.
+fn run_blocked(isa: Isa, alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, out: Output<'_>, pack: &mut PackBuffers) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512(k) => blocked(k, alpha, a, b, beta, c, pack),
+        Isa::Avx512(k) => blocked(k, alpha, a, b, beta, out, pack),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma(k) => blocked(k, alpha, a, b, beta, c, pack),
-        Isa::Portable(k) => blocked(k, alpha, a, b, beta, c, pack),
+        Isa::Avx2Fma(k) => blocked(k, alpha, a, b, beta, out, pack),
+        Isa::Portable(k) => blocked(k, alpha, a, b, beta, out, pack),
     }
+}
+
+/// A product `C = alpha A B + beta C` cut into independent parts for several threads: in the
+/// kernels' orientation (C column-major), by rows of C when C has more rows than columns (every
+/// part packs all of B, the smaller operand), by columns otherwise (every part packs all of A).
+/// Each part is a rectangle of C that no other part touches.
+pub(crate) struct Split<'a> {
+    isa: Isa,
+    alpha: f32,
+    beta: f32,
+    a: MatRef<'a>,
+    b: MatRef<'a>,
+    c: SharedC<'a>,
+    by_rows: bool,
+    parts: usize,
+    /// Bit `i` is set once part `i` has started, so no part can run twice.
+    started: AtomicU64,
+}
+
+impl<'a> Split<'a> {
+    /// The most parts a product is cut into.
+    pub(crate) const MAX_PARTS: usize = 64;
+
+    /// Cuts the product into `parts` (at most [`Split::MAX_PARTS`]) parts, each at least one
+    /// kernel tile wide. Gives the views back when it is not worth it or not possible:
+    /// `parts <= 1`, an empty depth, a C that is a single row or column (the matrix-vector
+    /// kernels' case) or too small to cut, or a C whose elements do not lie in separate
+    /// columns (no unit stride, or overlapping columns); [`sgemm`] then does it on one thread.
+    #[allow(clippy::result_large_err)] // the views given back are not an error
+    pub(crate) fn new(
+        alpha: f32,
+        a: MatRef<'a>,
+        b: MatRef<'a>,
+        beta: f32,
+        c: MatMut<'a>,
+        parts: usize,
+    ) -> std::result::Result<Split<'a>, (MatRef<'a>, MatRef<'a>, MatMut<'a>)> {
+        check_views(&a, &b, &c);
+        let (m, k, n) = (c.rows, a.cols, c.cols);
+        // C's shape and strides in the kernels' orientation (see `orient`).
+        let (rows, cols, rs, cs) = if c.rs != 1 && c.cs == 1 { (n, m, c.cs, c.rs) } else { (m, n, c.rs, c.cs) };
+        let direct = rs == 1 && (cols == 1 || cs >= rows);
+        let isa = Isa::best();
+        let (mr, nr) = isa.tile();
+        let by_rows = rows >= cols;
+        let (unit, span) = if by_rows { (mr, rows) } else { (nr, cols) };
+        let parts = parts.min(span.div_ceil(unit)).min(Self::MAX_PARTS);
+        if parts <= 1 || !direct || m <= 1 || n <= 1 || k == 0 {
+            return Err((a, b, c));
+        }
+        let (oa, ob, oc) = orient(a, b, c);
+        let c = SharedC::new(oc);
+        Ok(Split { isa, alpha, beta, a: oa, b: ob, c, by_rows, parts, started: AtomicU64::new(0) })
+    }
+
+    /// Number of parts.
+    pub(crate) fn parts(&self) -> usize {
+        self.parts
+    }
+
+    /// Computes part `part` with packing space `pack`. Parts may run at once on different
+    /// threads; each runs at most once (a second call for the same part panics).
+    pub(crate) fn run_part(&self, part: usize, pack: &mut PackBuffers) {
+        assert!(part < self.parts, "sgemm split: part {part} of {}", self.parts);
+        let bit = 1u64 << part;
+        assert!(self.started.fetch_or(bit, Ordering::AcqRel) & bit == 0, "sgemm split: part {part} ran twice");
+        let (mr, nr) = self.isa.tile();
+        let (unit, span) = if self.by_rows { (mr, self.c.rows) } else { (nr, self.c.cols) };
+        // Whole tiles, spread as evenly as possible.
+        let tiles = span.div_ceil(unit);
+        let bounds = |p: usize| (tiles * p / self.parts * unit).min(span);
+        let (lo, hi) = (bounds(part), bounds(part + 1));
+        if lo >= hi {
+            return;
+        }
+        let (a, b, window) = if self.by_rows {
+            (sub_rows(self.a, lo, hi), self.b, Window { rows: (lo, hi - lo), cols: (0, self.c.cols) })
+        } else {
+            (self.a, sub_rows(self.b.t(), lo, hi).t(), Window { rows: (0, self.c.rows), cols: (lo, hi - lo) })
+        };
+        let out = Output::shared(&self.c, window);
+        run_blocked(self.isa, self.alpha, a, b, self.beta, out, pack);
+    }
+}
+
+/// Rows `lo..hi` of `m` (`lo < hi <= m.rows`).
+fn sub_rows(m: MatRef<'_>, lo: usize, hi: usize) -> MatRef<'_> {
+    MatRef { data: &m.data[lo * m.rs..], rows: hi - lo, ..m }
+}
+
+/// A column-major C (unit row stride, columns apart by `cs >= rows`) that the parts of a
+/// [`Split`] write at once, each only inside its own [`Window`].
+struct SharedC<'a> {
+    ptr: *mut f32,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    cs: usize,
+    _borrow: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: `SharedC` is only written through `Output::shared`, one window per part, and the
+// windows of a `Split` are disjoint rectangles of a C whose elements are all distinct (unit row
+// stride, `cs >= rows`), so threads never touch the same float.
+unsafe impl Send for SharedC<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for SharedC<'_> {}
+
+impl<'a> SharedC<'a> {
+    fn new(c: MatMut<'a>) -> Self {
+        assert!(c.rs == 1 && (c.cols == 1 || c.cs >= c.rows), "sgemm split: C columns overlap");
+        SharedC {
+            ptr: c.data.as_mut_ptr(),
+            len: c.data.len(),
+            rows: c.rows,
+            cols: c.cols,
+            cs: c.cs,
+            _borrow: PhantomData,
+        }
+    }
+
+    /// Column `j`, rows `i0..i0 + len`, as a slice (bounds are checked).
+    ///
+    /// # Safety
+    /// No other reference to these elements may be used while the slice lives: the caller only
+    /// asks for elements inside its own part's [`Window`], which no other part touches.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn segment(&self, i0: usize, len: usize, j: usize) -> &mut [f32] {
+        assert!(i0 + len <= self.rows && j < self.cols, "sgemm split: segment outside C");
+        let start = i0 + j * self.cs;
+        assert!(start + len <= self.len, "sgemm split: segment outside C's slice");
+        // SAFETY: `start + len` is within the slice `ptr` was taken from, which `SharedC`
+        // borrows mutably for `'a`; exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// The rectangle of a [`SharedC`] one part writes: `(first, count)` of rows and of columns.
+#[derive(Clone, Copy)]
+struct Window {
+    rows: (usize, usize),
+    cols: (usize, usize),
 }
 
 /// Whether every element of a `rows x cols` view with strides `rs, cs` lies below `len`.
@@ -190,11 +357,10 @@ fn blocked<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(
     a: MatRef<'_>,
     b: MatRef<'_>,
     beta: f32,
-    c: MatMut<'_>,
+    mut out: Output<'_>,
     pack: &mut PackBuffers,
 ) {
-    let (m, k, n) = (c.rows, a.cols, c.cols);
-    let mut out = Output::new(c);
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     let (apack, bpack) = pack.split();
     if n <= NR && a.cs == 1 && k * NR <= bpack.len() {
         // One column panel of C (a dense layer on a small batch): A is used exactly once, so
@@ -240,17 +406,32 @@ fn blocked<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(
 }
 
 /// `C` as the micro-kernels write it: straight through when its tile columns are contiguous and
-/// do not overlap, otherwise through a stack tile and element-wise updates.
+/// do not overlap, otherwise (or when C is shared by the parts of a [`Split`]) through a stack
+/// tile and element-wise updates.
 struct Output<'a> {
-    c: MatMut<'a>,
-    direct: bool,
+    dest: Dest<'a>,
     tile: [f32; TILE_CAP],
+}
+
+enum Dest<'a> {
+    /// The whole of C, which the kernels may write in place when `direct`.
+    Whole { c: MatMut<'a>, direct: bool },
+    /// One part's window of a C shared by several threads; tile `(i, j)` is `C[rows.0 + i, cols.0 + j]`.
+    Shared { c: &'a SharedC<'a>, window: Window },
 }
 
 impl<'a> Output<'a> {
     fn new(c: MatMut<'a>) -> Self {
         let direct = c.rs == 1 && (c.cols == 1 || c.cs >= c.rows);
-        Output { c, direct, tile: [0.0; TILE_CAP] }
+        Output { dest: Dest::Whole { c, direct }, tile: [0.0; TILE_CAP] }
+    }
+
+    fn shared(c: &'a SharedC<'a>, window: Window) -> Self {
+        assert!(
+            window.rows.0 + window.rows.1 <= c.rows && window.cols.0 + window.cols.1 <= c.cols,
+            "sgemm split: window outside C"
+        );
+        Output { dest: Dest::Shared { c, window }, tile: [0.0; TILE_CAP] }
     }
 
     /// `C[i0.., j0..]` (`mu x nu`) `= alpha ap bp + beta C`, `beta == 0` overwriting.
@@ -267,17 +448,33 @@ impl<'a> Output<'a> {
         alpha: f32,
         beta: f32,
     ) {
-        let c = &mut self.c;
-        if self.direct {
+        if let Dest::Whole { c, direct: true } = &mut self.dest {
             kern.tile(mu, nu, kc, ap, bp, alpha, beta, &mut c.data[i0 + j0 * c.cs..], c.cs);
             return;
         }
         let tile = &mut self.tile[..MR * NR];
         kern.tile(MR, nu, kc, ap, bp, alpha, 0.0, tile, MR);
-        for (j, col) in tile.chunks_exact(MR).take(nu).enumerate() {
-            for (i, &t) in col[..mu].iter().enumerate() {
-                let dst = &mut c.data[(i0 + i) * c.rs + (j0 + j) * c.cs];
-                *dst = if beta == 0.0 { t } else { beta * *dst + t };
+        let update = |dst: &mut f32, t: f32| *dst = if beta == 0.0 { t } else { beta * *dst + t };
+        match &mut self.dest {
+            Dest::Whole { c, .. } => {
+                for (j, col) in tile.chunks_exact(MR).take(nu).enumerate() {
+                    for (i, &t) in col[..mu].iter().enumerate() {
+                        update(&mut c.data[(i0 + i) * c.rs + (j0 + j) * c.cs], t);
+                    }
+                }
+            }
+            Dest::Shared { c, window } => {
+                assert!(i0 + mu <= window.rows.1 && j0 + nu <= window.cols.1, "sgemm split: tile outside its window");
+                for (j, col) in tile.chunks_exact(MR).take(nu).enumerate() {
+                    // SAFETY: the segment lies in this part's window (asserted above), which no
+                    // other part of the split writes, and the slice dies within this iteration.
+                    let dst = unsafe { c.segment(window.rows.0 + i0, mu, window.cols.0 + j0 + j) };
+                    if beta == 0.0 {
+                        dst.copy_from_slice(&col[..mu]);
+                    } else {
+                        dst.iter_mut().zip(&col[..mu]).for_each(|(d, &t)| update(d, t));
+                    }
+                }
             }
         }
     }
@@ -343,6 +540,29 @@ mod tests {
         }
     }
 
+    /// How [`check`] runs the product.
+    #[derive(Clone, Copy, Debug)]
+    enum Via {
+        /// [`sgemm_on`] with this kernel family.
+        Isa(Isa),
+        /// The public [`sgemm`].
+        Public,
+        /// A [`Split`] into this many parts, run one after the other in reverse order.
+        Split(usize),
+    }
+
+    impl From<Isa> for Via {
+        fn from(isa: Isa) -> Via {
+            Via::Isa(isa)
+        }
+    }
+
+    impl From<Option<Isa>> for Via {
+        fn from(isa: Option<Isa>) -> Via {
+            isa.map_or(Via::Public, Via::Isa)
+        }
+    }
+
     const ALL: [Layout; 5] =
         [Layout::RowMajor, Layout::ColMajor, Layout::RowPadded, Layout::ColPadded, Layout::Strided];
 
@@ -355,7 +575,7 @@ mod tests {
     /// and that the rest of C's slice was left alone.
     #[allow(clippy::too_many_arguments)]
     fn check(
-        isa: impl Into<Option<Isa>>,
+        via: impl Into<Via>,
         (m, k, n): (usize, usize, usize),
         la: Layout,
         lb: Layout,
@@ -363,7 +583,7 @@ mod tests {
         alpha: f32,
         beta: f32,
     ) {
-        let isa = isa.into();
+        let via = via.into();
         let (ars, acs, alen) = la.strides(m, k);
         let (brs, bcs, blen) = lb.strides(k, n);
         let (crs, ccs, clen) = lc.strides(m, n);
@@ -374,9 +594,17 @@ mod tests {
         let a = MatRef { data: &a_data, rows: m, cols: k, rs: ars, cs: acs };
         let b = MatRef { data: &b_data, rows: k, cols: n, rs: brs, cs: bcs };
         let c = MatMut { data: &mut c_data, rows: m, cols: n, rs: crs, cs: ccs };
-        PACK.with_borrow_mut(|pack| match isa {
-            Some(isa) => sgemm_on(isa, alpha, a, b, beta, c, pack),
-            None => sgemm(alpha, a, b, beta, c, pack),
+        PACK.with_borrow_mut(|pack| match via {
+            Via::Isa(isa) => sgemm_on(isa, alpha, a, b, beta, c, pack),
+            Via::Public => sgemm(alpha, a, b, beta, c, pack),
+            Via::Split(parts) => match Split::new(alpha, a, b, beta, c, parts) {
+                Ok(split) => {
+                    assert_eq!(split.parts(), parts, "{m}x{k}x{n} split");
+                    // Out of order, as threads may run them.
+                    (0..parts).rev().for_each(|part| split.run_part(part, pack));
+                }
+                Err(_) => panic!("{m}x{k}x{n} C {lc:?} was not split"),
+            },
         });
 
         let mut touched = vec![false; clen];
@@ -396,16 +624,71 @@ mod tests {
                 let tol = 4.0 * (k as f64 + 2.0) * f32::EPSILON as f64 * scale + 1e-30;
                 let got = c_data[idx] as f64;
                 if (got - want).abs() > tol {
-                    let case = format!("{isa:?} {m}x{k}x{n} A {la:?} B {lb:?} C {lc:?} alpha {alpha} beta {beta}");
+                    let case = format!("{via:?} {m}x{k}x{n} A {la:?} B {lb:?} C {lc:?} alpha {alpha} beta {beta}");
                     panic!("{case} at ({i}, {j}): {got} vs {want}");
                 }
             }
         }
         for (idx, &t) in touched.iter().enumerate() {
             if !t {
-                assert_eq!(c_data[idx].to_bits(), c_old[idx].to_bits(), "{isa:?} wrote outside C at {idx}");
+                assert_eq!(c_data[idx].to_bits(), c_old[idx].to_bits(), "{via:?} wrote outside C at {idx}");
             }
         }
+    }
+
+    #[test]
+    fn split_parts_cover_c_exactly_once() {
+        // Tall C (cut by rows in the kernels' orientation) and wide C (cut by columns), both
+        // orientations of C, ragged edges, beta, and depths over one KC block.
+        for (shape, parts) in [((301, 70, 37), 2), ((37, 70, 301), 3), ((170, 500, 64), 5), ((64, 9, 97), 2)] {
+            for lc in [Layout::RowMajor, Layout::ColMajor, Layout::ColPadded] {
+                check(Via::Split(parts), shape, Layout::RowMajor, Layout::ColMajor, lc, 1.0, 0.0);
+                check(Via::Split(parts), shape, Layout::ColMajor, Layout::RowMajor, lc, -0.5, 1.5);
+            }
+        }
+    }
+
+    #[test]
+    fn split_results_equal_unsplit_ones_bitwise() {
+        // Every element is summed in the same order however the product is cut, so results do
+        // not depend on the number of threads.
+        for (m, k, n) in [(301, 700, 37), (37, 700, 301)] {
+            let (a, b) = (values(m * k, 1), values(k * n, 2));
+            let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+            let mut whole = vec![0.0f32; m * n];
+            let mut pack = PackBuffers::new();
+            sgemm(1.0, am, bm, 0.0, MatMut::row_major(&mut whole, m, n), &mut pack);
+            for parts in [2, 3, 4] {
+                let mut cut = vec![0.0f32; m * n];
+                let split = Split::new(1.0, am, bm, 0.0, MatMut::row_major(&mut cut, m, n), parts).ok().unwrap();
+                (0..split.parts()).for_each(|part| split.run_part(part, &mut pack));
+                assert!(whole.iter().zip(&cut).all(|(x, y)| x.to_bits() == y.to_bits()), "{m}x{k}x{n} in {parts}");
+            }
+        }
+    }
+
+    #[test]
+    fn split_declines_what_it_cannot_cut() {
+        let (a, b) = (vec![1.0f32; 64 * 64], vec![1.0f32; 64 * 64]);
+        let mut c = vec![0.0f32; 64 * 64 * 4];
+        let (am, bm) = (MatRef::row_major(&a, 64, 64), MatRef::row_major(&b, 64, 64));
+        assert!(Split::new(1.0, am, bm, 0.0, MatMut::row_major(&mut c[..4096], 64, 64), 1).is_err(), "one part");
+        let strided = MatMut { data: &mut c, rows: 64, cols: 64, rs: 128, cs: 2 };
+        assert!(Split::new(1.0, am, bm, 0.0, strided, 2).is_err(), "no unit stride");
+        let row = MatMut::row_major(&mut c[..64], 1, 64);
+        assert!(Split::new(1.0, MatRef::row_major(&a[..64], 1, 64), bm, 0.0, row, 2).is_err(), "a vector");
+    }
+
+    #[test]
+    #[should_panic(expected = "ran twice")]
+    fn split_part_runs_once() {
+        let (a, b) = (vec![1.0f32; 128 * 8], vec![1.0f32; 8 * 128]);
+        let mut c = vec![0.0f32; 128 * 128];
+        let (am, bm) = (MatRef::row_major(&a, 128, 8), MatRef::row_major(&b, 8, 128));
+        let split = Split::new(1.0, am, bm, 0.0, MatMut::row_major(&mut c, 128, 128), 2).ok().unwrap();
+        let mut pack = PackBuffers::new();
+        split.run_part(1, &mut pack);
+        split.run_part(1, &mut pack);
     }
 
     #[test]
