@@ -1,17 +1,21 @@
 //! Loading the weights of a network: a PyTorch `state_dict` saved as safetensors.
 //!
-//! [`Weights`] parses a safetensors file (or buffer) once, keeping every tensor's raw dtype and
-//! bytes. The generated code then [`take`](Weights::take)s each tensor it needs by name, which
-//! converts it to `f32`, checks its shape and that every value is finite, and marks it used.
-//! [`finish`](Weights::finish) reports the tensors nobody took.
+//! [`Weights`] validates a safetensors header once and records every tensor's dtype, shape and
+//! byte range. The generated code then [`take`](Weights::take)s each tensor it needs by name,
+//! which reads and converts it to `f32`, checks its shape and that every value is finite, and
+//! marks it used. [`finish`](Weights::finish) reports the tensors nobody took. A file is read
+//! tensor by tensor, in bounded chunks, so loading holds the `f32` weights and little more.
 //!
 //! Nothing here panics on the content of a file: corrupt, truncated or hostile input is an
 //! [`Error::Format`], and a tensor that cannot be used is an error only when it is taken.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use safetensors::tensor::{Dtype, Metadata, SafeTensorError, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, Metadata, SafeTensorError, TensorView};
 
 use crate::error::{Error, Result};
 
@@ -23,6 +27,8 @@ const TENSORS_SOURCE: &str = "<tensors>";
 const BOOKKEEPING: &str = "num_batches_tracked";
 /// The largest header the safetensors crate accepts (its `MAX_HEADER_SIZE`).
 const MAX_HEADER_SIZE: u64 = 100_000_000;
+/// Bytes read from a file at a time by [`Weights::take`]: a multiple of every dtype's size.
+const CHUNK: usize = 1 << 20;
 
 /// A dense `f32` tensor in row-major (C) order.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,11 +39,11 @@ pub struct Tensor {
     pub data: Vec<f32>,
 }
 
-/// One tensor as stored: either the raw bytes of a file or an `f32` tensor given in code.
+/// One tensor as stored: a byte range of the data region or an `f32` tensor given in code.
 #[derive(Debug, Clone)]
 enum Stored {
-    /// Little-endian bytes of a safetensors tensor, converted only when taken.
-    Raw { dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8> },
+    /// Little-endian values at bytes `start..end` of the data region, converted only when taken.
+    Raw { dtype: Dtype, shape: Vec<usize>, start: usize, end: usize },
     /// A tensor built in code by [`Weights::from_tensors`].
     F32(Tensor),
 }
@@ -51,11 +57,25 @@ impl Stored {
     }
 }
 
+/// Where the bytes of [`Stored::Raw`] tensors live: the data region after the header.
+#[derive(Debug, Clone)]
+enum Data {
+    /// A copy of the data region of a buffer (empty for [`Weights::from_tensors`]).
+    Bytes(Arc<[u8]>),
+    /// An open file whose data region starts at byte `offset`; clones share it, the lock keeps
+    /// each seek and its reads together.
+    File { file: Arc<Mutex<File>>, offset: u64 },
+}
+
 /// The tensors of a weight file, taken one by one by the layers that need them.
+///
+/// Cloning is cheap: clones share the file or buffer, each keeps its own record of what was taken.
 #[derive(Debug, Clone)]
 pub struct Weights {
     /// Where the tensors come from: the file path, `"<bytes>"` or `"<tensors>"`.
     source: String,
+    /// The raw tensors' bytes.
+    data: Data,
     /// Every tensor, by name.
     tensors: BTreeMap<String, Stored>,
     /// Names of the tensors taken so far.
@@ -63,23 +83,45 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Reads and parses the safetensors file at `path`.
+    /// Opens the safetensors file at `path` and validates its header, reading no tensor data:
+    /// [`take`](Self::take) reads each tensor from the file, which must not change meanwhile.
     ///
-    /// A file that cannot be read is an [`Error::Io`] naming the path; one that is not valid
-    /// safetensors (truncated, corrupt header, offsets out of range) is an [`Error::Format`]
-    /// naming the path.
+    /// A file that cannot be opened or read (here or when taking) is an [`Error::Io`] naming the
+    /// path; one that is not valid safetensors (truncated, corrupt header, offsets out of range,
+    /// a length other than the header's data end) is an [`Error::Format`] naming the path.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Weights> {
         let path = path.as_ref();
-        let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| Error::Io { path: name.clone(), message: e.to_string() })?;
-        parse(&bytes, name)
+        let source = path.display().to_string();
+        let io = |e: std::io::Error| Error::Io { path: source.clone(), message: e.to_string() };
+        let mut file = File::open(path).map_err(io)?;
+        let total = file.metadata().map_err(io)?.len();
+        // The 8-byte length, then the JSON header if the length is sane; `parse` reports the rest.
+        let mut head = vec![0; total.min(8) as usize];
+        file.read_exact(&mut head).map_err(io)?;
+        if let Ok(len) = header_len(&head, total) {
+            head.resize(8 + len, 0);
+            file.read_exact(&mut head[8..]).map_err(io)?;
+        }
+        let (offset, tensors) =
+            parse(&head, total).map_err(|message| Error::Format { source: source.clone(), message })?;
+        let data = Data::File { file: Arc::new(Mutex::new(file)), offset: offset as u64 };
+        Ok(Weights { source, data, tensors, taken: BTreeSet::new() })
     }
 
-    /// Parses safetensors bytes held in memory; errors name the source `"<bytes>"`.
+    /// Parses safetensors bytes held in memory, keeping one copy of their data region; errors
+    /// name the source `"<bytes>"`.
     ///
     /// Bytes that are not valid safetensors are an [`Error::Format`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Weights> {
-        parse(bytes, BYTES_SOURCE.to_string())
+        let format = |message| Error::Format { source: BYTES_SOURCE.to_string(), message };
+        let (offset, tensors) = parse(bytes, bytes.len() as u64).map_err(format)?;
+        let data = bytes.get(offset..).ok_or_else(|| format(format!("header length {offset} exceeds the data")))?;
+        Ok(Weights {
+            source: BYTES_SOURCE.to_string(),
+            data: Data::Bytes(data.into()),
+            tensors,
+            taken: BTreeSet::new(),
+        })
     }
 
     /// Builds weights from `f32` tensors given in code (tests, tools); the source is
@@ -87,6 +129,7 @@ impl Weights {
     pub fn from_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Weights {
         Weights {
             source: TENSORS_SOURCE.to_string(),
+            data: Data::Bytes(Arc::default()),
             tensors: tensors.into_iter().map(|(name, t)| (name, Stored::F32(t))).collect(),
             taken: BTreeSet::new(),
         }
@@ -103,13 +146,13 @@ impl Weights {
     }
 
     /// Takes tensor `name` for `layer`, converted to f32, checking its shape equals `expected`
-    /// and every value is finite; marks it used.
+    /// and every value is finite; marks it used. From a file, reads it now, a chunk at a time.
     ///
     /// Errors: [`Error::MissingTensor`] if there is no such tensor, [`Error::UnsupportedDtype`]
     /// if its dtype is not F32, F16, BF16 or F64, [`Error::ShapeMismatch`] if its shape is not
     /// `expected`, [`Error::NonFinite`] for the first NaN or infinite value (an F64 beyond the
-    /// range of f32 becomes infinite). A tensor may be taken more than once (shared weights);
-    /// one that fails is not marked used.
+    /// range of f32 becomes infinite), [`Error::Io`] if reading the file fails. A tensor may be
+    /// taken more than once (shared weights); one that fails is not marked used.
     pub fn take(&mut self, name: &str, layer: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let stored = self
             .tensors
@@ -128,7 +171,7 @@ impl Weights {
             });
         }
         let data = match stored {
-            Stored::Raw { dtype, bytes, .. } => convert(&self.source, name, *dtype, bytes)?,
+            &Stored::Raw { dtype, start, end, .. } => self.read(name, dtype, start, end)?,
             Stored::F32(tensor) => tensor.data.clone(),
         };
         let numel = expected.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
@@ -155,6 +198,37 @@ impl Weights {
     pub fn finish(&self, strict: bool) -> Result<Vec<String>> {
         let unused = self.unused();
         if strict && !unused.is_empty() { Err(Error::UnexpectedTensors { names: unused }) } else { Ok(unused) }
+    }
+
+    /// Reads bytes `start..end` of the data region, tensor `name` of a supported float `dtype`,
+    /// converting them to f32 (from a file a chunk at a time, into the one output vector).
+    fn read(&self, name: &str, dtype: Dtype, start: usize, end: usize) -> Result<Vec<f32>> {
+        // `parse` checked both; these guard the invariants without panicking.
+        let format = |message: String| Error::Format { source: self.source.clone(), message };
+        let outside = || format(format!("tensor `{name}`: data offsets [{start}, {end}] lie outside the data"));
+        let len = end.checked_sub(start).ok_or_else(outside)?;
+        if !len.is_multiple_of(dtype.size()) {
+            return Err(format(format!("tensor `{name}`: {len} bytes are not whole {dtype:?} values")));
+        }
+        let mut out = Vec::with_capacity(len / dtype.size());
+        match &self.data {
+            Data::Bytes(bytes) => decode(name, dtype, bytes.get(start..end).ok_or_else(outside)?, &mut out)?,
+            Data::File { file, offset } => {
+                let io = |e: std::io::Error| Error::Io { path: self.source.clone(), message: e.to_string() };
+                // A panic elsewhere while holding the lock leaves the file usable: seek comes first.
+                let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                file.seek(SeekFrom::Start(offset + start as u64)).map_err(io)?;
+                let mut chunk = vec![0; len.min(CHUNK)];
+                let mut left = len;
+                while left > 0 {
+                    let part = &mut chunk[..left.min(CHUNK)];
+                    file.read_exact(part).map_err(io)?;
+                    decode(name, dtype, part, &mut out)?;
+                    left -= part.len();
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -197,44 +271,90 @@ fn is_bookkeeping(name: &str) -> bool {
     name == BOOKKEEPING || name.strip_suffix(BOOKKEEPING).is_some_and(|rest| rest.ends_with('.'))
 }
 
-/// Parses safetensors `bytes` read from `source`.
-fn parse(bytes: &[u8], source: String) -> Result<Weights> {
-    let format = |message: String| Error::Format { source: source.clone(), message };
-    check_header_numbers(bytes).map_err(format)?;
-    let (header_len, metadata): (usize, Metadata) =
-        SafeTensors::read_metadata(bytes).map_err(|e| format(describe(&e, bytes.len())))?;
-    let data = header_len
-        .checked_add(8)
-        .and_then(|start| bytes.get(start..))
-        .ok_or_else(|| format(format!("header length {header_len} exceeds the file")))?;
+/// The JSON header's length, from the first 8 bytes of `head`, checked against the `total`
+/// bytes of the file.
+fn header_len(head: &[u8], total: u64) -> std::result::Result<usize, String> {
+    let Some(len) = head.first_chunk::<8>() else {
+        return Err(describe(&SafeTensorError::HeaderTooSmall, total));
+    };
+    let len = u64::from_le_bytes(*len);
+    if len > MAX_HEADER_SIZE {
+        return Err(describe(&SafeTensorError::HeaderTooLarge, total));
+    }
+    if 8 + len > total {
+        return Err(describe(&SafeTensorError::InvalidHeaderLength, total));
+    }
+    usize::try_from(len).map_err(|_| describe(&SafeTensorError::HeaderTooLarge, total))
+}
+
+/// Validates the header of a safetensors file of `total` bytes as `SafeTensors::read_metadata`
+/// does, from `head`: the file's first bytes, up to the end of the JSON header at least.
+///
+/// Returns where the data region starts and every tensor with its range in that region.
+fn parse(head: &[u8], total: u64) -> std::result::Result<(usize, BTreeMap<String, Stored>), String> {
+    check_header_numbers(head)?;
+    let len = header_len(head, total)?;
+    let json = head.get(8..8 + len).ok_or_else(|| describe(&SafeTensorError::InvalidHeaderLength, total))?;
+    let json = std::str::from_utf8(json).map_err(|_| describe(&SafeTensorError::InvalidHeader, total))?;
+    let metadata: Metadata =
+        serde_json::from_str(json).map_err(|_| describe(&SafeTensorError::InvalidHeaderDeserialization, total))?;
+    let data_len = validate(&metadata).map_err(|e| describe(&e, total))?;
+    // check_header_numbers bounds data_len far below u64::MAX - 8 - MAX_HEADER_SIZE.
+    if (data_len as u64).checked_add(8 + len as u64) != Some(total) {
+        return Err(describe(&SafeTensorError::MetadataIncompleteBuffer, total));
+    }
     let mut tensors = BTreeMap::new();
     for (name, info) in metadata.tensors() {
         let (start, end) = info.data_offsets;
-        let raw = data.get(start..end).ok_or_else(|| {
-            format(format!("tensor `{name}`: data offsets [{start}, {end}] lie outside the {} data bytes", data.len()))
-        })?;
-        let stored = Stored::Raw { dtype: info.dtype, shape: info.shape.clone(), bytes: raw.to_vec() };
-        tensors.insert(name, stored);
+        if start > end || end > data_len {
+            return Err(format!(
+                "tensor `{name}`: data offsets [{start}, {end}] lie outside the {data_len} data bytes"
+            ));
+        }
+        tensors.insert(name, Stored::Raw { dtype: info.dtype, shape: info.shape.clone(), start, end });
     }
-    Ok(Weights { source, tensors, taken: BTreeSet::new() })
+    Ok((8 + len, tensors))
 }
 
-/// Rejects headers holding an integer so large that the safetensors crate would overflow on it.
+/// The length of the data region, after checking as safetensors' own (private)
+/// `Metadata::validate` does that the tensors, ordered by offsets, tile it without gaps and
+/// that each one's bytes match its shape and dtype.
+fn validate(metadata: &Metadata) -> std::result::Result<usize, SafeTensorError> {
+    let mut tensors: Vec<_> = metadata.tensors().into_iter().collect();
+    tensors.sort_by(|(a_name, a), (b_name, b)| (a.data_offsets, a_name).cmp(&(b.data_offsets, b_name)));
+    let mut end = 0;
+    for (name, info) in tensors {
+        let (s, e) = info.data_offsets;
+        if s != end || e < s {
+            return Err(SafeTensorError::InvalidOffset(name));
+        }
+        end = e;
+        let numel = info.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let bytes = numel.and_then(|n| n.checked_mul(info.dtype.size())).ok_or(SafeTensorError::ValidationOverflow)?;
+        if e - s != bytes {
+            return Err(SafeTensorError::TensorInvalidInfo);
+        }
+    }
+    Ok(end)
+}
+
+/// Rejects headers holding an integer so large that adding it to the header length could overflow.
 ///
 /// safetensors 0.4 adds the last data offset to the header length unchecked, which panics (debug)
-/// or wraps (release) for offsets near `usize::MAX`. No valid file can hold such a number, and JSON
-/// integers appear verbatim as runs of digits, so any run of digits worth more than
-/// `usize::MAX - 8 - MAX_HEADER_SIZE` (or not fitting in a `u64`) is refused up front.
+/// or wraps (release) for offsets near `usize::MAX`; [`parse`] relies on the same bound. No valid
+/// file can hold such a number, and JSON integers appear verbatim as runs of digits, so any run of
+/// digits worth more than `usize::MAX - 8 - MAX_HEADER_SIZE` (or not fitting in a `u64`) is
+/// refused up front.
 fn check_header_numbers(bytes: &[u8]) -> std::result::Result<(), String> {
     let Some((len, rest)) = bytes.split_first_chunk::<8>() else {
-        return Ok(()); // too short: read_metadata reports it
+        return Ok(()); // too short: header_len reports it
     };
     let header_len = u64::from_le_bytes(*len);
     if header_len > MAX_HEADER_SIZE {
-        return Ok(()); // read_metadata reports it
+        return Ok(()); // header_len reports it
     }
     let Some(header) = usize::try_from(header_len).ok().and_then(|n| rest.get(..n)) else {
-        return Ok(()); // truncated: read_metadata reports it
+        return Ok(()); // truncated: header_len reports it
     };
     let limit = (usize::MAX as u64).saturating_sub(8 + MAX_HEADER_SIZE);
     for run in header.split(|b| !b.is_ascii_digit()).filter(|run| !run.is_empty()) {
@@ -247,8 +367,8 @@ fn check_header_numbers(bytes: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// A readable message for a safetensors parsing error of a buffer of `len` bytes.
-fn describe(error: &SafeTensorError, len: usize) -> String {
+/// A readable message for a safetensors parsing error of a file of `len` bytes.
+fn describe(error: &SafeTensorError, len: u64) -> String {
     match error {
         SafeTensorError::HeaderTooSmall => {
             format!("{len} bytes are too few for the 8-byte header length")
@@ -273,25 +393,21 @@ fn describe(error: &SafeTensorError, len: usize) -> String {
     }
 }
 
-/// Converts the little-endian `bytes` of tensor `name` (of a supported float `dtype`) to f32.
-fn convert(source: &str, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
-    fn decode<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> f32) -> Option<Vec<f32>> {
-        let (chunks, rest) = bytes.as_chunks::<N>();
-        rest.is_empty().then(|| chunks.iter().map(|&c| f(c)).collect())
+/// Appends the f32 values of the little-endian `bytes` of tensor `name` (of a supported float
+/// `dtype`) to `out`.
+fn decode(name: &str, dtype: Dtype, bytes: &[u8], out: &mut Vec<f32>) -> Result<()> {
+    fn extend<const N: usize>(bytes: &[u8], out: &mut Vec<f32>, f: impl Fn([u8; N]) -> f32) {
+        // Whole values only: callers pass a multiple of N bytes.
+        out.extend(bytes.as_chunks::<N>().0.iter().map(|&c| f(c)));
     }
-    let data = match dtype {
-        Dtype::F32 => decode(bytes, f32::from_le_bytes),
-        Dtype::F16 => decode(bytes, |c| half::f16::from_le_bytes(c).to_f32()),
-        Dtype::BF16 => decode(bytes, |c| half::bf16::from_le_bytes(c).to_f32()),
-        Dtype::F64 => decode(bytes, |c| f64::from_le_bytes(c) as f32),
-        other => {
-            return Err(Error::UnsupportedDtype { name: name.to_string(), dtype: format!("{other:?}") });
-        }
-    };
-    data.ok_or_else(|| Error::Format {
-        source: source.to_string(),
-        message: format!("tensor `{name}`: {} bytes are not whole {dtype:?} values", bytes.len()),
-    })
+    match dtype {
+        Dtype::F32 => extend(bytes, out, f32::from_le_bytes),
+        Dtype::F16 => extend(bytes, out, |c| half::f16::from_le_bytes(c).to_f32()),
+        Dtype::BF16 => extend(bytes, out, |c| half::bf16::from_le_bytes(c).to_f32()),
+        Dtype::F64 => extend(bytes, out, |c| f64::from_le_bytes(c) as f32),
+        other => return Err(Error::UnsupportedDtype { name: name.to_string(), dtype: format!("{other:?}") }),
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -543,6 +659,141 @@ mod tests {
         let shown = cut.display().to_string();
         assert!(matches!(&err, Error::Format { source, .. } if *source == shown), "{err:?}");
         assert!(message(&err).contains(&shown), "{err}");
+    }
+
+    /// A file in the temp directory holding `bytes`, removed on drop.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(tag: &str, bytes: &[u8]) -> TempFile {
+            let path = std::env::temp_dir().join(format!("lrp-weights-{}-{tag}.safetensors", std::process::id()));
+            std::fs::write(&path, bytes).unwrap();
+            TempFile(path)
+        }
+
+        fn shown(&self) -> String {
+            self.0.display().to_string()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// `n` distinct values, exact in f16 and bf16 (small integers and halves).
+    fn ramp(n: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i % 512) as f32 - 256.0) * 0.5).collect()
+    }
+
+    #[test]
+    fn weights_from_file_streams_every_dtype() {
+        let values = ramp(12);
+        let f16: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        let bf16: Vec<u8> = values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+        let f32s: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f64s: Vec<u8> = values.iter().flat_map(|&v| f64::from(v).to_le_bytes()).collect();
+        let bytes = serialize_raw(&[
+            ("a.f16", Dtype::F16, &[3, 4], &f16),
+            ("b.bf16", Dtype::BF16, &[12], &bf16),
+            ("c.f32", Dtype::F32, &[2, 6], &f32s),
+            ("d.f64", Dtype::F64, &[4, 3], &f64s),
+            ("e.empty", Dtype::F32, &[0, 5], &[]),
+        ]);
+        let file = TempFile::new("dtypes", &bytes);
+        let mut w = Weights::from_file(&file.0).unwrap();
+        let mut from_bytes = Weights::from_bytes(&bytes).unwrap();
+        for (name, shape) in [("a.f16", &[3, 4][..]), ("b.bf16", &[12]), ("c.f32", &[2, 6]), ("d.f64", &[4, 3])] {
+            let got = w.take(name, "l", shape).unwrap();
+            assert_eq!(got, values, "{name}");
+            assert_eq!(from_bytes.take(name, "l", shape).unwrap(), got, "{name}");
+        }
+        assert!(w.take("e.empty", "l", &[0, 5]).unwrap().is_empty());
+        assert!(w.finish(true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn weights_from_file_truncated_or_padded_is_rejected_at_open() {
+        let bytes = serialize_f32(&[("w", &[4, 4], &[1.0; 16]), ("b", &[4], &[0.0; 4])]).unwrap();
+        let header_end = 8 + usize::try_from(u64::from_le_bytes(bytes[..8].try_into().unwrap())).unwrap();
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let cases = [
+            ("after-header", &bytes[..header_end], "do not cover exactly"),
+            ("in-data", &bytes[..bytes.len() - 1], "do not cover exactly"),
+            ("in-header", &bytes[..header_end - 1], "header length exceeds"),
+            ("in-length", &bytes[..5], "too few"),
+            ("padded", &longer[..], "do not cover exactly"),
+        ];
+        for (tag, content, part) in cases {
+            let file = TempFile::new(&format!("cut-{tag}"), content);
+            let err = Weights::from_file(&file.0).unwrap_err();
+            let shown = file.shown();
+            assert!(matches!(&err, Error::Format { source, .. } if *source == shown), "{tag}: {err:?}");
+            let msg = message(&err);
+            assert!(msg.contains(&shown) && msg.contains(part), "{tag}: {msg}");
+            // The same content in memory gives the same message, naming `<bytes>`.
+            let from_bytes = message(&Weights::from_bytes(content).unwrap_err());
+            assert_eq!(from_bytes.replace("<bytes>", &shown), msg, "{tag}");
+        }
+    }
+
+    #[test]
+    fn weights_from_file_take_twice_and_clone() {
+        let a = ramp(40);
+        let b = [3.0f32, -1.5];
+        let file = TempFile::new("twice", &serialize_f32(&[("a", &[5, 8], &a), ("b", &[2], &b)]).unwrap());
+        let mut w = Weights::from_file(&file.0).unwrap();
+        let first = w.take("a", "l", &[5, 8]).unwrap();
+        assert_eq!(w.take("b", "l", &[2]).unwrap(), b);
+        let second = w.take("a", "l", &[5, 8]).unwrap();
+        assert_eq!((&first, &second), (&a, &a));
+        // A clone shares the file but not the record of what was taken.
+        let mut copy = w.clone();
+        assert!(copy.finish(true).unwrap().is_empty());
+        let fresh = Weights::from_file(&file.0).unwrap();
+        assert_eq!(fresh.clone().unused(), ["a", "b"]);
+        assert_eq!(copy.take("a", "l", &[5, 8]).unwrap(), a);
+    }
+
+    #[test]
+    fn weights_from_file_larger_than_a_chunk() {
+        // 2.4 MB of f32 after a small tensor (so it starts mid-chunk and ends mid-chunk), 1.4 MB
+        // of f16 and 2.4 MB of f64: several chunks each, the last one partial.
+        let small = ramp(3);
+        let big = ramp(CHUNK / 2 + 77_777);
+        let f16: Vec<u8> = big[..CHUNK / 2 + 1234].iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        let f32s: Vec<u8> = big.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f64s: Vec<u8> = big[..CHUNK / 4 + 5].iter().flat_map(|&v| f64::from(v).to_le_bytes()).collect();
+        let small_bytes: Vec<u8> = small.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes = serialize_raw(&[
+            ("0.small", Dtype::F32, &[3], &small_bytes),
+            ("1.big", Dtype::F32, &[big.len()], &f32s),
+            ("2.half", Dtype::F16, &[CHUNK / 2 + 1234], &f16),
+            ("3.double", Dtype::F64, &[CHUNK / 4 + 5], &f64s),
+        ]);
+        assert!(f32s.len() > 2 * CHUNK && !f32s.len().is_multiple_of(CHUNK));
+        let file = TempFile::new("big", &bytes);
+        let mut w = Weights::from_file(&file.0).unwrap();
+        assert_eq!(w.take("1.big", "l", &[big.len()]).unwrap(), big);
+        assert_eq!(w.take("3.double", "l", &[CHUNK / 4 + 5]).unwrap(), big[..CHUNK / 4 + 5]);
+        assert_eq!(w.take("2.half", "l", &[CHUNK / 2 + 1234]).unwrap(), big[..CHUNK / 2 + 1234]);
+        assert_eq!(w.take("0.small", "l", &[3]).unwrap(), small);
+        assert!(w.finish(true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn weights_from_file_shrunk_after_open_is_an_io_error() {
+        let bytes = serialize_f32(&[("w", &[4], &[1.0, 2.0, 3.0, 4.0])]).unwrap();
+        let file = TempFile::new("shrunk", &bytes);
+        let mut w = Weights::from_file(&file.0).unwrap();
+        std::fs::write(&file.0, &bytes[..bytes.len() - 4]).unwrap();
+        let err = w.take("w", "l", &[4]).unwrap_err();
+        let shown = file.shown();
+        assert!(matches!(&err, Error::Io { path, .. } if *path == shown), "{err:?}");
+        assert!(message(&err).contains(&shown), "{err}");
+        assert_eq!(w.unused(), ["w"], "a failed take does not mark the tensor used");
     }
 
     #[test]

@@ -288,8 +288,10 @@ impl LinearMap {
     /// Sum over the group's constant-input terms of `sign (in W + b)`, over one output sample.
     fn constant_denominator(&self, group: &Group) -> Option<Vec<f32>> {
         let mut total: Option<Vec<f32>> = None;
-        let mut scratch = vec![0.0; self.kind.scratch_len(1)];
+        // Allocated only for a group with constant terms: for a convolution it is im2col-sized.
+        let mut scratch = Vec::new();
         for t in group.terms.iter().filter(|t| t.spec.input.is_constant()) {
+            scratch.resize(self.kind.scratch_len(1), 0.0);
             let mut z = vec![0.0; self.kind.out_len()];
             let input = t.constant_input.as_deref().unwrap_or(&[]);
             self.apply(self.term_weight(t), self.term_bias(t), input, 1, &mut z, t.spec.sign, 0.0, &mut scratch);
