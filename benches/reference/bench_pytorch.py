@@ -5,7 +5,7 @@ canonizer), batch 1 and 8, `torch.set_num_threads(<cores>)`, random weights.
 
 Optional to run; needs `pip install torch zennit`. From the repository root:
 
-    python3 benches/reference/bench_pytorch.py [--models mlp,lenet,vgg16] [--threads N]
+    python3 benches/reference/bench_pytorch.py [--models mlp,lenet,vgg16] [--threads N] [--batches 1,8]
 
 Prints one line per measurement: `<model>/<composite>/<predict|explain>/<batch> median_ms`.
 """
@@ -62,6 +62,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="mlp,lenet,vgg16")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--batches", default="1,8")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -78,7 +79,7 @@ def main():
             low, high = (0.0, 1.0) if name == "lenet" else (-2.1179, 2.64)
             composites["epsilon_gamma_box"] = lambda: EpsilonGammaBox(low=low, high=high,
                                                                        canonizers=[SequentialMergeBatchNorm()])
-        for batch in (1, 8):
+        for batch in [int(b) for b in a.batches.split(",")]:
             x = torch.rand(batch, *shape)
             with torch.no_grad():
                 t = median_ms(lambda: model(x), repeats)

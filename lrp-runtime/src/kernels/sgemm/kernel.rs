@@ -7,14 +7,50 @@
 //! reading it. Nothing outside the `mu x nu` tile is written. The vector dimension runs along
 //! `MR`, so a column of the tile is two registers and each `b` value is broadcast.
 //!
-//! The SIMD kernels are safe `#[target_feature]` functions that check their slice bounds on
-//! entry; the only `unsafe` left is the pointer loads and stores inside those bounds, and the
-//! calls into them, which are sound because the kernel types below can only be built after the
-//! CPU features were detected.
+//! The kernels write `C` through a [`CTile`], which is only built from a mutable slice it
+//! covers (checked) or, by the threaded driver, from a pointer whose tile it owns (an `unsafe`
+//! constructor with that contract). The SIMD kernels are safe `#[target_feature]` functions that
+//! check their panel bounds on entry; the only `unsafe` left is the pointer loads and stores
+//! inside those bounds, and the calls into them, which are sound because the kernel types below
+//! can only be built after the CPU features were detected.
+
+use std::marker::PhantomData;
 
 use super::TILE_CAP;
 use super::pack;
 use crate::kernels::gemm::MatRef;
+
+/// The `mu x nu` tile of `C` a kernel call writes: element `(i, j)` at `ptr + i + j * ldc`,
+/// columns apart by `ldc >= mu` (or a single column), valid for reads and writes and used by
+/// nobody else for `'a`.
+pub(crate) struct CTile<'a> {
+    ptr: *mut f32,
+    mu: usize,
+    nu: usize,
+    ldc: usize,
+    _c: PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> CTile<'a> {
+    /// The tile at the start of `c`; panics unless `c` holds all of it and its columns do not
+    /// overlap.
+    pub(crate) fn in_slice(c: &'a mut [f32], mu: usize, nu: usize, ldc: usize) -> Self {
+        assert!(mu >= 1 && nu >= 1, "sgemm kernel: empty tile");
+        assert!(nu == 1 || ldc >= mu, "sgemm kernel: overlapping tile columns");
+        assert!(c.len() >= (nu - 1) * ldc + mu, "sgemm kernel: short C tile");
+        CTile { ptr: c.as_mut_ptr(), mu, nu, ldc, _c: PhantomData }
+    }
+
+    /// The tile at `ptr`.
+    ///
+    /// # Safety
+    /// For `'a`, every `ptr + i + j * ldc` (`i < mu`, `j < nu`) must be valid for reads and
+    /// writes of an `f32` and not be accessed through any other pointer or reference; `mu, nu
+    /// >= 1`, and `ldc >= mu` unless `nu == 1`.
+    pub(crate) unsafe fn from_raw(ptr: *mut f32, mu: usize, nu: usize, ldc: usize) -> Self {
+        CTile { ptr, mu, nu, ldc, _c: PhantomData }
+    }
+}
 
 /// A register-blocked micro-kernel with its cache blocking. `MR` rows of `A` per packed panel,
 /// `NR` columns of `B` per packed panel.
@@ -38,42 +74,28 @@ pub(crate) trait MicroKernel<const MR: usize, const NR: usize>: Copy + std::fmt:
         pack::pack_panels::<NR>(dst, b.t(), c0, d0, cols, depth);
     }
 
-    /// The tile update described in the module docs, for the first `mu` rows and `nu` columns.
-    #[allow(clippy::too_many_arguments)]
-    fn tile(
-        &self,
-        mu: usize,
-        nu: usize,
-        kc: usize,
-        a: &[f32],
-        b: &[f32],
-        alpha: f32,
-        beta: f32,
-        c: &mut [f32],
-        ldc: usize,
-    );
+    /// The tile update described in the module docs, for the `c.mu` rows and `c.nu` columns
+    /// of `c` (at most `MR x NR`).
+    fn tile(&self, kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile<'_>);
 }
 
-/// Panics unless a tile call stays inside its slices; kernels rely on this before touching
-/// memory through raw pointers.
-#[allow(clippy::too_many_arguments)]
+/// Panics unless a tile call stays inside its panels and its tile fits `MR x NR`; kernels rely
+/// on this before touching memory through raw pointers.
 #[inline(always)]
-fn check_tile(mr: usize, nr: usize, mu: usize, nu: usize, kc: usize, a: &[f32], b: &[f32], c: &[f32], ldc: usize) {
-    assert!((1..=mr).contains(&mu) && (1..=nr).contains(&nu), "sgemm kernel: tile size out of range");
+fn check_tile(mr: usize, nr: usize, kc: usize, a: &[f32], b: &[f32], c: &CTile<'_>) {
+    assert!((1..=mr).contains(&c.mu) && (1..=nr).contains(&c.nu), "sgemm kernel: tile size out of range");
     assert!(a.len() >= kc * mr && b.len() >= kc * nr, "sgemm kernel: short packed panel");
-    assert!(nu == 1 || ldc >= mu, "sgemm kernel: overlapping tile columns");
-    assert!(c.len() >= (nu - 1) * ldc + mu, "sgemm kernel: short C tile");
 }
 
-/// Writes `alpha * acc + beta * C` (or `alpha * acc` when `beta == 0`) into the `mu x nu` corner of
-/// a column-major tile `c` with leading dimension `ldc`; `acc` is column-major with leading
-/// dimension `mr`.
-#[allow(clippy::too_many_arguments)]
+/// Writes `alpha * acc + beta * C` (or `alpha * acc` when `beta == 0`) into tile `c`; `acc` is
+/// column-major with leading dimension `mr >= c.mu` and holds at least `c.nu` columns.
 #[inline(always)]
-fn update_scalar(acc: &[f32], mr: usize, mu: usize, nu: usize, alpha: f32, beta: f32, c: &mut [f32], ldc: usize) {
-    for (j, accj) in acc.chunks_exact(mr).take(nu).enumerate() {
-        let col = &mut c[j * ldc..j * ldc + mu];
-        for (dst, &s) in col.iter_mut().zip(accj) {
+fn update_scalar(acc: &[f32], mr: usize, alpha: f32, beta: f32, c: CTile<'_>) {
+    assert!(mr >= c.mu && acc.len() >= c.nu * mr, "sgemm kernel: short accumulator");
+    for (j, accj) in acc.chunks_exact(mr).take(c.nu).enumerate() {
+        for (i, &s) in accj[..c.mu].iter().enumerate() {
+            // SAFETY: `i < mu` and `j < nu`, inside the tile `CTile` guarantees.
+            let dst = unsafe { &mut *c.ptr.add(i + j * c.ldc) };
             *dst = if beta == 0.0 { alpha * s } else { alpha * s + beta * *dst };
         }
     }
@@ -95,19 +117,8 @@ impl MicroKernel<P_MR, P_NR> for Portable {
     const MC: usize = 256;
     const NC: usize = 2040;
 
-    fn tile(
-        &self,
-        mu: usize,
-        nu: usize,
-        kc: usize,
-        a: &[f32],
-        b: &[f32],
-        alpha: f32,
-        beta: f32,
-        c: &mut [f32],
-        ldc: usize,
-    ) {
-        check_tile(P_MR, P_NR, mu, nu, kc, a, b, c, ldc);
+    fn tile(&self, kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile<'_>) {
+        check_tile(P_MR, P_NR, kc, a, b, &c);
         let mut acc = [0.0f32; P_MR * P_NR];
         for (ap, bp) in a[..kc * P_MR].chunks_exact(P_MR).zip(b[..kc * P_NR].chunks_exact(P_NR)) {
             for (accj, &bj) in acc.chunks_exact_mut(P_MR).zip(bp) {
@@ -116,7 +127,7 @@ impl MicroKernel<P_MR, P_NR> for Portable {
                 }
             }
         }
-        update_scalar(&acc, P_MR, mu, nu, alpha, beta, c, ldc);
+        update_scalar(&acc, P_MR, alpha, beta, c);
     }
 }
 
@@ -129,7 +140,7 @@ pub(crate) use x86::{Avx2Fma, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{MatRef, MicroKernel, check_tile, pack, update_scalar};
+    use super::{CTile, MatRef, MicroKernel, check_tile, pack, update_scalar};
     use std::arch::x86_64::*;
 
     /// Expands to a `match` on `nu` that calls the kernel instantiated for each listed width, so
@@ -176,29 +187,18 @@ mod x86 {
         }
 
         #[inline]
-        fn tile(
-            &self,
-            mu: usize,
-            nu: usize,
-            kc: usize,
-            a: &[f32],
-            b: &[f32],
-            alpha: f32,
-            beta: f32,
-            c: &mut [f32],
-            ldc: usize,
-        ) {
-            check_tile(Z_MR, Z_NR, mu, nu, kc, a, b, c, ldc);
-            if mu > Z_L {
-                by_width!(nu, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], |NU| {
+        fn tile(&self, kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile<'_>) {
+            check_tile(Z_MR, Z_NR, kc, a, b, &c);
+            if c.mu > Z_L {
+                by_width!(c.nu, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], |NU| {
                     // SAFETY: `Avx512` is only built by `detect`, after checking that the CPU has
                     // AVX-512F, the only feature `avx512_tile` enables.
-                    unsafe { avx512_tile::<2, NU>(mu, kc, a, b, alpha, beta, c, ldc) }
+                    unsafe { avx512_tile::<2, NU>(kc, a, b, alpha, beta, c) }
                 })
             } else {
-                by_width!(nu, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], |NU| {
+                by_width!(c.nu, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], |NU| {
                     // SAFETY: as above, `self` proves the CPU has AVX-512F.
-                    unsafe { avx512_tile::<1, NU>(mu, kc, a, b, alpha, beta, c, ldc) }
+                    unsafe { avx512_tile::<1, NU>(kc, a, b, alpha, beta, c) }
                 })
             }
         }
@@ -209,16 +209,16 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
     fn avx512_tile<const MV: usize, const NU: usize>(
-        mu: usize,
         kc: usize,
         a: &[f32],
         b: &[f32],
         alpha: f32,
         beta: f32,
-        c: &mut [f32],
-        ldc: usize,
+        c: CTile<'_>,
     ) {
-        check_tile(Z_MR, Z_NR, mu, NU, kc, a, b, c, ldc);
+        check_tile(Z_MR, Z_NR, kc, a, b, &c);
+        let (mu, ldc) = (c.mu, c.ldc);
+        assert!(NU == c.nu, "sgemm kernel: nu for NU");
         assert!(MV * Z_L <= Z_MR && (MV - 1) * Z_L < mu && mu <= MV * Z_L, "sgemm kernel: mu for MV");
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
         let mut acc = [[_mm512_setzero_ps(); MV]; NU];
@@ -238,17 +238,16 @@ mod x86 {
             }
         }
         let (va, vb) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
-        let cp = c.as_mut_ptr();
+        let cp = c.ptr;
         for v in 0..MV {
             // Rows `v * 16 ..` of the tile hold `lanes >= 1` live entries (by the assert above).
             let lanes = (mu - v * Z_L).min(Z_L);
             let mask: __mmask16 = if lanes == Z_L { !0 } else { (1 << lanes) - 1 };
             for j in 0..NU {
                 let r = _mm512_mul_ps(acc[j][v], va);
-                // SAFETY: the live lanes are `c[j * ldc + v * 16 ..][..lanes]`, and
-                // `j * ldc + v * 16 + lanes <= (NU - 1) * ldc + mu <= c.len()` (`check_tile`), so
-                // the pointer stays inside `c`; masked-off lanes are neither read nor written.
-                // `c` is borrowed mutably, so nothing else aliases it.
+                // SAFETY: the live lanes are elements `(v * 16 .. v * 16 + lanes, j)` of the tile,
+                // `v * 16 + lanes <= mu` and `j < NU = nu`, which `CTile` guarantees valid and
+                // unaliased; masked-off lanes are neither read nor written.
                 unsafe {
                     let dst = cp.add(j * ldc + v * Z_L);
                     let r = if beta == 0.0 { r } else { _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, dst), vb, r) };
@@ -282,30 +281,19 @@ mod x86 {
         const NC: usize = 2040;
 
         #[inline]
-        fn tile(
-            &self,
-            mu: usize,
-            nu: usize,
-            kc: usize,
-            a: &[f32],
-            b: &[f32],
-            alpha: f32,
-            beta: f32,
-            c: &mut [f32],
-            ldc: usize,
-        ) {
-            check_tile(Y_MR, Y_NR, mu, nu, kc, a, b, c, ldc);
-            if mu == Y_MR {
-                by_width!(nu, [1, 2, 3, 4, 5, 6], |NU| {
+        fn tile(&self, kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile<'_>) {
+            check_tile(Y_MR, Y_NR, kc, a, b, &c);
+            if c.mu == Y_MR {
+                by_width!(c.nu, [1, 2, 3, 4, 5, 6], |NU| {
                     // SAFETY: `Avx2Fma` is only built by `detect`, after checking that the CPU has
                     // AVX2 and FMA, the features `avx2_tile` enables.
-                    unsafe { avx2_tile::<NU>(kc, a, b, alpha, beta, c, ldc) }
+                    unsafe { avx2_tile::<NU>(kc, a, b, alpha, beta, c) }
                 })
             } else {
                 let mut acc = [0.0f32; Y_MR * Y_NR];
                 // SAFETY: as above, `self` proves the CPU has AVX2 and FMA.
-                unsafe { avx2_tile::<Y_NR>(kc, a, b, 1.0, 0.0, &mut acc, Y_MR) };
-                update_scalar(&acc, Y_MR, mu, nu, alpha, beta, c, ldc);
+                unsafe { avx2_tile::<Y_NR>(kc, a, b, 1.0, 0.0, CTile::in_slice(&mut acc, Y_MR, Y_NR, Y_MR)) };
+                update_scalar(&acc, Y_MR, alpha, beta, c);
             }
         }
     }
@@ -313,9 +301,11 @@ mod x86 {
     /// Full `16 x NU` tile from a packed `KC x 16` panel of `A` and a packed `KC x 6` panel of `B`.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::needless_range_loop)]
-    fn avx2_tile<const NU: usize>(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: &mut [f32], ldc: usize) {
+    fn avx2_tile<const NU: usize>(kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile<'_>) {
         const MV: usize = Y_MR / Y_L;
-        check_tile(Y_MR, Y_NR, Y_MR, NU, kc, a, b, c, ldc);
+        check_tile(Y_MR, Y_NR, kc, a, b, &c);
+        assert!(c.mu == Y_MR && c.nu == NU, "sgemm kernel: AVX2 tile must be full height and NU wide");
+        let ldc = c.ldc;
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
         let mut acc = [[_mm256_setzero_ps(); MV]; NU];
         for p in 0..kc {
@@ -334,13 +324,13 @@ mod x86 {
             }
         }
         let (va, vb) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
-        let cp = c.as_mut_ptr();
+        let cp = c.ptr;
         for j in 0..NU {
             for v in 0..MV {
                 let r = _mm256_mul_ps(acc[j][v], va);
-                // SAFETY: `j * ldc + v * 8 + 8 <= (NU - 1) * ldc + Y_MR <= c.len()` (checked by
-                // `check_tile` with `mu = Y_MR`), and `c` is borrowed mutably, so nothing else
-                // aliases it.
+                // SAFETY: elements `(v * 8 .. v * 8 + 8, j)` of the tile, with `v * 8 + 8 <= Y_MR =
+                // mu` and `j < NU = nu` (asserted above), which `CTile` guarantees valid and
+                // unaliased.
                 unsafe {
                     let dst = cp.add(j * ldc + v * Y_L);
                     let r = if beta == 0.0 { r } else { _mm256_fmadd_ps(_mm256_loadu_ps(dst), vb, r) };
@@ -403,7 +393,7 @@ mod tests {
                         let len = (NR - 1) * ldc + MR + 2;
                         let init = |i: usize| if beta == 0.0 { f32::NAN } else { (i % 13) as f32 - 6.0 };
                         let mut c: Vec<f32> = (0..len).map(init).collect();
-                        kern.tile(mu, nu, kc, &a, &b, alpha, beta, &mut c[..(nu - 1) * ldc + mu], ldc);
+                        kern.tile(kc, &a, &b, alpha, beta, CTile::in_slice(&mut c[..(nu - 1) * ldc + mu], mu, nu, ldc));
                         for (idx, &got) in c.iter().enumerate() {
                             let (j, i) = (idx / ldc, idx % ldc);
                             if j < nu && i < mu {
@@ -452,6 +442,6 @@ mod tests {
     fn kernel_rejects_short_c() {
         let (a, b) = ([1.0f32; P_MR], [1.0f32; P_NR]);
         let mut c = [0.0f32; P_MR + 1];
-        Portable.tile(P_MR, 2, 1, &a, &b, 1.0, 0.0, &mut c, P_MR);
+        Portable.tile(1, &a, &b, 1.0, 0.0, CTile::in_slice(&mut c, P_MR, 2, P_MR));
     }
 }

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::gemm::{MatMut, MatRef};
 #[cfg(target_arch = "x86_64")]
 use kernel::{Avx2Fma, Avx512};
-use kernel::{MicroKernel, PACK_A_LEN, PACK_B_LEN, Portable};
+use kernel::{CTile, MicroKernel, PACK_A_LEN, PACK_B_LEN, Portable};
 
 /// Largest `MR * NR` of any kernel: the stack tile for a `C` with no unit stride.
 const TILE_CAP: usize = 512;
@@ -308,19 +308,19 @@ impl<'a> SharedC<'a> {
         }
     }
 
-    /// Column `j`, rows `i0..i0 + len`, as a slice (bounds are checked).
+    /// The `mu x nu` tile at `(i0, j0)` (bounds are checked).
     ///
     /// # Safety
-    /// No other reference to these elements may be used while the slice lives: the caller only
-    /// asks for elements inside its own part's [`Window`], which no other part touches.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn segment(&self, i0: usize, len: usize, j: usize) -> &mut [f32] {
-        assert!(i0 + len <= self.rows && j < self.cols, "sgemm split: segment outside C");
-        let start = i0 + j * self.cs;
-        assert!(start + len <= self.len, "sgemm split: segment outside C's slice");
-        // SAFETY: `start + len` is within the slice `ptr` was taken from, which `SharedC`
-        // borrows mutably for `'a`; exclusivity is the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    /// No other pointer or reference may access the tile's elements while it lives: the caller
+    /// only asks for tiles inside its own part's [`Window`], which no other part touches.
+    unsafe fn tile(&self, (i0, mu): (usize, usize), (j0, nu): (usize, usize)) -> CTile<'_> {
+        assert!(mu >= 1 && nu >= 1 && i0 + mu <= self.rows && j0 + nu <= self.cols, "sgemm split: tile outside C");
+        let start = i0 + j0 * self.cs;
+        assert!(start + (nu - 1) * self.cs + mu <= self.len, "sgemm split: tile outside C's slice");
+        // SAFETY: the tile's elements lie inside the slice `ptr` was taken from, which `SharedC`
+        // borrows mutably for `'a`; its columns do not overlap (`cs >= rows >= mu`, checked in
+        // `new`); exclusivity is the caller's contract.
+        unsafe { CTile::from_raw(self.ptr.add(start), mu, nu, self.cs) }
     }
 }
 
@@ -406,8 +406,8 @@ fn blocked<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(
 }
 
 /// `C` as the micro-kernels write it: straight through when its tile columns are contiguous and
-/// do not overlap, otherwise (or when C is shared by the parts of a [`Split`]) through a stack
-/// tile and element-wise updates.
+/// do not overlap (also when C is shared by the parts of a [`Split`], each in its own window),
+/// otherwise through a stack tile and element-wise updates.
 struct Output<'a> {
     dest: Dest<'a>,
     tile: [f32; TILE_CAP],
@@ -448,31 +448,26 @@ impl<'a> Output<'a> {
         alpha: f32,
         beta: f32,
     ) {
-        if let Dest::Whole { c, direct: true } = &mut self.dest {
-            kern.tile(mu, nu, kc, ap, bp, alpha, beta, &mut c.data[i0 + j0 * c.cs..], c.cs);
-            return;
-        }
-        let tile = &mut self.tile[..MR * NR];
-        kern.tile(MR, nu, kc, ap, bp, alpha, 0.0, tile, MR);
-        let update = |dst: &mut f32, t: f32| *dst = if beta == 0.0 { t } else { beta * *dst + t };
         match &mut self.dest {
-            Dest::Whole { c, .. } => {
-                for (j, col) in tile.chunks_exact(MR).take(nu).enumerate() {
-                    for (i, &t) in col[..mu].iter().enumerate() {
-                        update(&mut c.data[(i0 + i) * c.rs + (j0 + j) * c.cs], t);
-                    }
-                }
+            Dest::Whole { c, direct: true } => {
+                let cs = c.cs;
+                kern.tile(kc, ap, bp, alpha, beta, CTile::in_slice(&mut c.data[i0 + j0 * cs..], mu, nu, cs));
             }
             Dest::Shared { c, window } => {
                 assert!(i0 + mu <= window.rows.1 && j0 + nu <= window.cols.1, "sgemm split: tile outside its window");
+                // SAFETY: the tile lies in this part's window (asserted above), which no other
+                // part of the split writes, and it is used only for this call.
+                let tile = unsafe { c.tile((window.rows.0 + i0, mu), (window.cols.0 + j0, nu)) };
+                kern.tile(kc, ap, bp, alpha, beta, tile);
+            }
+            Dest::Whole { c, direct: false } => {
+                // No unit stride, or overlapping columns: through the stack tile.
+                let tile = &mut self.tile[..MR * NR];
+                kern.tile(kc, ap, bp, alpha, 0.0, CTile::in_slice(tile, MR, nu, MR));
                 for (j, col) in tile.chunks_exact(MR).take(nu).enumerate() {
-                    // SAFETY: the segment lies in this part's window (asserted above), which no
-                    // other part of the split writes, and the slice dies within this iteration.
-                    let dst = unsafe { c.segment(window.rows.0 + i0, mu, window.cols.0 + j0 + j) };
-                    if beta == 0.0 {
-                        dst.copy_from_slice(&col[..mu]);
-                    } else {
-                        dst.iter_mut().zip(&col[..mu]).for_each(|(d, &t)| update(d, t));
+                    for (i, &t) in col[..mu].iter().enumerate() {
+                        let dst = &mut c.data[(i0 + i) * c.rs + (j0 + j) * c.cs];
+                        *dst = if beta == 0.0 { t } else { beta * *dst + t };
                     }
                 }
             }
