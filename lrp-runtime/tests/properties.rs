@@ -178,7 +178,6 @@ impl NetSpec {
 
 impl Net {
     fn forward(&self, input: &[f32]) -> Trace {
-        let mut scratch = vec![0.0; self.scratch];
         let mut acts = vec![input.to_vec()];
         let mut winners = Vec::new();
         for layer in &self.layers {
@@ -186,7 +185,7 @@ impl Net {
             let y = match layer {
                 Layer::Linear(map) => {
                     let mut z = vec![0.0; map.kind().out_len()];
-                    map.forward(x, 1, &mut z, &mut scratch).expect("buffers sized");
+                    map.forward(x, 1, &mut z).expect("buffers sized");
                     z
                 }
                 Layer::Relu => {
@@ -266,7 +265,7 @@ fn conditioning(spec: &NetSpec, trace: &Trace, rel: &[Vec<f32>], eps: f64) -> (f
                 let abs = spec.abs_layer(i);
                 let x_abs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
                 let mut s = vec![0.0; kind.out_len()];
-                abs.forward(&x_abs, 1, &mut s, &mut vec![0.0; kind.scratch_len(1)]).expect("buffers sized");
+                abs.forward(&x_abs, 1, &mut s).expect("buffers sized");
                 let bias = spec.bias(i);
                 let spatial = kind.out_len() / kind.out_channels();
                 for k in 0..kind.out_len() {
@@ -473,7 +472,7 @@ fn assert_close(got: &[f32], want: &[f32]) -> Result<(), TestCaseError> {
 
 fn forward(layer: &LinearMap, x: &[f32]) -> Vec<f32> {
     let mut z = vec![0.0; layer.kind().out_len()];
-    layer.forward(x, 1, &mut z, &mut vec![0.0; layer.kind().scratch_len(1)]).expect("buffers sized");
+    layer.forward(x, 1, &mut z).expect("buffers sized");
     z
 }
 

@@ -16,7 +16,7 @@ pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
         let x = plan.slice(plan.read(i), in_len);
         let y = quote!(&mut ws.#a[..n * #out_len]);
         steps.push(match &layer.op {
-            Op::Linear { .. } | Op::Conv2d(_) => quote!(self.#f.forward(#x, n, #y, &mut ws.scratch)?;),
+            Op::Linear { .. } | Op::Conv2d(_) => quote!(self.#f.forward(#x, n, #y)?;),
             Op::ReLU => quote!(::lrp::runtime::kernels::elementwise::relu(#x, #y);),
             Op::MaxPool2d(_) => {
                 let idx = idx_ident(i);

@@ -2,8 +2,9 @@
 //! nothing): [`gemm`], allocation-free on top of [`super::sgemm`] and split over the threads of
 //! [`super::parallel`] when large, and the `matrixmultiply` reference it is measured against.
 
+use super::im2col::ConvCols;
 use super::parallel;
-use super::sgemm::{PackBuffers, Split, sgemm};
+use super::sgemm::{PackBuffers, Split, sgemm, sgemm_oriented};
 use std::cell::RefCell;
 
 /// A read-only strided matrix: element (i, j) is `data[i * rs + j * cs]`.
@@ -78,6 +79,25 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) 
     match Split::new(alpha, a, b, beta, c, parallel::parts_for(work)) {
         Ok(split) => parallel::run(split.parts(), &|part| with_thread_pack(|pack| split.run_part(part, pack))),
         Err((a, b, c)) => with_thread_pack(|pack| sgemm(alpha, a, b, beta, c, pack)),
+    }
+}
+
+/// `C = alpha W cols + beta C` for one group of a convolution: `W: cout x taps` (the group's
+/// weights), `cols` the unfolded image (`taps x positions`, given as its transpose
+/// [`ConvCols`]), `C: cout x positions` with unit column stride (an output image). The same as
+/// [`gemm`] with the [`super::im2col`] matrix, without materialising it: the packing reads the
+/// image. Split over threads like [`gemm`].
+///
+/// Panics if the dimensions disagree, `C` has no unit column stride, or a view reaches past its
+/// slice; generated code only passes views whose sizes the compiler checked.
+pub fn conv_gemm(alpha: f32, w: MatRef<'_>, cols: ConvCols<'_>, beta: f32, c: MatMut<'_>) {
+    assert!(c.cs == 1 || c.cols <= 1, "conv_gemm: C must have unit column stride");
+    // In the kernels' orientation: C^T = cols^T W^T, with C^T column-major.
+    let (b, c) = (w.t(), c.t());
+    let work = c.rows.saturating_mul(c.cols).saturating_mul(b.rows);
+    match Split::oriented(cols, b, c, alpha, beta, parallel::parts_for(work)) {
+        Ok(split) => parallel::run(split.parts(), &|part| with_thread_pack(|pack| split.run_part(part, pack))),
+        Err(c) => with_thread_pack(|pack| sgemm_oriented(alpha, cols, b, beta, c, pack)),
     }
 }
 
@@ -233,6 +253,51 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn conv_gemm_equals_gemm_on_the_materialised_im2col() {
+        use crate::kernels::im2col::{Conv2dGeom, im2col};
+        let geom = |c, h, w, k, s, p, d, cout| Conv2dGeom {
+            in_channels: c,
+            out_channels: cout,
+            in_h: h,
+            in_w: w,
+            kernel: k,
+            stride: s,
+            padding: p,
+            dilation: d,
+            groups: 1,
+        };
+        let cases = [
+            geom(3, 13, 11, [3, 3], [1, 1], [1, 1], [1, 1], 5),
+            geom(4, 9, 40, [3, 5], [2, 1], [2, 0], [1, 2], 7),
+            geom(2, 7, 7, [1, 1], [1, 1], [0, 0], [1, 1], 33),
+            geom(6, 30, 3, [5, 2], [1, 3], [1, 1], [1, 1], 4),
+            // Wide rows, every panel inside one row; then enough work to be split over threads.
+            geom(8, 8, 100, [3, 3], [1, 1], [1, 1], [1, 1], 16),
+            geom(40, 56, 56, [3, 3], [1, 1], [1, 1], [1, 1], 64),
+        ];
+        for g in cases {
+            let (k, p) = (g.col_rows(), g.col_cols());
+            let x = seq(g.in_len(), 0.2);
+            let w = seq(g.out_channels * k, 1.1);
+            let mut cols = vec![0.0; k * p];
+            im2col(&g, &x, &mut cols);
+            let mut want = seq(g.out_channels * p, 0.5);
+            let mut got = want.clone();
+            let wm = MatRef::row_major(&w, g.out_channels, k);
+            gemm(1.5, wm, MatRef::row_major(&cols, k, p), 0.5, MatMut::row_major(&mut want, g.out_channels, p));
+            conv_gemm(
+                1.5,
+                wm,
+                ConvCols::new(&g, &x, 0, g.in_channels),
+                0.5,
+                MatMut::row_major(&mut got, g.out_channels, p),
+            );
+            // Same packed values, same kernels, same blocking: bitwise equal.
+            assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?}");
         }
     }
 

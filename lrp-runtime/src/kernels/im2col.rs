@@ -80,7 +80,7 @@ pub const fn out_extent(input: usize, kernel: usize, stride: usize, pad: usize, 
 /// The output columns `ox` whose tap `kj` reads a real input pixel: `lo..hi`, and the input
 /// column of `ox = lo`.
 #[inline]
-fn valid_columns(g: &Conv2dGeom, kj: usize) -> (usize, usize, usize) {
+pub(crate) fn valid_columns(g: &Conv2dGeom, kj: usize) -> (usize, usize, usize) {
     let ow = g.out_w();
     let offset = kj * g.dilation[1];
     // x = ox * stride + offset - pad must lie in 0..in_w.
@@ -92,6 +92,50 @@ fn valid_columns(g: &Conv2dGeom, kj: usize) -> (usize, usize, usize) {
     };
     let hi = hi.max(lo);
     (lo, hi, lo * g.stride[1] + offset - g.padding[1].min(lo * g.stride[1] + offset))
+}
+
+/// The transposed unfolded matrix `cols^T` (`[oh ow, C kh kw]`) of some channels of one image,
+/// never materialised: the GEMM packs its blocks straight from the image (implicit `im2col`).
+/// Row `pos = oy ow + ox`, column `(c kh + ki) kw + kj`: the transpose of [`im2col`]'s output.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvCols<'a> {
+    pub(crate) g: Conv2dGeom,
+    /// The channels' planes, `[channels, in_h, in_w]`.
+    pub(crate) input: &'a [f32],
+    pub(crate) channels: usize,
+    /// The rows (output positions) in view: `first..first + count`.
+    pub(crate) first: usize,
+    pub(crate) count: usize,
+}
+
+impl<'a> ConvCols<'a> {
+    /// Channels `c0..c0 + channels` of `input [in_channels, in_h, in_w]` under geometry `g`.
+    ///
+    /// Panics if `g` is invalid ([`Conv2dGeom::validate`]) or the channels lie outside `input`;
+    /// generated code only builds geometries the compiler checked and buffers of their size.
+    pub fn new(g: &Conv2dGeom, input: &'a [f32], c0: usize, channels: usize) -> Self {
+        assert!(g.validate().is_ok(), "conv cols: invalid geometry {g:?}");
+        let plane = g.in_h * g.in_w;
+        assert!(c0 + channels <= g.in_channels && input.len() >= (c0 + channels) * plane, "conv cols: short input");
+        let input = &input[c0 * plane..(c0 + channels) * plane];
+        ConvCols { g: *g, input, channels, first: 0, count: g.col_cols() }
+    }
+
+    /// Rows: output positions in view.
+    pub fn positions(&self) -> usize {
+        self.count
+    }
+
+    /// Columns: `channels kh kw`.
+    pub fn taps(&self) -> usize {
+        self.channels * self.g.kernel[0] * self.g.kernel[1]
+    }
+
+    /// Rows `lo..hi` of this view (`lo <= hi <= positions`).
+    pub(crate) fn positions_range(self, lo: usize, hi: usize) -> Self {
+        assert!(lo <= hi && hi <= self.count, "conv cols: rows {lo}..{hi} of {}", self.count);
+        ConvCols { first: self.first + lo, count: hi - lo, ..self }
+    }
 }
 
 /// Unfolds `input [C, H, W]` into `cols [C kh kw, oh ow]` (row-major), zeros for padding. Each

@@ -4,7 +4,9 @@
 use super::batchnorm::BatchNorm;
 use super::check_buffers;
 use crate::error::{Error, Result};
-use crate::kernels::{Conv2dGeom, MatMut, MatRef, col2im, elementwise::stabilize, gemm, im2col};
+use crate::kernels::gemm::conv_gemm;
+use crate::kernels::im2col::ConvCols;
+use crate::kernels::{Conv2dGeom, MatMut, MatRef, col2im, elementwise::stabilize, gemm};
 use crate::rules::{Bound, DEFAULT_STABILIZER, GroupSpec, InputMod, Mask, ParamMod, Rule, TermSpec};
 use crate::weights::Weights;
 
@@ -288,13 +290,10 @@ impl LinearMap {
     /// Sum over the group's constant-input terms of `sign (in W + b)`, over one output sample.
     fn constant_denominator(&self, group: &Group) -> Option<Vec<f32>> {
         let mut total: Option<Vec<f32>> = None;
-        // Allocated only for a group with constant terms: for a convolution it is im2col-sized.
-        let mut scratch = Vec::new();
         for t in group.terms.iter().filter(|t| t.spec.input.is_constant()) {
-            scratch.resize(self.kind.scratch_len(1), 0.0);
             let mut z = vec![0.0; self.kind.out_len()];
             let input = t.constant_input.as_deref().unwrap_or(&[]);
-            self.apply(self.term_weight(t), self.term_bias(t), input, 1, &mut z, t.spec.sign, 0.0, &mut scratch);
+            self.apply(self.term_weight(t), self.term_bias(t), input, 1, &mut z, t.spec.sign, 0.0);
             match &mut total {
                 Some(acc) => acc.iter_mut().zip(&z).for_each(|(a, v)| *a += v),
                 None => total = Some(z),
@@ -313,17 +312,7 @@ impl LinearMap {
 
     /// `z = alpha (x W^T + b) + beta z` for `n` samples.
     #[allow(clippy::too_many_arguments)]
-    fn apply(
-        &self,
-        w: &[f32],
-        b: &[f32],
-        x: &[f32],
-        n: usize,
-        z: &mut [f32],
-        alpha: f32,
-        beta: f32,
-        scratch: &mut [f32],
-    ) {
+    fn apply(&self, w: &[f32], b: &[f32], x: &[f32], n: usize, z: &mut [f32], alpha: f32, beta: f32) {
         let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
         match self.kind {
             LinearKind::Dense { in_features, out_features } => {
@@ -340,17 +329,16 @@ impl LinearMap {
                 }
             }
             LinearKind::Conv2d(g) => {
+                // The unfolded image is read by the GEMM's packing, never materialised.
                 let (k, p) = (g.col_rows(), g.col_cols());
-                let cols = &mut scratch[..k * p];
-                let (cout_g, kg) = (g.out_channels / g.groups, k / g.groups);
+                let (cout_g, kg, cin_g) = (g.out_channels / g.groups, k / g.groups, g.in_channels / g.groups);
                 for i in 0..n {
-                    im2col(&g, &x[i * in_len..], cols);
                     let zi = &mut z[i * out_len..(i + 1) * out_len];
                     for gi in 0..g.groups {
-                        gemm(
+                        conv_gemm(
                             alpha,
                             MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg),
-                            MatRef::row_major(&cols[gi * kg * p..(gi + 1) * kg * p], kg, p),
+                            ConvCols::new(&g, &x[i * in_len..(i + 1) * in_len], gi * cin_g, cin_g),
                             beta,
                             MatMut::row_major(&mut zi[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
                         );
@@ -396,20 +384,12 @@ impl LinearMap {
     }
 
     /// Forward pass of `n` samples: `z = x W^T + b` (pre-activation, kept for LRP).
-    pub fn forward(&self, x: &[f32], n: usize, z: &mut [f32], scratch: &mut [f32]) -> Result<()> {
-        let cols = match self.kind {
-            LinearKind::Dense { .. } => 0,
-            LinearKind::Conv2d(g) => g.col_rows() * g.col_cols(),
-        };
+    pub fn forward(&self, x: &[f32], n: usize, z: &mut [f32]) -> Result<()> {
         check_buffers(
             &self.name,
-            &[
-                ("input", n * self.kind.in_len(), x.len()),
-                ("output", n * self.kind.out_len(), z.len()),
-                ("scratch", cols, scratch.len()),
-            ],
+            &[("input", n * self.kind.in_len(), x.len()), ("output", n * self.kind.out_len(), z.len())],
         )?;
-        self.apply(&self.weight, &self.bias, x, n, z, 1.0, 0.0, scratch);
+        self.apply(&self.weight, &self.bias, x, n, z, 1.0, 0.0);
         Ok(())
     }
 
@@ -462,7 +442,7 @@ impl LinearMap {
                     continue;
                 }
                 x_mod.iter_mut().zip(x).for_each(|(m, &v)| *m = t.spec.input.apply(v));
-                self.apply(self.term_weight(t), self.term_bias(t), x_mod, n, denom, t.spec.sign, 1.0, cols);
+                self.apply(self.term_weight(t), self.term_bias(t), x_mod, n, denom, t.spec.sign, 1.0);
             }
             // s = mask(z) R / stab(z_g), in place.
             let (mask, eps) = (group.spec.mask, group.spec.eps);

@@ -70,8 +70,8 @@ mod tests {
     fn short_buffers_are_errors_naming_the_layer() {
         let fc =
             LinearMap::new("fc", LinearKind::Dense { in_features: 3, out_features: 2 }, vec![1.0; 6], None).unwrap();
-        let (x, mut z, mut scratch) = ([1.0; 6], [0.0; 3], [0.0; 64]);
-        let err = fc.forward(&x, 2, &mut z, &mut scratch).unwrap_err();
+        let (x, mut z) = ([1.0; 6], [0.0; 3]);
+        let err = fc.forward(&x, 2, &mut z).unwrap_err();
         assert_eq!(err, Error::Length { what: "output buffer of layer `fc`".into(), expected: 4, found: 3 });
         assert_eq!(err.to_string(), "output buffer of layer `fc` has 3 elements, but 4 were expected");
         let mut r_in = [0.0; 6];

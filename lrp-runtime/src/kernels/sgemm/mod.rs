@@ -21,6 +21,7 @@
 //! never touches the heap.
 
 mod kernel;
+mod operand;
 mod pack;
 
 use std::fmt;
@@ -32,6 +33,7 @@ use super::gemm::{MatMut, MatRef};
 #[cfg(target_arch = "x86_64")]
 use kernel::{Avx2Fma, Avx512};
 use kernel::{CTile, MicroKernel, PACK_A_LEN, PACK_B_LEN, Portable};
+pub(crate) use operand::Operand;
 
 /// Largest `MR * NR` of any kernel: the stack tile for a `C` with no unit stride.
 const TILE_CAP: usize = 512;
@@ -172,6 +174,31 @@ pub(crate) fn sgemm_on(
     run_blocked(isa, alpha, a, b, beta, Output::new(c), pack);
 }
 
+/// `C = alpha A B + beta C` on one thread for a product already in the kernels' orientation,
+/// with any left operand (the implicit `im2col` of [`super::gemm::conv_gemm`]).
+///
+/// Panics if the dimensions disagree or `B` or `C` reach past their slices.
+pub(crate) fn sgemm_oriented<A: Operand>(
+    alpha: f32,
+    a: A,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    pack: &mut PackBuffers,
+) {
+    assert!(a.rows() == c.rows && b.cols == c.cols && a.depth() == b.rows, "sgemm: dimension mismatch");
+    assert!(in_bounds(b.rows, b.cols, b.rs, b.cs, b.data.len()), "sgemm: B out of bounds");
+    assert!(in_bounds(c.rows, c.cols, c.rs, c.cs, c.data.len()), "sgemm: C out of bounds");
+    if c.rows == 0 || c.cols == 0 {
+        return;
+    }
+    if b.rows == 0 {
+        scale(beta, c);
+        return;
+    }
+    run_blocked(Isa::best(), alpha, a, b, beta, Output::new(c), pack);
+}
+
 /// The kernels vectorize along the rows of C: the transposed problem `C^T = B^T A^T` when C's
 /// unit stride runs along its columns, the problem itself otherwise.
 fn orient<'a, 'c>(a: MatRef<'a>, b: MatRef<'a>, c: MatMut<'c>) -> (MatRef<'a>, MatRef<'a>, MatMut<'c>) {
@@ -179,7 +206,15 @@ fn orient<'a, 'c>(a: MatRef<'a>, b: MatRef<'a>, c: MatMut<'c>) -> (MatRef<'a>, M
 }
 
 /// [`blocked`] with the kernel family `isa`.
-fn run_blocked(isa: Isa, alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, out: Output<'_>, pack: &mut PackBuffers) {
+fn run_blocked<A: Operand>(
+    isa: Isa,
+    alpha: f32,
+    a: A,
+    b: MatRef<'_>,
+    beta: f32,
+    out: Output<'_>,
+    pack: &mut PackBuffers,
+) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512(k) => blocked(k, alpha, a, b, beta, out, pack),
@@ -193,11 +228,11 @@ fn run_blocked(isa: Isa, alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, ou
 /// kernels' orientation (C column-major), by rows of C when C has more rows than columns (every
 /// part packs all of B, the smaller operand), by columns otherwise (every part packs all of A).
 /// Each part is a rectangle of C that no other part touches.
-pub(crate) struct Split<'a> {
+pub(crate) struct Split<'a, A: Operand = MatRef<'a>> {
     isa: Isa,
     alpha: f32,
     beta: f32,
-    a: MatRef<'a>,
+    a: A,
     b: MatRef<'a>,
     c: SharedC<'a>,
     by_rows: bool,
@@ -225,21 +260,35 @@ impl<'a> Split<'a> {
         parts: usize,
     ) -> std::result::Result<Split<'a>, (MatRef<'a>, MatRef<'a>, MatMut<'a>)> {
         check_views(&a, &b, &c);
-        let (m, k, n) = (c.rows, a.cols, c.cols);
-        // C's shape and strides in the kernels' orientation (see `orient`).
-        let (rows, cols, rs, cs) = if c.rs != 1 && c.cs == 1 { (n, m, c.cs, c.rs) } else { (m, n, c.rs, c.cs) };
-        let direct = rs == 1 && (cols == 1 || cs >= rows);
+        let transposed = c.rs != 1 && c.cs == 1;
+        let (oa, ob, oc) = orient(a, b, c);
+        Split::oriented(oa, ob, oc, alpha, beta, parts).map_err(|c| (a, b, if transposed { c.t() } else { c }))
+    }
+}
+
+impl<'a, A: Operand> Split<'a, A> {
+    /// [`Split::new`] for a product already in the kernels' orientation (C column-major),
+    /// with any left operand; gives C back when it cannot be cut.
+    pub(crate) fn oriented(
+        a: A,
+        b: MatRef<'a>,
+        c: MatMut<'a>,
+        alpha: f32,
+        beta: f32,
+        parts: usize,
+    ) -> std::result::Result<Self, MatMut<'a>> {
+        assert!(a.rows() == c.rows && b.cols == c.cols && a.depth() == b.rows, "sgemm split: dimension mismatch");
         let isa = Isa::best();
         let (mr, nr) = isa.tile();
-        let by_rows = rows >= cols;
-        let (unit, span) = if by_rows { (mr, rows) } else { (nr, cols) };
-        let parts = parts.min(span.div_ceil(unit)).min(Self::MAX_PARTS);
-        if parts <= 1 || !direct || m <= 1 || n <= 1 || k == 0 {
-            return Err((a, b, c));
+        let by_rows = c.rows >= c.cols;
+        let (unit, span) = if by_rows { (mr, c.rows) } else { (nr, c.cols) };
+        let parts = parts.min(span.div_ceil(unit)).min(Split::MAX_PARTS);
+        let direct = c.rs == 1 && (c.cols == 1 || c.cs >= c.rows);
+        if parts <= 1 || !direct || c.rows <= 1 || c.cols <= 1 || b.rows == 0 {
+            return Err(c);
         }
-        let (oa, ob, oc) = orient(a, b, c);
-        let c = SharedC::new(oc);
-        Ok(Split { isa, alpha, beta, a: oa, b: ob, c, by_rows, parts, started: AtomicU64::new(0) })
+        let c = SharedC::new(c);
+        Ok(Split { isa, alpha, beta, a, b, c, by_rows, parts, started: AtomicU64::new(0) })
     }
 
     /// Number of parts.
@@ -263,18 +312,13 @@ impl<'a> Split<'a> {
             return;
         }
         let (a, b, window) = if self.by_rows {
-            (sub_rows(self.a, lo, hi), self.b, Window { rows: (lo, hi - lo), cols: (0, self.c.cols) })
+            (self.a.sub_rows(lo, hi), self.b, Window { rows: (lo, hi - lo), cols: (0, self.c.cols) })
         } else {
-            (self.a, sub_rows(self.b.t(), lo, hi).t(), Window { rows: (0, self.c.rows), cols: (lo, hi - lo) })
+            (self.a, self.b.t().sub_rows(lo, hi).t(), Window { rows: (0, self.c.rows), cols: (lo, hi - lo) })
         };
         let out = Output::shared(&self.c, window);
         run_blocked(self.isa, self.alpha, a, b, self.beta, out, pack);
     }
-}
-
-/// Rows `lo..hi` of `m` (`lo < hi <= m.rows`).
-fn sub_rows(m: MatRef<'_>, lo: usize, hi: usize) -> MatRef<'_> {
-    MatRef { data: &m.data[lo * m.rs..], rows: hi - lo, ..m }
 }
 
 /// A column-major C (unit row stride, columns apart by `cs >= rows`) that the parts of a
@@ -351,18 +395,18 @@ fn scale(beta: f32, c: MatMut<'_>) {
 }
 
 /// Runs micro-kernel `kern` over the blocked loops, for `k >= 1` and a non-empty `C`.
-fn blocked<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(
+fn blocked<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>, A: Operand>(
     kern: K,
     alpha: f32,
-    a: MatRef<'_>,
+    a: A,
     b: MatRef<'_>,
     beta: f32,
     mut out: Output<'_>,
     pack: &mut PackBuffers,
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (m, k, n) = (a.rows(), a.depth(), b.cols);
     let (apack, bpack) = pack.split();
-    if n <= NR && a.cs == 1 && k * NR <= bpack.len() {
+    if n <= NR && a.rows_contiguous() && k * NR <= bpack.len() {
         // One column panel of C (a dense layer on a small batch): A is used exactly once, so
         // what matters is reading it fast. Pack all of B once, then walk A one row panel at a
         // time along its contiguous rows.
@@ -371,7 +415,7 @@ fn blocked<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(
             let mu = MR.min(m - i0);
             for p0 in (0..k).step_by(K::KC) {
                 let kc = K::KC.min(k - p0);
-                kern.pack_a(apack, a, i0, p0, mu, kc);
+                a.pack(&kern, apack, i0, p0, mu, kc);
                 let beta = if p0 == 0 { beta } else { 1.0 };
                 let bp = &bpack[p0 * NR..(p0 + kc) * NR];
                 out.tile(&kern, (i0, mu), (0, n), kc, &apack[..MR * kc], bp, alpha, beta);
@@ -390,7 +434,7 @@ fn blocked<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(
             let bpanels = &bpack[..nc.div_ceil(NR) * NR * kc];
             for i0 in (0..m).step_by(K::MC) {
                 let mc = K::MC.min(m - i0);
-                kern.pack_a(apack, a, i0, p0, mc, kc);
+                a.pack(&kern, apack, i0, p0, mc, kc);
                 let apanels = &apack[..mc.div_ceil(MR) * MR * kc];
                 // One NR panel of B stays in L1 while the MR panels of A stream from L2.
                 for (jp, bp) in bpanels.chunks_exact(NR * kc).enumerate() {

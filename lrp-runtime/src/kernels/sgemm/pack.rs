@@ -7,6 +7,94 @@
 //! to know about a ragged edge in the packed dimension.
 
 use crate::kernels::gemm::MatRef;
+use crate::kernels::im2col::{ConvCols, valid_columns};
+
+/// Kernel widths whose valid output columns [`pack_conv_panels`] computes once per call.
+const CACHED_TAPS: usize = 16;
+
+/// Packs the `rows x depth` block at `(r0, d0)` of the implicit `cols^T` of a convolution into
+/// panels of `R` rows, reading the image: element `(pos, (c, ki, kj))` is
+/// `x[c, oy sh + ki dh - ph, ox sw + kj dw - pw]` (0 in the padding), `pos = oy ow + ox`.
+///
+/// The `R` positions of a panel are cut into runs along output rows; for every tap, each run is
+/// one contiguous copy of an input row (stride 1) or a strided gather, zero where it reads
+/// padding. Panics if `dst` is too short or the block lies outside `src`.
+pub(super) fn pack_conv_panels<const R: usize>(
+    dst: &mut [f32],
+    src: &ConvCols<'_>,
+    r0: usize,
+    d0: usize,
+    rows: usize,
+    depth: usize,
+) {
+    let g = &src.g;
+    let (ow, (kh, kw)) = (g.out_w(), (g.kernel[0], g.kernel[1]));
+    let (in_h, in_w, plane) = (g.in_h, g.in_w, g.in_h * g.in_w);
+    assert!(r0 + rows <= src.count && d0 + depth <= src.taps(), "pack: block outside the convolution's columns");
+    let panel_len = R * depth;
+    if panel_len == 0 {
+        return;
+    }
+    let mut cached = [(0, 0, 0); CACHED_TAPS];
+    if kw <= CACHED_TAPS {
+        cached.iter_mut().take(kw).enumerate().for_each(|(kj, v)| *v = valid_columns(g, kj));
+    }
+    let columns = |kj: usize| if kw <= CACHED_TAPS { cached[kj] } else { valid_columns(g, kj) };
+    for (q, panel) in dst[..rows.div_ceil(R) * panel_len].chunks_exact_mut(panel_len).enumerate() {
+        let live = (rows - q * R).min(R);
+        // Runs `(oy, ox, offset in the panel, length)` of positions along one output row.
+        let mut runs = [(0, 0, 0, 0); R];
+        let (mut n_runs, mut off) = (0, 0);
+        while off < live {
+            let pos = src.first + r0 + q * R + off;
+            let (oy, ox) = (pos / ow, pos % ow);
+            let len = (ow - ox).min(live - off);
+            runs[n_runs] = (oy, ox, off, len);
+            (n_runs, off) = (n_runs + 1, off + len);
+        }
+        let (mut c, mut ki, mut kj) = ((d0 / kw) / kh, (d0 / kw) % kh, d0 % kw);
+        for out in panel.chunks_exact_mut(R) {
+            out[live..].fill(0.0);
+            let (lo, hi, x0) = columns(kj);
+            let image = &src.input[c * plane..(c + 1) * plane];
+            for &(oy, ox, off, len) in &runs[..n_runs] {
+                let out = &mut out[off..off + len];
+                let y = (oy * g.stride[0] + ki * g.dilation[0]).checked_sub(g.padding[0]).filter(|&y| y < in_h);
+                // Output columns of this run that read the image: `a..b`.
+                let a = ox.max(lo).min(ox + len);
+                let b = (ox + len).min(hi).max(a);
+                let Some(y) = y.filter(|_| a < b) else {
+                    out.fill(0.0);
+                    continue;
+                };
+                let line = &image[y * in_w..(y + 1) * in_w];
+                let x = x0 + (a - lo) * g.stride[1];
+                if g.stride[1] == 1 && len == R && a == ox && b == ox + R {
+                    // The common case: a whole panel inside the image, fixed-size copy.
+                    let whole: &mut [f32; R] = out.try_into().expect("run of R");
+                    *whole = line[x..x + R].try_into().expect("R floats");
+                    continue;
+                }
+                out[..a - ox].fill(0.0);
+                out[b - ox..].fill(0.0);
+                if g.stride[1] == 1 {
+                    out[a - ox..b - ox].copy_from_slice(&line[x..x + (b - a)]);
+                } else {
+                    for (o, xi) in out[a - ox..b - ox].iter_mut().zip((x..).step_by(g.stride[1])) {
+                        *o = line[xi];
+                    }
+                }
+            }
+            kj += 1;
+            if kj == kw {
+                (kj, ki) = (0, ki + 1);
+                if ki == kh {
+                    (ki, c) = (0, c + 1);
+                }
+            }
+        }
+    }
+}
 
 /// Packs the `rows x depth` block of `src` whose top-left element is `(r0, d0)` into panels of
 /// `R` rows at the start of `dst` (`rows.div_ceil(R) * R * depth` floats).
@@ -179,6 +267,61 @@ fn pack_strided<const R: usize>(panel: &mut [f32], src: MatRef<'_>, i0: usize, d
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::im2col::{Conv2dGeom, im2col};
+
+    /// The implicit `im2col` packer against packing the materialised matrix, for panel heights
+    /// of every kernel, blocks at odd offsets, and a view of a sub-range of the positions.
+    fn check_conv<const R: usize>(g: &Conv2dGeom) {
+        let x: Vec<f32> = (0..g.in_len()).map(|i| (i as f32 * 0.37).sin() + 1.5).collect();
+        let (k, p) = (g.col_rows(), g.col_cols());
+        let mut cols = vec![0.0; k * p];
+        im2col(g, &x, &mut cols);
+        let cols_t = MatRef::row_major(&cols, k, p).t();
+        let implicit = ConvCols::new(g, &x, 0, g.in_channels);
+        for (r0, d0, rows, depth) in [(0, 0, p, k), (1, 2, p - 1, k - 2), (p / 3, k / 2, p - p / 3, k - k / 2)] {
+            if rows == 0 || depth == 0 {
+                continue;
+            }
+            let len = rows.div_ceil(R) * R * depth;
+            let (mut want, mut got) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+            pack_panels::<R>(&mut want, cols_t, r0, d0, rows, depth);
+            pack_conv_panels::<R>(&mut got, &implicit, r0, d0, rows, depth);
+            assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "R={R} {g:?} block {r0},{d0}");
+            // The same block through a view that starts at position r0.
+            let view = implicit.positions_range(r0, p);
+            got.fill(f32::NAN);
+            pack_conv_panels::<R>(&mut got, &view, 0, d0, rows, depth);
+            assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "R={R} {g:?} view at {r0}");
+        }
+    }
+
+    #[test]
+    fn conv_panels_equal_packed_im2col() {
+        let geom = |c, h, w, k, s, p, d| Conv2dGeom {
+            in_channels: c,
+            out_channels: 1,
+            in_h: h,
+            in_w: w,
+            kernel: k,
+            stride: s,
+            padding: p,
+            dilation: d,
+            groups: 1,
+        };
+        let cases = [
+            geom(2, 9, 9, [3, 3], [1, 1], [1, 1], [1, 1]),
+            geom(3, 5, 70, [3, 3], [1, 1], [1, 1], [1, 1]),
+            geom(2, 11, 7, [3, 2], [2, 3], [2, 1], [2, 1]),
+            geom(1, 4, 3, [5, 5], [1, 1], [3, 3], [1, 1]),
+            geom(2, 6, 20, [1, 17], [1, 1], [0, 8], [1, 1]),
+        ];
+        for g in &cases {
+            check_conv::<4>(g);
+            check_conv::<8>(g);
+            check_conv::<16>(g);
+            check_conv::<32>(g);
+        }
+    }
 
     /// Checks the packed layout of one `(r0, d0, rows, depth)` block against direct indexing, for
     /// the portable packer and, where the CPU has it and `R` allows, the AVX-512 one.

@@ -1,0 +1,91 @@
+//! The left operand `A` of the kernels' product, as the driver reads it: a strided matrix, or the
+//! unfolded image of a convolution read straight from the image (implicit `im2col`).
+
+use super::kernel::MicroKernel;
+use super::pack;
+use crate::kernels::gemm::MatRef;
+use crate::kernels::im2col::ConvCols;
+
+/// What the blocked driver needs of `A` (`rows x depth`): packing any block into `MR`-row panels.
+pub(crate) trait Operand: Copy + Sync {
+    fn rows(&self) -> usize;
+    fn depth(&self) -> usize;
+
+    /// Packs the `rows x depth` block at `(r0, d0)` into `MR`-row panels (layout of [`pack`]).
+    fn pack<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(
+        &self,
+        kern: &K,
+        dst: &mut [f32],
+        r0: usize,
+        d0: usize,
+        rows: usize,
+        depth: usize,
+    );
+
+    /// Whether each row is contiguous along the depth (a dense layer's weights), which the
+    /// driver's single-column-panel path streams.
+    fn rows_contiguous(&self) -> bool;
+
+    /// Rows `lo..hi` (`lo < hi <= rows`).
+    fn sub_rows(self, lo: usize, hi: usize) -> Self;
+}
+
+impl Operand for MatRef<'_> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn depth(&self) -> usize {
+        self.cols
+    }
+
+    fn pack<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(
+        &self,
+        kern: &K,
+        dst: &mut [f32],
+        r0: usize,
+        d0: usize,
+        rows: usize,
+        depth: usize,
+    ) {
+        kern.pack_a(dst, *self, r0, d0, rows, depth);
+    }
+
+    fn rows_contiguous(&self) -> bool {
+        self.cs == 1
+    }
+
+    fn sub_rows(self, lo: usize, hi: usize) -> Self {
+        MatRef { data: &self.data[lo * self.rs..], rows: hi - lo, ..self }
+    }
+}
+
+impl Operand for ConvCols<'_> {
+    fn rows(&self) -> usize {
+        self.positions()
+    }
+
+    fn depth(&self) -> usize {
+        self.taps()
+    }
+
+    fn pack<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(
+        &self,
+        _kern: &K,
+        dst: &mut [f32],
+        r0: usize,
+        d0: usize,
+        rows: usize,
+        depth: usize,
+    ) {
+        pack::pack_conv_panels::<MR>(dst, self, r0, d0, rows, depth);
+    }
+
+    fn rows_contiguous(&self) -> bool {
+        false
+    }
+
+    fn sub_rows(self, lo: usize, hi: usize) -> Self {
+        self.positions_range(lo, hi)
+    }
+}
