@@ -13,11 +13,15 @@ pub fn relu_inplace(x: &mut [f32]) {
     }
 }
 
-/// `y = max(0, x)`.
+/// `y = max(0, x)`, over the worker threads when large.
 pub fn relu(x: &[f32], y: &mut [f32]) {
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = v.max(0.0);
-    }
+    let len = x.len().min(y.len());
+    let work = len.saturating_mul(super::parallel::ELEMENTWISE_COST);
+    super::parallel::for_each_piece(&mut y[..len], 1, work, &|start, out| {
+        for (o, &v) in out.iter_mut().zip(&x[start..]) {
+            *o = v.max(0.0);
+        }
+    });
 }
 
 /// Gradient of a ReLU in place: `g = g * [x > 0]`, `x` the ReLU's input.

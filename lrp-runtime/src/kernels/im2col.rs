@@ -146,7 +146,7 @@ pub fn im2col(g: &Conv2dGeom, input: &[f32], cols: &mut [f32]) {
     let channel_len = g.kernel[0] * g.kernel[1] * g.col_cols();
     let cols = &mut cols[..g.in_channels * channel_len];
     let input = &input[..g.in_len()];
-    let work = cols.len();
+    let work = cols.len().saturating_mul(super::parallel::ELEMENTWISE_COST);
     super::parallel::for_each_piece(cols, channel_len, work, &|start, piece| {
         for (i, rows) in piece.chunks_exact_mut(channel_len).enumerate() {
             im2col_channel(g, input, start / channel_len + i, rows);
@@ -192,7 +192,8 @@ pub fn col2im(g: &Conv2dGeom, cols: &[f32], out: &mut [f32]) {
     let cols = &cols[..g.in_channels * channel_len];
     let plane = g.in_h * g.in_w;
     let out = &mut out[..g.in_len()];
-    super::parallel::for_each_piece(out, plane, cols.len(), &|start, piece| {
+    let work = cols.len().saturating_mul(super::parallel::ELEMENTWISE_COST);
+    super::parallel::for_each_piece(out, plane, work, &|start, piece| {
         for (i, dst) in piece.chunks_exact_mut(plane).enumerate() {
             let c = start / plane + i;
             col2im_channel(g, &cols[c * channel_len..(c + 1) * channel_len], dst);

@@ -21,6 +21,12 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 /// tens of microseconds, so only products of about a millisecond or more are split.
 pub const SPLIT_MIN_WORK: usize = 1 << 23;
 
+/// What one element of an element-wise pass (a copy, a ReLU, a bias) costs, in multiply-adds of
+/// a packed GEMM: such passes are bound by memory, about 8 bytes moved per element, which takes
+/// as long as some 30 multiply-adds on one core. Passes weigh their work with it, so that those
+/// over about 256 K elements are split.
+pub const ELEMENTWISE_COST: usize = 32;
+
 /// Threads to use; 0 until first read.
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 
@@ -139,36 +145,58 @@ pub fn run(parts: usize, job: &(dyn Fn(usize) + Sync)) {
 
 /// Cuts `data` into consecutive pieces of whole `unit`s (the last one possibly ragged) and calls
 /// `f(start, piece)` for each, `piece = &mut data[start..start + piece.len()]`, the pieces at
-/// once on [`parts_for`]`(work)` threads. `work` estimates the multiply-adds (or elements moved)
-/// of the whole; `unit = 0` counts as 1.
-pub fn for_each_piece(data: &mut [f32], unit: usize, work: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+/// once on [`parts_for`]`(work)` threads. `work` estimates the multiply-adds of the whole (see
+/// [`ELEMENTWISE_COST`] for passes over memory); `unit = 0` counts as 1.
+pub fn for_each_piece<T: Send>(data: &mut [T], unit: usize, work: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+    for_each_piece_pair(data, &mut [] as &mut [u8], unit, work, &|start, piece, _| f(start, piece));
+}
+
+/// The closure of [`for_each_piece_pair`].
+pub type PairPieces<'f, A, B> = dyn Fn(usize, &mut [A], &mut [B]) + Sync + 'f;
+
+/// [`for_each_piece`] over two slices cut at the same offsets: `f(start, &mut a[start..end],
+/// &mut b[start..end])`, the pieces of `b` empty where `b` is shorter than `a`.
+pub fn for_each_piece_pair<A: Send, B: Send>(
+    a: &mut [A],
+    b: &mut [B],
+    unit: usize,
+    work: usize,
+    f: &PairPieces<'_, A, B>,
+) {
     let unit = unit.max(1);
-    let units = data.len().div_ceil(unit);
+    let units = a.len().div_ceil(unit);
     let parts = parts_for(work).min(units);
     if parts <= 1 {
-        f(0, data);
+        f(0, a, b);
         return;
     }
-    let len = data.len();
-    let bounds = |p: usize| (units * p / parts * unit).min(len);
-    let shared = SharedSlice(data.as_mut_ptr());
+    let (len_a, len_b) = (a.len(), b.len());
+    let bounds = |p: usize| (units * p / parts * unit).min(len_a);
+    let (shared_a, shared_b) = (SharedSlice(a.as_mut_ptr()), SharedSlice(b.as_mut_ptr()));
     run(parts, &|p| {
         let (start, end) = (bounds(p), bounds(p + 1));
-        let base = &shared;
-        // SAFETY: `start <= end <= len` (`bounds` is non-decreasing and capped at `len`), so the
-        // piece lies inside `data`, which is borrowed mutably for this whole call; `run` calls
-        // each part exactly once, and different parts get disjoint ranges, so no two threads
-        // hold overlapping pieces.
-        let piece = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
-        f(start, piece);
+        let (start_b, end_b) = (start.min(len_b), end.min(len_b));
+        let (base_a, base_b) = (&shared_a, &shared_b);
+        // SAFETY: `start <= end <= len_a` and `start_b <= end_b <= len_b` (`bounds` is
+        // non-decreasing and capped), so each piece lies inside its slice, which is borrowed
+        // mutably for this whole call; `run` calls each part exactly once, and different parts
+        // get disjoint ranges, so no two threads hold overlapping pieces.
+        let (piece_a, piece_b) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(base_a.0.add(start), end - start),
+                std::slice::from_raw_parts_mut(base_b.0.add(start_b), end_b - start_b),
+            )
+        };
+        f(start, piece_a, piece_b);
     });
 }
 
-/// The start of a slice that [`for_each_piece`] hands out in disjoint pieces.
-struct SharedSlice(*mut f32);
+/// The start of a slice that [`for_each_piece_pair`] hands out in disjoint pieces.
+struct SharedSlice<T>(*mut T);
 
-// SAFETY: each thread only touches its own piece (see `for_each_piece`).
-unsafe impl Sync for SharedSlice {}
+// SAFETY: each thread only touches its own piece (see `for_each_piece_pair`), and the elements
+// may be sent between threads.
+unsafe impl<T: Send> Sync for SharedSlice<T> {}
 
 /// A job's closure, shared with the workers for the duration of one [`run`].
 #[derive(Clone, Copy)]

@@ -50,9 +50,19 @@ impl Pool2dGeom {
 
     /// Calls `f(out_index, input_indices)` for each window; padding positions are left out.
     #[inline]
-    fn for_each_window(&self, mut f: impl FnMut(usize, &mut dyn Iterator<Item = usize>)) {
+    fn for_each_window(&self, f: impl FnMut(usize, &mut dyn Iterator<Item = usize>)) {
+        self.for_each_window_in(0..self.channels, f);
+    }
+
+    /// [`Self::for_each_window`] over the windows of `channels` only.
+    #[inline]
+    fn for_each_window_in(
+        &self,
+        channels: std::ops::Range<usize>,
+        mut f: impl FnMut(usize, &mut dyn Iterator<Item = usize>),
+    ) {
         let (oh, ow) = (self.out_h(), self.out_w());
-        for c in 0..self.channels {
+        for c in channels {
             for oy in 0..oh {
                 let y0 = (oy * self.stride[0]) as isize - self.padding[0] as isize;
                 let ys = y0.max(0) as usize..((y0 + self.kernel[0] as isize).min(self.in_h as isize)).max(0) as usize;
@@ -74,19 +84,25 @@ impl Pool2dGeom {
 /// order, as PyTorch's CPU kernel; NaN wins).
 pub fn maxpool_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
     let (x, y, argmax) = (&x[..g.in_len()], &mut y[..g.out_len()], &mut argmax[..g.out_len()]);
-    g.for_each_window(|o, taps| {
-        let (mut best, mut best_j) = (f32::NEG_INFINITY, 0usize);
-        let mut first = true;
-        for j in taps {
-            let v = x[j];
-            if first || v > best || v.is_nan() {
-                best = v;
-                best_j = j;
-                first = false;
+    let plane = g.out_h() * g.out_w();
+    let work = g.in_len().saturating_mul(super::parallel::ELEMENTWISE_COST);
+    // Channels split over the worker threads when large.
+    super::parallel::for_each_piece_pair(y, argmax, plane, work, &|start, y, argmax| {
+        let c0 = start / plane.max(1);
+        g.for_each_window_in(c0..c0 + y.len() / plane.max(1), |o, taps| {
+            let (mut best, mut best_j) = (f32::NEG_INFINITY, 0usize);
+            let mut first = true;
+            for j in taps {
+                let v = x[j];
+                if first || v > best || v.is_nan() {
+                    best = v;
+                    best_j = j;
+                    first = false;
+                }
             }
-        }
-        y[o] = best;
-        argmax[o] = best_j as u32;
+            y[o - start] = best;
+            argmax[o - start] = best_j as u32;
+        });
     });
 }
 
@@ -167,7 +183,10 @@ mod tests {
 
     #[test]
     fn pools_match_naive_including_overlap_and_padding() {
-        for geom in [g(2, 4, 4, 2, 2, 0), g(1, 7, 7, 3, 2, 0), g(3, 5, 6, 3, 1, 1), g(2, 9, 9, 3, 2, 1)] {
+        // The last one is large enough for max-pooling to be split over the worker threads.
+        for geom in
+            [g(2, 4, 4, 2, 2, 0), g(1, 7, 7, 3, 2, 0), g(3, 5, 6, 3, 1, 1), g(2, 9, 9, 3, 2, 1), g(67, 64, 64, 2, 2, 0)]
+        {
             // Mixed signs for max-pooling; average pooling sees non-negative inputs (after a ReLU),
             // so its denominators stay away from zero.
             let x = data(geom.in_len());

@@ -6,6 +6,7 @@ use super::check_buffers;
 use crate::error::{Error, Result};
 use crate::kernels::gemm::conv_gemm;
 use crate::kernels::im2col::ConvCols;
+use crate::kernels::parallel;
 use crate::kernels::{Conv2dGeom, MatMut, MatRef, col2im, elementwise::stabilize, gemm};
 use crate::rules::{Bound, DEFAULT_STABILIZER, GroupSpec, InputMod, Mask, ParamMod, Rule, TermSpec};
 use crate::weights::Weights;
@@ -343,9 +344,12 @@ impl LinearMap {
                             MatMut::row_major(&mut zi[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
                         );
                     }
-                    for (row, bias) in zi.chunks_mut(p).zip(b) {
-                        row.iter_mut().for_each(|v| *v += alpha * bias);
-                    }
+                    let work = zi.len().saturating_mul(parallel::ELEMENTWISE_COST);
+                    parallel::for_each_piece(zi, p, work, &|start, rows| {
+                        for (row, bias) in rows.chunks_mut(p).zip(&b[start / p..]) {
+                            row.iter_mut().for_each(|v| *v += alpha * bias);
+                        }
+                    });
                 }
             }
         }
