@@ -48,35 +48,47 @@ impl Pool2dGeom {
         self.channels * self.out_h() * self.out_w()
     }
 
-    /// Calls `f(out_index, input_indices)` for each window; padding positions are left out.
+    /// Calls `f(out_index, window)` for each window.
     #[inline]
-    fn for_each_window(&self, f: impl FnMut(usize, &mut dyn Iterator<Item = usize>)) {
+    fn for_each_window(&self, f: impl FnMut(usize, Window)) {
         self.for_each_window_in(0..self.channels, f);
     }
 
     /// [`Self::for_each_window`] over the windows of `channels` only.
     #[inline]
-    fn for_each_window_in(
-        &self,
-        channels: std::ops::Range<usize>,
-        mut f: impl FnMut(usize, &mut dyn Iterator<Item = usize>),
-    ) {
+    fn for_each_window_in(&self, channels: std::ops::Range<usize>, mut f: impl FnMut(usize, Window)) {
         let (oh, ow) = (self.out_h(), self.out_w());
+        let clip = |start: isize, k: usize, len: usize| {
+            start.max(0) as usize..((start + k as isize).min(len as isize)).max(0) as usize
+        };
         for c in channels {
+            let base = c * self.in_h * self.in_w;
             for oy in 0..oh {
-                let y0 = (oy * self.stride[0]) as isize - self.padding[0] as isize;
-                let ys = y0.max(0) as usize..((y0 + self.kernel[0] as isize).min(self.in_h as isize)).max(0) as usize;
+                let ys = clip((oy * self.stride[0]) as isize - self.padding[0] as isize, self.kernel[0], self.in_h);
                 for ox in 0..ow {
-                    let x0 = (ox * self.stride[1]) as isize - self.padding[1] as isize;
-                    let xs =
-                        x0.max(0) as usize..((x0 + self.kernel[1] as isize).min(self.in_w as isize)).max(0) as usize;
-                    let base = c * self.in_h * self.in_w;
-                    let w = self.in_w;
-                    let mut taps = ys.clone().flat_map(|y| xs.clone().map(move |x| base + y * w + x));
-                    f((c * oh + oy) * ow + ox, &mut taps);
+                    let xs = clip((ox * self.stride[1]) as isize - self.padding[1] as isize, self.kernel[1], self.in_w);
+                    f((c * oh + oy) * ow + ox, Window { base, w: self.in_w, ys: ys.clone(), xs });
                 }
             }
         }
+    }
+}
+
+/// One pooling window inside the image (padding left out): rows `ys` and columns `xs` of the
+/// channel plane starting at `base`, `w` wide.
+struct Window {
+    base: usize,
+    w: usize,
+    ys: std::ops::Range<usize>,
+    xs: std::ops::Range<usize>,
+}
+
+impl Window {
+    /// The input indices of the window, row-major.
+    #[inline]
+    fn taps(&self) -> impl Iterator<Item = usize> + use<> {
+        let (base, w, xs) = (self.base, self.w, self.xs.clone());
+        self.ys.clone().flat_map(move |y| xs.clone().map(move |x| base + y * w + x))
     }
 }
 
@@ -89,15 +101,15 @@ pub fn maxpool_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32], argmax: &mut [u
     // Channels split over the worker threads when large.
     super::parallel::for_each_piece_pair(y, argmax, plane, work, &|start, y, argmax| {
         let c0 = start / plane.max(1);
-        g.for_each_window_in(c0..c0 + y.len() / plane.max(1), |o, taps| {
+        g.for_each_window_in(c0..c0 + y.len() / plane.max(1), |o, win| {
             let (mut best, mut best_j) = (f32::NEG_INFINITY, 0usize);
             let mut first = true;
-            for j in taps {
-                let v = x[j];
-                if first || v > best || v.is_nan() {
-                    best = v;
-                    best_j = j;
-                    first = false;
+            for yy in win.ys.clone() {
+                let row = win.base + yy * win.w;
+                for (j, &v) in x[row + win.xs.start..row + win.xs.end].iter().enumerate() {
+                    if first || v > best || v.is_nan() {
+                        (best, best_j, first) = (v, row + win.xs.start + j, false);
+                    }
                 }
             }
             y[o - start] = best;
@@ -122,7 +134,7 @@ pub fn maxpool_relevance(g: &Pool2dGeom, argmax: &[u32], r_out: &[f32], r_in: &m
 pub fn avgpool_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32]) {
     let inv = 1.0 / (g.kernel[0] * g.kernel[1]) as f32;
     let (x, y) = (&x[..g.in_len()], &mut y[..g.out_len()]);
-    g.for_each_window(|o, taps| y[o] = taps.map(|j| x[j]).sum::<f32>() * inv);
+    g.for_each_window(|o, win| y[o] = win.taps().map(|j| x[j]).sum::<f32>() * inv);
 }
 
 /// Proportional rule: `r_in[j] = x[j] sum_{w ∋ j} r_out[w] / (kh kw stab(y[w]))`, with
@@ -131,9 +143,9 @@ pub fn avgpool_relevance(g: &Pool2dGeom, x: &[f32], y: &[f32], r_out: &[f32], ep
     let inv = 1.0 / (g.kernel[0] * g.kernel[1]) as f32;
     let (x, y, r_out, r_in) = (&x[..g.in_len()], &y[..g.out_len()], &r_out[..g.out_len()], &mut r_in[..g.in_len()]);
     r_in.fill(0.0);
-    g.for_each_window(|o, taps| {
+    g.for_each_window(|o, win| {
         let s = r_out[o] * inv / stabilize(y[o], eps);
-        for j in taps {
+        for j in win.taps() {
             r_in[j] += s;
         }
     });
@@ -147,8 +159,8 @@ pub fn avgpool_gradient(g: &Pool2dGeom, g_out: &[f32], g_in: &mut [f32]) {
     let inv = 1.0 / (g.kernel[0] * g.kernel[1]) as f32;
     let (g_out, g_in) = (&g_out[..g.out_len()], &mut g_in[..g.in_len()]);
     g_in.fill(0.0);
-    g.for_each_window(|o, taps| {
-        for j in taps {
+    g.for_each_window(|o, win| {
+        for j in win.taps() {
             g_in[j] += g_out[o] * inv;
         }
     });
