@@ -16,8 +16,7 @@ pub fn relu_inplace(x: &mut [f32]) {
 /// `y = max(0, x)`, over the worker threads when large.
 pub fn relu(x: &[f32], y: &mut [f32]) {
     let len = x.len().min(y.len());
-    let work = len.saturating_mul(super::parallel::ELEMENTWISE_COST);
-    super::parallel::for_each_piece(&mut y[..len], 1, work, &|start, out| {
+    super::parallel::elementwise(&mut y[..len], &|start, out| {
         for (o, &v) in out.iter_mut().zip(&x[start..]) {
             *o = v.max(0.0);
         }

@@ -151,6 +151,13 @@ pub fn for_each_piece<T: Send>(data: &mut [T], unit: usize, work: usize, f: &(dy
     for_each_piece_pair(data, &mut [] as &mut [u8], unit, work, &|start, piece, _| f(start, piece));
 }
 
+/// An element-wise pass over `out`: [`for_each_piece`] with pieces of any length, weighing
+/// each element [`ELEMENTWISE_COST`].
+pub fn elementwise(out: &mut [f32], f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+    let work = out.len().saturating_mul(ELEMENTWISE_COST);
+    for_each_piece(out, 1, work, f);
+}
+
 /// The closure of [`for_each_piece_pair`].
 pub type PairPieces<'f, A, B> = dyn Fn(usize, &mut [A], &mut [B]) + Sync + 'f;
 

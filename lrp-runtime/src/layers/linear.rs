@@ -424,19 +424,24 @@ impl LinearMap {
         let (denom, rest) = scratch.split_at_mut(n * out_len);
         let (x_mod, rest) = rest.split_at_mut(n * in_len);
         let (c, cols) = rest.split_at_mut(n * in_len);
-        r_in.fill(0.0);
+        // The element-wise passes below run over the worker threads when large.
+        parallel::elementwise(r_in, &|_, r| r.fill(0.0));
         for group in &self.groups {
             // Denominator z_g.
-            if group.spec.from_forward {
-                denom.copy_from_slice(z);
-            } else {
-                denom.fill(0.0);
-            }
-            if let Some(constant) = &group.constant {
-                for row in denom.chunks_mut(out_len) {
-                    row.iter_mut().zip(constant).for_each(|(d, k)| *d += k);
+            let constant = group.constant.as_deref();
+            let from_forward = group.spec.from_forward;
+            parallel::elementwise(denom, &|start, d| {
+                if from_forward {
+                    d.copy_from_slice(&z[start..start + d.len()]);
+                } else {
+                    d.fill(0.0);
                 }
-            }
+                if let Some(k) = constant {
+                    // `k` repeats every sample; this piece starts inside it at `start % out_len`.
+                    let ks = k[start % out_len..].iter().chain(k.iter().cycle());
+                    d.iter_mut().zip(ks).for_each(|(d, k)| *d += k);
+                }
+            });
             for t in &group.terms {
                 let covered_by_forward = group.spec.from_forward
                     && t.spec.input == InputMod::Identity
@@ -445,31 +450,43 @@ impl LinearMap {
                 if t.spec.input.is_constant() || covered_by_forward {
                     continue;
                 }
-                x_mod.iter_mut().zip(x).for_each(|(m, &v)| *m = t.spec.input.apply(v));
-                self.apply(self.term_weight(t), self.term_bias(t), x_mod, n, denom, t.spec.sign, 1.0);
+                let input = if t.spec.input == InputMod::Identity {
+                    x
+                } else {
+                    let modify = t.spec.input;
+                    parallel::elementwise(x_mod, &|start, m| {
+                        m.iter_mut().zip(&x[start..]).for_each(|(m, &v)| *m = modify.apply(v));
+                    });
+                    &*x_mod
+                };
+                self.apply(self.term_weight(t), self.term_bias(t), input, n, denom, t.spec.sign, 1.0);
             }
             // s = mask(z) R / stab(z_g), in place.
             let (mask, eps) = (group.spec.mask, group.spec.eps);
-            for ((d, &zf), &r) in denom.iter_mut().zip(z).zip(r_out) {
-                *d = if mask.keeps(zf) { r / stabilize(*d, eps) } else { 0.0 };
-            }
+            parallel::elementwise(denom, &|start, d| {
+                for ((d, &zf), &r) in d.iter_mut().zip(&z[start..]).zip(&r_out[start..]) {
+                    *d = if mask.keeps(zf) { r / stabilize(*d, eps) } else { 0.0 };
+                }
+            });
             // R_in += coef sign in(x) ⊙ (W^T s).
             for t in group.terms.iter().filter(|t| t.spec.backward) {
                 self.apply_transposed(self.term_weight(t), denom, n, c, cols);
                 let factor = group.spec.coef * t.spec.sign;
+                let c = &*c;
                 match &t.constant_input {
-                    Some(k) => {
-                        for (rs, cs) in r_in.chunks_mut(in_len).zip(c.chunks(in_len)) {
-                            for ((r, &ci), &ki) in rs.iter_mut().zip(cs).zip(k) {
-                                *r += factor * ki * ci;
-                            }
+                    Some(k) => parallel::elementwise(r_in, &|start, r| {
+                        let ks = k[start % in_len..].iter().chain(k.iter().cycle());
+                        for ((r, &ci), &ki) in r.iter_mut().zip(&c[start..]).zip(ks) {
+                            *r += factor * ki * ci;
                         }
-                    }
+                    }),
                     None => {
                         let input = t.spec.input;
-                        for ((r, &ci), &xi) in r_in.iter_mut().zip(c.iter()).zip(x) {
-                            *r += factor * input.apply(xi) * ci;
-                        }
+                        parallel::elementwise(r_in, &|start, r| {
+                            for ((r, &ci), &xi) in r.iter_mut().zip(&c[start..]).zip(&x[start..]) {
+                                *r += factor * input.apply(xi) * ci;
+                            }
+                        });
                     }
                 }
             }
