@@ -12,6 +12,21 @@ use crate::kernels::im2col::{ConvCols, valid_columns};
 /// Kernel widths whose valid output columns [`pack_conv_panels`] computes once per call.
 const CACHED_TAPS: usize = 16;
 
+/// `dst = src` for the short runs of [`pack_conv_panels`] (at most a panel), eight floats at a
+/// time: a call to `memcpy` would cost more than the copy.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let d: &mut [f32; 8] = d.try_into().expect("chunk of 8");
+        *d = s.try_into().expect("chunk of 8");
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
 /// Packs the `rows x depth` block at `(r0, d0)` of the implicit `cols^T` of a convolution into
 /// panels of `R` rows, reading the image: element `(pos, (c, ki, kj))` is
 /// `x[c, oy sh + ki dh - ph, ox sw + kj dw - pw]` (0 in the padding), `pos = oy ow + ox`.
@@ -78,7 +93,7 @@ pub(super) fn pack_conv_panels<const R: usize>(
                 out[..a - ox].fill(0.0);
                 out[b - ox..].fill(0.0);
                 if g.stride[1] == 1 {
-                    out[a - ox..b - ox].copy_from_slice(&line[x..x + (b - a)]);
+                    copy_short(&mut out[a - ox..b - ox], &line[x..x + (b - a)]);
                 } else {
                     for (o, xi) in out[a - ox..b - ox].iter_mut().zip((x..).step_by(g.stride[1])) {
                         *o = line[xi];
