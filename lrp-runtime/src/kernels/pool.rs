@@ -101,7 +101,12 @@ pub fn maxpool_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32], argmax: &mut [u
     // Channels split over the worker threads when large.
     super::parallel::for_each_piece_pair(y, argmax, plane, work, &|start, y, argmax| {
         let c0 = start / plane.max(1);
-        g.for_each_window_in(c0..c0 + y.len() / plane.max(1), |o, win| {
+        let channels = c0..c0 + y.len() / plane.max(1);
+        if g.kernel == [2, 2] && g.stride == [2, 2] && g.padding == [0, 0] {
+            maxpool_2x2(g, x, channels, y, argmax);
+            return;
+        }
+        g.for_each_window_in(channels, |o, win| {
             let (mut best, mut best_j) = (f32::NEG_INFINITY, 0usize);
             let mut first = true;
             for yy in win.ys.clone() {
@@ -116,6 +121,33 @@ pub fn maxpool_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32], argmax: &mut [u
             argmax[o - start] = best_j as u32;
         });
     });
+}
+
+/// [`maxpool_forward`] for 2x2 windows with stride 2 and no padding (VGG's, LeNet's), over
+/// `channels`, `y` and `argmax` holding just their outputs: the same winners, without the
+/// per-window bookkeeping of the general loop.
+fn maxpool_2x2(g: &Pool2dGeom, x: &[f32], channels: std::ops::Range<usize>, y: &mut [f32], argmax: &mut [u32]) {
+    let (oh, ow, w) = (g.out_h(), g.out_w(), g.in_w);
+    let plane = g.in_h * w;
+    for (k, c) in channels.enumerate() {
+        for oy in 0..oh {
+            let top = c * plane + 2 * oy * w;
+            let (r0, r1) = (&x[top..top + w], &x[top + w..top + 2 * w]);
+            let o = (k * oh + oy) * ow;
+            let (y, argmax) = (&mut y[o..o + ow], &mut argmax[o..o + ow]);
+            for (ox, (y, am)) in y.iter_mut().zip(argmax.iter_mut()).enumerate() {
+                let i = 2 * ox;
+                // Row-major order; a later tap wins if larger or NaN, as in the general loop.
+                let (mut best, mut at) = (r0[i], top + i);
+                for (v, j) in [(r0[i + 1], top + i + 1), (r1[i], top + w + i), (r1[i + 1], top + w + i + 1)] {
+                    if v > best || v.is_nan() {
+                        (best, at) = (v, j);
+                    }
+                }
+                (*y, *am) = (best, at as u32);
+            }
+        }
+    }
 }
 
 /// Winner-take-all: `r_in[j] = sum_{w : argmax[w] = j} r_out[w]`; `r_in` is overwritten.
@@ -195,10 +227,16 @@ mod tests {
 
     #[test]
     fn pools_match_naive_including_overlap_and_padding() {
-        // The last one is large enough for max-pooling to be split over the worker threads.
-        for geom in
-            [g(2, 4, 4, 2, 2, 0), g(1, 7, 7, 3, 2, 0), g(3, 5, 6, 3, 1, 1), g(2, 9, 9, 3, 2, 1), g(67, 64, 64, 2, 2, 0)]
-        {
+        // 2x2 / stride 2 windows take their own loop (odd sizes included); the last geometry is
+        // large enough for max-pooling to be split over the worker threads.
+        for geom in [
+            g(2, 4, 4, 2, 2, 0),
+            g(3, 7, 9, 2, 2, 0),
+            g(1, 7, 7, 3, 2, 0),
+            g(3, 5, 6, 3, 1, 1),
+            g(2, 9, 9, 3, 2, 1),
+            g(67, 64, 64, 2, 2, 0),
+        ] {
             // Mixed signs for max-pooling; average pooling sees non-negative inputs (after a ReLU),
             // so its denominators stay away from zero.
             let x = data(geom.in_len());
@@ -253,5 +291,20 @@ mod tests {
         let (mut y, mut idx) = ([0.0], [9u32]);
         maxpool_forward(&geom, &[1.0, 3.0, 3.0, 0.0], &mut y, &mut idx);
         assert_eq!((y[0], idx[0]), (3.0, 1));
+    }
+
+    #[test]
+    fn maxpool_nan_wins_in_both_loops() {
+        // The 2x2 loop and the general one (3x3 here) agree: the last NaN of a window wins.
+        let nan = f32::NAN;
+        let cases = [
+            (g(1, 2, 2, 2, 2, 0), vec![1.0, nan, nan, 0.0], 2u32),
+            (g(1, 3, 3, 3, 3, 0), vec![1.0, nan, 5.0, nan, 0.0, 2.0, 3.0, 4.0, 6.0], 3),
+        ];
+        for (geom, x, winner) in cases {
+            let (mut y, mut idx) = ([0.0], [9u32]);
+            maxpool_forward(&geom, &x, &mut y, &mut idx);
+            assert!(y[0].is_nan() && idx[0] == winner, "{geom:?}: {idx:?}");
+        }
     }
 }
