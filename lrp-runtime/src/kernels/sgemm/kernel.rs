@@ -171,6 +171,24 @@ mod x86 {
         pub(crate) fn detect() -> Option<Self> {
             is_x86_feature_detected!("avx512f").then_some(Avx512 { _detected: () })
         }
+
+        /// [`MicroKernel::tile`] for a tile narrower or shorter than `32 x 12`.
+        #[inline(never)]
+        fn ragged_tile(&self, kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile<'_>) {
+            check_tile(Z_MR, Z_NR, kc, a, b, &c);
+            if c.mu > Z_L {
+                by_width!(c.nu, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], |NU| {
+                    // SAFETY: `Avx512` is only built by `detect`, after checking that the CPU has
+                    // AVX-512F, the only feature `avx512_tile` enables.
+                    unsafe { avx512_tile::<2, NU>(kc, a, b, alpha, beta, c) }
+                })
+            } else {
+                by_width!(c.nu, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], |NU| {
+                    // SAFETY: as above, `self` proves the CPU has AVX-512F.
+                    unsafe { avx512_tile::<1, NU>(kc, a, b, alpha, beta, c) }
+                })
+            }
+        }
     }
 
     impl MicroKernel<Z_MR, Z_NR> for Avx512 {
@@ -186,20 +204,15 @@ mod x86 {
             pack::pack_panels_avx512::<Z_NR>(*self, dst, b.t(), c0, d0, cols, depth);
         }
 
-        #[inline]
+        #[inline(always)]
         fn tile(&self, kc: usize, a: &[f32], b: &[f32], alpha: f32, beta: f32, c: CTile<'_>) {
-            check_tile(Z_MR, Z_NR, kc, a, b, &c);
-            if c.mu > Z_L {
-                by_width!(c.nu, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], |NU| {
-                    // SAFETY: `Avx512` is only built by `detect`, after checking that the CPU has
-                    // AVX-512F, the only feature `avx512_tile` enables.
-                    unsafe { avx512_tile::<2, NU>(kc, a, b, alpha, beta, c) }
-                })
+            if c.mu == Z_MR && c.nu == Z_NR {
+                // The full tile, by far the most frequent: straight to its kernel.
+                // SAFETY: `Avx512` is only built by `detect`, after checking that the CPU has
+                // AVX-512F, the only feature `avx512_tile` enables.
+                unsafe { avx512_tile::<2, Z_NR>(kc, a, b, alpha, beta, c) }
             } else {
-                by_width!(c.nu, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], |NU| {
-                    // SAFETY: as above, `self` proves the CPU has AVX-512F.
-                    unsafe { avx512_tile::<1, NU>(kc, a, b, alpha, beta, c) }
-                })
+                self.ragged_tile(kc, a, b, alpha, beta, c);
             }
         }
     }
