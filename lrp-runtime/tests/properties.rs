@@ -35,6 +35,7 @@ struct NetSpec {
 }
 
 /// A built layer.
+#[allow(clippy::large_enum_variant)] // a handful per test network
 enum Layer {
     Linear(LinearMap),
     Relu,

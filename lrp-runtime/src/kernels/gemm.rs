@@ -302,6 +302,70 @@ mod tests {
     }
 
     #[test]
+    fn transposed_convolution_equals_gemm_and_col2im() {
+        use crate::kernels::im2col::{Conv2dGeom, col2im};
+        let geom = |c, h, w, k, p, d, cout, groups| Conv2dGeom {
+            in_channels: c,
+            out_channels: cout,
+            in_h: h,
+            in_w: w,
+            kernel: k,
+            stride: [1, 1],
+            padding: p,
+            dilation: d,
+            groups,
+        };
+        let cases = [
+            geom(3, 9, 11, [3, 3], [1, 1], [1, 1], 5, 1),
+            geom(4, 10, 7, [3, 5], [0, 2], [1, 1], 6, 2),
+            geom(2, 12, 12, [3, 3], [2, 1], [2, 1], 4, 1),
+            geom(6, 8, 9, [1, 1], [0, 0], [1, 1], 3, 3),
+            geom(32, 40, 40, [3, 3], [1, 1], [1, 1], 48, 1),
+        ];
+        for g in cases {
+            let g_t = g.transposed().expect("stride 1");
+            let (k, p) = (g.col_rows(), g.col_cols());
+            let w = seq(g.out_channels * k / g.groups, 0.4);
+            let s = seq(g.out_len(), 1.3);
+            // Reference: cols = W^T s per group, folded back by col2im.
+            let (cout_g, kg) = (g.out_channels / g.groups, k / g.groups);
+            let mut cols = vec![0.0; k * p];
+            for gi in 0..g.groups {
+                gemm(
+                    1.0,
+                    MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg).t(),
+                    MatRef::row_major(&s[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
+                    0.0,
+                    MatMut::row_major(&mut cols[gi * kg * p..(gi + 1) * kg * p], kg, p),
+                );
+            }
+            let mut want = vec![0.0; g.in_len()];
+            col2im(&g, &cols, &mut want);
+            // The transposed pass as a convolution of s with the flipped, transposed weights.
+            let w_t = g.transpose_weights(&w);
+            let (kg_t, p_t) = (g_t.col_rows() / g_t.groups, g_t.col_cols());
+            let (cout_t, cin_t) = (g_t.out_channels / g_t.groups, g_t.in_channels / g_t.groups);
+            assert_eq!((g_t.out_len(), p_t), (g.in_len(), g.in_h * g.in_w), "{g:?}");
+            let mut got = vec![f32::NAN; g.in_len()];
+            for gi in 0..g_t.groups {
+                conv_gemm(
+                    1.0,
+                    MatRef::row_major(&w_t[gi * cout_t * kg_t..(gi + 1) * cout_t * kg_t], cout_t, kg_t),
+                    ConvCols::new(&g_t, &s, gi * cin_t, cin_t),
+                    0.0,
+                    MatMut::row_major(&mut got[gi * cout_t * p_t..(gi + 1) * cout_t * p_t], cout_t, p_t),
+                );
+            }
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{g:?} at {i}: {a} vs {b}");
+            }
+        }
+        // Strided convolutions have no plain transposed pass.
+        let strided = Conv2dGeom { stride: [2, 1], ..geom(2, 8, 8, [3, 3], [1, 1], [1, 1], 2, 1) };
+        assert!(strided.transposed().is_none());
+    }
+
+    #[test]
     #[should_panic(expected = "out of bounds")]
     fn rejects_short_slices() {
         let a = [1.0; 5];

@@ -65,6 +65,45 @@ impl Conv2dGeom {
         Ok(())
     }
 
+    /// The convolution whose forward pass is this one's transposed pass (`c = W^T s`, the
+    /// gradient with respect to the input), when there is one: for stride 1 and padding at most
+    /// the dilated kernel's reach, correlating `s [out_channels, out_h, out_w]` with the flipped
+    /// kernels ([`Self::transpose_weights`]) under padding `dilation (k - 1) - padding` gives
+    /// `[in_channels, in_h, in_w]`. `None` for strided convolutions.
+    pub fn transposed(&self) -> Option<Conv2dGeom> {
+        let pad = |i: usize| (self.dilation[i] * (self.kernel[i] - 1)).checked_sub(self.padding[i]);
+        let (ph, pw) = (pad(0)?, pad(1)?);
+        (self.stride == [1, 1] && self.validate().is_ok()).then_some(Conv2dGeom {
+            in_channels: self.out_channels,
+            out_channels: self.in_channels,
+            in_h: self.out_h(),
+            in_w: self.out_w(),
+            padding: [ph, pw],
+            ..*self
+        })
+    }
+
+    /// The weights of [`Self::transposed`]: `W'[ci, o, kh - 1 - a, kw - 1 - b] = W[g cout_g + o,
+    /// ci - g cin_g, a, b]` for input channel `ci` of group `g`, in the layout
+    /// `[in_channels, out_channels / groups, kh, kw]`. Panics if `w` is shorter than the weights.
+    pub fn transpose_weights(&self, w: &[f32]) -> Vec<f32> {
+        let (kh, kw) = (self.kernel[0], self.kernel[1]);
+        let (cin_g, cout_g) = (self.in_channels / self.groups, self.out_channels / self.groups);
+        let taps = kh * kw;
+        let mut out = vec![0.0; self.in_channels * cout_g * taps];
+        for ci in 0..self.in_channels {
+            let (group, cl) = (ci / cin_g, ci % cin_g);
+            for o in 0..cout_g {
+                let src = &w[((group * cout_g + o) * cin_g + cl) * taps..][..taps];
+                let dst = &mut out[(ci * cout_g + o) * taps..][..taps];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        }
+        out
+    }
+
     /// Shape of the weight tensor, PyTorch layout `[out, in / groups, kh, kw]`.
     pub const fn weight_shape(&self) -> [usize; 4] {
         [self.out_channels, self.in_channels / self.groups, self.kernel[0], self.kernel[1]]

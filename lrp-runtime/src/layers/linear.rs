@@ -69,6 +69,8 @@ impl LinearKind {
 struct Term {
     spec: TermSpec,
     weight: Option<Vec<f32>>,
+    /// The transposed-convolution weights of `weight` (see [`LinearMap::weight_t`]).
+    weight_t: Option<Vec<f32>>,
     bias: Option<Vec<f32>>,
     constant_input: Option<Vec<f32>>,
 }
@@ -87,6 +89,10 @@ pub struct LinearMap {
     name: String,
     kind: LinearKind,
     weight: Vec<f32>,
+    /// For a convolution with a plain transposed pass ([`Conv2dGeom::transposed`]), its
+    /// weights flipped and transposed, so that `W^T s` runs as a convolution of `s` (implicit
+    /// im2col, no col2im); `None` otherwise.
+    weight_t: Option<Vec<f32>>,
     bias: Vec<f32>,
     rule: Rule,
     input_nonneg: bool,
@@ -122,6 +128,7 @@ impl LinearMap {
             name: name.to_string(),
             kind,
             weight,
+            weight_t: None,
             bias,
             rule: Rule::Epsilon { epsilon: DEFAULT_STABILIZER, ignore_bias: false },
             input_nonneg: false,
@@ -251,21 +258,27 @@ impl LinearMap {
                     }
                     _ => None,
                 };
-                terms.push(Term {
-                    spec: *t,
-                    weight: transform(&self.weight, t.weight),
-                    bias: transform(&self.bias, t.bias),
-                    constant_input,
-                });
+                let weight = transform(&self.weight, t.weight);
+                let weight_t = weight.as_deref().filter(|_| t.backward).and_then(|w| self.transposed_weights(w));
+                terms.push(Term { spec: *t, weight, weight_t, bias: transform(&self.bias, t.bias), constant_input });
             }
             let mut group = Group { spec, terms, constant: None };
             group.constant = self.constant_denominator(&group);
             groups.push(group);
         }
         self.groups = groups;
+        self.weight_t = self.transposed_weights(&self.weight);
         self.rule = rule.clone();
         self.input_nonneg = input_nonneg;
         Ok(())
+    }
+
+    /// `w` flipped and transposed for the transposed pass, for convolutions that have a plain one.
+    fn transposed_weights(&self, w: &[f32]) -> Option<Vec<f32>> {
+        match self.kind {
+            LinearKind::Conv2d(g) => g.transposed().map(|_| g.transpose_weights(w)),
+            LinearKind::Dense { .. } => None,
+        }
     }
 
     /// A z^B bound over one input sample (per-channel bounds follow the input's channels).
@@ -307,6 +320,10 @@ impl LinearMap {
         t.weight.as_deref().unwrap_or(&self.weight)
     }
 
+    fn term_weight_t<'a>(&'a self, t: &'a Term) -> Option<&'a [f32]> {
+        if t.weight.is_some() { t.weight_t.as_deref() } else { self.weight_t.as_deref() }
+    }
+
     fn term_bias<'a>(&'a self, t: &'a Term) -> &'a [f32] {
         t.bias.as_deref().unwrap_or(&self.bias)
     }
@@ -330,20 +347,10 @@ impl LinearMap {
                 }
             }
             LinearKind::Conv2d(g) => {
-                // The unfolded image is read by the GEMM's packing, never materialised.
-                let (k, p) = (g.col_rows(), g.col_cols());
-                let (cout_g, kg, cin_g) = (g.out_channels / g.groups, k / g.groups, g.in_channels / g.groups);
+                let p = g.col_cols();
                 for i in 0..n {
                     let zi = &mut z[i * out_len..(i + 1) * out_len];
-                    for gi in 0..g.groups {
-                        conv_gemm(
-                            alpha,
-                            MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg),
-                            ConvCols::new(&g, &x[i * in_len..(i + 1) * in_len], gi * cin_g, cin_g),
-                            beta,
-                            MatMut::row_major(&mut zi[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
-                        );
-                    }
+                    convolve(&g, w, &x[i * in_len..(i + 1) * in_len], alpha, beta, zi);
                     let work = zi.len().saturating_mul(parallel::ELEMENTWISE_COST);
                     parallel::for_each_piece(zi, p, work, &|start, rows| {
                         for (row, bias) in rows.chunks_mut(p).zip(&b[start / p..]) {
@@ -355,8 +362,19 @@ impl LinearMap {
         }
     }
 
-    /// `c = s W` (the transposed pass) for `n` samples: `c` over inputs, `s` over outputs.
-    fn apply_transposed(&self, w: &[f32], s: &[f32], n: usize, c: &mut [f32], scratch: &mut [f32]) {
+    /// `c = s W` (the transposed pass) for `n` samples: `c` over inputs, `s` over outputs. `w_t`:
+    /// the weights of the transposed convolution ([`Self::transposed_weights`]), which runs it as
+    /// a convolution of `s`; without them it goes through the materialised columns and `col2im`.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_transposed(
+        &self,
+        w: &[f32],
+        w_t: Option<&[f32]>,
+        s: &[f32],
+        n: usize,
+        c: &mut [f32],
+        scratch: &mut [f32],
+    ) {
         let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
         match self.kind {
             LinearKind::Dense { in_features, out_features } => gemm(
@@ -366,24 +384,32 @@ impl LinearMap {
                 0.0,
                 MatMut::row_major(&mut c[..n * in_len], n, in_features),
             ),
-            LinearKind::Conv2d(g) => {
-                let (k, p) = (g.col_rows(), g.col_cols());
-                let cols = &mut scratch[..k * p];
-                let (cout_g, kg) = (g.out_channels / g.groups, k / g.groups);
-                for i in 0..n {
-                    let si = &s[i * out_len..(i + 1) * out_len];
-                    for gi in 0..g.groups {
-                        gemm(
-                            1.0,
-                            MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg).t(),
-                            MatRef::row_major(&si[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
-                            0.0,
-                            MatMut::row_major(&mut cols[gi * kg * p..(gi + 1) * kg * p], kg, p),
-                        );
+            LinearKind::Conv2d(g) => match (w_t, g.transposed()) {
+                (Some(w_t), Some(g_t)) => {
+                    for i in 0..n {
+                        let ci = &mut c[i * in_len..(i + 1) * in_len];
+                        convolve(&g_t, w_t, &s[i * out_len..(i + 1) * out_len], 1.0, 0.0, ci);
                     }
-                    col2im(&g, cols, &mut c[i * in_len..(i + 1) * in_len]);
                 }
-            }
+                _ => {
+                    let (k, p) = (g.col_rows(), g.col_cols());
+                    let cols = &mut scratch[..k * p];
+                    let (cout_g, kg) = (g.out_channels / g.groups, k / g.groups);
+                    for i in 0..n {
+                        let si = &s[i * out_len..(i + 1) * out_len];
+                        for gi in 0..g.groups {
+                            gemm(
+                                1.0,
+                                MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg).t(),
+                                MatRef::row_major(&si[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
+                                0.0,
+                                MatMut::row_major(&mut cols[gi * kg * p..(gi + 1) * kg * p], kg, p),
+                            );
+                        }
+                        col2im(&g, cols, &mut c[i * in_len..(i + 1) * in_len]);
+                    }
+                }
+            },
         }
     }
 
@@ -470,7 +496,7 @@ impl LinearMap {
             });
             // R_in += coef sign in(x) ⊙ (W^T s).
             for t in group.terms.iter().filter(|t| t.spec.backward) {
-                self.apply_transposed(self.term_weight(t), denom, n, c, cols);
+                self.apply_transposed(self.term_weight(t), self.term_weight_t(t), denom, n, c, cols);
                 let factor = group.spec.coef * t.spec.sign;
                 let c = &*c;
                 match &t.constant_input {
@@ -509,7 +535,24 @@ impl LinearMap {
                 ("scratch", cols, scratch.len()),
             ],
         )?;
-        self.apply_transposed(&self.weight, g_out, n, g_in, scratch);
+        self.apply_transposed(&self.weight, self.weight_t.as_deref(), g_out, n, g_in, scratch);
         Ok(())
+    }
+}
+
+/// `z = alpha conv(x; w) + beta z` for one sample `x [in_channels, in_h, in_w]` under `g`, group
+/// by group, `w` in PyTorch's layout and no bias: the unfolded image is read by the GEMM's
+/// packing ([`ConvCols`]), never materialised.
+fn convolve(g: &Conv2dGeom, w: &[f32], x: &[f32], alpha: f32, beta: f32, z: &mut [f32]) {
+    let (kg, p) = (g.col_rows() / g.groups, g.col_cols());
+    let (cout_g, cin_g) = (g.out_channels / g.groups, g.in_channels / g.groups);
+    for gi in 0..g.groups {
+        conv_gemm(
+            alpha,
+            MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg),
+            ConvCols::new(g, x, gi * cin_g, cin_g),
+            beta,
+            MatMut::row_major(&mut z[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
+        );
     }
 }
