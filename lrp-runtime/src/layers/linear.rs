@@ -63,6 +63,11 @@ impl LinearKind {
     }
 }
 
+/// Input channels per group from which a convolution's transposed pass runs as a convolution
+/// (they are the columns of its GEMM: fewer would leave the micro-kernel's 12-wide tiles mostly
+/// empty); below, it goes through the columns and `col2im`.
+const TRANSPOSED_MIN_CHANNELS: usize = 16;
+
 /// One prepared term: transformed parameters (`None`: the layer's own) and, for a constant
 /// input, its value over one input sample.
 #[derive(Clone, Debug)]
@@ -273,11 +278,14 @@ impl LinearMap {
         Ok(())
     }
 
-    /// `w` flipped and transposed for the transposed pass, for convolutions that have a plain one.
+    /// `w` flipped and transposed for the transposed pass, for convolutions that have a plain one
+    /// with enough input channels per group ([`TRANSPOSED_MIN_CHANNELS`]) to fill the GEMM's tiles.
     fn transposed_weights(&self, w: &[f32]) -> Option<Vec<f32>> {
         match self.kind {
-            LinearKind::Conv2d(g) => g.transposed().map(|_| g.transpose_weights(w)),
-            LinearKind::Dense { .. } => None,
+            LinearKind::Conv2d(g) if g.in_channels / g.groups >= TRANSPOSED_MIN_CHANNELS => {
+                g.transposed().map(|_| g.transpose_weights(w))
+            }
+            _ => None,
         }
     }
 
@@ -463,9 +471,7 @@ impl LinearMap {
                     d.fill(0.0);
                 }
                 if let Some(k) = constant {
-                    // `k` repeats every sample; this piece starts inside it at `start % out_len`.
-                    let ks = k[start % out_len..].iter().chain(k.iter().cycle());
-                    d.iter_mut().zip(ks).for_each(|(d, k)| *d += k);
+                    for_each_repeating(d, start, k, |_, d, k| *d += k);
                 }
             });
             for t in &group.terms {
@@ -501,10 +507,7 @@ impl LinearMap {
                 let c = &*c;
                 match &t.constant_input {
                     Some(k) => parallel::elementwise(r_in, &|start, r| {
-                        let ks = k[start % in_len..].iter().chain(k.iter().cycle());
-                        for ((r, &ci), &ki) in r.iter_mut().zip(&c[start..]).zip(ks) {
-                            *r += factor * ki * ci;
-                        }
+                        for_each_repeating(r, start, k, |i, r, ki| *r += factor * ki * c[start + i]);
                     }),
                     None => {
                         let input = t.spec.input;
@@ -554,5 +557,22 @@ fn convolve(g: &Conv2dGeom, w: &[f32], x: &[f32], alpha: f32, beta: f32, z: &mut
             beta,
             MatMut::row_major(&mut z[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
         );
+    }
+}
+
+/// `f(i, &mut d[i], k[(start + i) % k.len()])` for every `i`: a piece `d` of a batch buffer that
+/// starts at index `start`, against per-sample values `k`, walked a sample segment at a time.
+#[inline]
+fn for_each_repeating(d: &mut [f32], start: usize, k: &[f32], f: impl Fn(usize, &mut f32, f32)) {
+    if k.is_empty() {
+        return;
+    }
+    let (mut at, mut off) = (0, start % k.len());
+    while at < d.len() {
+        let n = (k.len() - off).min(d.len() - at);
+        for (j, (d, &k)) in d[at..at + n].iter_mut().zip(&k[off..off + n]).enumerate() {
+            f(at + j, d, k);
+        }
+        (at, off) = (at + n, 0);
     }
 }

@@ -117,4 +117,51 @@ mod tests {
         pool.relevance(&[99], &[1.0], 1, &mut r_in).unwrap();
         assert_eq!(r_in, [0.0; 4]);
     }
+
+    #[test]
+    fn conv_gradient_both_ways_matches_the_direct_sum() {
+        // 16 input channels take the transposed-convolution pass, 4 the columns and col2im;
+        // both must equal g_in[c, y, x] = sum_{o, a, b} W[o, c, a, b] g_out[o, y + p - a, x + p - b].
+        use crate::kernels::Conv2dGeom;
+        for (cin, groups) in [(16, 1), (4, 1), (16, 2)] {
+            let g = Conv2dGeom {
+                in_channels: cin,
+                out_channels: 6,
+                in_h: 7,
+                in_w: 9,
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1],
+                dilation: [1, 1],
+                groups,
+            };
+            let w: Vec<f32> = (0..6 * cin / groups * 9).map(|i| ((i * 37 % 23) as f32 - 11.0) / 8.0).collect();
+            let conv = LinearMap::new("conv", LinearKind::Conv2d(g), w.clone(), None).unwrap();
+            let g_out: Vec<f32> = (0..g.out_len()).map(|i| ((i * 13 % 17) as f32 - 8.0) / 4.0).collect();
+            let mut g_in = vec![f32::NAN; g.in_len()];
+            conv.gradient(&g_out, 1, &mut g_in, &mut vec![0.0; conv.kind().scratch_len(1)]).unwrap();
+            let (cin_g, cout_g) = (cin / groups, 6 / groups);
+            for c in 0..cin {
+                for y in 0..7usize {
+                    for x in 0..9usize {
+                        let mut want = 0.0f64;
+                        for o in (c / cin_g) * cout_g..(c / cin_g + 1) * cout_g {
+                            for (a, b) in (0..3usize).flat_map(|a| (0..3usize).map(move |b| (a, b))) {
+                                let (oy, ox) = ((y + 1).wrapping_sub(a), (x + 1).wrapping_sub(b));
+                                if oy < 7 && ox < 9 {
+                                    let wv = w[((o * cin_g + c % cin_g) * 3 + a) * 3 + b] as f64;
+                                    want += wv * g_out[(o * 7 + oy) * 9 + ox] as f64;
+                                }
+                            }
+                        }
+                        let got = g_in[(c * 7 + y) * 9 + x] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "cin {cin} groups {groups} ({c}, {y}, {x}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
