@@ -152,14 +152,21 @@ fn maxpool_2x2(g: &Pool2dGeom, x: &[f32], channels: std::ops::Range<usize>, y: &
 
 /// Winner-take-all: `r_in[j] = sum_{w : argmax[w] = j} r_out[w]`; `r_in` is overwritten.
 pub fn maxpool_relevance(g: &Pool2dGeom, argmax: &[u32], r_out: &[f32], r_in: &mut [f32]) {
-    let r_in = &mut r_in[..g.in_len()];
-    r_in.fill(0.0);
-    for (&j, &r) in argmax[..g.out_len()].iter().zip(&r_out[..g.out_len()]) {
-        // Winners come from `maxpool_forward`; an index outside the sample is ignored.
-        if let Some(v) = r_in.get_mut(j as usize) {
-            *v += r;
+    let (argmax, r_out) = (&argmax[..g.out_len()], &r_out[..g.out_len()]);
+    let (plane_in, plane_out) = (g.in_h * g.in_w, g.out_h() * g.out_w());
+    let work = g.in_len().saturating_mul(super::parallel::ELEMENTWISE_COST);
+    // Channels split over the worker threads when large: a window's winner lies in its channel.
+    super::parallel::for_each_piece(&mut r_in[..g.in_len()], plane_in, work, &|start, r_in| {
+        r_in.fill(0.0);
+        let c0 = start / plane_in.max(1);
+        let outs = c0 * plane_out..(c0 + r_in.len() / plane_in.max(1)) * plane_out;
+        for (&j, &r) in argmax[outs.clone()].iter().zip(&r_out[outs]) {
+            // Winners come from `maxpool_forward`, inside their channel; others are ignored.
+            if let Some(v) = (j as usize).checked_sub(start).and_then(|j| r_in.get_mut(j)) {
+                *v += r;
+            }
         }
-    }
+    });
 }
 
 /// `y[w] = sum_{j in w} x[j] / (kh kw)` (zero padding counted in the divisor).
