@@ -9,71 +9,28 @@
 //! /usr/bin/time -v target/release/examples/vgg16_memory /tmp/vgg16.safetensors
 //! ```
 //!
-//! A counting global allocator reports the heap held by the model (weights and the rules'
-//! transformed copies), by the workspace (activations, relevance buffers, scratch, GEMM packing)
-//! and at its peak: the budget the resident set is compared against.
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+//! It also reads the process's resident memory (`/proc/self/status`, Linux) after loading and
+//! after the explanation, and its peak: the model's share (weights and the rules' transformed
+//! copies), the workspace's (activations kept for LRP, relevance buffers, scratch, GEMM
+//! packing), and the peak the budget `model + workspace` is compared against.
 
 use lrp::runtime::weights::serialize_f32;
 
 lrp::network!(file = "specs/vgg16.lrp");
 
-/// The system allocator, keeping count of the bytes live now and at most.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grow(bytes: usize) {
-    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK.fetch_max(live, Ordering::Relaxed);
+/// `VmRSS` (resident now) and `VmHWM` (resident at most) of this process, in bytes; zeros where
+/// `/proc` is not available.
+fn resident() -> (usize, usize) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
-
-fn shrink(bytes: usize) {
-    LIVE.fetch_sub(bytes, Ordering::Relaxed);
-}
-
-// SAFETY: forwards every call to the system allocator unchanged, only counting bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            grow(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            grow(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
-        shrink(layout.size());
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            shrink(layout.size());
-            grow(new_size);
-        }
-        new
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 fn mb(bytes: usize) -> f64 {
     bytes as f64 / 1e6
@@ -104,18 +61,22 @@ fn main() -> lrp::Result<()> {
         }
     };
     let weights: usize = Vgg16::TENSORS.iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>() * 4;
+    let (start, _) = resident();
     let model = Vgg16::load(path)?;
-    let (model_bytes, load_peak) = (LIVE.load(Ordering::Relaxed), PEAK.load(Ordering::Relaxed));
+    let (loaded, _) = resident();
     let mut ws = model.workspace(1);
-    let workspace = LIVE.load(Ordering::Relaxed) - model_bytes;
     let input: Vec<f32> = (0..Vgg16::INPUT_LEN).map(|i| (i % 255) as f32 / 255.0).collect();
     let e = model.explain(&mut ws, &input, lrp::Target::Predicted)?;
     println!("class {}", e.targets[0]);
-    println!("weights (f32)                      {:8.1} MB", mb(weights));
-    println!("model (weights + rule transforms)  {:8.1} MB", mb(model_bytes));
-    println!("workspace(1)                       {:8.1} MB", mb(workspace));
-    println!("budget: model + workspace          {:8.1} MB", mb(model_bytes + workspace));
-    println!("heap peak while loading            {:8.1} MB", mb(load_peak));
-    println!("heap peak overall                  {:8.1} MB", mb(PEAK.load(Ordering::Relaxed)));
+    let (after, peak) = resident();
+    let (model_bytes, workspace) = (loaded.saturating_sub(start), after.saturating_sub(loaded));
+    println!("weights (f32)                          {:8.1} MB", mb(weights));
+    println!("model resident (weights + transforms)  {:8.1} MB", mb(model_bytes));
+    println!("workspace resident after explain       {:8.1} MB", mb(workspace));
+    println!("budget: model + workspace              {:8.1} MB", mb(model_bytes + workspace));
+    println!("peak resident (VmHWM)                  {:8.1} MB", mb(peak));
+    if model_bytes + workspace > 0 {
+        println!("peak / budget                          {:8.2}", peak as f64 / (model_bytes + workspace) as f64);
+    }
     Ok(())
 }

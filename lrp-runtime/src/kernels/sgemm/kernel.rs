@@ -19,6 +19,7 @@ use std::marker::PhantomData;
 use super::TILE_CAP;
 use super::pack;
 use crate::kernels::gemm::MatRef;
+use crate::kernels::im2col::ConvCols;
 
 /// The `mu x nu` tile of `C` a kernel call writes: element `(i, j)` at `ptr + i + j * ldc`,
 /// columns apart by `ldc >= mu` (or a single column), valid for reads and writes and used by
@@ -66,6 +67,13 @@ pub(crate) trait MicroKernel<const MR: usize, const NR: usize>: Copy + std::fmt:
     /// ([`pack::pack_panels`]); kernels override it where they have a faster transpose.
     fn pack_a(&self, dst: &mut [f32], a: MatRef<'_>, r0: usize, d0: usize, rows: usize, depth: usize) {
         pack::pack_panels::<MR>(dst, a, r0, d0, rows, depth);
+    }
+
+    /// Packs the `rows x depth` block at `(r0, d0)` of a convolution's implicit columns into
+    /// `MR`-row panels ([`pack::pack_conv_panels`]); kernels override it to compile the copies
+    /// for their instruction set.
+    fn pack_conv(&self, dst: &mut [f32], src: &ConvCols<'_>, r0: usize, d0: usize, rows: usize, depth: usize) {
+        pack::pack_conv_panels::<MR>(dst, src, r0, d0, rows, depth);
     }
 
     /// Packs the `depth x cols` block of `b` at `(d0, c0)` into `NR`-column panels, that is the
@@ -140,7 +148,7 @@ pub(crate) use x86::{Avx2Fma, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{CTile, MatRef, MicroKernel, check_tile, pack, update_scalar};
+    use super::{CTile, ConvCols, MatRef, MicroKernel, check_tile, pack, update_scalar};
     use std::arch::x86_64::*;
 
     /// Expands to a `match` on `nu` that calls the kernel instantiated for each listed width, so
@@ -202,6 +210,10 @@ mod x86 {
 
         fn pack_b(&self, dst: &mut [f32], b: MatRef<'_>, d0: usize, c0: usize, depth: usize, cols: usize) {
             pack::pack_panels_avx512::<Z_NR>(*self, dst, b.t(), c0, d0, cols, depth);
+        }
+
+        fn pack_conv(&self, dst: &mut [f32], src: &ConvCols<'_>, r0: usize, d0: usize, rows: usize, depth: usize) {
+            pack::pack_conv_panels_avx512::<Z_MR>(*self, dst, src, r0, d0, rows, depth);
         }
 
         #[inline(always)]

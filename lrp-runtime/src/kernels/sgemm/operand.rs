@@ -2,7 +2,6 @@
 //! unfolded image of a convolution read straight from the image (implicit `im2col`).
 
 use super::kernel::MicroKernel;
-use super::pack;
 use crate::kernels::gemm::MatRef;
 use crate::kernels::im2col::ConvCols;
 
@@ -71,14 +70,14 @@ impl Operand for ConvCols<'_> {
 
     fn pack<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(
         &self,
-        _kern: &K,
+        kern: &K,
         dst: &mut [f32],
         r0: usize,
         d0: usize,
         rows: usize,
         depth: usize,
     ) {
-        pack::pack_conv_panels::<MR>(dst, self, r0, d0, rows, depth);
+        kern.pack_conv(dst, self, r0, d0, rows, depth);
     }
 
     fn rows_contiguous(&self) -> bool {

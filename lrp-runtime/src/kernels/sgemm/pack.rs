@@ -42,6 +42,36 @@ pub(super) fn pack_conv_panels<const R: usize>(
     rows: usize,
     depth: usize,
 ) {
+    pack_conv_body::<R>(dst, src, r0, d0, rows, depth);
+}
+
+/// [`pack_conv_panels`] compiled for AVX-512 (its copies move whole panels in two registers);
+/// the [`Avx512`](super::kernel::Avx512) value proves the CPU has it.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn pack_conv_panels_avx512<const R: usize>(
+    _cpu: super::kernel::Avx512,
+    dst: &mut [f32],
+    src: &ConvCols<'_>,
+    r0: usize,
+    d0: usize,
+    rows: usize,
+    depth: usize,
+) {
+    // SAFETY: an `Avx512` value is only built after detecting AVX-512F, the only feature
+    // `pack_conv_avx512` enables.
+    unsafe { x86::pack_conv_avx512::<R>(dst, src, r0, d0, rows, depth) }
+}
+
+/// The body of [`pack_conv_panels`], inlined into each instruction-set variant.
+#[inline(always)]
+fn pack_conv_body<const R: usize>(
+    dst: &mut [f32],
+    src: &ConvCols<'_>,
+    r0: usize,
+    d0: usize,
+    rows: usize,
+    depth: usize,
+) {
     let g = &src.g;
     let (ow, (kh, kw)) = (g.out_w(), (g.kernel[0], g.kernel[1]));
     let (in_h, in_w, plane) = (g.in_h, g.in_w, g.in_h * g.in_w);
@@ -197,7 +227,21 @@ fn transpose_scalar<const R: usize>(panel: &mut [f32], rows: &[&[f32]; R]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::ConvCols;
     use std::arch::x86_64::*;
+
+    /// [`super::pack_conv_body`] with AVX-512F enabled.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn pack_conv_avx512<const R: usize>(
+        dst: &mut [f32],
+        src: &ConvCols<'_>,
+        r0: usize,
+        d0: usize,
+        rows: usize,
+        depth: usize,
+    ) {
+        super::pack_conv_body::<R>(dst, src, r0, d0, rows, depth);
+    }
 
     /// `panel[d * R + i] = rows[i][d]` for rows of equal length, 16 x 16 blocks at a time in
     /// registers. A last group of fewer than 16 rows (`R` not a multiple of 16) is transposed
@@ -302,6 +346,12 @@ mod tests {
             pack_panels::<R>(&mut want, cols_t, r0, d0, rows, depth);
             pack_conv_panels::<R>(&mut got, &implicit, r0, d0, rows, depth);
             assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "R={R} {g:?} block {r0},{d0}");
+            #[cfg(target_arch = "x86_64")]
+            if let Some(cpu) = super::super::kernel::Avx512::detect() {
+                got.fill(f32::NAN);
+                pack_conv_panels_avx512::<R>(cpu, &mut got, &implicit, r0, d0, rows, depth);
+                assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "AVX-512 R={R} {g:?}");
+            }
             // The same block through a view that starts at position r0.
             let view = implicit.positions_range(r0, p);
             got.fill(f32::NAN);
