@@ -258,18 +258,8 @@ mod tests {
 
     #[test]
     fn conv_gemm_equals_gemm_on_the_materialised_im2col() {
-        use crate::kernels::im2col::{Conv2dGeom, im2col};
-        let geom = |c, h, w, k, s, p, d, cout| Conv2dGeom {
-            in_channels: c,
-            out_channels: cout,
-            in_h: h,
-            in_w: w,
-            kernel: k,
-            stride: s,
-            padding: p,
-            dilation: d,
-            groups: 1,
-        };
+        use crate::kernels::im2col::{self, Conv2dGeom, im2col};
+        let geom = |c, h, w, k, s, p, d, cout| Conv2dGeom { out_channels: cout, ..im2col::geom(c, h, w, k, s, p, d) };
         let cases = [
             geom(3, 13, 11, [3, 3], [1, 1], [1, 1], [1, 1], 5),
             geom(4, 9, 40, [3, 5], [2, 1], [2, 0], [1, 2], 7),
@@ -303,17 +293,11 @@ mod tests {
 
     #[test]
     fn transposed_convolution_equals_gemm_and_col2im() {
-        use crate::kernels::im2col::{Conv2dGeom, col2im};
+        use crate::kernels::im2col::{self, Conv2dGeom, col2im};
         let geom = |c, h, w, k, p, d, cout, groups| Conv2dGeom {
-            in_channels: c,
             out_channels: cout,
-            in_h: h,
-            in_w: w,
-            kernel: k,
-            stride: [1, 1],
-            padding: p,
-            dilation: d,
             groups,
+            ..im2col::geom(c, h, w, k, [1, 1], p, d)
         };
         let cases = [
             geom(3, 9, 11, [3, 3], [1, 1], [1, 1], 5, 1),

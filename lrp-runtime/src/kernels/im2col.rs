@@ -267,23 +267,34 @@ fn col2im_channel(g: &Conv2dGeom, rows: &[f32], dst: &mut [f32]) {
     }
 }
 
+/// A test geometry: `c` channels of `h x w`, kernel `k`, stride `s`, padding `p`, dilation
+/// `d`, one output channel, one group.
+#[cfg(test)]
+pub(crate) fn geom(
+    c: usize,
+    h: usize,
+    w: usize,
+    k: [usize; 2],
+    s: [usize; 2],
+    p: [usize; 2],
+    d: [usize; 2],
+) -> Conv2dGeom {
+    Conv2dGeom {
+        in_channels: c,
+        out_channels: 1,
+        in_h: h,
+        in_w: w,
+        kernel: k,
+        stride: s,
+        padding: p,
+        dilation: d,
+        groups: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn geom(c: usize, h: usize, w: usize, k: [usize; 2], s: [usize; 2], p: [usize; 2], d: [usize; 2]) -> Conv2dGeom {
-        Conv2dGeom {
-            in_channels: c,
-            out_channels: 1,
-            in_h: h,
-            in_w: w,
-            kernel: k,
-            stride: s,
-            padding: p,
-            dilation: d,
-            groups: 1,
-        }
-    }
 
     /// Direct definition: cols[(c,ki,kj),(oy,ox)] = x[c, oy*s - p + ki*d, ox*s - p + kj*d] or 0.
     fn naive_im2col(g: &Conv2dGeom, x: &[f32]) -> Vec<f32> {

@@ -123,18 +123,9 @@ mod tests {
         // 16 input channels take the transposed-convolution pass, 4 the columns and col2im;
         // both must equal g_in[c, y, x] = sum_{o, a, b} W[o, c, a, b] g_out[o, y + p - a, x + p - b].
         use crate::kernels::Conv2dGeom;
+        use crate::kernels::im2col::geom;
         for (cin, groups) in [(16, 1), (4, 1), (16, 2)] {
-            let g = Conv2dGeom {
-                in_channels: cin,
-                out_channels: 6,
-                in_h: 7,
-                in_w: 9,
-                kernel: [3, 3],
-                stride: [1, 1],
-                padding: [1, 1],
-                dilation: [1, 1],
-                groups,
-            };
+            let g = Conv2dGeom { out_channels: 6, groups, ..geom(cin, 7, 9, [3, 3], [1, 1], [1, 1], [1, 1]) };
             let w: Vec<f32> = (0..6 * cin / groups * 9).map(|i| ((i * 37 % 23) as f32 - 11.0) / 8.0).collect();
             let conv = LinearMap::new("conv", LinearKind::Conv2d(g), w.clone(), None).unwrap();
             let g_out: Vec<f32> = (0..g.out_len()).map(|i| ((i * 13 % 17) as f32 - 8.0) / 4.0).collect();

@@ -326,7 +326,7 @@ fn pack_strided<const R: usize>(panel: &mut [f32], src: MatRef<'_>, i0: usize, d
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::im2col::{Conv2dGeom, im2col};
+    use crate::kernels::im2col::{Conv2dGeom, geom, im2col};
 
     /// The implicit `im2col` packer against packing the materialised matrix, for panel heights
     /// of every kernel, blocks at odd offsets, and a view of a sub-range of the positions.
@@ -362,17 +362,6 @@ mod tests {
 
     #[test]
     fn conv_panels_equal_packed_im2col() {
-        let geom = |c, h, w, k, s, p, d| Conv2dGeom {
-            in_channels: c,
-            out_channels: 1,
-            in_h: h,
-            in_w: w,
-            kernel: k,
-            stride: s,
-            padding: p,
-            dilation: d,
-            groups: 1,
-        };
         let cases = [
             geom(2, 9, 9, [3, 3], [1, 1], [1, 1], [1, 1]),
             geom(3, 5, 70, [3, 3], [1, 1], [1, 1], [1, 1]),
