@@ -85,7 +85,7 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) 
 /// `C = alpha W cols + beta C` for one group of a convolution: `W: cout x taps` (the group's
 /// weights), `cols` the unfolded image (`taps x positions`, given as its transpose
 /// [`ConvCols`]), `C: cout x positions` with unit column stride (an output image). The same as
-/// [`gemm`] with the [`super::im2col`] matrix, without materialising it: the packing reads the
+/// [`gemm`] with the [`im2col`](super::im2col::im2col) matrix, without materialising it: the packing reads the
 /// image. Split over threads like [`gemm`].
 ///
 /// Panics if the dimensions disagree, `C` has no unit column stride, or a view reaches past its

@@ -369,8 +369,11 @@ mod tests {
 
     #[test]
     fn parts_follow_the_work() {
+        // Below the threshold one part; each part keeps at least half the threshold; large work
+        // takes every thread (up to 128 here).
+        let threads = num_threads();
         assert_eq!(parts_for(SPLIT_MIN_WORK - 1), 1);
-        assert!(parts_for(SPLIT_MIN_WORK * 64) <= num_threads().max(1));
-        assert!(parts_for(SPLIT_MIN_WORK * 64) >= 1);
+        assert_eq!(parts_for(SPLIT_MIN_WORK), threads.min(2));
+        assert_eq!(parts_for(SPLIT_MIN_WORK * 64), threads.min(128));
     }
 }

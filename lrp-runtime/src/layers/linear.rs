@@ -53,13 +53,29 @@ impl LinearKind {
         }
     }
 
-    /// Scratch elements [`LinearMap::forward`] and [`LinearMap::relevance`] need for `batch` samples.
-    pub const fn scratch_len(&self, batch: usize) -> usize {
-        let cols = match self {
-            LinearKind::Dense { .. } => 0,
-            LinearKind::Conv2d(g) => g.col_rows() * g.col_cols(),
-        };
-        batch * (self.out_len() + 2 * self.in_len()) + cols
+    /// Scratch elements [`LinearMap::relevance`] and [`LinearMap::gradient`] need for `batch`
+    /// samples.
+    pub fn scratch_len(&self, batch: usize) -> usize {
+        batch * (self.out_len() + 2 * self.in_len()) + self.columns_len()
+    }
+
+    /// Whether the transposed pass `W^T s` runs as a convolution of `s` with flipped weights: a
+    /// stride-1 convolution ([`Conv2dGeom::transposed`]) with at least
+    /// 16 input channels per group (`TRANSPOSED_MIN_CHANNELS`).
+    pub fn transposes_by_convolution(&self) -> bool {
+        match self {
+            LinearKind::Conv2d(g) => g.in_channels / g.groups >= TRANSPOSED_MIN_CHANNELS && g.transposed().is_some(),
+            LinearKind::Dense { .. } => false,
+        }
+    }
+
+    /// Elements of the unfolded columns the transposed pass materialises before `col2im` (0
+    /// for a dense layer, or one that transposes by convolution).
+    fn columns_len(&self) -> usize {
+        match self {
+            LinearKind::Conv2d(g) if !self.transposes_by_convolution() => g.col_rows() * g.col_cols(),
+            _ => 0,
+        }
     }
 }
 
@@ -278,13 +294,11 @@ impl LinearMap {
         Ok(())
     }
 
-    /// `w` flipped and transposed for the transposed pass, for convolutions that have a plain one
-    /// with enough input channels per group ([`TRANSPOSED_MIN_CHANNELS`]) to fill the GEMM's tiles.
+    /// `w` flipped and transposed for the transposed pass, where it runs as a convolution
+    /// ([`LinearKind::transposes_by_convolution`]).
     fn transposed_weights(&self, w: &[f32]) -> Option<Vec<f32>> {
         match self.kind {
-            LinearKind::Conv2d(g) if g.in_channels / g.groups >= TRANSPOSED_MIN_CHANNELS => {
-                g.transposed().map(|_| g.transpose_weights(w))
-            }
+            LinearKind::Conv2d(g) if self.kind.transposes_by_convolution() => Some(g.transpose_weights(w)),
             _ => None,
         }
     }
@@ -526,16 +540,12 @@ impl LinearMap {
     /// Gradient with respect to the input, for `n` samples: `g_in = g_out W` (the transposed pass).
     pub fn gradient(&self, g_out: &[f32], n: usize, g_in: &mut [f32], scratch: &mut [f32]) -> Result<()> {
         let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
-        let cols = match self.kind {
-            LinearKind::Dense { .. } => 0,
-            LinearKind::Conv2d(g) => g.col_rows() * g.col_cols(),
-        };
         check_buffers(
             &self.name,
             &[
                 ("output gradient", n * out_len, g_out.len()),
                 ("input gradient", n * in_len, g_in.len()),
-                ("scratch", cols, scratch.len()),
+                ("scratch", self.kind.columns_len(), scratch.len()),
             ],
         )?;
         self.apply_transposed(&self.weight, self.weight_t.as_deref(), g_out, n, g_in, scratch);

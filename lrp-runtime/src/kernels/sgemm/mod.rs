@@ -163,15 +163,8 @@ pub(crate) fn sgemm_on(
     pack: &mut PackBuffers,
 ) {
     check_views(&a, &b, &c);
-    if c.rows == 0 || c.cols == 0 {
-        return;
-    }
-    if a.cols == 0 {
-        scale(beta, c);
-        return;
-    }
     let (a, b, c) = orient(a, b, c);
-    run_blocked(isa, alpha, a, b, beta, Output::new(c), pack);
+    oriented_on(isa, alpha, a, b, beta, c, pack);
 }
 
 /// `C = alpha A B + beta C` on one thread for a product already in the kernels' orientation,
@@ -179,6 +172,20 @@ pub(crate) fn sgemm_on(
 ///
 /// Panics if the dimensions disagree or `B` or `C` reach past their slices.
 pub(crate) fn sgemm_oriented<A: Operand>(
+    alpha: f32,
+    a: A,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    pack: &mut PackBuffers,
+) {
+    oriented_on(Isa::best(), alpha, a, b, beta, c, pack);
+}
+
+/// [`sgemm_oriented`] with the kernel family `isa`: checks, the empty and depth-0 cases, then
+/// the blocked loops.
+fn oriented_on<A: Operand>(
+    isa: Isa,
     alpha: f32,
     a: A,
     b: MatRef<'_>,
@@ -196,7 +203,7 @@ pub(crate) fn sgemm_oriented<A: Operand>(
         scale(beta, c);
         return;
     }
-    run_blocked(Isa::best(), alpha, a, b, beta, Output::new(c), pack);
+    run_blocked(isa, alpha, a, b, beta, Output::new(c), pack);
 }
 
 /// The kernels vectorize along the rows of C: the transposed problem `C^T = B^T A^T` when C's
