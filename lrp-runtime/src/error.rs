@@ -7,7 +7,11 @@ use std::fmt;
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// What went wrong while loading weights or running a model.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Debug` prints the same readable message as `Display`, so `fn main() -> lrp::Result<()>`
+/// reports it as it is.
+#[derive(Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Error {
     /// A weight file could not be read.
     Io { path: String, message: String },
@@ -35,6 +39,15 @@ pub enum Error {
     TokenOutOfRange { position: usize, token: usize, vocab: usize },
     /// A sequence is empty or longer than the workspace was built for.
     SequenceLength { length: usize, capacity: usize },
+    /// An input value is NaN or infinite (`index` counts within the sample).
+    NonFiniteInput { sample: usize, index: usize, value: f32 },
+    /// An input value is negative, but the network promises `input_nonnegative = true`.
+    NegativeInput { sample: usize, index: usize, value: f32 },
+    /// A computation left the range of `f32`: `layer` produced a NaN or infinite value
+    /// (`step`: the time step of a recurrent layer).
+    Overflow { layer: String, step: Option<usize>, what: String },
+    /// A size computation overflows `usize` (a workspace or buffer too large to address).
+    SizeOverflow { what: String },
 }
 
 impl fmt::Display for Error {
@@ -76,11 +89,36 @@ impl fmt::Display for Error {
             Error::SequenceLength { length, capacity } => {
                 write!(f, "a sequence of {length} tokens exceeds the workspace capacity of {capacity} tokens")
             }
+            Error::NonFiniteInput { sample, index, value } => {
+                write!(f, "input sample {sample} holds a non-finite value {value} at index {index}")
+            }
+            Error::NegativeInput { sample, index, value } => write!(
+                f,
+                "input sample {sample} holds the negative value {value} at index {index}, but the network \
+                 promises `input_nonnegative = true` (its rules assume inputs >= 0)"
+            ),
+            Error::Overflow { layer, step: Some(step), what } => {
+                write!(f, "layer `{layer}` overflowed at time step {step}: {what}")
+            }
+            Error::Overflow { layer, step: None, what } => write!(f, "layer `{layer}` overflowed: {what}"),
+            Error::SizeOverflow { what } => write!(f, "{what} is too large: its size overflows usize"),
         }
     }
 }
 
+impl fmt::Debug for Error {
+    /// The readable message, as `Display` writes it (what `main` returning `Err` prints).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 impl std::error::Error for Error {}
+
+/// `a * b`, or [`Error::SizeOverflow`] naming `what`.
+pub fn checked_size(what: &str, a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b).ok_or_else(|| Error::SizeOverflow { what: what.to_string() })
+}
 
 /// Checks that a buffer named `what` holds exactly `expected` elements.
 pub fn check_len(what: &str, expected: usize, found: usize) -> Result<()> {
