@@ -9,8 +9,15 @@ pub fn stabilize(z: f32, eps: f32) -> f32 {
 /// `x = max(0, x)` in place.
 pub fn relu_inplace(x: &mut [f32]) {
     for v in x {
-        *v = v.max(0.0);
+        *v = relu_of(*v);
     }
+}
+
+/// `max(0, v)` that keeps a NaN (as PyTorch's ReLU does): a NaN must reach the logits, where it
+/// is reported, instead of turning into a plausible 0.
+#[inline(always)]
+fn relu_of(v: f32) -> f32 {
+    if v < 0.0 { 0.0 } else { v }
 }
 
 /// `y = max(0, x)`, over the worker threads when large.
@@ -18,7 +25,7 @@ pub fn relu(x: &[f32], y: &mut [f32]) {
     let len = x.len().min(y.len());
     super::parallel::elementwise(&mut y[..len], &|start, out| {
         for (o, &v) in out.iter_mut().zip(&x[start..]) {
-            *o = v.max(0.0);
+            *o = relu_of(v);
         }
     });
 }
@@ -77,6 +84,10 @@ mod tests {
         let mut x = [-1.0, 0.0, 2.0];
         relu_inplace(&mut x);
         assert_eq!(x, [0.0, 0.0, 2.0]);
+        let (x, mut y) = ([f32::NAN, -f32::INFINITY, f32::INFINITY, -3.0], [1.0; 4]);
+        relu(&x, &mut y);
+        assert!(y[0].is_nan(), "ReLU keeps NaN: {y:?}");
+        assert_eq!(y[1..], [0.0, f32::INFINITY, 0.0]);
         assert_eq!(argmax(&[1.0, 3.0, 3.0]), Some(1));
         assert_eq!(argmax(&[]), None);
     }
