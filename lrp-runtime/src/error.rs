@@ -48,6 +48,8 @@ pub enum Error {
     Overflow { layer: String, step: Option<usize>, what: String },
     /// A size computation overflows `usize` (a workspace or buffer too large to address).
     SizeOverflow { what: String },
+    /// A file or stream could not be written (a PNG heatmap, for instance).
+    Write { what: String, message: String },
 }
 
 impl fmt::Display for Error {
@@ -102,6 +104,7 @@ impl fmt::Display for Error {
             }
             Error::Overflow { layer, step: None, what } => write!(f, "layer `{layer}` overflowed: {what}"),
             Error::SizeOverflow { what } => write!(f, "{what} is too large: its size overflows usize"),
+            Error::Write { what, message } => write!(f, "cannot write {what}: {message}"),
         }
     }
 }
