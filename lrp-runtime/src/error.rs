@@ -50,6 +50,12 @@ pub enum Error {
     SizeOverflow { what: String },
     /// A file or stream could not be written (a PNG heatmap, for instance).
     Write { what: String, message: String },
+    /// [`Error::MissingTensor`] with a `hint` at the likely fix: the file has the tensor under a
+    /// prefix (`module.`), or a shifted index holds the expected shape (a layer left out).
+    MissingTensorHint { name: String, layer: String, hint: String },
+    /// [`Error::ShapeMismatch`] with a `hint` at the likely fix: a shifted index holds the
+    /// expected shape (a layer left out or added before this one).
+    ShapeMismatchHint { name: String, expected: Vec<usize>, found: Vec<usize>, hint: String },
 }
 
 impl fmt::Display for Error {
@@ -105,6 +111,12 @@ impl fmt::Display for Error {
             Error::Overflow { layer, step: None, what } => write!(f, "layer `{layer}` overflowed: {what}"),
             Error::SizeOverflow { what } => write!(f, "{what} is too large: its size overflows usize"),
             Error::Write { what, message } => write!(f, "cannot write {what}: {message}"),
+            Error::MissingTensorHint { name, layer, hint } => {
+                write!(f, "tensor `{name}` (needed by layer `{layer}`) is missing from the weights; {hint}")
+            }
+            Error::ShapeMismatchHint { name, expected, found, hint } => {
+                write!(f, "tensor `{name}` has shape {found:?}, but the network expects {expected:?}; {hint}")
+            }
         }
     }
 }
