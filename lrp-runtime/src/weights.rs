@@ -7,7 +7,14 @@
 //! tensor by tensor, in bounded chunks, so loading holds the `f32` weights and little more.
 //!
 //! Nothing here panics on the content of a file: corrupt, truncated or hostile input is an
-//! [`Error::Format`], and a tensor that cannot be used is an error only when it is taken.
+//! [`Error::Format`], and a tensor that cannot be used is an error only when it is taken. The
+//! header is bounded (at most 16 MiB, 100,000 tensors, 16 dimensions a shape) and parsed without
+//! buffering (see `header`), so a hostile header costs little more memory than its own bytes.
+//! A tensor given twice is an error. Errors hint at the fix: a PyTorch checkpoint given instead of
+//! safetensors, a prefix to [`strip`](Weights::strip_prefix), a layer left out of the spec.
+
+mod header;
+mod hint;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -15,7 +22,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use safetensors::tensor::{Dtype, Metadata, SafeTensorError, TensorView};
+use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{Error, Result};
 
@@ -25,8 +32,7 @@ const BYTES_SOURCE: &str = "<bytes>";
 const TENSORS_SOURCE: &str = "<tensors>";
 /// Suffix of the PyTorch bookkeeping tensors that [`Weights::unused`] ignores.
 const BOOKKEEPING: &str = "num_batches_tracked";
-/// The largest header the safetensors crate accepts (its `MAX_HEADER_SIZE`).
-const MAX_HEADER_SIZE: u64 = 100_000_000;
+pub use header::{MAX_HEADER_LEN, MAX_RANK, MAX_TENSORS};
 /// Bytes read from a file at a time by [`Weights::take`]: a multiple of every dtype's size.
 const CHUNK: usize = 1 << 20;
 
@@ -102,8 +108,7 @@ impl Weights {
             head.resize(8 + len, 0);
             file.read_exact(&mut head[8..]).map_err(io)?;
         }
-        let (offset, tensors) =
-            parse(&head, total).map_err(|message| Error::Format { source: source.clone(), message })?;
+        let (offset, tensors) = parse(&head, total).map_err(|message| format_error(&source, &head, message))?;
         let data = Data::File { file: Arc::new(Mutex::new(file)), offset: offset as u64 };
         Ok(Weights { source, data, tensors, taken: BTreeSet::new() })
     }
@@ -113,7 +118,7 @@ impl Weights {
     ///
     /// Bytes that are not valid safetensors are an [`Error::Format`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Weights> {
-        let format = |message| Error::Format { source: BYTES_SOURCE.to_string(), message };
+        let format = |message| format_error(BYTES_SOURCE, bytes, message);
         let (offset, tensors) = parse(bytes, bytes.len() as u64).map_err(format)?;
         let data = bytes.get(offset..).ok_or_else(|| format(format!("header length {offset} exceeds the data")))?;
         Ok(Weights {
@@ -145,30 +150,69 @@ impl Weights {
         self.tensors.contains_key(name)
     }
 
+    /// The shape of tensor `name` as the file declares it, if there is one.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(Stored::shape)
+    }
+
+    /// Removes `prefix` from the front of every tensor name that starts with it (`"module."` for
+    /// a model saved from `nn.DataParallel`) and returns how many were renamed; taken tensors
+    /// stay taken under their new name.
+    ///
+    /// Errors (leaving the names unchanged): [`Error::InvalidParameter`] when `prefix` is empty,
+    /// no name starts with it, a name equals it, or a new name is already taken by another tensor.
+    pub fn strip_prefix(&mut self, prefix: &str) -> Result<usize> {
+        let invalid = |message: String| Error::InvalidParameter { what: format!("prefix `{prefix}`"), message };
+        if prefix.is_empty() {
+            return Err(invalid("it is empty".into()));
+        }
+        let renamed: Vec<String> = self.tensors.keys().filter(|n| n.starts_with(prefix)).cloned().collect();
+        if renamed.is_empty() {
+            let some: Vec<&str> = self.names().take(3).collect();
+            return Err(invalid(format!("no tensor name starts with it (the names start like {some:?})")));
+        }
+        for old in &renamed {
+            let new = &old[prefix.len()..];
+            if new.is_empty() {
+                return Err(invalid(format!("tensor `{old}` would lose its whole name")));
+            }
+            if self.tensors.contains_key(new) && !new.starts_with(prefix) {
+                return Err(invalid(format!("`{old}` would become `{new}`, which the weights already hold")));
+            }
+        }
+        // All out, then all in: a new name may be one of the old ones (`a.a.x` -> `a.x` -> `x`).
+        let moved: Vec<_> = renamed.iter().map(|old| (self.tensors.remove(old), self.taken.remove(old))).collect();
+        for (old, (stored, taken)) in renamed.iter().zip(moved) {
+            let new = &old[prefix.len()..];
+            if let Some(stored) = stored {
+                self.tensors.insert(new.to_string(), stored);
+            }
+            if taken {
+                self.taken.insert(new.to_string());
+            }
+        }
+        Ok(renamed.len())
+    }
+
     /// Takes tensor `name` for `layer`, converted to f32, checking its shape equals `expected`
     /// and every value is finite; marks it used. From a file, reads it now, a chunk at a time.
     ///
-    /// Errors: [`Error::MissingTensor`] if there is no such tensor, [`Error::UnsupportedDtype`]
+    /// Errors: [`Error::MissingTensor`] if there is no such tensor ([`Error::MissingTensorHint`]
+    /// if the file has it under a prefix, or a name with an index shifted by 1 to 3 has the
+    /// `expected` shape), [`Error::UnsupportedDtype`]
     /// if its dtype is not F32, F16, BF16 or F64, [`Error::ShapeMismatch`] if its shape is not
-    /// `expected`, [`Error::NonFinite`] for the first NaN or infinite value (an F64 beyond the
+    /// `expected` ([`Error::ShapeMismatchHint`] if a shifted index has it), [`Error::NonFinite`] for the first NaN or infinite value (an F64 beyond the
     /// range of f32 becomes infinite), [`Error::Io`] if reading the file fails. A tensor may be
     /// taken more than once (shared weights); one that fails is not marked used.
     pub fn take(&mut self, name: &str, layer: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        let stored = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| Error::MissingTensor { name: name.to_string(), layer: layer.to_string() })?;
+        let stored = self.tensors.get(name).ok_or_else(|| self.missing(name, layer, expected))?;
         if let Stored::Raw { dtype, .. } = stored
             && !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
         {
             return Err(Error::UnsupportedDtype { name: name.to_string(), dtype: format!("{dtype:?}") });
         }
         if stored.shape() != expected {
-            return Err(Error::ShapeMismatch {
-                name: name.to_string(),
-                expected: expected.to_vec(),
-                found: stored.shape().to_vec(),
-            });
+            return Err(self.mismatch(name, expected, stored.shape()));
         }
         let data = match stored {
             &Stored::Raw { dtype, start, end, .. } => self.read(name, dtype, start, end)?,
@@ -271,126 +315,87 @@ fn is_bookkeeping(name: &str) -> bool {
     name == BOOKKEEPING || name.strip_suffix(BOOKKEEPING).is_some_and(|rest| rest.ends_with('.'))
 }
 
-/// The JSON header's length, from the first 8 bytes of `head`, checked against the `total`
-/// bytes of the file.
-fn header_len(head: &[u8], total: u64) -> std::result::Result<usize, String> {
-    let Some(len) = head.first_chunk::<8>() else {
-        return Err(describe(&SafeTensorError::HeaderTooSmall, total));
-    };
-    let len = u64::from_le_bytes(*len);
-    if len > MAX_HEADER_SIZE {
-        return Err(describe(&SafeTensorError::HeaderTooLarge, total));
-    }
-    if 8 + len > total {
-        return Err(describe(&SafeTensorError::InvalidHeaderLength, total));
-    }
-    usize::try_from(len).map_err(|_| describe(&SafeTensorError::HeaderTooLarge, total))
+/// The [`Error::Format`] for `message` about `source`, whose bytes start with `head`: a PyTorch
+/// checkpoint is named as such, with the way to convert it.
+fn format_error(source: &str, head: &[u8], message: String) -> Error {
+    let message = hint::torch_checkpoint(head).map_or(message, hint::torch_message);
+    Error::Format { source: source.to_string(), message }
 }
 
-/// Validates the header of a safetensors file of `total` bytes as `SafeTensors::read_metadata`
-/// does, from `head`: the file's first bytes, up to the end of the JSON header at least.
+/// The JSON header's length, from the first 8 bytes of `head`, checked against the `total`
+/// bytes of the file and [`MAX_HEADER_LEN`].
+fn header_len(head: &[u8], total: u64) -> std::result::Result<usize, String> {
+    let Some(len) = head.first_chunk::<8>() else {
+        return Err(format!("{total} bytes are too few for the 8-byte header length"));
+    };
+    let len = u64::from_le_bytes(*len);
+    if len > MAX_HEADER_LEN {
+        return Err(format!("the header length {len} is beyond the limit of {MAX_HEADER_LEN} bytes"));
+    }
+    if 8 + len > total {
+        return Err(format!("the header length exceeds the {total} bytes (truncated?)"));
+    }
+    // At most MAX_HEADER_LEN, which fits.
+    usize::try_from(len).map_err(|_| format!("the header length {len} does not fit in memory"))
+}
+
+/// Validates the header of a safetensors file of `total` bytes, from `head`: the file's first
+/// bytes, up to the end of the JSON header at least. Checks what `SafeTensors::read_metadata`
+/// does (the tensors tile the data region, each one's bytes match its shape and dtype) and the
+/// bounds of [`header`].
 ///
 /// Returns where the data region starts and every tensor with its range in that region.
 fn parse(head: &[u8], total: u64) -> std::result::Result<(usize, BTreeMap<String, Stored>), String> {
-    check_header_numbers(head)?;
     let len = header_len(head, total)?;
-    let json = head.get(8..8 + len).ok_or_else(|| describe(&SafeTensorError::InvalidHeaderLength, total))?;
-    let json = std::str::from_utf8(json).map_err(|_| describe(&SafeTensorError::InvalidHeader, total))?;
-    let metadata: Metadata =
-        serde_json::from_str(json).map_err(|_| describe(&SafeTensorError::InvalidHeaderDeserialization, total))?;
-    let data_len = validate(&metadata).map_err(|e| describe(&e, total))?;
-    // check_header_numbers bounds data_len far below u64::MAX - 8 - MAX_HEADER_SIZE.
+    let too_short = || format!("the header length exceeds the {total} bytes (truncated?)");
+    let json = head.get(8..8 + len).ok_or_else(too_short)?;
+    let json = std::str::from_utf8(json)
+        .map_err(|e| format!("the header is not valid UTF-8 (at byte {})", e.valid_up_to()))?;
+    let infos = header::parse(json)?;
+    let data_len = validate(&infos)?;
     if (data_len as u64).checked_add(8 + len as u64) != Some(total) {
-        return Err(describe(&SafeTensorError::MetadataIncompleteBuffer, total));
+        return Err(format!("the data offsets do not cover exactly the {total} bytes (truncated?)"));
     }
-    let mut tensors = BTreeMap::new();
-    for (name, info) in metadata.tensors() {
-        let (start, end) = info.data_offsets;
-        if start > end || end > data_len {
-            return Err(format!(
-                "tensor `{name}`: data offsets [{start}, {end}] lie outside the {data_len} data bytes"
-            ));
-        }
-        tensors.insert(name, Stored::Raw { dtype: info.dtype, shape: info.shape.clone(), start, end });
-    }
+    let tensors = infos
+        .into_iter()
+        .map(|(name, header::Info { dtype, shape, start, end })| (name, Stored::Raw { dtype, shape, start, end }))
+        .collect();
     Ok((8 + len, tensors))
 }
 
-/// The length of the data region, after checking as safetensors' own (private)
-/// `Metadata::validate` does that the tensors, ordered by offsets, tile it without gaps and
-/// that each one's bytes match its shape and dtype.
-fn validate(metadata: &Metadata) -> std::result::Result<usize, SafeTensorError> {
-    let mut tensors: Vec<_> = metadata.tensors().into_iter().collect();
-    tensors.sort_by(|(a_name, a), (b_name, b)| (a.data_offsets, a_name).cmp(&(b.data_offsets, b_name)));
+/// The length of the data region, after checking that the tensors, ordered by offsets, tile it
+/// without gaps or overlaps and that each one's bytes match its shape and dtype (checked products).
+fn validate(infos: &BTreeMap<String, header::Info>) -> std::result::Result<usize, String> {
+    let mut tensors: Vec<_> = infos.iter().collect();
+    tensors.sort_by_key(|&(name, info)| (info.start, info.end, name));
     let mut end = 0;
     for (name, info) in tensors {
-        let (s, e) = info.data_offsets;
+        let (s, e) = (info.start, info.end);
         if s != end || e < s {
-            return Err(SafeTensorError::InvalidOffset(name));
+            let why = if e < s {
+                "end before they start"
+            } else if s < end {
+                "overlap"
+            } else {
+                "leave a gap"
+            };
+            return Err(format!("tensor `{name}` has invalid data offsets [{s}, {e}]: they {why}"));
         }
         end = e;
         let numel = info.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-        let bytes = numel.and_then(|n| n.checked_mul(info.dtype.size())).ok_or(SafeTensorError::ValidationOverflow)?;
+        let Some(bytes) = numel.and_then(|n| n.checked_mul(info.dtype.size())) else {
+            return Err(format!("tensor `{name}`: the size of shape {:?} overflows", info.shape));
+        };
         if e - s != bytes {
-            return Err(SafeTensorError::TensorInvalidInfo);
+            return Err(format!(
+                "tensor `{name}`: data offsets [{s}, {e}] hold {} bytes, but shape {:?} of {:?} needs {bytes}",
+                e - s,
+                info.shape,
+                info.dtype
+            ));
         }
     }
     Ok(end)
-}
-
-/// Rejects headers holding an integer so large that adding it to the header length could overflow.
-///
-/// safetensors 0.4 adds the last data offset to the header length unchecked, which panics (debug)
-/// or wraps (release) for offsets near `usize::MAX`; [`parse`] relies on the same bound. No valid
-/// file can hold such a number, and JSON integers appear verbatim as runs of digits, so any run of
-/// digits worth more than `usize::MAX - 8 - MAX_HEADER_SIZE` (or not fitting in a `u64`) is
-/// refused up front.
-fn check_header_numbers(bytes: &[u8]) -> std::result::Result<(), String> {
-    let Some((len, rest)) = bytes.split_first_chunk::<8>() else {
-        return Ok(()); // too short: header_len reports it
-    };
-    let header_len = u64::from_le_bytes(*len);
-    if header_len > MAX_HEADER_SIZE {
-        return Ok(()); // header_len reports it
-    }
-    let Some(header) = usize::try_from(header_len).ok().and_then(|n| rest.get(..n)) else {
-        return Ok(()); // truncated: header_len reports it
-    };
-    let limit = (usize::MAX as u64).saturating_sub(8 + MAX_HEADER_SIZE);
-    for run in header.split(|b| !b.is_ascii_digit()).filter(|run| !run.is_empty()) {
-        let value = run.iter().try_fold(0u64, |v, &d| v.checked_mul(10)?.checked_add(u64::from(d - b'0')));
-        if value.is_none_or(|v| v > limit) {
-            let shown = String::from_utf8_lossy(run);
-            return Err(format!("header holds the number {shown}, too large for any offset"));
-        }
-    }
-    Ok(())
-}
-
-/// A readable message for a safetensors parsing error of a file of `len` bytes.
-fn describe(error: &SafeTensorError, len: u64) -> String {
-    match error {
-        SafeTensorError::HeaderTooSmall => {
-            format!("{len} bytes are too few for the 8-byte header length")
-        }
-        SafeTensorError::HeaderTooLarge => "the header length is too large".to_string(),
-        SafeTensorError::InvalidHeaderLength => {
-            format!("the header length exceeds the {len} bytes (truncated?)")
-        }
-        SafeTensorError::InvalidHeader => "the header is not valid UTF-8".to_string(),
-        SafeTensorError::InvalidHeaderStart | SafeTensorError::InvalidHeaderDeserialization => {
-            "the header is not a valid safetensors JSON header".to_string()
-        }
-        SafeTensorError::InvalidOffset(name) => {
-            format!("tensor `{name}` has invalid data offsets")
-        }
-        SafeTensorError::TensorInvalidInfo => "a tensor's data offsets do not match its shape and dtype".to_string(),
-        SafeTensorError::MetadataIncompleteBuffer => {
-            format!("the data offsets do not cover exactly the {len} bytes (truncated?)")
-        }
-        SafeTensorError::ValidationOverflow => "a tensor's size overflows".to_string(),
-        other => format!("{other:?}"),
-    }
 }
 
 /// Appends the f32 values of the little-endian `bytes` of tensor `name` (of a supported float

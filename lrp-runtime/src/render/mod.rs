@@ -1,12 +1,21 @@
-//! Rendering relevance for people: heatmap colours, ANSI terminal output, RGB images and HTML.
+//! Rendering relevance for people: heatmap colours, ANSI terminal output, HTML, RGB images and
+//! PNG files.
 //!
 //! Colour scheme (the usual LRP "bwr" map): positive relevance is red, negative is blue and
 //! zero is white; the intensity is `|v| / scale` clamped to 1. The map-level helpers
 //! ([`ansi_heatmap`], [`heatmap_rgb`], [`ansi_words`], [`html_words`]) scale by the largest
 //! finite `|v|` of their input ([`max_abs`]), so the strongest cell is fully saturated.
-//! None of these functions panics on mismatched lengths or non-finite values.
+//! None of these text helpers panics on mismatched lengths or non-finite values.
+//!
+//! [`heatmap`], [`grey`], [`overlay`] and [`side_by_side`] check their `[C, H, W]` input instead
+//! and return an [`Image`] (errors for wrong lengths and non-finite values); with the `png`
+//! feature (on by default) [`Image::save_png`] and [`Image::write_png`] encode it.
 
 use std::fmt::Write as _;
+
+mod image;
+
+pub use image::{Image, grey, heatmap, heatmap_bounded, overlay, side_by_side};
 
 /// Colour of a relevance value for heatmaps: red for positive, blue for negative, white at zero,
 /// intensity |v| / scale clamped to 1 (scale <= 0 or non-finite → treat as 1).
