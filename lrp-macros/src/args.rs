@@ -3,6 +3,7 @@
 
 use crate::ast::{Arg, Call, Value};
 use crate::ctxt::Ctxt;
+use crate::ir::limits::{MAX_ELEMENTS, MAX_WINDOW};
 use proc_macro2::Span;
 
 /// The arguments of one call, consumed by name; [`Args::finish`] reports what is left.
@@ -61,10 +62,10 @@ impl<'a> Args<'a> {
         self.call.name.span()
     }
 
-    /// A required non-negative integer.
-    pub fn usize(&mut self, cx: &mut Ctxt, name: &str) -> Option<usize> {
+    /// A required size: an integer in `1..=MAX_ELEMENTS`.
+    pub fn size(&mut self, cx: &mut Ctxt, name: &str) -> Option<usize> {
         match self.get(name) {
-            Some(arg) => as_usize(cx, &arg.value, name),
+            Some(arg) => as_size(cx, &arg.value, name),
             None => {
                 cx.error(self.span(), format!("`{}` needs `{name}`", self.call.name));
                 None
@@ -72,15 +73,19 @@ impl<'a> Args<'a> {
         }
     }
 
-    /// An optional non-negative integer.
-    pub fn usize_or(&mut self, cx: &mut Ctxt, name: &str, default: usize) -> usize {
-        self.get(name).and_then(|a| as_usize(cx, &a.value, name)).unwrap_or(default)
+    /// An optional integer in `min..=max`; `None` (after an error) when out of range.
+    pub fn int_or(&mut self, cx: &mut Ctxt, name: &str, default: usize, min: usize, max: usize) -> Option<usize> {
+        match self.get(name) {
+            Some(arg) => as_int_in(cx, &arg.value, name, min, max),
+            None => Some(default),
+        }
     }
 
-    /// An integer or a `[h, w]` pair, as PyTorch's `kernel_size`, `stride`, ...
-    pub fn pair(&mut self, cx: &mut Ctxt, name: &str, default: Option<[usize; 2]>) -> Option<[usize; 2]> {
+    /// An integer or a `[h, w]` pair, as PyTorch's `kernel_size`, `stride`, ..., each in
+    /// `min..=MAX_WINDOW`.
+    pub fn pair(&mut self, cx: &mut Ctxt, name: &str, default: Option<[usize; 2]>, min: usize) -> Option<[usize; 2]> {
         match self.get(name) {
-            Some(arg) => as_pair(cx, &arg.value, name),
+            Some(arg) => as_pair(cx, &arg.value, name, min),
             None if default.is_some() => default,
             None => {
                 cx.error(self.span(), format!("`{}` needs `{name}`", self.call.name));
@@ -138,20 +143,53 @@ impl<'a> Args<'a> {
     }
 }
 
-pub fn as_usize(cx: &mut Ctxt, v: &Value, name: &str) -> Option<usize> {
-    match v {
-        Value::Int(i, _) if *i >= 0 => Some(*i as usize),
+/// `2147483648 (2^31)` for a power of two, else the number.
+fn show_limit(n: usize) -> String {
+    if n.is_power_of_two() && n >= 1024 { format!("{n} (2^{})", n.trailing_zeros()) } else { n.to_string() }
+}
+
+/// An integer in `min..=max`, else an error at the value.
+pub fn as_int_in(cx: &mut Ctxt, v: &Value, name: &str, min: usize, max: usize) -> Option<usize> {
+    let Value::Int(i, span) = v else {
+        cx.error(v.span(), format!("`{name}` must be an integer"));
+        return None;
+    };
+    match usize::try_from(*i) {
+        Ok(n) if (min..=max).contains(&n) => Some(n),
+        Ok(n) if n > max => {
+            cx.error(*span, format!("`{name}` = {i} is too large: at most {} is supported", show_limit(max)));
+            None
+        }
         _ => {
-            cx.error(v.span(), format!("`{name}` must be a non-negative integer"));
+            let what = if min == 0 { "non-negative".to_string() } else { format!("at least {min}") };
+            cx.error(*span, format!("`{name}` must be {what}, got {i}"));
             None
         }
     }
 }
 
+/// A size: an integer in `1..=MAX_ELEMENTS`.
+pub fn as_size(cx: &mut Ctxt, v: &Value, name: &str) -> Option<usize> {
+    as_int_in(cx, v, name, 1, MAX_ELEMENTS)
+}
+
+/// A number that f32 represents: finite, and either zero or at least f32's smallest normal
+/// value in magnitude (a smaller one would silently become 0 or lose precision).
 pub fn as_float(cx: &mut Ctxt, v: &Value, name: &str) -> Option<f64> {
     match v {
         Value::Int(i, _) => Some(*i as f64),
-        Value::Float(f, _) => Some(*f),
+        Value::Float(f, span, text) => {
+            let single = *f as f32;
+            if !f.is_finite() || !single.is_finite() {
+                cx.error(*span, format!("`{text}` is beyond f32's range (largest finite value {:e})", f32::MAX));
+                None
+            } else if *f != 0.0 && !single.is_normal() {
+                cx.error(*span, format!("`{text}` is below f32's smallest normal value {:e}", f32::MIN_POSITIVE));
+                None
+            } else {
+                Some(*f)
+            }
+        }
         _ => {
             cx.error(v.span(), format!("`{name}` must be a number"));
             None
@@ -159,15 +197,16 @@ pub fn as_float(cx: &mut Ctxt, v: &Value, name: &str) -> Option<f64> {
     }
 }
 
-fn as_pair(cx: &mut Ctxt, v: &Value, name: &str) -> Option<[usize; 2]> {
+fn as_pair(cx: &mut Ctxt, v: &Value, name: &str, min: usize) -> Option<[usize; 2]> {
     match v {
         Value::List(items, span) => {
-            if items.len() != 2 {
+            let [h, w] = items.as_slice() else {
                 cx.error(*span, format!("`{name}` must be an integer or a pair [h, w]"));
                 return None;
-            }
-            Some([as_usize(cx, &items[0], name)?, as_usize(cx, &items[1], name)?])
+            };
+            let (h, w) = (as_int_in(cx, h, name, min, MAX_WINDOW), as_int_in(cx, w, name, min, MAX_WINDOW));
+            Some([h?, w?])
         }
-        _ => as_usize(cx, v, name).map(|n| [n, n]),
+        _ => as_int_in(cx, v, name, min, MAX_WINDOW).map(|n| [n, n]),
     }
 }

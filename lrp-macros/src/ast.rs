@@ -50,7 +50,8 @@ pub struct Arg {
 #[derive(Clone)]
 pub enum Value {
     Int(i64, Span),
-    Float(f64, Span),
+    /// The value and the literal as written (for messages).
+    Float(f64, Span, String),
     Bool(bool, Span),
     Str(LitStr),
     List(Vec<Value>, Span),
@@ -60,7 +61,7 @@ pub enum Value {
 impl Value {
     pub fn span(&self) -> Span {
         match self {
-            Value::Int(_, s) | Value::Float(_, s) | Value::Bool(_, s) | Value::List(_, s) => *s,
+            Value::Int(_, s) | Value::Float(_, s, _) | Value::Bool(_, s) | Value::List(_, s) => *s,
             Value::Str(l) => l.span(),
             Value::Call(c) => c.name.span(),
         }

@@ -5,6 +5,20 @@
 use proc_macro2::Span;
 use syn::{Attribute, Ident, Visibility};
 
+/// What a spec may declare; beyond these limits the compiler reports an error at the token, so
+/// every size the passes and the code generator compute fits a `usize` (even on 32-bit hosts).
+pub mod limits {
+    /// Elements of one tensor: any size parameter, one sample's input or output of any layer
+    /// (per time step for a sequence), and each weight tensor: 2^31.
+    pub const MAX_ELEMENTS: usize = 1 << 31;
+    /// A kernel size, stride, padding or dilation: 2^20.
+    pub const MAX_WINDOW: usize = 1 << 20;
+    /// Stacked layers (`num_layers`) of one LSTM or GRU.
+    pub const MAX_RNN_LAYERS: usize = 64;
+    /// Nesting of blocks, lists and calls in a spec.
+    pub const MAX_DEPTH: usize = 32;
+}
+
 /// A lowered network.
 pub struct Network {
     pub attrs: Vec<Attribute>,
@@ -106,7 +120,7 @@ pub enum Product {
 impl Rnn {
     /// Features of the output vector.
     pub fn out_features(&self) -> usize {
-        self.hidden_size * if self.bidirectional { 2 } else { 1 }
+        self.hidden_size.saturating_mul(if self.bidirectional { 2 } else { 1 })
     }
 }
 

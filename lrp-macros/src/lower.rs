@@ -1,9 +1,10 @@
 //! Lowering: gives the parsed syntax its meaning. Resolves layer kinds, PyTorch names, rules and
 //! the composite, reporting every unknown name or bad argument at its token.
 
-use crate::args::{Args, as_float};
+use crate::args::{Args, as_float, as_size};
 use crate::ast::{Call, Entry, Spec, Value};
 use crate::ctxt::Ctxt;
+use crate::ir::limits::{MAX_DEPTH, MAX_ELEMENTS, MAX_RNN_LAYERS};
 use crate::ir::{
     BnPlacement, BoundIr, Cell, Composite, Conv, Layer, Network, Norm, Op, Pool, Product, Rnn, RuleIr, SeqOut,
 };
@@ -49,13 +50,7 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
                 input_tokens = true;
                 Vec::new()
             }
-            Value::List(items, span) => {
-                let dims: Vec<usize> = items.iter().filter_map(|v| crate::args::as_usize(cx, v, "input")).collect();
-                if dims.is_empty() || dims.len() != items.len() || dims.contains(&0) {
-                    cx.error(*span, "`input` must be a non-empty list of positive sizes, e.g. `input = [3, 32, 32]`");
-                }
-                dims
-            }
+            Value::List(items, span) => input_dims(cx, items, *span),
             other => {
                 cx.error(other.span(), "`input` must be a list of sizes, e.g. `input = [3, 32, 32]`, or `tokens`");
                 Vec::new()
@@ -86,12 +81,8 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
     args.finish(cx, &["input", "composite", "input_nonnegative"]);
 
     let mut layers = Vec::new();
-    let complete = lower_entries(cx, &spec.entries, "", &mut layers);
-    for (i, layer) in layers.iter().enumerate() {
-        if layers[..i].iter().any(|l| l.name == layer.name) {
-            cx.error(layer.span, format!("two layers are named `{}`", layer.name));
-        }
-    }
+    let complete = lower_entries(cx, &spec.entries, "", 0, &mut layers);
+    check_unique(cx, &layers);
     if layers.is_empty() {
         cx.error(spec.name.span(), format!("`{}` has no layers", spec.name));
     }
@@ -110,6 +101,19 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
     Lowered { net, complete }
 }
 
+/// `input = [3, 32, 32]`: positive sizes, at most `MAX_ELEMENTS` in all.
+fn input_dims(cx: &mut Ctxt, items: &[Value], span: Span) -> Vec<usize> {
+    let dims: Vec<usize> = items.iter().filter_map(|v| as_size(cx, v, "input")).collect();
+    if items.is_empty() {
+        cx.error(span, "`input` must be a non-empty list of positive sizes, e.g. `input = [3, 32, 32]`");
+    } else if dims.len() == items.len()
+        && dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).is_none_or(|n| n > MAX_ELEMENTS)
+    {
+        cx.error(span, format!("`input` has more than {MAX_ELEMENTS} (2^31) elements per sample"));
+    }
+    dims
+}
+
 /// The result of [`lower`].
 pub struct Lowered {
     pub net: Network,
@@ -117,13 +121,30 @@ pub struct Lowered {
     pub complete: bool,
 }
 
-/// Lowers a list of entries into `out`; false if some layer could not be lowered.
-fn lower_entries(cx: &mut Ctxt, entries: &[Entry], prefix: &str, out: &mut Vec<Layer>) -> bool {
+/// Two layers with one PyTorch name, or whose names map to one struct field, are an error.
+fn check_unique(cx: &mut Ctxt, layers: &[Layer]) {
+    let (mut names, mut fields) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    for layer in layers {
+        if !names.insert(layer.name.as_str()) {
+            cx.error(layer.span, format!("two layers are named `{}`", layer.name));
+        } else if !fields.insert(layer.field.to_string()) {
+            cx.error(layer.span, format!("`{}` and another layer both become the field `{}`", layer.name, layer.field));
+        }
+    }
+}
+
+/// Lowers a list of entries (blocks nested `depth` deep) into `out`; false if some layer could
+/// not be lowered. Blocks deeper than `MAX_DEPTH` are an error (the parser rejects them first).
+fn lower_entries(cx: &mut Ctxt, entries: &[Entry], prefix: &str, depth: usize, out: &mut Vec<Layer>) -> bool {
     let mut complete = true;
     for (index, entry) in entries.iter().enumerate() {
         match entry {
+            Entry::Block { name, .. } if depth >= MAX_DEPTH => {
+                cx.error(name.span, format!("blocks are nested more than {MAX_DEPTH} deep"));
+                complete = false;
+            }
             Entry::Block { name, entries } => {
-                complete &= lower_entries(cx, entries, &format!("{prefix}{}.", name.value), out);
+                complete &= lower_entries(cx, entries, &format!("{prefix}{}.", name.value), depth + 1, out);
             }
             Entry::Layer { name, call, field } => {
                 let local = name.as_ref().map_or_else(|| index.to_string(), |n| n.value.clone());
@@ -144,10 +165,10 @@ fn lower_entries(cx: &mut Ctxt, entries: &[Entry], prefix: &str, out: &mut Vec<L
     complete
 }
 
-/// `features.0` → `features_0`; a leading digit gets a `layer_` prefix.
+/// `features.0` → `features_0`; a leading digit, a keyword (`fn`) or `_` gets a `layer_` prefix.
 fn field_ident(name: &str, span: Span) -> Ident {
     let mut s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
-    if s.chars().next().is_none_or(|c| c.is_ascii_digit()) {
+    if s.chars().next().is_none_or(|c| c.is_ascii_digit()) || syn::parse_str::<Ident>(&s).is_err() {
         s = format!("layer_{s}");
     }
     Ident::new(&s, span)
@@ -159,8 +180,8 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
     let op = match kind.as_str() {
         "Linear" => {
             let mut a = Args::new(cx, call, &["in_features", "out_features", "bias"]);
-            let in_features = a.usize(cx, "in_features");
-            let out_features = a.usize(cx, "out_features");
+            let in_features = a.size(cx, "in_features");
+            let out_features = a.size(cx, "out_features");
             let bias = a.bool_or(cx, "bias", true);
             let weight = a.string(cx, "weight_name").unwrap_or_else(|| format!("{name}.weight"));
             let bias_name = a.string(cx, "bias_name").unwrap_or_else(|| format!("{name}.bias"));
@@ -170,13 +191,13 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
         }
         "Conv2d" => {
             let mut a = Args::new(cx, call, &["in_channels", "out_channels", "kernel_size", "stride", "padding"]);
-            let in_channels = a.usize(cx, "in_channels");
-            let out_channels = a.usize(cx, "out_channels");
-            let kernel = a.pair(cx, "kernel_size", None);
-            let stride = a.pair(cx, "stride", Some([1, 1]));
-            let padding = a.pair(cx, "padding", Some([0, 0]));
-            let dilation = a.pair(cx, "dilation", Some([1, 1]));
-            let groups = a.usize_or(cx, "groups", 1);
+            let in_channels = a.size(cx, "in_channels");
+            let out_channels = a.size(cx, "out_channels");
+            let kernel = a.pair(cx, "kernel_size", None, 1);
+            let stride = a.pair(cx, "stride", Some([1, 1]), 1);
+            let padding = a.pair(cx, "padding", Some([0, 0]), 0);
+            let dilation = a.pair(cx, "dilation", Some([1, 1]), 1);
+            let groups = a.int_or(cx, "groups", 1, 1, MAX_ELEMENTS);
             let bias = a.bool_or(cx, "bias", true);
             let weight = a.string(cx, "weight_name").unwrap_or_else(|| format!("{name}.weight"));
             let bias_name = a.string(cx, "bias_name").unwrap_or_else(|| format!("{name}.bias"));
@@ -198,14 +219,8 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
                 ],
             );
             let (in_channels, out_channels) = (in_channels?, out_channels?);
-            let (kernel, stride, dilation) = (kernel?, stride?, dilation?);
-            for (what, v) in [("kernel_size", kernel), ("stride", stride), ("dilation", dilation)] {
-                if v.contains(&0) {
-                    cx.error(call.name.span(), format!("`{name}`: `{what}` must be positive"));
-                    return None;
-                }
-            }
-            if groups == 0 || in_channels % groups != 0 || out_channels % groups != 0 {
+            let (kernel, stride, dilation, groups) = (kernel?, stride?, dilation?, groups?);
+            if in_channels % groups != 0 || out_channels % groups != 0 {
                 cx.error(
                     call.name.span(),
                     format!("`{name}`: groups = {groups} must divide in_channels = {in_channels} and out_channels = {out_channels}"),
@@ -227,7 +242,7 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
         }
         "BatchNorm1d" | "BatchNorm2d" => {
             let mut a = Args::new(cx, call, &["num_features", "eps"]);
-            let features = a.usize(cx, "num_features");
+            let features = a.size(cx, "num_features");
             let eps = a.float_or(cx, "eps", 1e-5);
             let mut names = ["weight", "bias", "running_mean", "running_var"].map(|t| format!("{name}.{t}"));
             for (slot, key) in
@@ -246,15 +261,11 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
         }
         "MaxPool2d" | "AvgPool2d" => {
             let mut a = Args::new(cx, call, &["kernel_size", "stride", "padding"]);
-            let kernel = a.pair(cx, "kernel_size", None);
-            let stride = a.pair(cx, "stride", kernel);
-            let padding = a.pair(cx, "padding", Some([0, 0]));
+            let kernel = a.pair(cx, "kernel_size", None, 1);
+            let stride = a.pair(cx, "stride", kernel, 1);
+            let padding = a.pair(cx, "padding", Some([0, 0]), 0);
             a.finish(cx, &["kernel_size", "stride", "padding"]);
             let pool = Pool { kernel: kernel?, stride: stride?, padding: padding? };
-            if pool.kernel.contains(&0) || pool.stride.contains(&0) {
-                cx.error(call.name.span(), format!("`{name}`: kernel_size and stride must be positive"));
-                return None;
-            }
             if pool.padding[0] * 2 > pool.kernel[0] || pool.padding[1] * 2 > pool.kernel[1] {
                 cx.error(
                     call.name.span(),
@@ -272,8 +283,8 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
         }
         "Flatten" => {
             let mut a = Args::new(cx, call, &["start_dim"]);
-            let start = a.usize_or(cx, "start_dim", 1);
-            if start != 1 {
+            let start = a.int_or(cx, "start_dim", 1, 0, MAX_ELEMENTS);
+            if start.is_some_and(|s| s != 1) {
                 cx.error(call.name.span(), "only `Flatten(start_dim = 1)` (flatten each sample) is supported");
             }
             a.finish(cx, &["start_dim"]);
@@ -281,7 +292,7 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
         }
         "Dropout" => {
             let mut a = Args::new(cx, call, &["p"]);
-            let _ = a.float_or(cx, "p", 0.5);
+            probability(cx, &mut a, "p");
             a.finish(cx, &["p"]);
             Op::Dropout
         }
@@ -291,22 +302,18 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
         }
         "Embedding" => {
             let mut a = Args::new(cx, call, &["num_embeddings", "embedding_dim"]);
-            let num_embeddings = a.usize(cx, "num_embeddings");
-            let embedding_dim = a.usize(cx, "embedding_dim");
+            let num_embeddings = a.size(cx, "num_embeddings");
+            let embedding_dim = a.size(cx, "embedding_dim");
             let weight = a.string(cx, "weight_name").unwrap_or_else(|| format!("{name}.weight"));
             a.finish(cx, &["num_embeddings", "embedding_dim", "weight_name"]);
             let (num_embeddings, embedding_dim) = (num_embeddings?, embedding_dim?);
-            if num_embeddings == 0 || embedding_dim == 0 {
-                cx.error(call.name.span(), format!("`{name}`: sizes must be positive"));
-                return None;
-            }
             Op::Embedding { num_embeddings, embedding_dim, weight }
         }
         "LSTM" | "GRU" => {
             let mut a = Args::new(cx, call, &["input_size", "hidden_size", "num_layers"]);
-            let input_size = a.usize(cx, "input_size");
-            let hidden_size = a.usize(cx, "hidden_size");
-            let num_layers = a.usize_or(cx, "num_layers", 1);
+            let input_size = a.size(cx, "input_size");
+            let hidden_size = a.size(cx, "hidden_size");
+            let num_layers = a.int_or(cx, "num_layers", 1, 1, MAX_RNN_LAYERS);
             let bias = a.bool_or(cx, "bias", true);
             let bidirectional = a.bool_or(cx, "bidirectional", false);
             if !a.bool_or(cx, "batch_first", true) {
@@ -315,7 +322,7 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
                     "only `batch_first = true` layouts are supported: one sequence is [steps, features]",
                 );
             }
-            let _ = a.float_or(cx, "dropout", 0.0);
+            probability(cx, &mut a, "dropout");
             let output = match a.get("output").map(|arg| &arg.value) {
                 None => SeqOut::Last,
                 Some(Value::Call(c)) if c.args.is_empty() && c.name == "Last" => SeqOut::Last,
@@ -348,11 +355,7 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
                     "rule",
                 ],
             );
-            let (input_size, hidden_size) = (input_size?, hidden_size?);
-            if input_size == 0 || hidden_size == 0 || num_layers == 0 {
-                cx.error(call.name.span(), format!("`{name}`: sizes must be positive"));
-                return None;
-            }
+            let (input_size, hidden_size, num_layers) = (input_size?, hidden_size?, num_layers?);
             let cell = if kind == "LSTM" { Cell::Lstm } else { Cell::Gru };
             Op::Recurrent(Rnn {
                 cell,
@@ -371,6 +374,11 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
             return None;
         }
     };
+    if !weights_fit(&op) {
+        let max = MAX_ELEMENTS;
+        cx.error(call.name.span(), format!("`{name}` has a weight tensor of more than {max} (2^31) elements"));
+        return None;
+    }
     Some(Layer {
         name,
         field,
@@ -385,6 +393,30 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
         input_nonneg: false,
         output_gated: false,
     })
+}
+
+/// Whether each weight tensor of `op` has at most `MAX_ELEMENTS` elements.
+fn weights_fit(op: &Op) -> bool {
+    let product = |dims: &[usize]| dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let largest = match op {
+        Op::Linear { in_features, out_features, .. } => product(&[*in_features, *out_features]),
+        Op::Conv2d(c) => product(&[c.out_channels, c.in_channels / c.groups, c.kernel[0], c.kernel[1]]),
+        Op::Embedding { num_embeddings, embedding_dim, .. } => product(&[*num_embeddings, *embedding_dim]),
+        // Four gates at most, reading the input, the hidden state or both directions' outputs.
+        Op::Recurrent(r) => product(&[4, r.hidden_size, r.input_size.max(r.out_features()).max(r.hidden_size)]),
+        _ => Some(0),
+    };
+    largest.is_some_and(|n| n <= MAX_ELEMENTS)
+}
+
+/// An optional probability in `[0, 1]` (`Dropout(p)`, an RNN's `dropout`), only checked.
+fn probability(cx: &mut Ctxt, a: &mut Args<'_>, name: &str) {
+    if let Some(arg) = a.get(name)
+        && let Some(p) = as_float(cx, &arg.value, name)
+        && !(0.0..=1.0).contains(&p)
+    {
+        cx.error(arg.value.span(), format!("`{name}` is a probability between 0 and 1, got {p}"));
+    }
 }
 
 fn rule_arg(cx: &mut Ctxt, a: &mut Args<'_>) -> Option<(RuleIr, Span)> {
@@ -509,9 +541,13 @@ fn bound_arg(cx: &mut Ctxt, a: &mut Args<'_>, name: &str) -> Option<BoundIr> {
         return None;
     };
     match &arg.value {
+        Value::List(items, span) if items.is_empty() => {
+            cx.error(*span, format!("`{name}` is empty: give one bound, or one per input channel"));
+            None
+        }
         Value::List(items, _) => {
             let v: Vec<f64> = items.iter().filter_map(|v| as_float(cx, v, name)).collect();
-            (v.len() == items.len() && !v.is_empty()).then_some(BoundIr::PerChannel(v))
+            (v.len() == items.len()).then_some(BoundIr::PerChannel(v))
         }
         other => as_float(cx, other, name).map(BoundIr::Scalar),
     }
@@ -529,8 +565,9 @@ fn check_bounds(cx: &mut Ctxt, span: Span, low: &BoundIr, high: &BoundIr) {
         cx.error(span, format!("`ZBox`: low has {} values but high has {}", a.len(), b.len()));
         return;
     }
-    let n = l.len().max(h.len());
-    if (0..n).any(|i| l[i.min(l.len() - 1)] > h[i.min(h.len() - 1)]) {
+    // A scalar bound holds for every channel; per-channel lists have equal lengths here.
+    let at = |v: &[f64], i: usize| v.get(i).or(v.last()).copied();
+    if (0..l.len().max(h.len())).any(|i| at(&l, i) > at(&h, i)) {
         cx.error(span, "`ZBox`: low must not exceed high");
     }
 }

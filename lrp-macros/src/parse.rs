@@ -10,9 +10,9 @@
 //! ```
 
 use crate::ast::{Arg, Call, Entry, Name, Spec, Value};
-use proc_macro2::TokenStream;
+use crate::ir::limits::MAX_DEPTH;
+use proc_macro2::{Span, TokenStream};
 use syn::parse::{Parse, ParseStream};
-use syn::punctuated::Punctuated;
 use syn::{Attribute, Ident, LitBool, LitFloat, LitInt, LitStr, Token, Visibility, braced, bracketed, parenthesized};
 
 impl Parse for Spec {
@@ -25,105 +25,125 @@ impl Parse for Spec {
         let name: Ident = input.parse()?;
         let content;
         parenthesized!(content in input);
-        let options = Punctuated::<Arg, Token![,]>::parse_terminated(&content)?.into_iter().collect();
+        let options = args(&content, 1)?;
         let body;
         braced!(body in input);
-        let entries = parse_entries(&body)?;
+        let entries = parse_entries(&body, 1)?;
         Ok(Spec { attrs, vis, name, options, entries, user_struct: false })
     }
 }
 
-fn parse_entries(input: ParseStream) -> syn::Result<Vec<Entry>> {
-    let mut entries = Vec::new();
+/// Errs at `span` when a group would be nested deeper than `MAX_DEPTH`: the parser and the
+/// passes recurse over the nesting, so it is bounded before recursing.
+fn check_depth(depth: usize, span: Span) -> syn::Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(syn::Error::new(span, format!("blocks, lists and calls are nested more than {MAX_DEPTH} deep")));
+    }
+    Ok(())
+}
+
+/// `item, item, ...` with an optional trailing comma, up to the end of `input`.
+fn separated<T>(input: ParseStream, mut item: impl FnMut(ParseStream) -> syn::Result<T>) -> syn::Result<Vec<T>> {
+    let mut items = Vec::new();
     while !input.is_empty() {
-        entries.push(input.parse()?);
+        items.push(item(input)?);
         if input.is_empty() {
             break;
         }
         input.parse::<Token![,]>()?;
     }
-    Ok(entries)
+    Ok(items)
 }
 
-impl Parse for Entry {
-    fn parse(input: ParseStream) -> syn::Result<Self> {
-        if (input.peek(Ident) || input.peek(LitStr)) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
-            let name = if input.peek(LitStr) {
-                let lit: LitStr = input.parse()?;
-                Name { value: lit.value(), span: lit.span() }
-            } else {
-                let id: Ident = input.parse()?;
-                Name { value: id.to_string(), span: id.span() }
-            };
-            input.parse::<Token![:]>()?;
-            if input.peek(syn::token::Brace) {
-                let body;
-                braced!(body in input);
-                return Ok(Entry::Block { name, entries: parse_entries(&body)? });
-            }
-            return Ok(Entry::Layer { name: Some(name), call: input.parse()?, field: None });
+/// `key = value, ...` inside a group nested `depth` deep.
+fn args(input: ParseStream, depth: usize) -> syn::Result<Vec<Arg>> {
+    separated(input, |i| parse_arg(i, depth))
+}
+
+fn parse_entries(input: ParseStream, depth: usize) -> syn::Result<Vec<Entry>> {
+    separated(input, |i| parse_entry(i, depth))
+}
+
+fn parse_entry(input: ParseStream, depth: usize) -> syn::Result<Entry> {
+    if (input.peek(Ident) || input.peek(LitStr)) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
+        let name = if input.peek(LitStr) {
+            let lit: LitStr = input.parse()?;
+            Name { value: lit.value(), span: lit.span() }
+        } else {
+            let id: Ident = input.parse()?;
+            Name { value: id.to_string(), span: id.span() }
+        };
+        input.parse::<Token![:]>()?;
+        if input.peek(syn::token::Brace) {
+            check_depth(depth + 1, input.span())?;
+            let body;
+            braced!(body in input);
+            return Ok(Entry::Block { name, entries: parse_entries(&body, depth + 1)? });
         }
-        Ok(Entry::Layer { name: None, call: input.parse()?, field: None })
+        return Ok(Entry::Layer { name: Some(name), call: parse_call(input, depth)?, field: None });
+    }
+    Ok(Entry::Layer { name: None, call: parse_call(input, depth)?, field: None })
+}
+
+fn parse_call(input: ParseStream, depth: usize) -> syn::Result<Call> {
+    let name: Ident = input.parse()?;
+    let mut args_ = Vec::new();
+    if input.peek(syn::token::Paren) {
+        check_depth(depth + 1, input.span())?;
+        let content;
+        parenthesized!(content in input);
+        args_ = args(&content, depth + 1)?;
+    }
+    Ok(Call { name, args: args_ })
+}
+
+fn parse_arg(input: ParseStream, depth: usize) -> syn::Result<Arg> {
+    if input.peek(Ident) && input.peek2(Token![=]) && !input.peek2(Token![==]) {
+        let key: Ident = input.parse()?;
+        input.parse::<Token![=]>()?;
+        return Ok(Arg { key: Some(key), value: parse_value(input, depth)? });
+    }
+    Ok(Arg { key: None, value: parse_value(input, depth)? })
+}
+
+fn parse_value(input: ParseStream, depth: usize) -> syn::Result<Value> {
+    let negative = input.peek(Token![-]);
+    let minus_span = if negative { Some(input.parse::<Token![-]>()?.span) } else { None };
+    let joined = |span: Span| minus_span.and_then(|m| m.join(span)).unwrap_or(span);
+    let lookahead = input.lookahead1();
+    if lookahead.peek(LitInt) {
+        let lit: LitInt = input.parse()?;
+        let v: i64 = lit.base10_parse()?;
+        Ok(Value::Int(if negative { -v } else { v }, joined(lit.span())))
+    } else if lookahead.peek(LitFloat) {
+        let lit: LitFloat = input.parse()?;
+        let v: f64 = lit.base10_parse()?;
+        let text = format!("{}{}", if negative { "-" } else { "" }, lit.base10_digits());
+        Ok(Value::Float(if negative { -v } else { v }, joined(lit.span()), text))
+    } else if negative {
+        Err(lookahead.error())
+    } else if lookahead.peek(LitBool) {
+        let lit: LitBool = input.parse()?;
+        Ok(Value::Bool(lit.value, lit.span))
+    } else if lookahead.peek(LitStr) {
+        Ok(Value::Str(input.parse()?))
+    } else if lookahead.peek(syn::token::Bracket) {
+        check_depth(depth + 1, input.span())?;
+        let content;
+        let bracket = bracketed!(content in input);
+        let items = separated(&content, |i| parse_value(i, depth + 1))?;
+        Ok(Value::List(items, bracket.span.join()))
+    } else if lookahead.peek(Ident) {
+        Ok(Value::Call(parse_call(input, depth)?))
+    } else {
+        Err(lookahead.error())
     }
 }
 
-impl Parse for Call {
-    fn parse(input: ParseStream) -> syn::Result<Self> {
-        let name: Ident = input.parse()?;
-        let mut args = Vec::new();
-        if input.peek(syn::token::Paren) {
-            let content;
-            parenthesized!(content in input);
-            args = Punctuated::<Arg, Token![,]>::parse_terminated(&content)?.into_iter().collect();
-        }
-        Ok(Call { name, args })
-    }
-}
-
+/// An argument at the top level (a derive's `#[lrp(...)]`).
 impl Parse for Arg {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        if input.peek(Ident) && input.peek2(Token![=]) && !input.peek2(Token![==]) {
-            let key: Ident = input.parse()?;
-            input.parse::<Token![=]>()?;
-            return Ok(Arg { key: Some(key), value: input.parse()? });
-        }
-        Ok(Arg { key: None, value: input.parse()? })
-    }
-}
-
-impl Parse for Value {
-    fn parse(input: ParseStream) -> syn::Result<Self> {
-        let negative = input.peek(Token![-]);
-        let minus_span = if negative { Some(input.parse::<Token![-]>()?.span) } else { None };
-        let sign = if negative { -1.0 } else { 1.0 };
-        let lookahead = input.lookahead1();
-        if lookahead.peek(LitInt) {
-            let lit: LitInt = input.parse()?;
-            let v: i64 = lit.base10_parse()?;
-            let span = minus_span.and_then(|m| m.join(lit.span())).unwrap_or(lit.span());
-            Ok(Value::Int(if negative { -v } else { v }, span))
-        } else if lookahead.peek(LitFloat) {
-            let lit: LitFloat = input.parse()?;
-            let v: f64 = lit.base10_parse()?;
-            let span = minus_span.and_then(|m| m.join(lit.span())).unwrap_or(lit.span());
-            Ok(Value::Float(sign * v, span))
-        } else if negative {
-            Err(lookahead.error())
-        } else if lookahead.peek(LitBool) {
-            let lit: LitBool = input.parse()?;
-            Ok(Value::Bool(lit.value, lit.span))
-        } else if lookahead.peek(LitStr) {
-            Ok(Value::Str(input.parse()?))
-        } else if lookahead.peek(syn::token::Bracket) {
-            let content;
-            let bracket = bracketed!(content in input);
-            let items = Punctuated::<Value, Token![,]>::parse_terminated(&content)?.into_iter().collect();
-            Ok(Value::List(items, bracket.span.join()))
-        } else if lookahead.peek(Ident) {
-            Ok(Value::Call(input.parse()?))
-        } else {
-            Err(lookahead.error())
-        }
+        parse_arg(input, 1)
     }
 }
 
@@ -195,7 +215,7 @@ mod tests {
         assert_eq!(n.value, "fc");
         assert_eq!(call.args.len(), 4);
         let Value::Call(c) = &spec.options[1].value else { panic!() };
-        assert!(matches!(c.args[0].value, Value::Float(v, _) if v == -3.0));
+        assert!(matches!(c.args[0].value, Value::Float(v, _, _) if v == -3.0));
         assert!(matches!(c.args[1].value, Value::Int(3, _)));
     }
 

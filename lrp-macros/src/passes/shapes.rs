@@ -3,11 +3,20 @@
 
 use super::producer;
 use crate::ctxt::Ctxt;
+use crate::ir::limits::MAX_ELEMENTS;
 use crate::ir::{Network, Op};
 
+/// Output positions of a window sliding over `input` (PyTorch's formula), in checked
+/// arithmetic; `None` when the window does not fit or a size is zero.
 fn extent(input: usize, kernel: usize, stride: usize, pad: usize, dilation: usize) -> Option<usize> {
-    let span = dilation * (kernel - 1) + 1;
-    (input + 2 * pad >= span).then(|| (input + 2 * pad - span) / stride + 1)
+    let span = dilation.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
+    let padded = input.checked_add(pad.checked_mul(2)?)?;
+    padded.checked_sub(span)?.checked_div(stride)?.checked_add(1)
+}
+
+/// Elements of a shape; `None` on overflow.
+fn elements(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 fn show(shape: &[usize]) -> String {
@@ -169,9 +178,17 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                 }
                 None => None,
             },
-            Op::Flatten => input.as_ref().map(|s| (vec![s.iter().product()], false)),
+            Op::Flatten => input.as_ref().and_then(|s| Some((vec![elements(s)?], false))),
             Op::ReLU => input.clone().map(|s| (s, false)),
         };
+        let out = out.filter(|(shape, _)| {
+            let fits = elements(shape).is_some_and(|n| n <= MAX_ELEMENTS);
+            if !fits {
+                let limit = format!("more than {MAX_ELEMENTS} (2^31) elements per sample");
+                cx.error(span, format!("`{name}` gives {}, {limit}; that is beyond what lrp supports", show(shape)));
+            }
+            fits
+        });
         let layer = &mut net.layers[i];
         layer.out_shape = out.as_ref().map(|(s, _)| s.clone()).unwrap_or_default();
         layer.out_seq = out.as_ref().is_some_and(|(_, seq)| *seq);

@@ -21,23 +21,22 @@ pub fn analyse_signs(net: &mut Network) {
 /// Whether the relevance reaching layer `i`'s input is zero wherever that input is zero: the
 /// layer multiplies relevance by its input (linear rules other than flat, w² and z^B, average
 /// pooling, an explicit BatchNorm), or routes it on unchanged to a layer that does (max-pooling's
-/// winner of an all-zero window is zero; ReLU and reshapes).
+/// winner of an all-zero window is zero; ReLU and reshapes). A loop, not recursion: a spec may
+/// have any number of layers.
 fn scales_by_input(net: &Network, i: usize) -> bool {
-    let Some(layer) = net.layers.get(i) else {
-        // The logits: a given output relevance may be anything.
-        return false;
-    };
-    match &layer.op {
-        Op::Linear { .. } | Op::Conv2d(_) => {
-            !matches!(layer.rule, Some(RuleIr::Flat | RuleIr::WSquare | RuleIr::ZBox { .. }) | None)
+    for layer in &net.layers[i.min(net.layers.len())..] {
+        match &layer.op {
+            Op::Linear { .. } | Op::Conv2d(_) => {
+                return !matches!(layer.rule, Some(RuleIr::Flat | RuleIr::WSquare | RuleIr::ZBox { .. }) | None);
+            }
+            Op::AvgPool2d(_) => return true,
+            Op::BatchNorm(n) if n.placement == BnPlacement::Explicit => return true,
+            Op::MaxPool2d(_) | Op::ReLU | Op::BatchNorm(_) | Op::Flatten | Op::Dropout | Op::Identity => {}
+            Op::Embedding { .. } | Op::Recurrent(_) => return false,
         }
-        Op::AvgPool2d(_) => true,
-        Op::BatchNorm(n) if n.placement == BnPlacement::Explicit => true,
-        Op::MaxPool2d(_) | Op::ReLU | Op::BatchNorm(_) | Op::Flatten | Op::Dropout | Op::Identity => {
-            scales_by_input(net, i + 1)
-        }
-        Op::Embedding { .. } | Op::Recurrent(_) => false,
     }
+    // The logits: a given output relevance may be anything.
+    false
 }
 
 /// Sets `output_gated` of every linear layer followed by a ReLU (past reshapes and folded
