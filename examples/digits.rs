@@ -7,11 +7,11 @@
 //! Prints the accuracy on the 360 shipped test images (one batched `predict`), then classifies
 //! one PNG (default `examples/digits/images/digit_3_2.png`; grayscale, RGB or RGBA, at least
 //! 8x8, averaged down to 8x8 pixels), explains the prediction with LRP, shows input and
-//! relevance in the terminal and writes the heatmap as `<stem>_heatmap.png` next to the input.
+//! relevance in the terminal and writes the heatmap over the input (`render::overlay`) as
+//! `<stem>_heatmap.png` next to the input.
 
 use std::error::Error;
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use lrp::runtime::render;
@@ -21,6 +21,8 @@ lrp::network!(file = "specs/digits.lrp");
 /// The model's input is SIDE x SIDE pixels; the heatmap PNG has CELL x CELL pixels per input pixel.
 const SIDE: usize = 8;
 const CELL: usize = 8;
+/// The heatmap's weight in the PNG: each byte is ALPHA * heatmap + (1 - ALPHA) * input in grey.
+const ALPHA: f32 = 0.5;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -64,10 +66,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let stem = path.file_stem().map_or_else(|| "digit".into(), |s| s.to_string_lossy());
     let out = path.with_file_name(format!("{stem}_heatmap.png"));
-    let rgb = render::heatmap_rgb(relevance, SIDE, SIDE, CELL);
-    if let Err(e) = write_rgb_png(&out, &rgb, SIDE * CELL, SIDE * CELL) {
-        fail(&format!("cannot write `{}`: {e}", out.display()));
-    }
+    render::overlay(&input, relevance, [1, SIDE, SIDE], ALPHA)?.upscale(CELL)?.save_png(&out)?;
     println!("\nwrote {}", out.display());
     Ok(())
 }
@@ -124,17 +123,6 @@ fn read_png_8x8(path: &Path) -> Result<Vec<f32>, Box<dyn Error>> {
         }
     }
     Ok(sums.iter().zip(&counts).map(|(s, &c)| (s / c.max(1) as f64 / 255.0) as f32).collect())
-}
-
-/// Writes an RGB8 image.
-fn write_rgb_png(path: &Path, rgb: &[u8], width: usize, height: usize) -> Result<(), Box<dyn Error>> {
-    let mut encoder = png::Encoder::new(BufWriter::new(File::create(path)?), width as u32, height as u32);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header()?;
-    writer.write_image_data(rgb)?;
-    writer.finish()?;
-    Ok(())
 }
 
 /// An h x w image with values in [0, 1] as ANSI 24-bit grayscale blocks (two spaces per pixel),
