@@ -20,8 +20,9 @@ pub const MAX_HEADER_LEN: u64 = 16 << 20;
 pub const MAX_TENSORS: usize = 100_000;
 /// The most dimensions a tensor's shape may have (PyTorch allows 64, its models use up to 5).
 pub const MAX_RANK: usize = 16;
-/// The deepest nesting of a skipped value (an unknown field) the parser follows.
-const MAX_DEPTH: usize = 64;
+/// The deepest nesting of a skipped value (an unknown field) the parser follows (serde_json,
+/// which safetensors uses, stops at 128 levels).
+const MAX_DEPTH: usize = 100;
 
 /// One tensor's entry: its dtype, shape and byte range `start..end` in the data region.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,7 +224,8 @@ impl<'a> Parser<'a> {
         Ok(value)
     }
 
-    /// A non-negative integer without sign, fraction or exponent (as shapes and offsets are).
+    /// A non-negative integer without sign, fraction or exponent, as shapes and offsets are
+    /// (serde_json reads even `-0` and `1.0` as floats, which safetensors refuses).
     fn integer(&mut self, what: &str) -> Result<usize, String> {
         let start = self.pos;
         let mut value: Option<usize> = Some(0);
@@ -275,6 +277,9 @@ impl<'a> Parser<'a> {
 
     /// A dtype name, as safetensors spells them.
     fn dtype(&mut self, name: &str) -> Result<Dtype, String> {
+        if self.peek() != Some(b'"') {
+            return Err(self.fail(&format!("a string (the dtype of `{name}`)")));
+        }
         let text = self.string()?;
         Ok(match &*text {
             "BOOL" => Dtype::BOOL,
@@ -351,7 +356,7 @@ impl<'a> Parser<'a> {
     /// Skips any JSON value (an unknown field), nested at most [`MAX_DEPTH`] deep.
     fn skip(&mut self, depth: usize) -> Result<(), String> {
         if depth == MAX_DEPTH {
-            return Err(self.fail(&format!("a value nested at most {MAX_DEPTH} deep")));
+            return Err(format!("the header nests a value more than {MAX_DEPTH} deep (at byte {})", self.pos));
         }
         match self.peek() {
             Some(b'"') => self.string().map(drop),
