@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 
 use super::check_buffers;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, checked_size};
 use crate::kernels::elementwise::stabilize;
 use crate::kernels::{MatMut, MatRef, gemm};
 use crate::weights::Weights;
@@ -182,8 +182,35 @@ pub(crate) trait Cell {
 /// Scratch of one cell step: two vectors over the gate rows, one over the widest layer input,
 /// one over the hidden units.
 pub(crate) const fn cell_scratch_len(gates: usize, geom: &RecurrentGeom) -> usize {
-    let widest = if geom.input_size > geom.step_len() { geom.input_size } else { geom.step_len() };
-    2 * gates * geom.hidden_size + widest + geom.hidden_size
+    2 * gates * geom.hidden_size + widest_input(geom) + geom.hidden_size
+}
+
+/// The widest layer input: `max(input_size, step_len)`.
+const fn widest_input(geom: &RecurrentGeom) -> usize {
+    if geom.input_size > geom.step_len() { geom.input_size } else { geom.step_len() }
+}
+
+/// Checks that every size of a layer of cell `C` that does not depend on the sequence length
+/// fits `usize`: all of them (weights `G d x widest`, records `9 d` per layer and direction,
+/// scratch) are at most `num_layers * 16 G d * max(input_size, 2 d)`.
+fn check_sizes<C: Cell>(name: &str, geom: &RecurrentGeom) -> Result<()> {
+    let d = geom.hidden_size;
+    let bound = d
+        .checked_mul(2)
+        .map(|sl| sl.max(geom.input_size))
+        .and_then(|widest| [16 * C::GATES, d, widest].into_iter().try_fold(geom.num_layers, |a, v| a.checked_mul(v)));
+    match bound {
+        Some(_) => Ok(()),
+        None => Err(Error::SizeOverflow { what: format!("recurrent layer `{name}` with geometry {geom:?}") }),
+    }
+}
+
+/// [`Error::NonFinite`] naming `name` at the first NaN or infinite value of `v`.
+pub(crate) fn check_finite(name: &str, v: &[f32]) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(index) => Err(Error::NonFinite { name: name.to_string(), index, value: v[index] }),
+        None => Ok(()),
+    }
 }
 
 /// `W^T` of a row-major `[rows, cols]` matrix.
@@ -241,6 +268,24 @@ enum Pass {
     Gradient,
 }
 
+impl Pass {
+    /// What flows in from the output.
+    fn output(self) -> &'static str {
+        match self {
+            Pass::Relevance => "output relevance",
+            Pass::Gradient => "output gradient",
+        }
+    }
+
+    /// What flows out to the input.
+    fn input(self) -> &'static str {
+        match self {
+            Pass::Relevance => "input relevance",
+            Pass::Gradient => "input gradient",
+        }
+    }
+}
+
 /// The parameters and the forward/backward drivers shared by [`super::Lstm`] and [`super::Gru`]:
 /// stacking, directions, time order and the pooled output; the cell `C` does one step.
 ///
@@ -250,7 +295,8 @@ enum Pass {
 /// `[num_layers][directions][T][rec]`, indexed by time `t` (not reading order); then the pooled
 /// output `y` `[S]`. Scratch: two `[T][S]` relevance (or gradient) buffers used in turn for a
 /// layer's outputs and its inputs (layer 0's inputs are the caller's buffer), the carried `R(h)`
-/// and `R(c)` (`hidden` each), and a cell step's vectors (`2 G hidden + max(input, S) + hidden`).
+/// and `R(c)` (`hidden` each), one step's input share (`max(input, S)`), and a cell step's
+/// vectors (`2 G hidden + max(input, S) + hidden`).
 /// The layout depends on `T`, so the backward passes must get the `steps` of the forward pass.
 #[derive(Clone, Debug)]
 pub(crate) struct Recurrent<C> {
@@ -265,6 +311,7 @@ pub(crate) struct Recurrent<C> {
 impl<C: Cell> Recurrent<C> {
     pub fn load(weights: &mut Weights, name: &str, geom: RecurrentGeom, has_bias: bool) -> Result<Self> {
         geom.validate().map_err(|e| Self::named(name, e))?;
+        check_sizes::<C>(name, &geom)?;
         let rows = C::GATES * geom.hidden_size;
         let mut params = Vec::with_capacity(geom.num_layers * geom.directions());
         for layer in 0..geom.num_layers {
@@ -297,6 +344,7 @@ impl<C: Cell> Recurrent<C> {
 
     pub fn new(name: &str, geom: RecurrentGeom, params: Vec<CellParams>) -> Result<Self> {
         geom.validate().map_err(|e| Self::named(name, e))?;
+        check_sizes::<C>(name, &geom)?;
         let (d, dirs) = (geom.hidden_size, geom.directions());
         let rows = C::GATES * d;
         if params.len() != geom.num_layers * dirs {
@@ -315,15 +363,11 @@ impl<C: Cell> Recurrent<C> {
             let (layer, dir) = (i / dirs, i % dirs);
             let suffix = RecurrentGeom::suffix(layer, dir);
             let check = |what: &str, v: &[f32], shape: &[usize]| {
-                if v.len() == shape.iter().product::<usize>() {
-                    Ok(())
-                } else {
-                    Err(Error::ShapeMismatch {
-                        name: format!("{name}.{what}_{suffix}"),
-                        expected: shape.to_vec(),
-                        found: vec![v.len()],
-                    })
+                let name = format!("{name}.{what}_{suffix}");
+                if v.len() != shape.iter().product::<usize>() {
+                    return Err(Error::ShapeMismatch { name, expected: shape.to_vec(), found: vec![v.len()] });
                 }
+                check_finite(&name, v)
             };
             check("weight_ih", &p.w_ih, &[rows, geom.layer_input(layer)])?;
             check("weight_hh", &p.w_hh, &[rows, d])?;
@@ -373,21 +417,36 @@ impl<C: Cell> Recurrent<C> {
     }
 
     /// Elements of all layers' outputs `[num_layers][steps][step_len]`.
-    fn outputs_len(&self, steps: usize) -> usize {
-        self.geom.num_layers * steps * self.geom.step_len()
+    fn outputs_len(&self, steps: usize) -> Result<usize> {
+        checked_size(&self.sized("outputs"), self.geom.num_layers, steps)
+            .and_then(|n| checked_size(&self.sized("outputs"), n, self.geom.step_len()))
     }
 
     /// Elements of all records `[num_layers][directions][steps][record_len]`.
-    fn records_len(&self, steps: usize) -> usize {
-        self.geom.num_layers * self.geom.directions() * steps * C::record_len(self.geom.hidden_size)
+    fn records_len(&self, steps: usize) -> Result<usize> {
+        let per_step = self.geom.num_layers * self.geom.directions() * C::record_len(self.geom.hidden_size);
+        checked_size(&self.sized("per-step records"), per_step, steps)
     }
 
-    pub fn trace_len(&self, max_steps: usize) -> usize {
-        self.outputs_len(max_steps) + self.records_len(max_steps) + self.geom.out_len()
+    /// `what` of a buffer of this layer, for [`Error::SizeOverflow`].
+    fn sized(&self, what: &str) -> String {
+        format!("the {what} of recurrent layer `{}`", self.name)
     }
 
-    pub fn scratch_len(&self, max_steps: usize) -> usize {
-        2 * max_steps * self.geom.step_len() + 2 * self.geom.hidden_size + cell_scratch_len(C::GATES, &self.geom)
+    /// f32 elements of the trace for up to `max_steps` steps, or [`Error::SizeOverflow`].
+    pub fn try_trace_len(&self, max_steps: usize) -> Result<usize> {
+        let total = self.outputs_len(max_steps)?.checked_add(self.records_len(max_steps)?);
+        total
+            .and_then(|n| n.checked_add(self.geom.out_len()))
+            .ok_or_else(|| Error::SizeOverflow { what: self.sized(&format!("trace for {max_steps} steps")) })
+    }
+
+    /// f32 elements of the backward passes' scratch for up to `max_steps` steps: two `[T][S]`
+    /// buffers, the carried `R(h)` and `R(c)`, one step's input relevance and a cell's vectors.
+    pub fn try_scratch_len(&self, max_steps: usize) -> Result<usize> {
+        let what = self.sized(&format!("scratch for {max_steps} steps"));
+        let fixed = 2 * self.geom.hidden_size + widest_input(&self.geom) + cell_scratch_len(C::GATES, &self.geom);
+        checked_size(&what, 2 * self.geom.step_len(), max_steps)?.checked_add(fixed).ok_or(Error::SizeOverflow { what })
     }
 
     fn check_steps(&self, steps: usize) -> Result<()> {
@@ -403,60 +462,94 @@ impl<C: Cell> Recurrent<C> {
     pub fn forward(&self, x: &[f32], steps: usize, trace: &mut [f32], y: &mut [f32]) -> Result<()> {
         self.check_steps(steps)?;
         let g = self.geom;
+        let x_len = checked_size(&self.sized("input"), steps, g.input_size)?;
         check_buffers(
             &self.name,
             &[
-                ("input", steps * g.input_size, x.len()),
-                ("trace", self.trace_len(steps), trace.len()),
+                ("input", x_len, x.len()),
+                ("trace", self.try_trace_len(steps)?, trace.len()),
                 ("output", g.out_len(), y.len()),
             ],
         )?;
-        let (d, dirs, sl, rec) = (g.hidden_size, g.directions(), g.step_len(), C::record_len(g.hidden_size));
-        let rows = C::GATES * d;
-        let (outs, rest) = trace.split_at_mut(self.outputs_len(steps));
-        let (recs, rest) = rest.split_at_mut(self.records_len(steps));
+        let (sl, rec) = (g.step_len(), C::record_len(g.hidden_size));
+        // Every index below is within these checked sizes.
+        let (outs, rest) = trace.split_at_mut(self.outputs_len(steps)?);
+        let (recs, rest) = rest.split_at_mut(self.records_len(steps)?);
         for layer in 0..g.num_layers {
-            let in_len = g.layer_input(layer);
             let (before, current) = outs.split_at_mut(layer * steps * sl);
             let out = &mut current[..steps * sl];
-            let input = if layer == 0 { &x[..steps * in_len] } else { &before[(layer - 1) * steps * sl..] };
-            for dir in 0..dirs {
-                let w = &self.cells[layer * dirs + dir];
-                let recs = &mut recs[(layer * dirs + dir) * steps * rec..][..steps * rec];
-                // W_ih x_t + b_ih for every step at once, into the first `rows` of each record.
-                gemm(
-                    1.0,
-                    MatRef::row_major(input, steps, in_len),
-                    MatRef::row_major(&w.w_ih, rows, in_len).t(),
-                    0.0,
-                    MatMut { data: &mut *recs, rows: steps, cols: rows, rs: rec, cs: 1 },
-                );
-                for r in recs.chunks_mut(rec) {
-                    r[..rows].iter_mut().zip(&w.b_ih).for_each(|(v, b)| *v += b);
-                }
-                for s in 0..steps {
-                    let t = time_of(dir, s, steps);
-                    let p = s.checked_sub(1).map(|s| time_of(dir, s, steps));
-                    let (rec_t, rec_p) = chunk_pair(recs, rec, t, p);
-                    let (h_t, h_p) = chunk_pair(out, sl, t, p);
-                    let h_p = h_p.map(|h| &h[dir * d..(dir + 1) * d]);
-                    C::forward_step(w, d, rec_t, rec_p, h_p, &mut h_t[dir * d..(dir + 1) * d]);
-                }
+            let input = if layer == 0 { &x[..x_len] } else { &before[(layer - 1) * steps * sl..] };
+            for dir in 0..g.directions() {
+                let recs = &mut recs[(layer * g.directions() + dir) * steps * rec..][..steps * rec];
+                self.forward_direction(layer, dir, steps, input, recs, out)?;
             }
         }
         // The pooled output, kept in the trace too.
-        let last = &outs[(g.num_layers - 1) * steps * sl..];
         let y = &mut y[..sl];
-        match g.output {
+        self.pool(&outs[(g.num_layers - 1) * steps * sl..], steps, y);
+        rest[..sl].copy_from_slice(y);
+        Ok(())
+    }
+
+    /// Direction `dir` of stacked layer `layer` over its reading order: the records `recs`
+    /// `[steps][record_len]` and its half of the outputs `out` `[steps][S]`. A NaN or infinite
+    /// state is [`Error::Overflow`] at its step.
+    fn forward_direction(
+        &self,
+        layer: usize,
+        dir: usize,
+        steps: usize,
+        input: &[f32],
+        recs: &mut [f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let g = self.geom;
+        let (d, sl, rec, in_len) = (g.hidden_size, g.step_len(), C::record_len(g.hidden_size), g.layer_input(layer));
+        let rows = C::GATES * d;
+        let w = &self.cells[layer * g.directions() + dir];
+        // W_ih x_t + b_ih for every step at once, into the first `rows` of each record.
+        gemm(
+            1.0,
+            MatRef::row_major(&input[..steps * in_len], steps, in_len),
+            MatRef::row_major(&w.w_ih, rows, in_len).t(),
+            0.0,
+            MatMut { data: &mut *recs, rows: steps, cols: rows, rs: rec, cs: 1 },
+        );
+        for r in recs.chunks_mut(rec) {
+            r[..rows].iter_mut().zip(&w.b_ih).for_each(|(v, b)| *v += b);
+        }
+        for s in 0..steps {
+            let t = time_of(dir, s, steps);
+            let p = s.checked_sub(1).map(|s| time_of(dir, s, steps));
+            let (rec_t, rec_p) = chunk_pair(recs, rec, t, p);
+            let (h_t, h_p) = chunk_pair(out, sl, t, p);
+            let h_p = h_p.map(|h| &h[dir * d..(dir + 1) * d]);
+            let h_t = &mut h_t[dir * d..(dir + 1) * d];
+            C::forward_step(w, d, rec_t, rec_p, h_p, h_t);
+            if let Some(v) = rec_t.iter().chain(h_t.iter()).find(|v| !v.is_finite()) {
+                let what = format!(
+                    "its state (gate pre-activations, cell or hidden state) holds {v}: the input or the weights \
+                     are too large"
+                );
+                return Err(self.overflow(layer, dir, t, what));
+            }
+        }
+        Ok(())
+    }
+
+    /// The output `y` `[S]` pooled from the last layer's outputs `last` `[steps][S]`.
+    fn pool(&self, last: &[f32], steps: usize, y: &mut [f32]) {
+        let (d, sl) = (self.geom.hidden_size, self.geom.step_len());
+        match self.geom.output {
             SeqOutput::Last => {
                 y[..d].copy_from_slice(&last[(steps - 1) * sl..(steps - 1) * sl + d]);
-                if dirs == 2 {
+                if self.geom.bidirectional {
                     y[d..].copy_from_slice(&last[d..sl]);
                 }
             }
             SeqOutput::Mean => {
                 y.fill(0.0);
-                for row in last.chunks(sl) {
+                for row in last.chunks(sl).take(steps) {
                     y.iter_mut().zip(row).for_each(|(a, v)| *a += v);
                 }
                 let inv = 1.0 / steps as f32;
@@ -464,7 +557,7 @@ impl<C: Cell> Recurrent<C> {
             }
             SeqOutput::Max => {
                 y.copy_from_slice(&last[..sl]);
-                for row in last.chunks(sl).skip(1) {
+                for row in last.chunks(sl).take(steps).skip(1) {
                     y.iter_mut().zip(row).for_each(|(a, &v)| {
                         if v > *a {
                             *a = v;
@@ -473,8 +566,18 @@ impl<C: Cell> Recurrent<C> {
                 }
             }
         }
-        rest[..sl].copy_from_slice(y);
-        Ok(())
+    }
+
+    /// [`Error::Overflow`] of this layer at time step `t`, naming the stacked layer and the
+    /// direction where there are several.
+    fn overflow(&self, layer: usize, dir: usize, t: usize, what: String) -> Error {
+        let place = match (self.geom.num_layers > 1, dir == 1) {
+            (false, false) => String::new(),
+            (false, true) => "reverse direction: ".to_string(),
+            (true, false) => format!("stacked layer {layer}: "),
+            (true, true) => format!("stacked layer {layer}, reverse direction: "),
+        };
+        Error::Overflow { layer: self.name.clone(), step: Some(t), what: format!("{place}{what}") }
     }
 
     pub fn relevance(
@@ -502,7 +605,8 @@ impl<C: Cell> Recurrent<C> {
     }
 
     /// Relevance or gradient of the inputs from that of the output, layer by layer from the
-    /// last, each direction backwards through its reading order.
+    /// last, each direction backwards through its reading order ([`Self::backward_direction`]).
+    /// A NaN or infinite result is [`Error::Overflow`], never `Ok`.
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
@@ -516,36 +620,58 @@ impl<C: Cell> Recurrent<C> {
     ) -> Result<()> {
         self.check_steps(steps)?;
         let g = self.geom;
-        let (what_out, what_in) = match pass {
-            Pass::Relevance => ("output relevance", "input relevance"),
-            Pass::Gradient => ("output gradient", "input gradient"),
-        };
+        let x_len = checked_size(&self.sized("input"), steps, g.input_size)?;
         check_buffers(
             &self.name,
             &[
-                ("input", steps * g.input_size, x.len()),
-                ("trace", self.trace_len(steps), trace.len()),
-                (what_out, g.out_len(), seed.len()),
-                (what_in, steps * g.input_size, into.len()),
-                ("scratch", self.scratch_len(steps), scratch.len()),
+                ("input", x_len, x.len()),
+                ("trace", self.try_trace_len(steps)?, trace.len()),
+                (pass.output(), g.out_len(), seed.len()),
+                (pass.input(), x_len, into.len()),
+                ("scratch", self.try_scratch_len(steps)?, scratch.len()),
             ],
         )?;
-        let (d, dirs, sl, rec) = (g.hidden_size, g.directions(), g.step_len(), C::record_len(g.hidden_size));
-        let (outs, rest) = trace.split_at(self.outputs_len(steps));
-        let (recs, y) = rest.split_at(self.records_len(steps));
-        let y = &y[..sl];
+        if let Some(i) = seed[..g.out_len()].iter().position(|v| !v.is_finite()) {
+            let what = format!("the {} it receives holds {} at index {i}", pass.output(), seed[i]);
+            return Err(Error::Overflow { layer: self.name.clone(), step: None, what });
+        }
+        let (sl, rec) = (g.step_len(), C::record_len(g.hidden_size));
+        let (outs, rest) = trace.split_at(self.outputs_len(steps)?);
+        let (recs, y) = rest.split_at(self.records_len(steps)?);
         let (mut arriving, rest) = scratch.split_at_mut(steps * sl);
         let (mut spare, rest) = rest.split_at_mut(steps * sl);
-        let (carry_h, rest) = rest.split_at_mut(d);
-        let (carry_c, tmp) = rest.split_at_mut(d);
-
-        // What arrives at the last layer's outputs.
         let last = &outs[(g.num_layers - 1) * steps * sl..g.num_layers * steps * sl];
+        self.seed_outputs(pass, steps, last, &y[..sl], seed, arriving);
+        for layer in (0..g.num_layers).rev() {
+            let target: &mut [f32] = if layer == 0 { &mut into[..x_len] } else { &mut spare[..] };
+            target.fill(0.0);
+            for dir in 0..g.directions() {
+                let run = Direction {
+                    layer,
+                    dir,
+                    steps,
+                    input: if layer == 0 { &x[..x_len] } else { &outs[(layer - 1) * steps * sl..layer * steps * sl] },
+                    out: &outs[layer * steps * sl..(layer + 1) * steps * sl],
+                    recs: &recs[(layer * g.directions() + dir) * steps * rec..][..steps * rec],
+                    arriving,
+                };
+                self.backward_direction(pass, &run, target, rest)?;
+            }
+            if layer > 0 {
+                std::mem::swap(&mut arriving, &mut spare);
+            }
+        }
+        Ok(())
+    }
+
+    /// What arrives at the last layer's outputs `[steps][S]` from the output's `seed`.
+    fn seed_outputs(&self, pass: Pass, steps: usize, last: &[f32], y: &[f32], seed: &[f32], arriving: &mut [f32]) {
+        let (d, sl) = (self.geom.hidden_size, self.geom.step_len());
         arriving.fill(0.0);
-        match g.output {
+        match self.geom.output {
             SeqOutput::Last => {
                 arriving[(steps - 1) * sl..(steps - 1) * sl + d].copy_from_slice(&seed[..d]);
-                if dirs == 2 {
+                if self.geom.bidirectional {
                     arriving[d..sl].copy_from_slice(&seed[d..sl]);
                 }
             }
@@ -573,44 +699,143 @@ impl<C: Cell> Recurrent<C> {
                 }
             }
         }
+    }
 
-        for layer in (0..g.num_layers).rev() {
-            let in_len = g.layer_input(layer);
-            let input = if layer == 0 { &x[..steps * in_len] } else { &outs[(layer - 1) * steps * sl..] };
-            let out = &outs[layer * steps * sl..(layer + 1) * steps * sl];
-            let target: &mut [f32] = if layer == 0 { &mut into[..steps * in_len] } else { &mut spare[..] };
-            target.fill(0.0);
-            for dir in 0..dirs {
-                let w = &self.cells[layer * dirs + dir];
-                let recs = &recs[(layer * dirs + dir) * steps * rec..][..steps * rec];
-                carry_h.fill(0.0);
-                carry_c.fill(0.0);
-                for s in (0..steps).rev() {
-                    let t = time_of(dir, s, steps);
-                    let p = s.checked_sub(1).map(|s| time_of(dir, s, steps));
-                    let at = |t: usize| t * sl + dir * d..t * sl + (dir + 1) * d;
-                    carry_h.iter_mut().zip(&arriving[at(t)]).for_each(|(c, a)| *c += a);
-                    let step = Step {
-                        w,
-                        hidden: d,
-                        x: &input[t * in_len..(t + 1) * in_len],
-                        rec: &recs[t * rec..(t + 1) * rec],
-                        prev: p.map(|p| &recs[p * rec..(p + 1) * rec]),
-                        h_prev: p.map(|p| &out[at(p)]),
-                    };
-                    let x_part = &mut target[t * in_len..(t + 1) * in_len];
-                    match pass {
-                        Pass::Relevance => C::relevance_step(&step, self.lrp, carry_h, carry_c, x_part, tmp),
-                        Pass::Gradient => C::gradient_step(&step, carry_h, carry_c, x_part, tmp),
-                    }
-                }
+    /// One direction backwards through its reading order, adding into `target` `[steps][input]`.
+    ///
+    /// Both passes are linear in what they carry, so the carried `R(h)`, `R(c)` are kept as
+    /// `2^e` times the stored values, the stored ones rescaled by a power of two (exact) whenever
+    /// their largest magnitude leaves `[2^-16, 2^16]`; a step's input share is added as `2^e`
+    /// times what the cell computes. So no intermediate overflows where the result is in range,
+    /// and a result beyond f32, or a step whose stabilised denominators make NaN or infinity, is
+    /// [`Error::Overflow`] at that step.
+    fn backward_direction(
+        &self,
+        pass: Pass,
+        run: &Direction<'_>,
+        target: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<()> {
+        let g = self.geom;
+        let (d, sl, rec, in_len) =
+            (g.hidden_size, g.step_len(), C::record_len(g.hidden_size), g.layer_input(run.layer));
+        let (dir, steps) = (run.dir, run.steps);
+        let (carry_h, rest) = scratch.split_at_mut(d);
+        let (carry_c, rest) = rest.split_at_mut(d);
+        let (x_step, tmp) = rest.split_at_mut(widest_input(&g));
+        let x_step = &mut x_step[..in_len];
+        carry_h.fill(0.0);
+        carry_c.fill(0.0);
+        let mut exp = 0i32;
+        for s in (0..steps).rev() {
+            let t = time_of(dir, s, steps);
+            let p = s.checked_sub(1).map(|s| time_of(dir, s, steps));
+            let at = |t: usize| t * sl + dir * d..t * sl + (dir + 1) * d;
+            add_scaled(carry_h, &run.arriving[at(t)], -exp);
+            exp = renormalise(carry_h, carry_c, exp).ok_or_else(|| {
+                self.overflow(run.layer, dir, t, format!("the {} arriving at this step is beyond f32", pass.output()))
+            })?;
+            let step = Step {
+                w: &self.cells[run.layer * g.directions() + dir],
+                hidden: d,
+                x: &run.input[t * in_len..(t + 1) * in_len],
+                rec: &run.recs[t * rec..(t + 1) * rec],
+                prev: p.map(|p| &run.recs[p * rec..(p + 1) * rec]),
+                h_prev: p.map(|p| &run.out[at(p)]),
+            };
+            x_step.fill(0.0);
+            match pass {
+                Pass::Relevance => C::relevance_step(&step, self.lrp, carry_h, carry_c, x_step, tmp),
+                Pass::Gradient => C::gradient_step(&step, carry_h, carry_c, x_step, tmp),
             }
-            if layer > 0 {
-                std::mem::swap(&mut arriving, &mut spare);
+            let x_part = &mut target[t * in_len..(t + 1) * in_len];
+            add_scaled(x_part, x_step, exp);
+            if x_part.iter().any(|v| !v.is_finite()) {
+                return Err(self.overflow(run.layer, dir, t, self.beyond_range(pass, x_step, exp)));
             }
+            exp = renormalise(carry_h, carry_c, exp).ok_or_else(|| {
+                let what = format!(
+                    "the {} carried back through this step became NaN or infinite (a stabilised denominator \
+                     near 0; epsilon = {})",
+                    pass.output(),
+                    self.lrp.eps
+                );
+                self.overflow(run.layer, dir, t, what)
+            })?;
         }
         Ok(())
     }
+
+    /// What [`Error::Overflow`] says when the input share `2^exp x_step` of a step is beyond f32.
+    fn beyond_range(&self, pass: Pass, x_step: &[f32], exp: i32) -> String {
+        let (layer_input, cause) = match pass {
+            Pass::Relevance => (
+                "relevance of its input",
+                "the ratios of the stabilised denominators (and of the product rule) compound over the later \
+                 steps; a larger epsilon or another product rule may keep it in range",
+            ),
+            Pass::Gradient => ("gradient of its input", "the gradient explodes backwards through time"),
+        };
+        let m = x_step.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let size = if m.is_finite() && m > 0.0 {
+            format!("about 1e{:.0}", (exp as f64 + (m as f64).log2()) * std::f64::consts::LOG10_2)
+        } else {
+            "NaN".to_string()
+        };
+        format!("the {layer_input} at this step is beyond the range of f32 ({size}): {cause}")
+    }
+}
+
+/// What one direction of one stacked layer reads in the backward passes.
+struct Direction<'a> {
+    layer: usize,
+    dir: usize,
+    steps: usize,
+    /// The layer's input `[steps][input]`.
+    input: &'a [f32],
+    /// The layer's outputs `[steps][S]`.
+    out: &'a [f32],
+    /// This direction's records `[steps][record_len]`, by time.
+    recs: &'a [f32],
+    /// Relevance (or gradient) arriving at the layer's outputs `[steps][S]`.
+    arriving: &'a [f32],
+}
+
+/// Bounds of the carried values' largest magnitude before [`renormalise`] rescales them.
+const CARRY_RANGE: (f32, f32) = (1.0 / 65536.0, 65536.0);
+
+/// `2^e` as f64 (`e` clamped to f64's normal range, which is far beyond f32's).
+fn pow2(e: i32) -> f64 {
+    f64::from_bits(((e.clamp(-1022, 1023) + 1023) as u64) << 52)
+}
+
+/// `dst += 2^e src`, exact in range (rounded like f32 below it, infinite above).
+fn add_scaled(dst: &mut [f32], src: &[f32], e: i32) {
+    if e == 0 {
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+    } else {
+        let f = pow2(e);
+        dst.iter_mut().zip(src).for_each(|(d, &s)| *d += (s as f64 * f) as f32);
+    }
+}
+
+/// Rescales `a` and `b` by one power of two `2^-k` when their largest magnitude is outside
+/// [`CARRY_RANGE`] (exact) and returns `e + k`; `None` if a value is NaN or infinite.
+fn renormalise(a: &mut [f32], b: &mut [f32], e: i32) -> Option<i32> {
+    let mut m = 0.0f32;
+    for &v in a.iter().chain(b.iter()) {
+        if !v.is_finite() {
+            return None;
+        }
+        m = m.max(v.abs());
+    }
+    if m == 0.0 || (CARRY_RANGE.0..=CARRY_RANGE.1).contains(&m) {
+        return Some(e);
+    }
+    let k = (m as f64).log2().floor() as i32;
+    let f = pow2(-k);
+    a.iter_mut().chain(b.iter_mut()).for_each(|v| *v = (*v as f64 * f) as f32);
+    Some(e.saturating_add(k))
 }
 
 /// The public face of a recurrent layer: `$name` wraps `Recurrent<$cell>` with PyTorch's
@@ -660,26 +885,40 @@ macro_rules! recurrent_layer {
                 self.core.set_rule(rule, epsilon)
             }
 
-            /// f32 elements of the forward trace for up to `max_steps` steps.
-            pub fn trace_len(&self, max_steps: usize) -> usize {
-                self.core.trace_len(max_steps)
+            /// f32 elements of the forward trace for up to `max_steps` steps, or
+            /// [`Error::SizeOverflow`](crate::Error::SizeOverflow) when that overflows `usize`.
+            pub fn try_trace_len(&self, max_steps: usize) -> Result<usize> {
+                self.core.try_trace_len(max_steps)
             }
 
             /// f32 elements of scratch [`Self::relevance`] and [`Self::gradient`] need for up to
-            /// `max_steps` steps.
+            /// `max_steps` steps, or [`Error::SizeOverflow`](crate::Error::SizeOverflow).
+            pub fn try_scratch_len(&self, max_steps: usize) -> Result<usize> {
+                self.core.try_scratch_len(max_steps)
+            }
+
+            /// [`Self::try_trace_len`], `usize::MAX` where it overflows (no buffer fits then).
+            pub fn trace_len(&self, max_steps: usize) -> usize {
+                self.core.try_trace_len(max_steps).unwrap_or(usize::MAX)
+            }
+
+            /// [`Self::try_scratch_len`], `usize::MAX` where it overflows (no buffer fits then).
             pub fn scratch_len(&self, max_steps: usize) -> usize {
-                self.core.scratch_len(max_steps)
+                self.core.try_scratch_len(max_steps).unwrap_or(usize::MAX)
             }
 
             /// Forward pass over `x` = `[steps, input_size]`, writing the trace and the output
-            /// `y` `[geom.out_len()]`; the initial states are zero.
+            /// `y` `[geom.out_len()]`; the initial states are zero. A NaN or infinite state is
+            /// [`Error::Overflow`](crate::Error::Overflow) naming its time step.
             pub fn forward(&self, x: &[f32], steps: usize, trace: &mut [f32], y: &mut [f32]) -> Result<()> {
                 self.core.forward(x, steps, trace, y)
             }
 
             /// LRP: the relevance `r_in` `[steps, input_size]` (overwritten) of every input from
             /// the output relevance `r_out` `[out_len]`, using the trace of the last forward pass
-            /// over `x`.
+            /// over `x`. Intermediate values are rescaled by powers of two (exact), so this fails
+            /// only where a result is beyond f32: [`Error::Overflow`](crate::Error::Overflow)
+            /// naming the time step, never `Ok` with NaN or infinity.
             pub fn relevance(
                 &self,
                 x: &[f32],
@@ -692,7 +931,8 @@ macro_rules! recurrent_layer {
                 self.core.relevance(x, steps, trace, r_out, r_in, scratch)
             }
 
-            /// The exact gradient `g_in = d<g_out, y>/dx` `[steps, input_size]` (overwritten).
+            /// The exact gradient `g_in = d<g_out, y>/dx` `[steps, input_size]` (overwritten);
+            /// overflow as for [`Self::relevance`].
             pub fn gradient(
                 &self,
                 x: &[f32],
