@@ -31,6 +31,23 @@ pub(crate) fn check_buffers(layer: &str, buffers: &[(&str, usize, usize)]) -> Re
     }
 }
 
+/// `n * len`: the elements of `n` samples of `len` elements each in buffer `what` of layer
+/// `layer`, or [`Error::SizeOverflow`] naming them when the product overflows `usize`.
+pub(crate) fn batch_len(layer: &str, what: &str, n: usize, len: usize) -> Result<usize> {
+    n.checked_mul(len).ok_or_else(|| Error::SizeOverflow {
+        what: format!("the {what} buffer of layer `{layer}` ({n} samples of {len} elements)"),
+    })
+}
+
+/// [`check_buffers`] for a batch of `n` samples: each buffer `(what, per_sample, found)` must
+/// hold at least `n * per_sample` elements, the product computed checked ([`batch_len`]).
+pub(crate) fn check_batch(layer: &str, n: usize, buffers: &[(&str, usize, usize)]) -> Result<()> {
+    for &(what, per_sample, found) in buffers {
+        check_buffers(layer, &[(what, batch_len(layer, what, n, per_sample)?, found)])?;
+    }
+    Ok(())
+}
+
 /// `nn.Linear`: a [`LinearMap`] of kind [`LinearKind::Dense`].
 pub type Linear = LinearMap;
 /// `nn.Conv2d`: a [`LinearMap`] of kind [`LinearKind::Conv2d`].
