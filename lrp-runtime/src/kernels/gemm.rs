@@ -4,7 +4,7 @@
 
 use super::im2col::ConvCols;
 use super::parallel;
-use super::sgemm::{PackBuffers, Split, sgemm, sgemm_oriented};
+use super::sgemm::{PackBuffers, Split, distinct_elements, in_bounds, sgemm, sgemm_oriented};
 use std::cell::RefCell;
 
 /// A read-only strided matrix: element (i, j) is `data[i * rs + j * cs]`.
@@ -38,8 +38,9 @@ impl<'a> MatRef<'a> {
         MatRef { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
     }
 
-    fn max_index(&self) -> Option<usize> {
-        max_index(self.rows, self.cols, self.rs, self.cs)
+    /// Whether every element (i, j) lies inside `data` (checked arithmetic).
+    fn in_bounds(&self) -> bool {
+        in_bounds(self.rows, self.cols, self.rs, self.cs, self.data.len())
     }
 }
 
@@ -54,17 +55,10 @@ impl<'a> MatMut<'a> {
         MatMut { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
     }
 
-    fn max_index(&self) -> Option<usize> {
-        max_index(self.rows, self.cols, self.rs, self.cs)
+    /// Whether every element (i, j) lies inside `data` (checked arithmetic).
+    fn in_bounds(&self) -> bool {
+        in_bounds(self.rows, self.cols, self.rs, self.cs, self.data.len())
     }
-}
-
-/// Largest flat index a view touches, `None` for an empty view.
-fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
-    if rows == 0 || cols == 0 {
-        return None;
-    }
-    Some((rows - 1) * rs + (cols - 1) * cs)
 }
 
 /// `C = alpha A B + beta C` for `A: m x k`, `B: k x n`, `C: m x n`, by [`super::sgemm`] with
@@ -132,14 +126,17 @@ pub(crate) fn prepare_thread_buffers() {
 /// The same product by `matrixmultiply::sgemm`, the reference `benches`/examples compare
 /// [`gemm`] against (it allocates its packing buffer on every call).
 ///
-/// Panics if the views' dimensions disagree or a view reaches past its slice; generated code
-/// only passes views whose sizes the compiler checked, so this never fires on user input.
+/// Panics if the views' dimensions disagree, a view reaches past its slice (the last element's
+/// index computed with checked arithmetic, so huge strides are refused rather than wrapped), or
+/// two elements of C may share memory (`matrixmultiply` requires distinct elements; accepted
+/// are layouts whose smaller stride, extents of 1 left out, is positive and whose larger stride
+/// is at least the extent times the smaller). Generated code never calls it.
 pub fn gemm_matrixmultiply(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) {
     assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows, "gemm: dimension mismatch");
-    let in_bounds = |max: Option<usize>, len: usize| max.is_none_or(|i| i < len);
-    assert!(in_bounds(a.max_index(), a.data.len()), "gemm: A out of bounds");
-    assert!(in_bounds(b.max_index(), b.data.len()), "gemm: B out of bounds");
-    assert!(in_bounds(c.max_index(), c.data.len()), "gemm: C out of bounds");
+    assert!(a.in_bounds(), "gemm: A out of bounds");
+    assert!(b.in_bounds(), "gemm: B out of bounds");
+    assert!(c.in_bounds(), "gemm: C out of bounds");
+    assert!(distinct_elements(c.rows, c.cols, c.rs, c.cs), "gemm: elements of C overlap");
     if c.rows == 0 || c.cols == 0 {
         return;
     }
@@ -153,9 +150,13 @@ pub fn gemm_matrixmultiply(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, 
         }
         return;
     }
-    let stride = |s: usize| s as isize;
-    // SAFETY: the asserts above check that every element (i, j) the three views address lies
-    // inside its slice, and `c` is borrowed mutably, so it does not alias `a` or `b`.
+    // A stride along an extent of 2 or more is at most the slice length (checked above), so it
+    // fits `isize`; along an extent of 1 it never multiplies a non-zero index, so 0 will do.
+    let stride = |extent: usize, s: usize| if extent > 1 { s as isize } else { isize::try_from(s).unwrap_or(0) };
+    // SAFETY: the asserts above check, overflow-proof, that every element (i, j) the three views
+    // address lies inside its slice (so each stride passed is exact: see `stride`), and that the
+    // elements of C are distinct, as matrixmultiply requires; `c` is borrowed mutably, so it
+    // does not alias `a` or `b`.
     unsafe {
         matrixmultiply::sgemm(
             c.rows,
@@ -163,15 +164,15 @@ pub fn gemm_matrixmultiply(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, 
             c.cols,
             alpha,
             a.data.as_ptr(),
-            stride(a.rs),
-            stride(a.cs),
+            stride(a.rows, a.rs),
+            stride(a.cols, a.cs),
             b.data.as_ptr(),
-            stride(b.rs),
-            stride(b.cs),
+            stride(b.rows, b.rs),
+            stride(b.cols, b.cs),
             beta,
             c.data.as_mut_ptr(),
-            stride(c.rs),
-            stride(c.cs),
+            stride(c.rows, c.rs),
+            stride(c.cols, c.cs),
         );
     }
 }

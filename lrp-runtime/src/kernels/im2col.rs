@@ -17,7 +17,8 @@ pub struct Conv2dGeom {
 }
 
 impl Conv2dGeom {
-    /// `out = (in + 2 pad - dilation (kernel - 1) - 1) / stride + 1`.
+    /// `out = (in + 2 pad - dilation (kernel - 1) - 1) / stride + 1` (0 when the kernel does
+    /// not fit, see [`out_extent`]).
     pub const fn out_h(&self) -> usize {
         out_extent(self.in_h, self.kernel[0], self.stride[0], self.padding[0], self.dilation[0])
     }
@@ -26,28 +27,31 @@ impl Conv2dGeom {
         out_extent(self.in_w, self.kernel[1], self.stride[1], self.padding[1], self.dilation[1])
     }
 
-    /// Elements of one input sample.
+    /// Elements of one input sample. This and the other sizes saturate at `usize::MAX` (never
+    /// wrap); [`Self::validate`] refuses geometries where any of them would.
     pub const fn in_len(&self) -> usize {
-        self.in_channels * self.in_h * self.in_w
+        self.in_channels.saturating_mul(self.in_h).saturating_mul(self.in_w)
     }
 
     /// Elements of one output sample.
     pub const fn out_len(&self) -> usize {
-        self.out_channels * self.out_h() * self.out_w()
+        self.out_channels.saturating_mul(self.out_h()).saturating_mul(self.out_w())
     }
 
     /// Rows of the unfolded matrix: `in_channels * kh * kw`.
     pub const fn col_rows(&self) -> usize {
-        self.in_channels * self.kernel[0] * self.kernel[1]
+        self.in_channels.saturating_mul(self.kernel[0]).saturating_mul(self.kernel[1])
     }
 
     /// Columns of the unfolded matrix: one per output position.
     pub const fn col_cols(&self) -> usize {
-        self.out_h() * self.out_w()
+        self.out_h().saturating_mul(self.out_w())
     }
 
     /// Checks what the kernels rely on: positive kernel, stride, dilation and groups, groups
-    /// dividing both channel counts, and a non-empty output.
+    /// dividing both channel counts, a non-empty output, coordinates that fit `isize` (padded
+    /// extent plus stride, and the dilated kernel's reach, per axis), and sizes that fit `usize`
+    /// (input, output, weights, and the unfolded matrix `col_rows x col_cols`).
     pub fn validate(&self) -> Result<(), String> {
         let positive = self.kernel.iter().chain(&self.stride).chain(&self.dilation).all(|&v| v > 0);
         if !positive || self.groups == 0 {
@@ -59,10 +63,33 @@ impl Conv2dGeom {
                 self.groups, self.in_channels, self.out_channels
             ));
         }
+        let axis = |i: usize| [self.in_h, self.in_w][i];
+        if !(0..2).all(|i| axis_fits(axis(i), self.kernel[i], self.stride[i], self.padding[i], self.dilation[i])) {
+            return Err(format!("the padded input, stride or dilated kernel exceed isize::MAX: {self:?}"));
+        }
         if self.out_h() == 0 || self.out_w() == 0 {
             return Err(format!("the kernel does not fit the padded {}x{} input", self.in_h, self.in_w));
         }
+        let ([kh, kw], [oh, ow], cin) = (self.kernel, [self.out_h(), self.out_w()], self.in_channels);
+        let sizes: [&[usize]; 4] = [
+            &[cin, self.in_h, self.in_w],
+            &[self.out_channels, oh, ow],
+            &[self.out_channels, cin / self.groups, kh, kw],
+            // The unfolded matrix, and one channel of it (`cin` may be 0).
+            &[cin.max(1), kh, kw, oh, ow],
+        ];
+        if !sizes.iter().all(|dims| product(dims).is_some()) {
+            return Err(format!("the input, output, weight or unfolded sizes overflow usize: {self:?}"));
+        }
         Ok(())
+    }
+
+    /// Panics unless [`Self::validate`] accepts the geometry (what the kernels check on entry).
+    #[track_caller]
+    pub(crate) fn assert_valid(&self, kernel: &str) {
+        if let Err(message) = self.validate() {
+            panic!("{kernel}: invalid geometry: {message}");
+        }
     }
 
     /// The convolution whose forward pass is this one's transposed pass (`c = W^T s`, the
@@ -70,23 +97,31 @@ impl Conv2dGeom {
     /// the dilated kernel's reach, correlating `s [out_channels, out_h, out_w]` with the flipped
     /// kernels ([`Self::transpose_weights`]) under padding `dilation (k - 1) - padding` gives
     /// `[in_channels, in_h, in_w]`. `None` for strided convolutions.
+    /// `None` too when either geometry is invalid.
     pub fn transposed(&self) -> Option<Conv2dGeom> {
+        if self.stride != [1, 1] || self.validate().is_err() {
+            return None;
+        }
+        // `dilation (kernel - 1)` fits: `validate` checked it.
         let pad = |i: usize| (self.dilation[i] * (self.kernel[i] - 1)).checked_sub(self.padding[i]);
         let (ph, pw) = (pad(0)?, pad(1)?);
-        (self.stride == [1, 1] && self.validate().is_ok()).then_some(Conv2dGeom {
+        let t = Conv2dGeom {
             in_channels: self.out_channels,
             out_channels: self.in_channels,
             in_h: self.out_h(),
             in_w: self.out_w(),
             padding: [ph, pw],
             ..*self
-        })
+        };
+        t.validate().is_ok().then_some(t)
     }
 
     /// The weights of [`Self::transposed`]: `W'[ci, o, kh - 1 - a, kw - 1 - b] = W[g cout_g + o,
     /// ci - g cin_g, a, b]` for input channel `ci` of group `g`, in the layout
-    /// `[in_channels, out_channels / groups, kh, kw]`. Panics if `w` is shorter than the weights.
+    /// `[in_channels, out_channels / groups, kh, kw]`. Panics if the geometry is invalid
+    /// ([`Self::validate`]) or `w` is shorter than the weights.
     pub fn transpose_weights(&self, w: &[f32]) -> Vec<f32> {
+        self.assert_valid("transpose_weights");
         let (kh, kw) = (self.kernel[0], self.kernel[1]);
         let (cin_g, cout_g) = (self.in_channels / self.groups, self.out_channels / self.groups);
         let taps = kh * kw;
@@ -104,16 +139,50 @@ impl Conv2dGeom {
         out
     }
 
-    /// Shape of the weight tensor, PyTorch layout `[out, in / groups, kh, kw]`.
+    /// Shape of the weight tensor, PyTorch layout `[out, in / groups, kh, kw]` (`in / groups`
+    /// is 0 for `groups = 0`, which [`Self::validate`] refuses).
     pub const fn weight_shape(&self) -> [usize; 4] {
-        [self.out_channels, self.in_channels / self.groups, self.kernel[0], self.kernel[1]]
+        let in_per_group = match self.in_channels.checked_div(self.groups) {
+            Some(v) => v,
+            None => 0,
+        };
+        [self.out_channels, in_per_group, self.kernel[0], self.kernel[1]]
     }
 }
 
-/// Output extent of a convolution or pooling window sliding over `input` positions.
+/// Output extent of a convolution or pooling window sliding over `input` positions:
+/// `(input + 2 pad - dilation (kernel - 1) - 1) / stride + 1`, and 0 when the window does not
+/// fit, `kernel`, `stride` or `dilation` is 0, or `input + 2 pad` or the reach overflow.
 pub const fn out_extent(input: usize, kernel: usize, stride: usize, pad: usize, dilation: usize) -> usize {
-    let span = dilation * (kernel - 1) + 1;
-    if input + 2 * pad < span { 0 } else { (input + 2 * pad - span) / stride + 1 }
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return 0;
+    }
+    let (Some(reach), Some(total)) = (dilation.checked_mul(kernel - 1), padded(input, pad)) else {
+        return 0;
+    };
+    if total <= reach { 0 } else { (total - reach - 1) / stride + 1 }
+}
+
+/// `input + 2 pad`, `None` on overflow.
+const fn padded(input: usize, pad: usize) -> Option<usize> {
+    match pad.checked_mul(2) {
+        Some(p) => input.checked_add(p),
+        None => None,
+    }
+}
+
+/// Whether the coordinates along one axis fit `isize`: `input + 2 pad + stride` and
+/// `dilation (kernel - 1)`; bounds every position and offset the kernels compute.
+pub(crate) fn axis_fits(input: usize, kernel: usize, stride: usize, pad: usize, dilation: usize) -> bool {
+    let max = isize::MAX as usize;
+    let extent = padded(input, pad).and_then(|p| p.checked_add(stride));
+    let reach = dilation.checked_mul(kernel.saturating_sub(1));
+    extent.is_some_and(|e| e <= max) && reach.is_some_and(|r| r <= max)
+}
+
+/// `dims[0] dims[1] ...`, `None` on overflow.
+pub(crate) fn product(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 /// The output columns `ox` whose tap `kj` reads a real input pixel: `lo..hi`, and the input
@@ -153,10 +222,13 @@ impl<'a> ConvCols<'a> {
     /// Panics if `g` is invalid ([`Conv2dGeom::validate`]) or the channels lie outside `input`;
     /// generated code only builds geometries the compiler checked and buffers of their size.
     pub fn new(g: &Conv2dGeom, input: &'a [f32], c0: usize, channels: usize) -> Self {
-        assert!(g.validate().is_ok(), "conv cols: invalid geometry {g:?}");
+        g.assert_valid("conv cols");
+        // `plane * in_channels` fits (`validate`), hence every product below once `end` is checked.
         let plane = g.in_h * g.in_w;
-        assert!(c0 + channels <= g.in_channels && input.len() >= (c0 + channels) * plane, "conv cols: short input");
-        let input = &input[c0 * plane..(c0 + channels) * plane];
+        let end = c0.checked_add(channels).filter(|&end| end <= g.in_channels);
+        let end = end.expect("conv cols: channels outside the geometry");
+        assert!(input.len() >= end * plane, "conv cols: short input");
+        let input = &input[c0 * plane..end * plane];
         ConvCols { g: *g, input, channels, first: 0, count: g.col_cols() }
     }
 
@@ -181,7 +253,11 @@ impl<'a> ConvCols<'a> {
 /// output row segment is written once: zeros where the tap reads padding, a contiguous copy
 /// (stride 1) or a strided gather of the input row otherwise. Large images are split by
 /// channels over the worker threads ([`super::parallel`]).
+///
+/// Panics if the geometry is invalid ([`Conv2dGeom::validate`]) or a slice is shorter than
+/// `g.in_len()` (input) or `g.col_rows() * g.col_cols()` (columns).
 pub fn im2col(g: &Conv2dGeom, input: &[f32], cols: &mut [f32]) {
+    g.assert_valid("im2col");
     let channel_len = g.kernel[0] * g.kernel[1] * g.col_cols();
     let cols = &mut cols[..g.in_channels * channel_len];
     let input = &input[..g.in_len()];
@@ -226,7 +302,11 @@ fn im2col_channel(g: &Conv2dGeom, input: &[f32], c: usize, rows: &mut [f32]) {
 /// Folds `cols [C kh kw, oh ow]` back onto `out [C, H, W]`, summing overlapping entries
 /// (the adjoint of [`im2col`]): `out` is overwritten. Large images are split by channels over
 /// the worker threads.
+///
+/// Panics if the geometry is invalid ([`Conv2dGeom::validate`]) or a slice is shorter than
+/// `g.col_rows() * g.col_cols()` (columns) or `g.in_len()` (output).
 pub fn col2im(g: &Conv2dGeom, cols: &[f32], out: &mut [f32]) {
+    g.assert_valid("col2im");
     let channel_len = g.kernel[0] * g.kernel[1] * g.col_cols();
     let cols = &cols[..g.in_channels * channel_len];
     let plane = g.in_h * g.in_w;

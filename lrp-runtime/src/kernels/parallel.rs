@@ -178,7 +178,8 @@ pub fn for_each_piece_pair<A: Send, B: Send>(
         return;
     }
     let (len_a, len_b) = (a.len(), b.len());
-    let bounds = |p: usize| (units * p / parts * unit).min(len_a);
+    // In u128, exact for any lengths (zero-sized `T` allows `usize::MAX`): non-decreasing in `p`.
+    let bounds = |p: usize| ((units as u128 * p as u128 / parts as u128) * unit as u128).min(len_a as u128) as usize;
     let (shared_a, shared_b) = (SharedSlice(a.as_mut_ptr()), SharedSlice(b.as_mut_ptr()));
     run(parts, &|p| {
         let (start, end) = (bounds(p), bounds(p + 1));

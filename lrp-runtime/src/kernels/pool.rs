@@ -2,7 +2,7 @@
 //! average pooling redistributes in proportion to the inputs (the z-rule on constant weights).
 
 use super::elementwise::stabilize;
-use super::im2col::out_extent;
+use super::im2col::{axis_fits, out_extent, product};
 
 /// Geometry of a pooling layer over one `[channels, in_h, in_w]` sample (PyTorch semantics,
 /// `ceil_mode = false`; average pooling counts padding in its divisor).
@@ -25,27 +25,57 @@ impl Pool2dGeom {
         out_extent(self.in_w, self.kernel[1], self.stride[1], self.padding[1], 1)
     }
 
+    /// Elements of one input sample; this and [`Self::out_len`] saturate at `usize::MAX` (never
+    /// wrap), and [`Self::validate`] refuses geometries where they would.
     pub const fn in_len(&self) -> usize {
-        self.channels * self.in_h * self.in_w
+        self.channels.saturating_mul(self.in_h).saturating_mul(self.in_w)
     }
 
     /// Checks what the kernels rely on: positive kernel and stride, padding at most half the
-    /// kernel (as PyTorch requires), and a non-empty output.
+    /// kernel (as PyTorch requires), a non-empty output, coordinates that fit `isize` (padded
+    /// extent plus stride) and input, output and window sizes that fit `usize`.
     pub fn validate(&self) -> Result<(), String> {
         if self.kernel.contains(&0) || self.stride.contains(&0) {
             return Err(format!("kernel and stride must be positive: {self:?}"));
         }
-        if 2 * self.padding[0] > self.kernel[0] || 2 * self.padding[1] > self.kernel[1] {
+        // `2 p > k` without the overflow of `2 p`.
+        if self.padding[0] > self.kernel[0] / 2 || self.padding[1] > self.kernel[1] / 2 {
             return Err(format!("padding must be at most half the kernel: {self:?}"));
+        }
+        let axis = |i: usize| axis_fits([self.in_h, self.in_w][i], self.kernel[i], self.stride[i], self.padding[i], 1);
+        if !axis(0) || !axis(1) {
+            return Err(format!("the padded input or the stride exceed isize::MAX: {self:?}"));
         }
         if self.out_h() == 0 || self.out_w() == 0 {
             return Err(format!("the window does not fit the {}x{} input", self.in_h, self.in_w));
         }
+        let (input, output) = ([self.channels, self.in_h, self.in_w], [self.channels, self.out_h(), self.out_w()]);
+        if product(&input).is_none() || product(&output).is_none() || product(&self.kernel).is_none() {
+            return Err(format!("the input, output or window size overflows usize: {self:?}"));
+        }
         Ok(())
     }
 
+    /// [`Self::validate`], and for max-pooling also an input sample of at most 2^32 elements
+    /// (its winners are `u32` indices).
+    pub fn validate_max(&self) -> Result<(), String> {
+        self.validate()?;
+        if self.in_len() as u64 > u32::MAX as u64 + 1 {
+            return Err(format!("max-pooling indexes its input with u32, but a sample has {} elements", self.in_len()));
+        }
+        Ok(())
+    }
+
+    /// Panics unless `valid` accepts the geometry (what the kernels check on entry).
+    #[track_caller]
+    fn assert_valid(&self, kernel: &str, valid: fn(&Self) -> Result<(), String>) {
+        if let Err(message) = valid(self) {
+            panic!("{kernel}: invalid geometry: {message}");
+        }
+    }
+
     pub const fn out_len(&self) -> usize {
-        self.channels * self.out_h() * self.out_w()
+        self.channels.saturating_mul(self.out_h()).saturating_mul(self.out_w())
     }
 
     /// Calls `f(out_index, window)` for each window.
@@ -94,7 +124,11 @@ impl Window {
 
 /// `y[w] = max_{j in w} x[j]`, remembering the winner `argmax[w]` (first maximum in row-major
 /// order, as PyTorch's CPU kernel; NaN wins).
+///
+/// Panics if the geometry is invalid ([`Pool2dGeom::validate_max`]) or a slice is shorter
+/// than `g.in_len()` (input) or `g.out_len()` (output, winners).
 pub fn maxpool_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+    g.assert_valid("maxpool_forward", Pool2dGeom::validate_max);
     let (x, y, argmax) = (&x[..g.in_len()], &mut y[..g.out_len()], &mut argmax[..g.out_len()]);
     let plane = g.out_h() * g.out_w();
     let work = g.in_len().saturating_mul(super::parallel::ELEMENTWISE_COST);
@@ -150,8 +184,13 @@ fn maxpool_2x2(g: &Pool2dGeom, x: &[f32], channels: std::ops::Range<usize>, y: &
     }
 }
 
-/// Winner-take-all: `r_in[j] = sum_{w : argmax[w] = j} r_out[w]`; `r_in` is overwritten.
+/// Winner-take-all: `r_in[j] = sum_{w : argmax[w] = j} r_out[w]`; `r_in` is overwritten, and
+/// winners outside their window's channel are ignored.
+///
+/// Panics if the geometry is invalid ([`Pool2dGeom::validate_max`]) or a slice is shorter
+/// than `g.out_len()` (winners, output relevance) or `g.in_len()` (input relevance).
 pub fn maxpool_relevance(g: &Pool2dGeom, argmax: &[u32], r_out: &[f32], r_in: &mut [f32]) {
+    g.assert_valid("maxpool_relevance", Pool2dGeom::validate_max);
     let (argmax, r_out) = (&argmax[..g.out_len()], &r_out[..g.out_len()]);
     let (plane_in, plane_out) = (g.in_h * g.in_w, g.out_h() * g.out_w());
     let work = g.in_len().saturating_mul(super::parallel::ELEMENTWISE_COST);
@@ -170,7 +209,11 @@ pub fn maxpool_relevance(g: &Pool2dGeom, argmax: &[u32], r_out: &[f32], r_in: &m
 }
 
 /// `y[w] = sum_{j in w} x[j] / (kh kw)` (zero padding counted in the divisor).
+///
+/// Panics if the geometry is invalid ([`Pool2dGeom::validate`]) or a slice is shorter than
+/// `g.in_len()` (input) or `g.out_len()` (output); so do the other average-pooling kernels.
 pub fn avgpool_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32]) {
+    g.assert_valid("avgpool_forward", Pool2dGeom::validate);
     let inv = 1.0 / (g.kernel[0] * g.kernel[1]) as f32;
     let (x, y) = (&x[..g.in_len()], &mut y[..g.out_len()]);
     g.for_each_window(|o, win| y[o] = win.taps().map(|j| x[j]).sum::<f32>() * inv);
@@ -179,6 +222,7 @@ pub fn avgpool_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32]) {
 /// Proportional rule: `r_in[j] = x[j] sum_{w ∋ j} r_out[w] / (kh kw stab(y[w]))`, with
 /// `stab(z) = z + eps sign(z)`; `r_in` is overwritten.
 pub fn avgpool_relevance(g: &Pool2dGeom, x: &[f32], y: &[f32], r_out: &[f32], eps: f32, r_in: &mut [f32]) {
+    g.assert_valid("avgpool_relevance", Pool2dGeom::validate);
     let inv = 1.0 / (g.kernel[0] * g.kernel[1]) as f32;
     let (x, y, r_out, r_in) = (&x[..g.in_len()], &y[..g.out_len()], &r_out[..g.out_len()], &mut r_in[..g.in_len()]);
     r_in.fill(0.0);
@@ -195,6 +239,7 @@ pub fn avgpool_relevance(g: &Pool2dGeom, x: &[f32], y: &[f32], r_out: &[f32], ep
 
 /// Gradient of average pooling: `g_in[j] = sum_{w ∋ j} g_out[w] / (kh kw)`; `g_in` is overwritten.
 pub fn avgpool_gradient(g: &Pool2dGeom, g_out: &[f32], g_in: &mut [f32]) {
+    g.assert_valid("avgpool_gradient", Pool2dGeom::validate);
     let inv = 1.0 / (g.kernel[0] * g.kernel[1]) as f32;
     let (g_out, g_in) = (&g_out[..g.out_len()], &mut g_in[..g.in_len()]);
     g_in.fill(0.0);

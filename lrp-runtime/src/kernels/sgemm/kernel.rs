@@ -38,7 +38,8 @@ impl<'a> CTile<'a> {
     pub(crate) fn in_slice(c: &'a mut [f32], mu: usize, nu: usize, ldc: usize) -> Self {
         assert!(mu >= 1 && nu >= 1, "sgemm kernel: empty tile");
         assert!(nu == 1 || ldc >= mu, "sgemm kernel: overlapping tile columns");
-        assert!(c.len() >= (nu - 1) * ldc + mu, "sgemm kernel: short C tile");
+        let last = (nu - 1).checked_mul(ldc).and_then(|o| o.checked_add(mu - 1));
+        assert!(last.is_some_and(|l| l < c.len()), "sgemm kernel: short C tile");
         CTile { ptr: c.as_mut_ptr(), mu, nu, ldc, _c: PhantomData }
     }
 
@@ -92,7 +93,8 @@ pub(crate) trait MicroKernel<const MR: usize, const NR: usize>: Copy + std::fmt:
 #[inline(always)]
 fn check_tile(mr: usize, nr: usize, kc: usize, a: &[f32], b: &[f32], c: &CTile<'_>) {
     assert!((1..=mr).contains(&c.mu) && (1..=nr).contains(&c.nu), "sgemm kernel: tile size out of range");
-    assert!(a.len() >= kc * mr && b.len() >= kc * nr, "sgemm kernel: short packed panel");
+    let holds = |panel: &[f32], r: usize| kc.checked_mul(r).is_some_and(|n| panel.len() >= n);
+    assert!(holds(a, mr) && holds(b, nr), "sgemm kernel: short packed panel");
 }
 
 /// Writes `alpha * acc + beta * C` (or `alpha * acc` when `beta == 0`) into tile `c`; `acc` is
@@ -460,6 +462,15 @@ mod tests {
             Some(k) => check_kernel(k),
             None => eprintln!("AVX-512F not available: kernel not tested"),
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "short C tile")]
+    fn tile_with_wrapping_ldc_is_refused() {
+        // `(nu - 1) * ldc + mu` is `usize::MAX + 1`: it wrapped to 0, passed the length check,
+        // and the kernel wrote its second column `usize::MAX` floats past the slice.
+        let mut c = [0.0f32; 2];
+        CTile::in_slice(&mut c, 1, 2, usize::MAX);
     }
 
     #[test]

@@ -285,6 +285,9 @@ impl<'a, A: Operand> Split<'a, A> {
         parts: usize,
     ) -> std::result::Result<Self, MatMut<'a>> {
         assert!(a.rows() == c.rows && b.cols == c.cols && a.depth() == b.rows, "sgemm split: dimension mismatch");
+        // The parts write C through raw pointers: its bounds are checked here, overflow-proof.
+        assert!(in_bounds(b.rows, b.cols, b.rs, b.cs, b.data.len()), "sgemm split: B out of bounds");
+        assert!(in_bounds(c.rows, c.cols, c.rs, c.cs, c.data.len()), "sgemm split: C out of bounds");
         let isa = Isa::best();
         let (mr, nr) = isa.tile();
         let by_rows = c.rows >= c.cols;
@@ -311,9 +314,9 @@ impl<'a, A: Operand> Split<'a, A> {
         assert!(self.started.fetch_or(bit, Ordering::AcqRel) & bit == 0, "sgemm split: part {part} ran twice");
         let (mr, nr) = self.isa.tile();
         let (unit, span) = if self.by_rows { (mr, self.c.rows) } else { (nr, self.c.cols) };
-        // Whole tiles, spread as evenly as possible.
-        let tiles = span.div_ceil(unit);
-        let bounds = |p: usize| (tiles * p / self.parts * unit).min(span);
+        // Whole tiles, spread as evenly as possible (in u128: `tiles * p` cannot overflow).
+        let tiles = span.div_ceil(unit) as u128;
+        let bounds = |p: usize| ((tiles * p as u128 / self.parts as u128) * unit as u128).min(span as u128) as usize;
         let (lo, hi) = (bounds(part), bounds(part + 1));
         if lo >= hi {
             return;
@@ -365,13 +368,18 @@ impl<'a> SharedC<'a> {
     /// No other pointer or reference may access the tile's elements while it lives: the caller
     /// only asks for tiles inside its own part's [`Window`], which no other part touches.
     unsafe fn tile(&self, (i0, mu): (usize, usize), (j0, nu): (usize, usize)) -> CTile<'_> {
-        assert!(mu >= 1 && nu >= 1 && i0 + mu <= self.rows && j0 + nu <= self.cols, "sgemm split: tile outside C");
-        let start = i0 + j0 * self.cs;
-        assert!(start + (nu - 1) * self.cs + mu <= self.len, "sgemm split: tile outside C's slice");
-        // SAFETY: the tile's elements lie inside the slice `ptr` was taken from, which `SharedC`
-        // borrows mutably for `'a`; its columns do not overlap (`cs >= rows >= mu`, checked in
-        // `new`); exclusivity is the caller's contract.
-        unsafe { CTile::from_raw(self.ptr.add(start), mu, nu, self.cs) }
+        assert!(
+            mu >= 1 && nu >= 1 && fits(i0, mu, self.rows) && fits(j0, nu, self.cols),
+            "sgemm split: tile outside C"
+        );
+        // Index of the tile's last element, `(i0 + mu - 1) + (j0 + nu - 1) cs`, computed checked.
+        let last = (j0 + nu - 1).checked_mul(self.cs).and_then(|o| o.checked_add(i0 + mu - 1));
+        assert!(last.is_some_and(|l| l < self.len), "sgemm split: tile outside C's slice");
+        // SAFETY: every element `i0 + i + (j0 + j) cs` (`i < mu`, `j < nu`) is at most `last`,
+        // below the length of the slice `ptr` was taken from, which `SharedC` borrows mutably
+        // for `'a`; so `ptr + i0 + j0 cs` is in bounds too. Its columns do not overlap (`cs >=
+        // rows >= mu`, checked in `new`); exclusivity is the caller's contract.
+        unsafe { CTile::from_raw(self.ptr.add(i0 + j0 * self.cs), mu, nu, self.cs) }
     }
 }
 
@@ -382,13 +390,36 @@ struct Window {
     cols: (usize, usize),
 }
 
-/// Whether every element of a `rows x cols` view with strides `rs, cs` lies below `len`.
-fn in_bounds(rows: usize, cols: usize, rs: usize, cs: usize, len: usize) -> bool {
+/// Whether `start + len <= end`, without overflow.
+fn fits(start: usize, len: usize, end: usize) -> bool {
+    start.checked_add(len).is_some_and(|e| e <= end)
+}
+
+/// Whether every element of a `rows x cols` view with strides `rs, cs` lies below `len`: the
+/// last one, `(rows - 1) rs + (cols - 1) cs`, computed with checked arithmetic (an overflow is
+/// out of bounds).
+pub(crate) fn in_bounds(rows: usize, cols: usize, rs: usize, cs: usize, len: usize) -> bool {
     if rows == 0 || cols == 0 {
         return true;
     }
     let last = (rows - 1).checked_mul(rs).zip((cols - 1).checked_mul(cs)).and_then(|(r, c)| r.checked_add(c));
     last.is_some_and(|i| i < len)
+}
+
+/// Whether the elements of a `rows x cols` view with strides `rs, cs` are all distinct: after
+/// leaving out dimensions of extent 1, the smaller stride is positive and the larger one at
+/// least the extent times the smaller (a mixed-radix layout, checked arithmetic). Conservative:
+/// a few exotic layouts with distinct elements (e.g. strides 2 and 3) are refused too.
+pub(crate) fn distinct_elements(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    match (rows > 1, cols > 1) {
+        (false, false) => true,
+        (true, false) => rs >= 1,
+        (false, true) => cs >= 1,
+        (true, true) => {
+            let ((extent, small), large) = if rs <= cs { ((rows, rs), cs) } else { ((cols, cs), rs) };
+            small >= 1 && extent.checked_mul(small).is_some_and(|span| large >= span)
+        }
+    }
 }
 
 /// `C = beta C`, with `beta == 0` writing zeros.
@@ -479,7 +510,7 @@ impl<'a> Output<'a> {
 
     fn shared(c: &'a SharedC<'a>, window: Window) -> Self {
         assert!(
-            window.rows.0 + window.rows.1 <= c.rows && window.cols.0 + window.cols.1 <= c.cols,
+            fits(window.rows.0, window.rows.1, c.rows) && fits(window.cols.0, window.cols.1, c.cols),
             "sgemm split: window outside C"
         );
         Output { dest: Dest::Shared { c, window }, tile: [0.0; TILE_CAP] }
@@ -505,7 +536,10 @@ impl<'a> Output<'a> {
                 kern.tile(kc, ap, bp, alpha, beta, CTile::in_slice(&mut c.data[i0 + j0 * cs..], mu, nu, cs));
             }
             Dest::Shared { c, window } => {
-                assert!(i0 + mu <= window.rows.1 && j0 + nu <= window.cols.1, "sgemm split: tile outside its window");
+                assert!(
+                    fits(i0, mu, window.rows.1) && fits(j0, nu, window.cols.1),
+                    "sgemm split: tile outside its window"
+                );
                 // SAFETY: the tile lies in this part's window (asserted above), which no other
                 // part of the split writes, and it is used only for this call.
                 let tile = unsafe { c.tile((window.rows.0 + i0, mu), (window.cols.0 + j0, nu)) };
@@ -723,6 +757,34 @@ mod tests {
         assert!(Split::new(1.0, am, bm, 0.0, strided, 2).is_err(), "no unit stride");
         let row = MatMut::row_major(&mut c[..64], 1, 64);
         assert!(Split::new(1.0, MatRef::row_major(&a[..64], 1, 64), bm, 0.0, row, 2).is_err(), "a vector");
+    }
+
+    #[test]
+    #[should_panic(expected = "sgemm split: C out of bounds")]
+    fn split_of_c_with_wrapping_column_stride_is_refused() {
+        // Column-major C whose column stride 2^62 + 1 wraps `4 * cs` to 4: the split used to
+        // hand out tiles whose bounds check wrapped too.
+        let (a, b) = (vec![1.0f32; 128 * 8], vec![1.0f32; 8 * 5]);
+        let mut c = vec![0.0f32; 128 * 5];
+        let c = MatMut { data: &mut c, rows: 128, cols: 5, rs: 1, cs: (1 << 62) + 1 };
+        let _ = Split::oriented(MatRef::row_major(&a, 128, 8), MatRef::row_major(&b, 8, 5), c, 1.0, 0.0, 2);
+    }
+
+    #[test]
+    fn distinct_elements_accepts_mixed_radix_layouts_only() {
+        assert!(distinct_elements(3, 4, 4, 1) && distinct_elements(3, 4, 1, 3) && distinct_elements(2, 2, 5, 2));
+        assert!(
+            distinct_elements(1, 1, 0, 0) && distinct_elements(1, 5, 0, 1) && distinct_elements(5, 1, 1, usize::MAX)
+        );
+        assert!(!distinct_elements(2, 2, 0, 1) && !distinct_elements(2, 2, 1, 1) && !distinct_elements(3, 4, 3, 1));
+        assert!(!distinct_elements(2, 1, 0, 7) && !distinct_elements(usize::MAX, 2, 2, usize::MAX));
+    }
+
+    #[test]
+    fn in_bounds_refuses_what_overflows() {
+        assert!(in_bounds(2, 2, 2, 1, 4) && !in_bounds(2, 2, 2, 1, 3) && in_bounds(0, 5, usize::MAX, usize::MAX, 0));
+        assert!(!in_bounds(2, 2, usize::MAX, 1, 4) && !in_bounds(2, 3, 1, usize::MAX / 2 + 1, 8));
+        assert!(in_bounds(1, 1, usize::MAX, usize::MAX, 1));
     }
 
     #[test]
