@@ -83,7 +83,7 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
     let mut layers = Vec::new();
     let complete = lower_entries(cx, &spec.entries, "", 0, &mut layers);
     check_unique(cx, &layers);
-    if layers.is_empty() {
+    if layers.is_empty() && complete {
         cx.error(spec.name.span(), format!("`{}` has no layers", spec.name));
     }
     let net = Network {
@@ -101,15 +101,17 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
     Lowered { net, complete }
 }
 
-/// `input = [3, 32, 32]`: positive sizes, at most `MAX_ELEMENTS` in all.
+/// `input = [3, 32, 32]`: positive sizes, at most `MAX_ELEMENTS` in all; empty after an error
+/// (the passes then check no shapes, which would only repeat it).
 fn input_dims(cx: &mut Ctxt, items: &[Value], span: Span) -> Vec<usize> {
     let dims: Vec<usize> = items.iter().filter_map(|v| as_size(cx, v, "input")).collect();
     if items.is_empty() {
         cx.error(span, "`input` must be a non-empty list of positive sizes, e.g. `input = [3, 32, 32]`");
-    } else if dims.len() == items.len()
-        && dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).is_none_or(|n| n > MAX_ELEMENTS)
-    {
+    } else if dims.len() != items.len() {
+        return Vec::new();
+    } else if dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).is_none_or(|n| n > MAX_ELEMENTS) {
         cx.error(span, format!("`input` has more than {MAX_ELEMENTS} (2^31) elements per sample"));
+        return Vec::new();
     }
     dims
 }
@@ -620,4 +622,104 @@ pub fn lower_composite(cx: &mut Ctxt, call: &Call) -> Option<Composite> {
         }
     };
     Some(composite)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parse::located_errors;
+
+    /// Each error of compiling `spec` (lexed with locations) as `line:column: message`.
+    fn errors(spec: &str) -> Vec<String> {
+        let check = |t| syn::parse2::<crate::ast::Spec>(t).and_then(|s| crate::expand::compile(&s, None).map(drop));
+        located_errors("t", spec, check).into_iter().map(|e| e.trim_start_matches("t:").to_string()).collect()
+    }
+
+    #[test]
+    fn floats_beyond_or_below_f32_are_errors_at_the_literal() {
+        let e = errors("Net(input = [4], composite = Epsilon(1e39)) { BatchNorm1d(4, eps = 1e309), Linear(4, 2) }");
+        assert_eq!(
+            e,
+            [
+                "1:38: `1e39` is beyond f32's range (largest finite value 3.4028235e38)",
+                "1:68: `1e309` is beyond f32's range (largest finite value 3.4028235e38)",
+            ]
+        );
+        let e = errors("Net(input = [4]) { Linear(4, 2, rule = Epsilon(-1e-46)), Dropout(p = 1.5e-40) }");
+        assert_eq!(
+            e,
+            [
+                "1:48: `-1e-46` is below f32's smallest normal value 1.1754944e-38",
+                "1:70: `1.5e-40` is below f32's smallest normal value 1.1754944e-38",
+            ]
+        );
+        assert!(errors("Net(input = [4]) { Linear(4, 2, rule = Epsilon(1.2e-38)), Dropout(p = 0.0) }").is_empty());
+    }
+
+    #[test]
+    fn zero_sizes_are_errors_at_the_value() {
+        let e = errors(
+            "Net(input = [4, 0]) { Linear(4, 0), Conv2d(3, 0, 3), BatchNorm1d(0), Embedding(0, 4), LSTM(4, 0) }",
+        );
+        assert_eq!(
+            e,
+            [
+                "1:17: `input` must be at least 1, got 0",
+                "1:33: `out_features` must be at least 1, got 0",
+                "1:47: `out_channels` must be at least 1, got 0",
+                "1:66: `num_features` must be at least 1, got 0",
+                "1:80: `num_embeddings` must be at least 1, got 0",
+                "1:95: `hidden_size` must be at least 1, got 0",
+            ]
+        );
+    }
+
+    #[test]
+    fn huge_sizes_and_windows_are_errors() {
+        let e = errors(
+            "Net(input = [3, 4294967296]) { Conv2d(3, 4, 3, padding = 4294967296), LSTM(4, 4, num_layers = 65) }",
+        );
+        assert_eq!(
+            e,
+            [
+                "1:17: `input` = 4294967296 is too large: at most 2147483648 (2^31) is supported",
+                "1:58: `padding` = 4294967296 is too large: at most 1048576 (2^20) is supported",
+                "1:95: `num_layers` = 65 is too large: at most 64 is supported",
+            ]
+        );
+        let e = errors("Net(input = [65536, 65536]) { Flatten, Linear(65536, 2) }");
+        assert_eq!(e, ["1:13: `input` has more than 2147483648 (2^31) elements per sample"]);
+        let e = errors("Net(input = [2147483648]) { Linear(2147483648, 2) }");
+        assert_eq!(e, ["1:29: `0` has a weight tensor of more than 2147483648 (2^31) elements"]);
+    }
+
+    #[test]
+    fn layer_outputs_beyond_the_element_limit_are_errors() {
+        let e = errors("Net(input = [1, 1024, 1024]) { Conv2d(1, 4096, 1), Flatten, Linear(4, 2) }");
+        assert_eq!(
+            e,
+            [
+                "1:32: `0` gives [4096, 1024, 1024], more than 2147483648 (2^31) elements per sample; that is beyond what lrp supports"
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_bound_lists_are_errors() {
+        let e = errors(
+            "Net(input = [4], composite = EpsilonGammaBox(low = [], high = 1.0)) { Linear(4, 2, rule = ZBox(low = 0, high = [])) }",
+        );
+        assert_eq!(
+            e,
+            [
+                "1:52: `low` is empty: give one bound, or one per input channel",
+                "1:112: `high` is empty: give one bound, or one per input channel",
+            ]
+        );
+    }
+
+    #[test]
+    fn keyword_and_clashing_layer_names_are_handled() {
+        let e = errors(r#"Net(input = [4]) { "fn": Linear(4, 4), "_": ReLU, "a.b": ReLU, a_b: ReLU, Linear(4, 2) }"#);
+        assert_eq!(e, ["1:64: `a_b` and another layer both become the field `a_b`"]);
+    }
 }

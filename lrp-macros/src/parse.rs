@@ -42,6 +42,26 @@ fn check_depth(depth: usize, span: Span) -> syn::Result<()> {
     Ok(())
 }
 
+/// Errs at the first group nested more than `limit` deep, walking the trees with a stack: syn
+/// builds its token buffer recursively, so a stream is checked before syn sees it.
+pub fn check_token_depth(tokens: &TokenStream, limit: usize) -> syn::Result<()> {
+    let mut stack = vec![tokens.clone().into_iter()];
+    while let Some(top) = stack.last_mut() {
+        match top.next() {
+            Some(proc_macro2::TokenTree::Group(g)) if stack.len() >= limit => {
+                return Err(syn::Error::new(
+                    g.span(),
+                    format!("blocks, lists and calls are nested more than {MAX_DEPTH} deep"),
+                ));
+            }
+            Some(proc_macro2::TokenTree::Group(g)) => stack.push(g.stream().into_iter()),
+            Some(_) => {}
+            None => drop(stack.pop()),
+        }
+    }
+    Ok(())
+}
+
 /// `item, item, ...` with an optional trailing comma, up to the end of `input`.
 fn separated<T>(input: ParseStream, mut item: impl FnMut(ParseStream) -> syn::Result<T>) -> syn::Result<Vec<T>> {
     let mut items = Vec::new();
@@ -170,20 +190,36 @@ impl Parse for NetworkInput {
     }
 }
 
-/// Reads and parses a spec file, `path` relative to `manifest_dir`. Errors point at the
-/// literal and name the file.
-pub fn parse_file(path: &LitStr, manifest_dir: &std::path::Path) -> syn::Result<(Spec, std::path::PathBuf)> {
+/// Reads a spec file, `path` relative to `manifest_dir`; an error points at the literal.
+pub fn read_file(path: &LitStr, manifest_dir: &std::path::Path) -> syn::Result<String> {
     let full = manifest_dir.join(path.value());
-    let text = std::fs::read_to_string(&full)
-        .map_err(|e| syn::Error::new(path.span(), format!("cannot read spec file `{}`: {e}", full.display())))?;
-    let tokens: TokenStream = text.parse().map_err(|e: proc_macro2::LexError| {
-        syn::Error::new(path.span(), format!("spec file `{}` is not valid tokens: {e}", full.display()))
-    })?;
-    let spec = syn::parse2::<Spec>(tokens).map_err(|e| {
-        let messages: Vec<String> = e.into_iter().map(|e| format!("in spec file `{}`: {e}", full.display())).collect();
-        syn::Error::new(path.span(), messages.join("\n"))
-    })?;
-    Ok((spec, full))
+    std::fs::read_to_string(&full)
+        .map_err(|e| syn::Error::new(path.span(), format!("cannot read spec file `{}`: {e}", full.display())))
+}
+
+/// Lexes `text` with proc_macro2's fallback lexer, whose spans know their line and column (in a
+/// real proc macro, tokens parsed from a string all carry the call site), runs `check` on the
+/// tokens, and returns its errors as `path:line:column: message`. Nothing made while the
+/// fallback is forced leaves this function but strings, so no fallback token meets a compiler one.
+pub fn located_errors(path: &str, text: &str, check: impl FnOnce(TokenStream) -> syn::Result<()>) -> Vec<String> {
+    /// Forces the fallback for its lifetime, and restores detection when dropped, even by a panic.
+    struct Forced;
+    impl Drop for Forced {
+        fn drop(&mut self) {
+            proc_macro2::fallback::unforce();
+        }
+    }
+    proc_macro2::fallback::force();
+    let _forced = Forced;
+    let result = text.parse::<TokenStream>().map_err(|e| syn::Error::new(e.span(), e)).and_then(check);
+    let Err(errors) = result else { return Vec::new() };
+    errors
+        .into_iter()
+        .map(|e| match e.span().start() {
+            at if at.line == 0 => format!("{path}: {e}"),
+            at => format!("{path}:{}:{}: {e}", at.line, at.column + 1),
+        })
+        .collect()
 }
 
 #[cfg(test)]

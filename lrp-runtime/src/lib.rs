@@ -8,6 +8,8 @@ pub mod explanation;
 pub mod kernels;
 pub mod layers;
 pub mod occlusion;
+#[doc(hidden)]
+pub mod placeholder;
 pub mod render;
 pub mod rules;
 pub mod weights;

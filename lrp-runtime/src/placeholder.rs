@@ -1,0 +1,79 @@
+//! Stand-ins for a model whose spec failed to compile, so that one mistake in a spec gives one
+//! error. Next to its `compile_error!`, `network!` emits `struct Net;` and
+//! `#[derive(Explainable)]` keeps the user's struct; both then invoke [`__lrp_stand_in!`], which
+//! gives the type every constant and method of a generated model, each accepting any arguments,
+//! so that the code using the model type-checks without follow-on errors. Nothing here can run:
+//! the crate that contains a stand-in does not compile.
+
+/// The workspace of a stand-in model (`NetWorkspace` is an alias of it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Workspace;
+
+impl Workspace {
+    /// How many samples one call may hold.
+    pub fn capacity(&self) -> usize {
+        ::core::unreachable!("a stand-in for a model that failed to compile")
+    }
+}
+
+/// `__lrp_stand_in!(Net, features)` or `__lrp_stand_in!(Net, tokens)`: an `impl Net` with the
+/// constants and methods of a generated model of fixed-size inputs or of token sequences. Where
+/// the two kinds differ in arity (`workspace`, the `_batch` variants, `occlusion`), the kind
+/// decides; every argument is generic, and the bodies are unreachable.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __lrp_stand_in {
+    ($model:ident, $kind:ident) => {
+        #[allow(dead_code, unused_variables, clippy::all)]
+        impl $model {
+            pub const INPUT_SHAPE: &'static [usize] = &[1];
+            pub const INPUT_LEN: usize = 1;
+            pub const CLASSES: usize = 1;
+            pub const VOCAB: usize = 1;
+            pub const EMBEDDING_DIM: usize = 1;
+            pub const NAME: &'static str = ::core::stringify!($model);
+            pub const TENSORS: &'static [(&'static str, &'static [usize])] = &[];
+            $crate::__lrp_stand_in!(@fns Self, [load(path), load_strict(path), from_bytes(bytes)]);
+            $crate::__lrp_stand_in!(@fns Self, [load_with(path, options), from_weights(weights, strict)]);
+            $crate::__lrp_stand_in!(@methods $kind);
+        }
+    };
+    (@methods features) => {
+        $crate::__lrp_stand_in!(@method $crate::placeholder::Workspace, [workspace(capacity)]);
+        $crate::__lrp_stand_in!(@method &'static [f32], [predict(ws, input), predict_batch(ws, input, n)]);
+        $crate::__lrp_stand_in!(@method $crate::Explanation<'static>, [
+            explain(ws, input, target), explain_batch(ws, input, n, target),
+            explain_from(ws, input, rel), explain_from_batch(ws, input, n, rel),
+            gradient_x_input(ws, input, target), gradient_x_input_batch(ws, input, n, target),
+            occlusion(ws, input, target, window), occlusion_batch(ws, input, n, target, window)
+        ]);
+    };
+    (@methods tokens) => {
+        $crate::__lrp_stand_in!(@method $crate::placeholder::Workspace, [workspace(max_len, batch)]);
+        $crate::__lrp_stand_in!(@method &'static [f32], [predict(ws, tokens), predict_batch(ws, sequences)]);
+        $crate::__lrp_stand_in!(@method $crate::Explanation<'static>, [
+            explain(ws, tokens, target), explain_batch(ws, sequences, target),
+            explain_from(ws, tokens, rel), explain_from_batch(ws, sequences, rel),
+            gradient_x_input(ws, tokens, target), gradient_x_input_batch(ws, sequences, target),
+            occlusion(ws, tokens, target), occlusion_batch(ws, sequences, target)
+        ]);
+    };
+    // Associated functions returning `Result<Self>`, one generic parameter per argument.
+    (@fns $ret:ty, [$($name:ident($($arg:ident),*)),*]) => {
+        $(
+            #[allow(non_camel_case_types)]
+            pub fn $name<$($arg),*>($($arg: $arg),*) -> $crate::Result<$ret> {
+                ::core::unreachable!("a stand-in for a model that failed to compile")
+            }
+        )*
+    };
+    // Methods on `&self` returning `Result<$ret>`.
+    (@method $ret:ty, [$($name:ident($($arg:ident),*)),*]) => {
+        $(
+            #[allow(non_camel_case_types)]
+            pub fn $name<$($arg),*>(&self, $($arg: $arg),*) -> $crate::Result<$ret> {
+                ::core::unreachable!("a stand-in for a model that failed to compile")
+            }
+        )*
+    };
+}
