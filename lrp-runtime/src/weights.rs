@@ -108,7 +108,7 @@ impl Weights {
             head.resize(8 + len, 0);
             file.read_exact(&mut head[8..]).map_err(io)?;
         }
-        let (offset, tensors) = parse(&head, total).map_err(|message| format_error(&source, &head, message))?;
+        let (offset, tensors) = parse(&head, total).map_err(|message| format_error(&source, &head, total, message))?;
         let data = Data::File { file: Arc::new(Mutex::new(file)), offset: offset as u64 };
         Ok(Weights { source, data, tensors, taken: BTreeSet::new() })
     }
@@ -118,7 +118,7 @@ impl Weights {
     ///
     /// Bytes that are not valid safetensors are an [`Error::Format`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Weights> {
-        let format = |message| format_error(BYTES_SOURCE, bytes, message);
+        let format = |message| format_error(BYTES_SOURCE, bytes, bytes.len() as u64, message);
         let (offset, tensors) = parse(bytes, bytes.len() as u64).map_err(format)?;
         let data = bytes.get(offset..).ok_or_else(|| format(format!("header length {offset} exceeds the data")))?;
         Ok(Weights {
@@ -315,10 +315,15 @@ fn is_bookkeeping(name: &str) -> bool {
     name == BOOKKEEPING || name.strip_suffix(BOOKKEEPING).is_some_and(|rest| rest.ends_with('.'))
 }
 
-/// The [`Error::Format`] for `message` about `source`, whose bytes start with `head`: a PyTorch
-/// checkpoint is named as such, with the way to convert it.
-fn format_error(source: &str, head: &[u8], message: String) -> Error {
-    let message = hint::torch_checkpoint(head).map_or(message, hint::torch_message);
+/// The [`Error::Format`] for `message` about `source` of `total` bytes, which start with `head`:
+/// a PyTorch checkpoint is named as such, with the way to convert it, unless its first bytes
+/// could begin safetensors (a plausible header length, then `{`).
+fn format_error(source: &str, head: &[u8], total: u64, message: String) -> Error {
+    let safetensors_like = header_len(head, total).is_ok() && head.get(8) == Some(&b'{');
+    let message = match hint::torch_checkpoint(head) {
+        Some(kind) if !safetensors_like => hint::torch_message(kind),
+        _ => message,
+    };
     Error::Format { source: source.to_string(), message }
 }
 

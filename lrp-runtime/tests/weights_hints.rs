@@ -149,6 +149,12 @@ fn weights_safetensors_starting_like_a_pickle_still_loads() {
     bytes.extend_from_slice(header.as_bytes());
     bytes.extend_from_slice(&2.5f32.to_le_bytes());
     assert_eq!(Weights::from_bytes(&bytes).unwrap().take("w", "l", &[1]).unwrap(), [2.5]);
+    // Such a file with a fault reports that fault (found by the fuzzer: the shape of rank 17 was
+    // reported as a pickle).
+    let deep = r#"{"w":{"dtype":"F32","shape":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1],"data_offsets":[0,4]}}"#;
+    bytes[8..8 + deep.len()].copy_from_slice(deep.as_bytes());
+    let msg = Weights::from_bytes(&bytes).unwrap_err().to_string();
+    assert!(msg.contains("`w` has more than 16 dimensions") && !msg.contains("PyTorch"), "{msg}");
 }
 
 /// A VGG-like feature stack as saved: convolutions at indices 0, 2 and 5 (ReLUs and a pool

@@ -391,8 +391,10 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// Skips a JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    /// Skips a JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, finite as an
+    /// `f64` (serde_json refuses `1e400`).
     fn number(&mut self) -> Result<(), String> {
+        let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
         }
@@ -411,6 +413,11 @@ impl<'a> Parser<'a> {
                 self.pos += 1;
             }
             self.some_digits()?;
+        }
+        let text = self.text_between(start, self.pos)?;
+        if !text.parse::<f64>().is_ok_and(f64::is_finite) {
+            self.pos = start;
+            return Err(self.fail("a number within the range of f64"));
         }
         Ok(())
     }
