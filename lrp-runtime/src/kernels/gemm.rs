@@ -66,8 +66,9 @@ impl<'a> MatMut<'a> {
 /// never allocates after that. A product of [`parallel::SPLIT_MIN_WORK`] multiply-adds or more
 /// is cut into disjoint blocks of C computed at once on [`parallel::num_threads`] threads.
 ///
-/// Panics if the views' dimensions disagree or a view reaches past its slice; generated code
-/// only passes views whose sizes the compiler checked, so this never fires on user input.
+/// Panics if the views' dimensions disagree or a view reaches past its slice (its last index
+/// computed with checked arithmetic, so no stride wraps around); generated code only passes
+/// views whose sizes the compiler checked, so this never fires on user input.
 pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) {
     let work = c.rows.saturating_mul(c.cols).saturating_mul(a.cols);
     match Split::new(alpha, a, b, beta, c, parallel::parts_for(work)) {
@@ -83,7 +84,8 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) 
 /// image. Split over threads like [`gemm`].
 ///
 /// Panics if the dimensions disagree, `C` has no unit column stride, or a view reaches past its
-/// slice; generated code only passes views whose sizes the compiler checked.
+/// slice (checked arithmetic, on the threaded path too); generated code only passes views
+/// whose sizes the compiler checked.
 pub fn conv_gemm(alpha: f32, w: MatRef<'_>, cols: ConvCols<'_>, beta: f32, c: MatMut<'_>) {
     assert!(c.cs == 1 || c.cols <= 1, "conv_gemm: C must have unit column stride");
     // In the kernels' orientation: C^T = cols^T W^T, with C^T column-major.

@@ -275,7 +275,9 @@ impl<'a> Split<'a> {
 
 impl<'a, A: Operand> Split<'a, A> {
     /// [`Split::new`] for a product already in the kernels' orientation (C column-major),
-    /// with any left operand; gives C back when it cannot be cut.
+    /// with any left operand; gives C back when it cannot be cut. Panics if the dimensions
+    /// disagree or `B` or `C` reach past their slices (checked arithmetic: the parts write C
+    /// through raw pointers).
     pub(crate) fn oriented(
         a: A,
         b: MatRef<'a>,
@@ -378,7 +380,8 @@ impl<'a> SharedC<'a> {
         // SAFETY: every element `i0 + i + (j0 + j) cs` (`i < mu`, `j < nu`) is at most `last`,
         // below the length of the slice `ptr` was taken from, which `SharedC` borrows mutably
         // for `'a`; so `ptr + i0 + j0 cs` is in bounds too. Its columns do not overlap (`cs >=
-        // rows >= mu`, checked in `new`); exclusivity is the caller's contract.
+        // rows >= mu`, checked in `new`, unless C is one column and then `nu == 1`);
+        // exclusivity is the caller's contract.
         unsafe { CTile::from_raw(self.ptr.add(i0 + j0 * self.cs), mu, nu, self.cs) }
     }
 }
