@@ -105,23 +105,31 @@ impl Layer {
     }
 
     fn relevance(&self, x: &[f32], steps: usize, trace: &[f32], r_out: &[f32]) -> Vec<f32> {
+        self.try_relevance(x, steps, trace, r_out).unwrap()
+    }
+
+    fn try_relevance(&self, x: &[f32], steps: usize, trace: &[f32], r_out: &[f32]) -> Result<Vec<f32>, Error> {
         let mut r_in = vec![f32::NAN; x.len()];
         let mut scratch = self.scratch(steps);
         match self {
-            Layer::Lstm(l) => l.relevance(x, steps, trace, r_out, &mut r_in, &mut scratch).unwrap(),
-            Layer::Gru(l) => l.relevance(x, steps, trace, r_out, &mut r_in, &mut scratch).unwrap(),
+            Layer::Lstm(l) => l.relevance(x, steps, trace, r_out, &mut r_in, &mut scratch)?,
+            Layer::Gru(l) => l.relevance(x, steps, trace, r_out, &mut r_in, &mut scratch)?,
         }
-        r_in
+        Ok(r_in)
     }
 
     fn gradient(&self, x: &[f32], steps: usize, trace: &[f32], g_out: &[f32]) -> Vec<f32> {
+        self.try_gradient(x, steps, trace, g_out).unwrap()
+    }
+
+    fn try_gradient(&self, x: &[f32], steps: usize, trace: &[f32], g_out: &[f32]) -> Result<Vec<f32>, Error> {
         let mut g_in = vec![f32::NAN; x.len()];
         let mut scratch = self.scratch(steps);
         match self {
-            Layer::Lstm(l) => l.gradient(x, steps, trace, g_out, &mut g_in, &mut scratch).unwrap(),
-            Layer::Gru(l) => l.gradient(x, steps, trace, g_out, &mut g_in, &mut scratch).unwrap(),
+            Layer::Lstm(l) => l.gradient(x, steps, trace, g_out, &mut g_in, &mut scratch)?,
+            Layer::Gru(l) => l.gradient(x, steps, trace, g_out, &mut g_in, &mut scratch)?,
         }
-        g_in
+        Ok(g_in)
     }
 }
 
@@ -845,4 +853,175 @@ fn load_takes_pytorch_names() {
     let mut weights = Weights::from_tensors(tensors);
     let err = Lstm::load(&mut weights, "enc", g, true).unwrap_err();
     assert!(matches!(&err, Error::ShapeMismatch { name, .. } if name == "enc.weight_ih_l0"), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Range: rescaling, overflow errors, sizes
+// ---------------------------------------------------------------------------------------------
+
+/// `v 2^k` for each value, exactly (`k` within f32's exponents).
+fn times_pow2(v: &[f32], k: i32) -> Vec<f32> {
+    v.iter().map(|&x| (x as f64 * 2f64.powi(k)) as f32).collect()
+}
+
+/// Both passes are linear in their seed and carry their values rescaled by powers of two: the
+/// seed times `2^k`, with `k` as large as keeps the result in f32, gives exactly `2^k` times the
+/// result, bit for bit, although the largest intermediate value (the float64 implementation's
+/// `amp`) then exceeds f32 in a third of the cases (`W_ih` is small, so the input relevance is
+/// much smaller than what the cell carries): there an unscaled f32 pass returned infinities or
+/// NaN.
+#[test]
+fn results_scale_exactly_up_to_the_f32_limit() {
+    let (mut cases, mut beyond) = (0, 0);
+    for kind in [Kind::Lstm, Kind::Gru] {
+        for (bidirectional, layers) in [(false, 1), (true, 2)] {
+            for (i, rule) in [ProductRule::All, ProductRule::Prop, ProductRule::Half].into_iter().enumerate() {
+                for seed in 0..3 {
+                    let mut rng = Rng(300 + 10 * i as u64 + layers as u64 + kind.gates() as u64 * 100 + seed * 1000);
+                    let (input, hidden, steps) = (4, 5, 12);
+                    let g = geom(input, hidden, layers, bidirectional, SeqOutput::Mean);
+                    let mut params = random_params(kind, &g, &mut rng, 0.6, 0.3);
+                    params.iter_mut().for_each(|p| p.w_ih.iter_mut().for_each(|w| *w *= 1e-3));
+                    let reference = RefNet::new(kind, g, &params);
+                    let mut layer = Layer::new(kind, g, params);
+                    layer.set_rule(rule, 0.001);
+                    let x = rng.vec(steps * input, 1.0);
+                    let (y, trace) = layer.forward(&x, steps);
+                    let r_out: Vec<f32> = y.iter().map(|&v| v * (0.5 + rng.uniform(0.5))).collect();
+                    for pass in ["relevance", "gradient"] {
+                        let run = |seed: &[f32]| match pass {
+                            "relevance" => layer.try_relevance(&x, steps, &trace, seed),
+                            _ => layer.try_gradient(&x, steps, &trace, seed),
+                        };
+                        let small = run(&r_out).unwrap();
+                        let largest = max_abs(small.iter().chain(&r_out).map(|&v| v as f64));
+                        let k = (f32::MAX as f64 / largest).log2().floor() as i32 - 1;
+                        let big = run(&times_pow2(&r_out, k)).unwrap();
+                        assert_eq!(big, times_pow2(&small, k), "{kind:?} {rule:?} {g:?} {pass} times 2^{k}");
+                        if pass == "relevance" {
+                            let (_, amp) =
+                                reference.relevance(&x, steps, &reference.forward(&x, steps), &r_out, rule, 1e-3);
+                            cases += 1;
+                            beyond += usize::from(amp * 2f64.powi(k) > f32::MAX as f64);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("scaled to the f32 limit: intermediate values beyond f32 in {beyond} of {cases} cases");
+    assert!(4 * beyond >= cases, "only {beyond} of {cases} cases exercise intermediate overflow");
+}
+
+/// A relevance beyond f32 (the seed scaled so that the float64 implementation's largest input
+/// relevance is 4 f32::MAX; weights large enough that relevance grows backwards through time) is
+/// `Error::Overflow` at the first time step, in backward order, whose input relevance is beyond
+/// f32 by the float64 implementation, never `Ok` with infinities.
+#[test]
+fn relevance_beyond_f32_is_an_overflow_error_at_its_step() {
+    for kind in [Kind::Lstm, Kind::Gru] {
+        for rule in [ProductRule::All, ProductRule::Prop, ProductRule::Half] {
+            let mut rng = Rng(77 + rule as u64 + kind.gates() as u64 * 10);
+            let (input, hidden, steps) = (3, 4, 60);
+            let g = geom(input, hidden, 1, false, SeqOutput::Last);
+            let params = random_params(kind, &g, &mut rng, 4.0, 0.5);
+            let reference = RefNet::new(kind, g, &params);
+            let mut layer = Layer::new(kind, g, params);
+            layer.set_rule(rule, 0.001);
+            let x = rng.vec(steps * input, 1.0);
+            let (y, trace) = layer.forward(&x, steps);
+            let tr = reference.forward(&x, steps);
+            let (unit, _) = reference.relevance(&x, steps, &tr, &y, rule, 1e-3);
+            let gain = max_abs(unit.iter().copied());
+            let r_out: Vec<f32> = y.iter().map(|&v| (v as f64 * 4.0 * f32::MAX as f64 / gain) as f32).collect();
+            assert!(r_out.iter().all(|v| v.is_finite()), "{kind:?} {rule:?}: gain {gain:e} too small");
+            let (r_ref, _) = reference.relevance(&x, steps, &tr, &r_out, rule, 1e-3);
+            let step_max = |t: usize| max_abs(r_ref[t * input..(t + 1) * input].iter().copied()) / f32::MAX as f64;
+            let err = layer.try_relevance(&x, steps, &trace, &r_out).unwrap_err();
+            let Error::Overflow { layer: name, step: Some(t), what } = &err else { panic!("{err:?}") };
+            assert_eq!(name, "rnn");
+            assert!(what.contains("relevance of its input") && what.contains("epsilon"), "{err}");
+            assert!(err.to_string().starts_with(&format!("layer `rnn` overflowed at time step {t}: ")), "{err}");
+            assert!(step_max(*t) > 0.99, "{kind:?} {rule:?}: step {t} is {} x f32::MAX", step_max(*t));
+            for later in t + 1..steps {
+                assert!(step_max(later) < 1.01, "{kind:?} {rule:?}: step {later} after {t}: {}", step_max(later));
+            }
+        }
+    }
+}
+
+/// Where stacked layers or the reverse direction overflow, the error says which.
+#[test]
+fn overflow_names_the_stacked_layer_and_direction() {
+    let g = geom(3, 4, 2, true, SeqOutput::Last);
+    let mut rng = Rng(8);
+    let mut layer = Layer::new(Kind::Lstm, g, random_params(Kind::Lstm, &g, &mut rng, 0.8, 0.3));
+    layer.set_rule(ProductRule::Prop, 0.001);
+    let x = rng.vec(10 * 3, 1.0);
+    let (_, trace) = layer.forward(&x, 10);
+    let err = layer.try_relevance(&x, 10, &trace, &vec![3e38; g.out_len()]).unwrap_err();
+    let Error::Overflow { step: Some(_), what, .. } = &err else { panic!("{err:?}") };
+    assert!(what.starts_with("stacked layer "), "{err}");
+    // A non-finite seed is refused before anything runs.
+    let mut seed = vec![1.0; g.out_len()];
+    seed[5] = f32::NAN;
+    let err = layer.try_gradient(&x, 10, &trace, &seed).unwrap_err();
+    assert_eq!(err.to_string(), "layer `rnn` overflowed: the output gradient it receives holds NaN at index 5",);
+}
+
+/// A state that leaves f32 in the forward pass is `Error::Overflow` at its time step.
+#[test]
+fn non_finite_state_is_an_overflow_error_at_its_step() {
+    for kind in [Kind::Lstm, Kind::Gru] {
+        let g = geom(2, 3, 1, true, SeqOutput::Max);
+        let mut params = random_params(kind, &g, &mut Rng(4), 0.5, 0.1);
+        params[0].w_ih[0] = 1e30;
+        let layer = Layer::new(kind, g, params);
+        let mut x = vec![0.5; 6 * 2];
+        x[3 * 2] = 1e10; // time step 3, feature 0
+        let mut trace = vec![0.0; g.out_len() + 1000];
+        let mut y = vec![0.0; g.out_len()];
+        let err = match &layer {
+            Layer::Lstm(l) => l.forward(&x, 6, &mut trace, &mut y),
+            Layer::Gru(l) => l.forward(&x, 6, &mut trace, &mut y),
+        }
+        .unwrap_err();
+        let Error::Overflow { layer, step, what } = &err else { panic!("{err:?}") };
+        assert_eq!((layer.as_str(), *step), ("rnn", Some(3)), "{err}");
+        assert!(what.contains("inf") && what.contains("too large"), "{err}");
+    }
+}
+
+/// NaN or infinite parameters given to `new` are refused like loaded ones.
+#[test]
+fn non_finite_parameters_are_errors() {
+    let g = geom(3, 2, 1, false, SeqOutput::Last);
+    let mut params = random_params(Kind::Gru, &g, &mut Rng(3), 0.5, 0.1);
+    params[0].w_hh[4] = f32::INFINITY;
+    let err = Gru::new("gru", g, params).unwrap_err();
+    assert_eq!(err, Error::NonFinite { name: "gru.weight_hh_l0".into(), index: 4, value: f32::INFINITY });
+    let mut params = random_params(Kind::Lstm, &g, &mut Rng(3), 0.5, 0.1);
+    params[0].b_ih.as_mut().unwrap()[7] = f32::NAN;
+    let err = Lstm::new("lstm", g, params).unwrap_err();
+    assert!(matches!(&err, Error::NonFinite { name, index: 7, .. } if name == "lstm.bias_ih_l0"), "{err:?}");
+}
+
+/// Buffer sizes for a huge `max_steps` or geometry are `Error::SizeOverflow`, never wrapped.
+#[test]
+fn huge_sizes_are_size_overflow_errors() {
+    let g = geom(3, 2, 2, true, SeqOutput::Last);
+    let lstm = Lstm::new("lstm", g, random_params(Kind::Lstm, &g, &mut Rng(1), 0.5, 0.1)).unwrap();
+    assert_eq!(lstm.try_trace_len(10).unwrap(), lstm.trace_len(10));
+    assert_eq!(lstm.try_scratch_len(10).unwrap(), lstm.scratch_len(10));
+    for steps in [usize::MAX, 1 << 62, usize::MAX / 4 + 1] {
+        let err = lstm.try_trace_len(steps).unwrap_err();
+        assert!(matches!(&err, Error::SizeOverflow { what } if what.contains("`lstm`")), "{err:?}");
+        assert!(matches!(lstm.try_scratch_len(steps), Err(Error::SizeOverflow { .. })));
+        assert_eq!((lstm.trace_len(steps), lstm.scratch_len(steps)), (usize::MAX, usize::MAX));
+        let (mut trace, mut y) = (vec![0.0; 64], vec![0.0; 4]);
+        let err = lstm.forward(&[0.0; 6], steps, &mut trace, &mut y).unwrap_err();
+        assert!(matches!(err, Error::SizeOverflow { .. }), "{err:?}");
+    }
+    let err = Gru::new("gru", geom(3, 1 << 40, 1, true, SeqOutput::Last), vec![]).unwrap_err();
+    assert!(matches!(&err, Error::SizeOverflow { what } if what.contains("`gru`")), "{err:?}");
 }

@@ -294,9 +294,10 @@ impl Pass {
 /// `[h_fwd_t, h_rev_t]`, the hidden states live only here); then the per-step records,
 /// `[num_layers][directions][T][rec]`, indexed by time `t` (not reading order); then the pooled
 /// output `y` `[S]`. Scratch: two `[T][S]` relevance (or gradient) buffers used in turn for a
-/// layer's outputs and its inputs (layer 0's inputs are the caller's buffer), the carried `R(h)`
-/// and `R(c)` (`hidden` each), one step's input share (`max(input, S)`), and a cell step's
-/// vectors (`2 G hidden + max(input, S) + hidden`).
+/// layer's outputs and its inputs (layer 0's inputs are the caller's buffer) and their
+/// exponents (`[T]` each, see [`Recurrent::backward`]), the carried `R(h)` and `R(c)` (`hidden`
+/// each), one step's input share (`max(input, S)`), and a cell step's vectors
+/// (`2 G hidden + max(input, S) + hidden`).
 /// The layout depends on `T`, so the backward passes must get the `steps` of the forward pass.
 #[derive(Clone, Debug)]
 pub(crate) struct Recurrent<C> {
@@ -442,11 +443,14 @@ impl<C: Cell> Recurrent<C> {
     }
 
     /// f32 elements of the backward passes' scratch for up to `max_steps` steps: two `[T][S]`
-    /// buffers, the carried `R(h)` and `R(c)`, one step's input relevance and a cell's vectors.
+    /// buffers and their `[T]` exponents, the carried `R(h)` and `R(c)`, one step's input
+    /// relevance and a cell's vectors.
     pub fn try_scratch_len(&self, max_steps: usize) -> Result<usize> {
         let what = self.sized(&format!("scratch for {max_steps} steps"));
         let fixed = 2 * self.geom.hidden_size + widest_input(&self.geom) + cell_scratch_len(C::GATES, &self.geom);
-        checked_size(&what, 2 * self.geom.step_len(), max_steps)?.checked_add(fixed).ok_or(Error::SizeOverflow { what })
+        checked_size(&what, 2 * (self.geom.step_len() + 1), max_steps)?
+            .checked_add(fixed)
+            .ok_or(Error::SizeOverflow { what })
     }
 
     fn check_steps(&self, steps: usize) -> Result<()> {
@@ -638,12 +642,21 @@ impl<C: Cell> Recurrent<C> {
         let (sl, rec) = (g.step_len(), C::record_len(g.hidden_size));
         let (outs, rest) = trace.split_at(self.outputs_len(steps)?);
         let (recs, y) = rest.split_at(self.records_len(steps)?);
+        // What arrives at a layer's outputs, and what leaves its inputs for the layer below: row
+        // `t` stands for `2^e_t` times its values, `e_t` kept (as bits) in `*_exp[t]`.
         let (mut arriving, rest) = scratch.split_at_mut(steps * sl);
         let (mut spare, rest) = rest.split_at_mut(steps * sl);
+        let (mut arriving_exp, rest) = rest.split_at_mut(steps);
+        let (mut spare_exp, rest) = rest.split_at_mut(steps);
         let last = &outs[(g.num_layers - 1) * steps * sl..g.num_layers * steps * sl];
-        self.seed_outputs(pass, steps, last, &y[..sl], seed, arriving);
+        // The seed scaled to a largest magnitude in [1, 2) (exact).
+        let largest = seed[..g.out_len()].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let base = if largest > 0.0 { (largest as f64).log2().floor() as i32 } else { 0 };
+        self.seed_outputs(pass, steps, last, &y[..sl], seed, pow2(-base), arriving);
+        arriving_exp.fill(f32::from_bits(base as u32));
         for layer in (0..g.num_layers).rev() {
-            let target: &mut [f32] = if layer == 0 { &mut into[..x_len] } else { &mut spare[..] };
+            let (target, mut target_exp) =
+                if layer == 0 { (&mut into[..x_len], None) } else { (&mut spare[..], Some(&mut spare_exp[..])) };
             target.fill(0.0);
             for dir in 0..g.directions() {
                 let run = Direction {
@@ -654,26 +667,39 @@ impl<C: Cell> Recurrent<C> {
                     out: &outs[layer * steps * sl..(layer + 1) * steps * sl],
                     recs: &recs[(layer * g.directions() + dir) * steps * rec..][..steps * rec],
                     arriving,
+                    arriving_exp,
                 };
-                self.backward_direction(pass, &run, target, rest)?;
+                self.backward_direction(pass, &run, target, target_exp.as_deref_mut(), rest)?;
             }
             if layer > 0 {
                 std::mem::swap(&mut arriving, &mut spare);
+                std::mem::swap(&mut arriving_exp, &mut spare_exp);
             }
         }
         Ok(())
     }
 
-    /// What arrives at the last layer's outputs `[steps][S]` from the output's `seed`.
-    fn seed_outputs(&self, pass: Pass, steps: usize, last: &[f32], y: &[f32], seed: &[f32], arriving: &mut [f32]) {
+    /// What arrives at the last layer's outputs `[steps][S]` from the output's `seed` times
+    /// `scale` (a power of two).
+    #[allow(clippy::too_many_arguments)]
+    fn seed_outputs(
+        &self,
+        pass: Pass,
+        steps: usize,
+        last: &[f32],
+        y: &[f32],
+        seed: &[f32],
+        scale: f64,
+        arriving: &mut [f32],
+    ) {
         let (d, sl) = (self.geom.hidden_size, self.geom.step_len());
+        let seed = |f: usize| (seed[f] as f64 * scale) as f32;
         arriving.fill(0.0);
         match self.geom.output {
             SeqOutput::Last => {
-                arriving[(steps - 1) * sl..(steps - 1) * sl + d].copy_from_slice(&seed[..d]);
-                if self.geom.bidirectional {
-                    arriving[d..sl].copy_from_slice(&seed[d..sl]);
-                }
+                // The forward direction's last state, and the reverse direction's at token 0.
+                let (forward, reverse) = ((steps - 1) * sl..(steps - 1) * sl + d, d..sl);
+                forward.chain(reverse).zip(0..sl).for_each(|(i, f)| arriving[i] = seed(f));
             }
             SeqOutput::Mean => {
                 let inv = 1.0 / steps as f32;
@@ -681,8 +707,8 @@ impl<C: Cell> Recurrent<C> {
                     for f in 0..sl {
                         a_row[f] = match pass {
                             // Proportional rule: R_{h_t} = h_t (1/T) R_y / stab(y).
-                            Pass::Relevance => h_row[f] * inv * self.lrp.ratio(seed[f], y[f]),
-                            Pass::Gradient => seed[f] * inv,
+                            Pass::Relevance => h_row[f] * inv * self.lrp.ratio(seed(f), y[f]),
+                            Pass::Gradient => seed(f) * inv,
                         };
                     }
                 }
@@ -695,25 +721,29 @@ impl<C: Cell> Recurrent<C> {
                             best = t;
                         }
                     }
-                    arriving[best * sl + f] = seed[f];
+                    arriving[best * sl + f] = seed(f);
                 }
             }
         }
     }
 
-    /// One direction backwards through its reading order, adding into `target` `[steps][input]`.
+    /// One direction backwards through its reading order, adding into `target` `[steps][input]`:
+    /// the caller's input relevance (`target_exp = None`), or, for a stacked layer, the rows
+    /// that arrive at the layer below, row `t` standing for `2^e_t` times its values (`e_t` as
+    /// bits in `target_exp[t]`).
     ///
     /// Both passes are linear in what they carry, so the carried `R(h)`, `R(c)` are kept as
     /// `2^e` times the stored values, the stored ones rescaled by a power of two (exact) whenever
-    /// their largest magnitude leaves `[2^-16, 2^16]`; a step's input share is added as `2^e`
-    /// times what the cell computes. So no intermediate overflows where the result is in range,
-    /// and a result beyond f32, or a step whose stabilised denominators make NaN or infinity, is
+    /// their largest magnitude leaves `[2^-16, 2^16]`, and a step's input share is `2^e` times
+    /// what the cell computes. So nothing overflows where the result is in range, and a result
+    /// beyond f32, or a step whose stabilised denominators make NaN or infinity, is
     /// [`Error::Overflow`] at that step.
     fn backward_direction(
         &self,
         pass: Pass,
         run: &Direction<'_>,
         target: &mut [f32],
+        mut target_exp: Option<&mut [f32]>,
         scratch: &mut [f32],
     ) -> Result<()> {
         let g = self.geom;
@@ -731,9 +761,14 @@ impl<C: Cell> Recurrent<C> {
             let t = time_of(dir, s, steps);
             let p = s.checked_sub(1).map(|s| time_of(dir, s, steps));
             let at = |t: usize| t * sl + dir * d..t * sl + (dir + 1) * d;
-            add_scaled(carry_h, &run.arriving[at(t)], -exp);
+            absorb(carry_h, carry_c, &mut exp, &run.arriving[at(t)], run.arriving_exp[t].to_bits() as i32);
             exp = renormalise(carry_h, carry_c, exp).ok_or_else(|| {
-                self.overflow(run.layer, dir, t, format!("the {} arriving at this step is beyond f32", pass.output()))
+                self.overflow(
+                    run.layer,
+                    dir,
+                    t,
+                    format!("the {} arriving at this step is NaN or infinite", pass.output()),
+                )
             })?;
             let step = Step {
                 w: &self.cells[run.layer * g.directions() + dir],
@@ -749,7 +784,14 @@ impl<C: Cell> Recurrent<C> {
                 Pass::Gradient => C::gradient_step(&step, carry_h, carry_c, x_step, tmp),
             }
             let x_part = &mut target[t * in_len..(t + 1) * in_len];
-            add_scaled(x_part, x_step, exp);
+            match target_exp.as_deref_mut() {
+                None => add_scaled(x_part, x_step, exp),
+                Some(exps) => {
+                    let mut e_t = exps[t].to_bits() as i32;
+                    absorb(x_part, &mut [], &mut e_t, x_step, exp);
+                    exps[t] = f32::from_bits(e_t as u32);
+                }
+            }
             if x_part.iter().any(|v| !v.is_finite()) {
                 return Err(self.overflow(run.layer, dir, t, self.beyond_range(pass, x_step, exp)));
             }
@@ -797,8 +839,11 @@ struct Direction<'a> {
     out: &'a [f32],
     /// This direction's records `[steps][record_len]`, by time.
     recs: &'a [f32],
-    /// Relevance (or gradient) arriving at the layer's outputs `[steps][S]`.
+    /// Relevance (or gradient) arriving at the layer's outputs `[steps][S]`, row `t` times
+    /// `2^-e_t`.
     arriving: &'a [f32],
+    /// `e_t` (as bits) of every row of `arriving`.
+    arriving_exp: &'a [f32],
 }
 
 /// Bounds of the carried values' largest magnitude before [`renormalise`] rescales them.
@@ -817,6 +862,23 @@ fn add_scaled(dst: &mut [f32], src: &[f32], e: i32) {
         let f = pow2(e);
         dst.iter_mut().zip(src).for_each(|(d, &s)| *d += (s as f64 * f) as f32);
     }
+}
+
+/// `(a, b) += 2^e_src (src, 0)` for `(a, b)` stored as `2^e` times their values: `(a, b)` move
+/// to the scale of `src` first where that is larger, or where they are zero (powers of two:
+/// exact).
+fn absorb(a: &mut [f32], b: &mut [f32], e: &mut i32, src: &[f32], e_src: i32) {
+    if src.iter().all(|&v| v == 0.0) {
+        return;
+    }
+    if a.iter().chain(b.iter()).all(|&v| v == 0.0) {
+        *e = e_src;
+    } else if e_src > *e {
+        let f = pow2(e.saturating_sub(e_src));
+        a.iter_mut().chain(b.iter_mut()).for_each(|v| *v = (*v as f64 * f) as f32);
+        *e = e_src;
+    }
+    add_scaled(a, src, e_src.saturating_sub(*e));
 }
 
 /// Rescales `a` and `b` by one power of two `2^-k` when their largest magnitude is outside
