@@ -4,6 +4,7 @@
 //! LRP-all. Random weights. `cargo bench --bench models [-- FILTER]`; see BENCHMARKS.md.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use lrp::{Model, TensorModel, TokenModel};
 use lrp::runtime::weights::serialize_f32;
 use std::hint::black_box;
 use std::time::Duration;
@@ -85,67 +86,68 @@ fn random_weights(tensors: &[(&str, &[usize])]) -> Vec<u8> {
     serialize_f32(&refs).expect("consistent shapes")
 }
 
-macro_rules! bench_image_model {
-    ($c:expr, $group:literal, $model:ty, $batches:expr, $samples:expr) => {{
-        let model = <$model>::from_bytes(&random_weights(<$model>::TENSORS)).expect("load");
-        let mut group = $c.benchmark_group($group);
-        group.sample_size($samples).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
-        for batch in $batches {
-            let input: Vec<f32> = values(7, batch * <$model>::INPUT_LEN, 1.0).iter().map(|v| v.abs()).collect();
-            let mut ws = model.workspace(batch);
-            group.bench_function(BenchmarkId::new("predict", batch), |b| {
-                b.iter(|| black_box(model.predict(&mut ws, black_box(&input)).expect("predict")[0]))
-            });
-            group.bench_function(BenchmarkId::new("explain", batch), |b| {
-                b.iter(|| {
-                    black_box(
-                        model.explain(&mut ws, black_box(&input), lrp::Target::Predicted).expect("explain").relevance
-                            [0],
-                    )
-                })
-            });
-        }
-        group.finish();
-    }};
+/// `predict_batch` and `explain_batch` of any fixed-size model `M`, for each batch size;
+/// `samples` criterion samples each.
+fn bench_tensor_model<M: lrp::TensorModel>(c: &mut Criterion, group: &str, batches: &[usize], samples: usize) {
+    let model = M::from_bytes(&random_weights(M::TENSORS)).expect("load");
+    let mut group = c.benchmark_group(group);
+    group.sample_size(samples).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    for &batch in batches {
+        let input: Vec<f32> = values(7, batch * M::INPUT_LEN, 1.0).iter().map(|v| v.abs()).collect();
+        let mut ws = model.workspace_for(lrp::Capacity::samples(batch)).expect("workspace");
+        group.bench_function(BenchmarkId::new("predict", batch), |b| {
+            b.iter(|| black_box(model.predict_batch(&mut ws, black_box(&input), batch).expect("predict")[0]))
+        });
+        group.bench_function(BenchmarkId::new("explain", batch), |b| {
+            b.iter(|| {
+                let e = model.explain_batch(&mut ws, black_box(&input), batch, lrp::Target::Predicted);
+                black_box(e.expect("explain").relevance[0])
+            })
+        });
+    }
+    group.finish();
 }
 
 fn mlp(c: &mut Criterion) {
-    bench_image_model!(c, "mlp/epsilon_plus", MlpPlus, [1, 8], 50);
+    bench_tensor_model::<MlpPlus>(c, "mlp/epsilon_plus", &[1, 8], 50);
 }
 
 fn lenet(c: &mut Criterion) {
-    bench_image_model!(c, "lenet/epsilon_gamma_box", LeNet, [1, 8], 50);
-    bench_image_model!(c, "lenet/epsilon_plus", LeNetPlus, [1, 8], 50);
+    bench_tensor_model::<LeNet>(c, "lenet/epsilon_gamma_box", &[1, 8], 50);
+    bench_tensor_model::<LeNetPlus>(c, "lenet/epsilon_plus", &[1, 8], 50);
 }
 
 fn vgg16(c: &mut Criterion) {
-    bench_image_model!(c, "vgg16/epsilon_gamma_box", Vgg16, [1, 8], 10);
-    bench_image_model!(c, "vgg16/epsilon_plus", Vgg16Plus, [1, 8], 10);
+    bench_tensor_model::<Vgg16>(c, "vgg16/epsilon_gamma_box", &[1, 8], 10);
+    bench_tensor_model::<Vgg16Plus>(c, "vgg16/epsilon_plus", &[1, 8], 10);
 }
 
-fn bilstm(c: &mut Criterion) {
-    let model = BiLstmBench::from_bytes(&random_weights(BiLstmBench::TENSORS)).expect("load");
-    let mut group = c.benchmark_group("bilstm");
+/// `predict_batch` and `explain_batch` of any token model `M` on `batch` sequences of 50 tokens.
+fn bench_token_model<M: lrp::TokenModel>(c: &mut Criterion, group: &str, batches: &[usize]) {
+    let model = M::from_bytes(&random_weights(M::TENSORS)).expect("load");
+    let mut group = c.benchmark_group(group);
     group.sample_size(50).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    for batch in [1usize, 8] {
+    for &batch in batches {
         let sequences: Vec<Vec<usize>> = (0..batch)
-            .map(|s| values(s as u64 + 3, 50, 1.0).iter().map(|v| (v.abs() * 999.0) as usize).collect())
+            .map(|s| values(s as u64 + 3, 50, 1.0).iter().map(|v| (v.abs() * (M::VOCAB - 1) as f32) as usize).collect())
             .collect();
         let refs: Vec<&[usize]> = sequences.iter().map(|s| s.as_slice()).collect();
-        let mut ws = model.workspace(50, batch);
+        let mut ws = model.workspace_for(lrp::Capacity::samples(batch).max_len(50)).expect("workspace");
         group.bench_function(BenchmarkId::new("predict", batch), |b| {
             b.iter(|| black_box(model.predict_batch(&mut ws, black_box(&refs)).expect("predict")[0]))
         });
         group.bench_function(BenchmarkId::new("explain", batch), |b| {
             b.iter(|| {
-                black_box(
-                    model.explain_batch(&mut ws, black_box(&refs), lrp::Target::Predicted).expect("explain").relevance
-                        [0],
-                )
+                let e = model.explain_batch(&mut ws, black_box(&refs), lrp::Target::Predicted);
+                black_box(e.expect("explain").relevance[0])
             })
         });
     }
     group.finish();
+}
+
+fn bilstm(c: &mut Criterion) {
+    bench_token_model::<BiLstmBench>(c, "bilstm", &[1, 8]);
 }
 
 criterion_group!(benches, mlp, lenet, bilstm, vgg16);

@@ -75,7 +75,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let test = read_test_set(&root.join("examples/adding/test_set.safetensors"))?;
     let max_len = test.sequences.iter().map(Vec::len).max().unwrap_or(1);
     let (mut ws_all, mut ws_prop, mut ws_half) =
-        (all.workspace(max_len, 1), prop.workspace(max_len, 1), half.workspace(max_len, 1));
+        (all.workspace(max_len, 1)?, prop.workspace(max_len, 1)?, half.workspace(max_len, 1)?);
 
     println!("A few test sequences, each token coloured by its LRP-all relevance (marked digits starred):\n");
     for (tokens, label) in test.sequences.iter().zip(&test.labels).take(4) {

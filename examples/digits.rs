@@ -31,8 +31,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     // Accuracy on the shipped test set, as one batch.
     let (images, labels) = read_test_set(&root.join("examples/digits/test_set.safetensors"))?;
     let n = labels.len();
-    let mut ws = model.workspace(n);
-    let logits = model.predict(&mut ws, &images)?;
+    let mut ws = model.workspace(n)?;
+    let logits = model.predict_batch(&mut ws, &images, n)?;
     let correct = logits.chunks_exact(DigitsCnn::CLASSES).zip(&labels).filter(|(l, y)| argmax(l) == **y).count();
     println!("test accuracy: {:.2}% ({correct}/{n})", 100.0 * correct as f64 / n as f64);
 

@@ -17,7 +17,7 @@ fn main() {
         tensors.iter().zip(&data).map(|((n, s), d)| (*n, *s, d.as_slice())).collect();
     let model = BiLstmBench::from_bytes(&serialize_f32(&refs).unwrap()).unwrap();
     let tokens: Vec<usize> = (0..50).map(|t| (t * 37) % 1000).collect();
-    let mut ws = model.workspace(50, 1);
+    let mut ws = model.workspace(50, 1).expect("workspace");
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200);
     let t = std::time::Instant::now();
     for _ in 0..n {

@@ -15,7 +15,7 @@ fn main() -> lrp::Result<()> {
         Vgg16::TENSORS.iter().zip(&data).map(|((n, s), d)| (*n, *s, d.as_slice())).collect();
     let model = Vgg16::from_bytes(&serialize_f32(&refs)?)?;
     drop(data);
-    let mut ws = model.workspace(1);
+    let mut ws = model.workspace(1)?;
     let input: Vec<f32> = (0..Vgg16::INPUT_LEN).map(|i| (i % 255) as f32 / 255.0).collect();
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3);
     let explain = std::env::args().nth(2).is_some_and(|a| a == "explain");

@@ -64,7 +64,7 @@ fn main() -> lrp::Result<()> {
     let (start, _) = resident();
     let model = Vgg16::load(path)?;
     let (loaded, _) = resident();
-    let mut ws = model.workspace(1);
+    let mut ws = model.workspace(1)?;
     let input: Vec<f32> = (0..Vgg16::INPUT_LEN).map(|i| (i % 255) as f32 / 255.0).collect();
     let e = model.explain(&mut ws, &input, lrp::Target::Predicted)?;
     println!("class {}", e.targets[0]);

@@ -13,7 +13,7 @@ fn forward_matches_pytorch_and_solves_the_task() {
     let set = Cases::load(&format!("{root}/examples/adding/test_set.safetensors"));
     let (tokens, lengths, labels) = (set.ints("tokens"), set.ints("lengths"), set.ints("labels"));
     let width = tokens.len() / lengths.len();
-    let mut ws = model.workspace(width, 1);
+    let mut ws = model.workspace(width, 1).unwrap();
     let mut correct = 0;
     for (i, (&len, &label)) in lengths.iter().zip(labels).enumerate() {
         let logits = model.predict(&mut ws, &tokens[i * width..i * width + len]).unwrap();

@@ -78,7 +78,7 @@ fn predict_and_explain_allocate_nothing() {
     // Two threads whatever the machine, so that the split products are counted too.
     lrp::set_num_threads(2);
     let wide = WideCnn::from_bytes(&random_weights(WideCnn::TENSORS)).unwrap();
-    let mut ws = wide.workspace(1);
+    let mut ws = wide.workspace(1).unwrap();
     let image: Vec<f32> = (0..8 * 64 * 64).map(|i| (i % 251) as f32 / 251.0).collect();
     let jobs = lrp::runtime::kernels::parallel::pool_jobs();
     assert_eq!(
@@ -98,18 +98,18 @@ fn predict_and_explain_allocate_nothing() {
     assert!(lrp::runtime::kernels::parallel::pool_jobs() >= jobs + 2, "WideCnn's convolutions ran on the pool");
 
     let lenet = LeNet::from_bytes(&random_weights(LeNet::TENSORS)).unwrap();
-    let mut ws = lenet.workspace(4);
+    let mut ws = lenet.workspace(4).unwrap();
     let images: Vec<f32> = (0..4 * 784).map(|i| (i % 255) as f32 / 255.0).collect();
     assert_eq!(
         allocations(|| {
-            let _ = lenet.predict(&mut ws, &images).unwrap();
+            let _ = lenet.predict_batch(&mut ws, &images, 4).unwrap();
         }),
         0,
         "LeNet predict"
     );
     assert_eq!(
         allocations(|| {
-            let _ = lenet.explain(&mut ws, &images, lrp::Target::Predicted).unwrap();
+            let _ = lenet.explain_batch(&mut ws, &images, 4, lrp::Target::Predicted).unwrap();
         }),
         0,
         "LeNet explain"
@@ -123,10 +123,10 @@ fn predict_and_explain_allocate_nothing() {
     );
 
     let mlp = Mlp::from_bytes(&random_weights(Mlp::TENSORS)).unwrap();
-    let mut ws = mlp.workspace(2);
+    let mut ws = mlp.workspace(2).unwrap();
     assert_eq!(
         allocations(|| {
-            let _ = mlp.predict(&mut ws, &images[..1568]).unwrap();
+            let _ = mlp.predict_batch(&mut ws, &images[..1568], 2).unwrap();
         }),
         0,
         "MLP predict"
@@ -140,7 +140,7 @@ fn predict_and_explain_allocate_nothing() {
     );
 
     let lstm = BiLstm::from_bytes(&random_weights(BiLstm::TENSORS)).unwrap();
-    let mut ws = lstm.workspace(12, 2);
+    let mut ws = lstm.workspace(12, 2).unwrap();
     let (a, b): (Vec<usize>, Vec<usize>) = ((0..12).map(|t| t % 25).collect(), (0..5).map(|t| (t * 3) % 25).collect());
     assert_eq!(
         allocations(|| {

@@ -57,12 +57,12 @@ fn check_gradient(n_features: usize, x: &[f32], gxi: &[f32], target: usize, mut 
 #[test]
 fn mlp_gradient_x_input_matches_finite_differences() {
     let model = FixtureMlp::load(fixture("mlp.weights.safetensors")).unwrap();
-    let mut ws = model.workspace(1);
+    let mut ws = model.workspace(1).unwrap();
     for seed in 0..5 {
         let x = values(seed, 16);
         let e = model.gradient_x_input(&mut ws, &x, lrp::Target::Predicted).unwrap();
         let (gxi, target) = (e.relevance.to_vec(), e.targets[0]);
-        let mut probe = model.workspace(1);
+        let mut probe = model.workspace(1).unwrap();
         check_gradient(16, &x, &gxi, target, |x| model.predict(&mut probe, x).unwrap()[target]);
     }
 }
@@ -71,11 +71,11 @@ fn mlp_gradient_x_input_matches_finite_differences() {
 fn cnn_gradient_x_input_matches_finite_differences() {
     let model = FixtureCnn::load(fixture("cnn.weights.safetensors")).unwrap();
     let cases = Cases::load(&fixture("cnn.cases.safetensors"));
-    let mut ws = model.workspace(3);
-    let e = model.gradient_x_input(&mut ws, cases.get("input"), lrp::Target::Class(2)).unwrap();
+    let mut ws = model.workspace(3).unwrap();
+    let e = model.gradient_x_input_batch(&mut ws, cases.get("input"), 3, lrp::Target::Class(2)).unwrap();
     let gxi = e.relevance.to_vec();
     assert_eq!(e.targets, &[2, 2, 2]);
-    let mut probe = model.workspace(1);
+    let mut probe = model.workspace(1).unwrap();
     for i in 0..3 {
         let x = &cases.get("input")[i * 768..(i + 1) * 768];
         check_gradient(768, x, &gxi[i * 768..(i + 1) * 768], 2, |x| model.predict(&mut probe, x).unwrap()[2]);
@@ -93,12 +93,12 @@ fn cnn_occlusion_equals_direct_computation() {
     let model = FixtureCnn::load(fixture("cnn.weights.safetensors")).unwrap();
     let cases = Cases::load(&fixture("cnn.cases.safetensors"));
     let input = cases.get("input");
-    let mut ws = model.workspace(3);
-    let e = model.occlusion(&mut ws, input, lrp::Target::Predicted, &[3, 4, 4]).unwrap();
+    let mut ws = model.workspace(3).unwrap();
+    let e = model.occlusion_batch(&mut ws, input, 3, lrp::Target::Predicted, &[3, 4, 4]).unwrap();
     let (occ, targets, logits) = (e.relevance.to_vec(), e.targets.to_vec(), e.logits.to_vec());
     assert_eq!(targets, cases.target);
-    assert_eq!(logits, model.predict(&mut model.workspace(3), input).unwrap());
-    let mut probe = model.workspace(1);
+    assert_eq!(logits, model.predict_batch(&mut model.workspace(3).unwrap(), input, 3).unwrap());
+    let mut probe = model.workspace(1).unwrap();
     for i in 0..3 {
         let x = &input[i * 768..(i + 1) * 768];
         let base = softmax(model.predict(&mut probe, x).unwrap(), targets[i]);
@@ -120,9 +120,9 @@ fn cnn_occlusion_equals_direct_computation() {
 fn mlp_occlusion_of_single_features() {
     let model = FixtureMlp::load(fixture("mlp.weights.safetensors")).unwrap();
     let x = values(42, 16);
-    let mut ws = model.workspace(1);
+    let mut ws = model.workspace(1).unwrap();
     let occ = model.occlusion(&mut ws, &x, 1usize, &[1]).unwrap().relevance.to_vec();
-    let mut probe = model.workspace(1);
+    let mut probe = model.workspace(1).unwrap();
     let base = softmax(model.predict(&mut probe, &x).unwrap(), 1);
     for i in 0..16 {
         let mut o = x.clone();

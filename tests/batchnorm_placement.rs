@@ -137,7 +137,7 @@ fn every_placement_matches_the_unfolded_forward_pass() {
     let want: Vec<f64> =
         (0..3).map(|o| bf[o] as f64 + (0..36).map(|j| wf[o * 36 + j] as f64 * a3[j]).sum::<f64>()).collect();
 
-    let mut ws = model.workspace(1);
+    let mut ws = model.workspace(1).unwrap();
     let got = model.predict(&mut ws, &input).expect("predict");
     for (g, w) in got.iter().zip(&want) {
         assert!((*g as f64 - w).abs() <= 1e-4 * w.abs().max(1.0), "{got:?} vs {want:?}");

@@ -30,8 +30,8 @@ macro_rules! derived_mlp {
         fn $test() {
             let cases = Cases::load(&fixture("mlp.cases.safetensors"));
             let model = $model::load_strict(fixture("mlp.weights.safetensors")).expect("load");
-            let mut ws = model.workspace(cases.batch());
-            let e = model.explain(&mut ws, cases.get("input"), lrp::Target::Predicted).expect("explain");
+            let mut ws = model.workspace(cases.batch()).unwrap();
+            let e = model.explain_batch(&mut ws, cases.get("input"), cases.batch(), lrp::Target::Predicted).expect("explain");
             assert_eq!(e.targets, &cases.target[..]);
             assert_rel_close("logits", e.logits, cases.get("logits"), 1e-5);
             assert_close_per_sample($config, e.relevance, cases.get(concat!("rel.", $config)), cases.batch(), 1e-4);
@@ -71,8 +71,8 @@ macro_rules! derived_cnn {
         fn $test() {
             let cases = Cases::load(&fixture("cnn.cases.safetensors"));
             let model = $model::load_strict(fixture("cnn.weights.safetensors")).expect("load");
-            let mut ws = model.workspace(cases.batch());
-            let e = model.explain(&mut ws, cases.get("input"), lrp::Target::Predicted).expect("explain");
+            let mut ws = model.workspace(cases.batch()).unwrap();
+            let e = model.explain_batch(&mut ws, cases.get("input"), cases.batch(), lrp::Target::Predicted).expect("explain");
             assert_eq!(e.targets, &cases.target[..]);
             assert_rel_close("logits", e.logits, cases.get("logits"), 1e-5);
             assert_close_per_sample($config, e.relevance, cases.get(concat!("rel.", $config)), cases.batch(), 1e-4);

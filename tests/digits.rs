@@ -36,8 +36,8 @@ fn shapes_and_test_set() {
 fn logits_and_accuracy_match_pytorch() {
     let model = DigitsCnn::load(WEIGHTS).expect("weights load");
     let cases = Cases::load(TEST_SET);
-    let mut ws = model.workspace(N);
-    let logits = model.predict(&mut ws, cases.get("images")).expect("predict");
+    let mut ws = model.workspace(N).unwrap();
+    let logits = model.predict_batch(&mut ws, cases.get("images"), N).expect("predict");
     let want = cases.get("logits");
     assert_eq!(logits.len(), want.len());
     for (i, (a, b)) in logits.iter().zip(want).enumerate() {
@@ -57,9 +57,9 @@ fn explanations_are_finite_and_targets_checked() {
     let batch = 16;
     let images = &cases.get("images")[..batch * DigitsCnn::INPUT_LEN];
     assert!(images.iter().all(|&v| v >= 0.0), "the spec declares the input non-negative");
-    let mut ws = model.workspace(batch);
+    let mut ws = model.workspace(batch).unwrap();
 
-    let e = model.explain(&mut ws, images, lrp::Target::Predicted).expect("explain");
+    let e = model.explain_batch(&mut ws, images, batch, lrp::Target::Predicted).expect("explain");
     assert_eq!(e.batch, batch);
     assert_eq!(e.relevance.len(), batch * DigitsCnn::INPUT_LEN);
     for i in 0..batch {
@@ -69,12 +69,12 @@ fn explanations_are_finite_and_targets_checked() {
         assert!(e.total(i).is_finite(), "sample {i}: relevance sum {}", e.total(i));
     }
 
-    let e = model.explain(&mut ws, images, lrp::Target::Class(9)).expect("explain class 9");
+    let e = model.explain_batch(&mut ws, images, batch, lrp::Target::Class(9)).expect("explain class 9");
     assert!(e.targets.iter().all(|&t| t == 9));
     assert!(e.relevance.iter().all(|r| r.is_finite()));
 
     for c in [10, 11, usize::MAX] {
-        match model.explain(&mut ws, images, lrp::Target::Class(c)) {
+        match model.explain_batch(&mut ws, images, batch, lrp::Target::Class(c)) {
             Err(lrp::Error::TargetOutOfRange { target, classes }) => assert_eq!((target, classes), (c, 10)),
             other => panic!("class {c}: expected TargetOutOfRange, got {other:?}"),
         }

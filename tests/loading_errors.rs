@@ -127,7 +127,7 @@ fn valid_weights_load_every_way_and_predict() {
         ("load_strict", Tiny::load_strict(&file.0)),
     ] {
         let model = model.unwrap_or_else(|e| panic!("{how}: {e}"));
-        let mut ws = model.workspace(1);
+        let mut ws = model.workspace(1).unwrap();
         assert_eq!(model.predict(&mut ws, &INPUT).unwrap(), LOGITS, "{how}");
     }
 }
@@ -167,7 +167,7 @@ fn unexpected_tensor_is_an_error_only_when_strict() {
     // Lenient loading ignores it and gives the same model.
     for (how, model) in [("from_bytes", Tiny::from_bytes(&bytes)), ("load", Tiny::load(&file.0))] {
         let model = model.unwrap_or_else(|e| panic!("{how}: {e}"));
-        assert_eq!(model.predict(&mut model.workspace(1), &INPUT).unwrap(), LOGITS, "{how}");
+        assert_eq!(model.predict(&mut model.workspace(1).unwrap(), &INPUT).unwrap(), LOGITS, "{how}");
     }
 }
 
@@ -177,7 +177,7 @@ fn num_batches_tracked_is_not_unexpected() {
     t.push(("0.num_batches_tracked", Dtype::I64, vec![], vec![7.0]));
     let file = TempFile::new("bookkeeping", &serialize_typed(&t));
     let model = Tiny::load_strict(&file.0).expect("PyTorch bookkeeping is ignored even when strict");
-    assert_eq!(model.predict(&mut model.workspace(1), &INPUT).unwrap(), LOGITS);
+    assert_eq!(model.predict(&mut model.workspace(1).unwrap(), &INPUT).unwrap(), LOGITS);
 }
 
 #[test]
@@ -204,7 +204,7 @@ fn wrong_shape_reports_expected_and_found() {
 #[test]
 fn f16_bf16_f64_weights_give_the_f32_logits() {
     let reference = model();
-    let want = reference.predict(&mut reference.workspace(1), &INPUT).unwrap().to_vec();
+    let want = reference.predict(&mut reference.workspace(1).unwrap(), &INPUT).unwrap().to_vec();
     assert_eq!(want, LOGITS);
     let uniform = [Dtype::F16, Dtype::BF16, Dtype::F64].map(|d| [d; 3]);
     let mixed = [[Dtype::F16, Dtype::BF16, Dtype::F64], [Dtype::F64, Dtype::F32, Dtype::BF16]];
@@ -214,10 +214,10 @@ fn f16_bf16_f64_weights_give_the_f32_logits() {
         let file = TempFile::new(&format!("{dtypes:?}").replace(|c: char| !c.is_ascii_alphanumeric(), ""), &bytes);
         for (how, model) in [("from_bytes", Tiny::from_bytes(&bytes)), ("load_strict", Tiny::load_strict(&file.0))] {
             let model = model.unwrap_or_else(|e| panic!("{dtypes:?} {how}: {e}"));
-            let mut ws = model.workspace(1);
+            let mut ws = model.workspace(1).unwrap();
             assert_logits(&format!("{dtypes:?} {how}"), model.predict(&mut ws, &INPUT).unwrap(), &want);
             let e = model.explain(&mut ws, &INPUT, Target::Predicted).unwrap();
-            let mut ws_ref = reference.workspace(1);
+            let mut ws_ref = reference.workspace(1).unwrap();
             let e_ref = reference.explain(&mut ws_ref, &INPUT, Target::Predicted).unwrap();
             assert_logits(&format!("{dtypes:?} {how} relevance"), e.relevance, e_ref.relevance);
         }
@@ -294,15 +294,22 @@ fn nonexistent_file_is_an_io_error_naming_the_path() {
 #[test]
 fn wrong_input_length_is_a_length_error() {
     let model = model();
-    let mut ws = model.workspace(4);
-    // (input elements, the expected count reported)
-    for (len, expected) in [(5, 3), (4, 3), (2, 3), (0, 3), (7, 6), (11, 9)] {
+    let mut ws = model.workspace(4).unwrap();
+    // (input elements, samples claimed, the expected count reported): one sample is exactly
+    // `INPUT_LEN` values; a batch of `n` is exactly `n * INPUT_LEN`, never inferred from the length.
+    for (len, n, expected) in [(5, 1, 3), (6, 1, 3), (2, 1, 3), (0, 1, 3), (7, 2, 6), (3, 3, 9), (12, 3, 9)] {
         let input = vec![0.5; len];
-        let errs = [
-            model.predict(&mut ws, &input).map(|_| ()).unwrap_err(),
-            model.explain(&mut ws, &input, Target::Predicted).map(|_| ()).unwrap_err(),
-            model.explain_from(&mut ws, &input, &[1.0, 0.0]).map(|_| ()).unwrap_err(),
+        let mut errs = vec![
+            model.predict_batch(&mut ws, &input, n).map(|_| ()).unwrap_err(),
+            model.explain_batch(&mut ws, &input, n, Target::Predicted).map(|_| ()).unwrap_err(),
+            model.explain_from_batch(&mut ws, &input, n, &vec![1.0; 2 * n]).map(|_| ()).unwrap_err(),
+            model.gradient_x_input_batch(&mut ws, &input, n, 0usize).map(|_| ()).unwrap_err(),
         ];
+        if n == 1 {
+            errs.push(model.predict(&mut ws, &input).map(|_| ()).unwrap_err());
+            errs.push(model.explain(&mut ws, &input, Target::Predicted).map(|_| ()).unwrap_err());
+            errs.push(model.explain_from(&mut ws, &input, &[1.0, 0.0]).map(|_| ()).unwrap_err());
+        }
         for err in errs {
             assert!(
                 matches!(&err, Error::Length { expected: e, found, .. } if *e == expected && *found == len),
@@ -320,34 +327,35 @@ fn wrong_input_length_is_a_length_error() {
 }
 
 #[test]
-fn batch_over_capacity_is_rejected() {
+fn batch_over_capacity_or_empty_is_rejected() {
     let model = model();
-    let mut ws = model.workspace(2);
+    let mut ws = model.workspace(2).unwrap();
     let three: Vec<f32> = INPUT.repeat(3);
     let errs = [
-        model.predict(&mut ws, &three).map(|_| ()).unwrap_err(),
-        model.explain(&mut ws, &three, Target::Class(0)).map(|_| ()).unwrap_err(),
-        model.explain_from(&mut ws, &three, &[1.0; 6]).map(|_| ()).unwrap_err(),
+        model.predict_batch(&mut ws, &three, 3).map(|_| ()).unwrap_err(),
+        model.explain_batch(&mut ws, &three, 3, Target::Class(0)).map(|_| ()).unwrap_err(),
+        model.explain_from_batch(&mut ws, &three, 3, &[1.0; 6]).map(|_| ()).unwrap_err(),
     ];
     for err in errs {
         assert_eq!(err, Error::BatchCapacity { capacity: 2, requested: 3 });
         let msg = err.to_string();
         assert!(msg.contains("batch of 3 samples") && msg.contains("capacity of 2"), "{msg}");
     }
+    let err = model.predict_batch(&mut ws, &[], 0).unwrap_err();
+    assert!(err.to_string().contains("at least one sample"), "{err}");
     // At capacity it works, sample by sample the same as alone.
     let two = INPUT.repeat(2);
-    assert_eq!(model.predict(&mut ws, &two).unwrap(), [LOGITS, LOGITS].concat());
+    assert_eq!(model.predict_batch(&mut ws, &two, 2).unwrap(), [LOGITS, LOGITS].concat());
 }
 
 #[test]
 fn explain_from_with_wrong_relevance_length() {
     let model = model();
-    let mut ws = model.workspace(2);
-    for (input, relevance) in
-        [(INPUT.to_vec(), vec![1.0; 3]), (INPUT.to_vec(), vec![1.0]), (INPUT.repeat(2), vec![1.0; 2])]
+    let mut ws = model.workspace(2).unwrap();
+    for (input, n, relevance) in
+        [(INPUT.to_vec(), 1, vec![1.0; 3]), (INPUT.to_vec(), 1, vec![1.0]), (INPUT.repeat(2), 2, vec![1.0; 2])]
     {
-        let n = input.len() / 3;
-        let err = model.explain_from(&mut ws, &input, &relevance).map(|_| ()).unwrap_err();
+        let err = model.explain_from_batch(&mut ws, &input, n, &relevance).map(|_| ()).unwrap_err();
         assert_eq!(
             err,
             Error::Length { what: "output relevance of `Tiny`".into(), expected: 2 * n, found: relevance.len() }
@@ -365,12 +373,15 @@ fn explain_from_with_wrong_relevance_length() {
     let from = model.explain_from(&mut ws, &INPUT, &r).unwrap().relevance.to_vec();
     let direct = model.explain(&mut ws, &INPUT, Target::Class(0)).unwrap().relevance.to_vec();
     assert_eq!(from, direct);
+    // A NaN in the given relevance is refused, naming where it is.
+    let err = model.explain_from(&mut ws, &INPUT, &[0.0, f32::NAN]).unwrap_err();
+    assert_eq!(err.to_string(), "invalid output relevance of `Tiny`: value NaN at index 1 is not finite");
 }
 
 #[test]
 fn target_class_out_of_range() {
     let model = model();
-    let mut ws = model.workspace(1);
+    let mut ws = model.workspace(1).unwrap();
     for target in [2usize, 5] {
         let err = model.explain(&mut ws, &INPUT, Target::Class(target)).map(|_| ()).unwrap_err();
         assert_eq!(err, Error::TargetOutOfRange { target, classes: 2 });

@@ -17,7 +17,7 @@ macro_rules! check_fixture {
         fn $test() {
             let cases = Cases::load(&fixture(concat!($name, ".cases.safetensors")));
             let model = $model::load_strict(fixture(concat!($name, ".weights.safetensors"))).expect("load");
-            let mut ws = model.workspace(16, 4);
+            let mut ws = model.workspace(16, 4).unwrap();
             let classes = $model::CLASSES;
             let e = $model::EMBEDDING_DIM;
             for (n, &target) in cases.target.iter().enumerate() {
@@ -50,7 +50,7 @@ fn batches_of_different_lengths_agree_with_single_sequences() {
     let model = BiLstm::load(fixture("bilstm.weights.safetensors")).unwrap();
     let sequences: Vec<Vec<usize>> = (0..2).map(|n| cases.ints(&format!("tokens.{n}")).to_vec()).collect();
     let refs: Vec<&[usize]> = sequences.iter().map(|s| s.as_slice()).collect();
-    let mut ws = model.workspace(16, 2);
+    let mut ws = model.workspace(16, 2).unwrap();
     let logits = model.predict_batch(&mut ws, &refs).unwrap().to_vec();
     assert_rel_close("batch logits", &logits, cases.get("logits"), 1e-5);
     let batch = model.explain_batch(&mut ws, &refs, lrp::Target::Predicted).unwrap();
@@ -66,7 +66,7 @@ fn batches_of_different_lengths_agree_with_single_sequences() {
 #[test]
 fn sequence_errors() {
     let model = TextLstm::load(fixture("lstm.weights.safetensors")).unwrap();
-    let mut ws = model.workspace(4, 1);
+    let mut ws = model.workspace(4, 1).unwrap();
     assert_eq!(
         model.predict(&mut ws, &[1, 2, 3, 4, 5]).unwrap_err(),
         lrp::Error::SequenceLength { length: 5, capacity: 4 }

@@ -68,7 +68,7 @@ macro_rules! conserves {
             let mut checked = 0;
             for seed in 0..6u64 {
                 let model = $model::from_bytes(&weights($gates, seed)).expect("load");
-                let mut ws = model.workspace(9, 1);
+                let mut ws = model.workspace(9, 1).unwrap();
                 let tokens: Vec<usize> = (0..(4 + seed as usize)).map(|t| (t * 7 + seed as usize) % 11).collect();
                 let e = model.explain(&mut ws, &tokens, lrp::Target::Predicted).expect("explain");
                 let logit = e.logits[e.targets[0]];

@@ -62,10 +62,10 @@ fn lenet_batches_agree_with_single_samples() {
     let model = LeNet::from_bytes(&lenet_weights()).expect("load");
     assert_eq!((LeNet::INPUT_SHAPE, LeNet::INPUT_LEN, LeNet::CLASSES), (&[1usize, 28, 28][..], 784, 10));
     let input: Vec<f32> = values(99, 3 * 784, 1.0).iter().map(|v| v.abs()).collect();
-    let mut ws = model.workspace(3);
-    let batch = model.explain(&mut ws, &input, lrp::Target::Class(4)).expect("explain").relevance.to_vec();
-    let logits = model.predict(&mut ws, &input).expect("predict").to_vec();
-    let mut single_ws = model.workspace(1);
+    let mut ws = model.workspace(3).unwrap();
+    let batch = model.explain_batch(&mut ws, &input, 3, lrp::Target::Class(4)).expect("explain").relevance.to_vec();
+    let logits = model.predict_batch(&mut ws, &input, 3).expect("predict").to_vec();
+    let mut single_ws = model.workspace(1).unwrap();
     for i in 0..3 {
         let x = &input[i * 784..(i + 1) * 784];
         let e = model.explain(&mut single_ws, x, 4).expect("explain one");
@@ -90,16 +90,16 @@ fn mlp_explain_from_one_hot_equals_explain_and_converts_to_nalgebra() {
         ("4.bias", &[10]),
     ];
     let model = Mlp::from_bytes(&weights(&tensors)).expect("load");
-    let x = nalgebra::DVector::from_iterator(784, values(5, 784, 1.0).into_iter().map(f32::abs));
-    let mut ws = model.workspace(1);
+    let x = lrp::nalgebra::DVector::from_iterator(784, values(5, 784, 1.0).into_iter().map(f32::abs));
+    let mut ws = model.workspace(1).unwrap();
     let e = model.explain(&mut ws, x.as_slice(), lrp::Target::Class(3)).expect("explain");
     let (relevance, logit) = (e.to_dvector(0), e.logits[3]);
     assert_eq!(relevance.len(), 784);
-    assert_eq!(e.to_dmatrix().shape(), (1, 784));
+    assert_eq!(e.to_dmatrix().expect("one sample is a matrix").shape(), (1, 784));
     let mut start = vec![0.0; 10];
     start[3] = logit;
     let from = model.explain_from(&mut ws, x.as_slice(), &start).expect("explain_from");
-    assert_eq!(nalgebra::DVector::from_column_slice(from.relevance), relevance);
+    assert_eq!(lrp::nalgebra::DVector::from_column_slice(from.relevance), relevance);
 }
 
 #[test]

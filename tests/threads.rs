@@ -31,7 +31,7 @@ fn weights() -> Vec<u8> {
 /// Logits, relevance and gradient x input of one image with `threads` threads.
 fn run(model: &Wide, image: &[f32], threads: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     lrp::set_num_threads(threads);
-    let mut ws = model.workspace(1);
+    let mut ws = model.workspace(1).unwrap();
     let logits = model.predict(&mut ws, image).unwrap().to_vec();
     let relevance = model.explain(&mut ws, image, lrp::Target::Predicted).unwrap().relevance.to_vec();
     let gradient = model.gradient_x_input(&mut ws, image, lrp::Target::Predicted).unwrap().relevance.to_vec();

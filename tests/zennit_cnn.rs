@@ -34,9 +34,9 @@ macro_rules! cnn_config {
         fn $test() {
             check(concat!("rel.", $config), |ws_cap| {
                 let model = $model::load_strict(WEIGHTS).expect("weights load");
-                let mut ws = model.workspace(ws_cap);
+                let mut ws = model.workspace(ws_cap).unwrap();
                 let cases = Cases::load(CASES);
-                let e = model.explain(&mut ws, cases.get("input"), lrp::Target::Predicted).expect("explain");
+                let e = model.explain_batch(&mut ws, cases.get("input"), cases.batch(), lrp::Target::Predicted).expect("explain");
                 (e.logits.to_vec(), e.targets.to_vec(), e.relevance.to_vec())
             });
         }

@@ -24,8 +24,8 @@ macro_rules! mlp_config {
             let cases = Cases::load(CASES);
             let model = $model::load_strict(WEIGHTS).expect("weights load");
             let n = cases.batch();
-            let mut ws = model.workspace(n);
-            let e = model.explain(&mut ws, cases.get("input"), lrp::Target::Predicted).expect("explain");
+            let mut ws = model.workspace(n).unwrap();
+            let e = model.explain_batch(&mut ws, cases.get("input"), n, lrp::Target::Predicted).expect("explain");
             assert_eq!(e.targets, &cases.target[..]);
             assert_rel_close("logits", e.logits, cases.get("logits"), 1e-5);
             let worst = assert_close_per_sample($config, e.relevance, cases.get(concat!("rel.", $config)), n, 1e-4);

@@ -56,6 +56,8 @@ pub enum Error {
     /// [`Error::ShapeMismatch`] with a `hint` at the likely fix: a shifted index holds the
     /// expected shape (a layer left out or added before this one).
     ShapeMismatchHint { name: String, expected: Vec<usize>, found: Vec<usize>, hint: String },
+    /// A buffer could not be allocated: the allocator refused `bytes` bytes for `what`.
+    Allocation { what: String, bytes: usize },
 }
 
 impl fmt::Display for Error {
@@ -110,6 +112,7 @@ impl fmt::Display for Error {
             }
             Error::Overflow { layer, step: None, what } => write!(f, "layer `{layer}` overflowed: {what}"),
             Error::SizeOverflow { what } => write!(f, "{what} is too large: its size overflows usize"),
+            Error::Allocation { what, bytes } => write!(f, "cannot allocate {bytes} bytes for {what}"),
             Error::Write { what, message } => write!(f, "cannot write {what}: {message}"),
             Error::MissingTensorHint { name, layer, hint } => {
                 write!(f, "tensor `{name}` (needed by layer `{layer}`) is missing from the weights; {hint}")

@@ -41,6 +41,14 @@ pub fn seed_output(
     {
         return Err(crate::Error::TargetOutOfRange { target: c, classes });
     }
+    // A NaN or infinite logit has no argmax and no score to explain.
+    if let Some(at) = logits.iter().take(n.saturating_mul(classes)).position(|v| !v.is_finite()) {
+        return Err(crate::Error::Overflow {
+            layer: "output".to_string(),
+            step: None,
+            what: format!("logit {} of sample {} is {}", at % classes.max(1), at / classes.max(1), logits[at]),
+        });
+    }
     crate::layers::check_buffers(
         "output",
         &[
@@ -126,11 +134,21 @@ impl<'a> Explanation<'a> {
         nalgebra::DVector::from_column_slice(self.sample(i))
     }
 
-    /// Relevance as an nalgebra matrix, one row per sample.
+    /// Relevance as an nalgebra matrix, one row per sample. Sequences of different lengths
+    /// (`lengths` not all equal) make no matrix: an [`Error::Length`](crate::Error::Length)
+    /// naming the first sample whose length differs.
     #[cfg(feature = "nalgebra")]
-    pub fn to_dmatrix(&self) -> nalgebra::DMatrix<f32> {
+    pub fn to_dmatrix(&self) -> crate::Result<nalgebra::DMatrix<f32>> {
+        if let Some((i, &len)) = self.lengths.iter().enumerate().find(|&(_, &l)| l != self.lengths[0]) {
+            return Err(crate::Error::Length {
+                what: format!("sequence {i} (to_dmatrix needs sequences of equal length)"),
+                expected: self.lengths[0],
+                found: len,
+            });
+        }
         let cols = self.relevance.len() / self.batch.max(1);
-        nalgebra::DMatrix::from_row_slice(self.batch, cols, self.relevance)
+        crate::error::check_len("relevance (to_dmatrix)", cols * self.batch, self.relevance.len())?;
+        Ok(nalgebra::DMatrix::from_row_slice(self.batch, cols, self.relevance))
     }
 }
 
@@ -162,5 +180,20 @@ mod tests {
         let err = seed_output(&logits, 3, 2, Target::Class(3), Seed::One, &mut targets, &mut seed).unwrap_err();
         assert_eq!(err, crate::Error::TargetOutOfRange { target: 3, classes: 3 });
         assert!(seed_output(&logits, 3, 3, Target::Predicted, Seed::One, &mut targets, &mut seed).is_err());
+        let nan = [1.0, f32::NAN, 0.0];
+        let err = seed_output(&nan, 3, 1, Target::Predicted, Seed::Logit, &mut targets, &mut seed).unwrap_err();
+        assert!(err.to_string().contains("logit 1 of sample 0 is NaN"), "{err}");
+    }
+
+    #[cfg(feature = "nalgebra")]
+    #[test]
+    fn ragged_sequences_make_no_matrix() {
+        let relevance = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let ragged = Explanation { logits: &[0.0; 6], targets: &[0; 3], relevance: &relevance, batch: 3, lengths: &[1, 1, 2] };
+        let err = ragged.to_dmatrix().unwrap_err();
+        assert_eq!(err, crate::Error::Length { what: "sequence 2 (to_dmatrix needs sequences of equal length)".into(), expected: 1, found: 2 });
+        let even = Explanation { lengths: &[2, 2], batch: 2, targets: &[0; 2], ..ragged };
+        let m = even.to_dmatrix().unwrap();
+        assert_eq!((m.nrows(), m.ncols(), m[(1, 0)]), (2, 4, 5.0));
     }
 }

@@ -3,10 +3,13 @@
 //!
 //! Users normally depend on the facade crate `lrp`, which re-exports this crate.
 
+pub mod buffer;
+pub mod checks;
 pub mod error;
 pub mod explanation;
 pub mod kernels;
 pub mod layers;
+pub mod model;
 pub mod occlusion;
 #[doc(hidden)]
 pub mod placeholder;
@@ -16,5 +19,11 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use explanation::{Explanation, Target};
+pub use model::{Capacity, LoadOptions, Model, TensorModel, TokenModel};
 pub use rules::{Bound, Rule};
 pub use weights::{Tensor, Weights};
+
+/// The nalgebra this crate converts explanations to (`Explanation::to_dvector`), so that users
+/// name the same version.
+#[cfg(feature = "nalgebra")]
+pub use nalgebra;

@@ -1,15 +1,16 @@
 //! Code generation: the annotated IR becomes a model struct owning its weights ([`model`]), a
 //! workspace holding every buffer ([`plan`]), and straight-line passes ([`steps`]) behind the
 //! public API assembled here: `predict`, `explain`, `explain_from`, `gradient_x_input`,
-//! `occlusion`.
+//! `occlusion`, each for one sample and, as `*_batch`, for `n`; and `impl lrp::Model`.
 
 mod model;
+mod overflow;
 mod plan;
 mod sequence;
 mod steps;
 
 use crate::ir::Network;
-use plan::Plan;
+use plan::{Plan, buffer_init};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
@@ -28,7 +29,7 @@ pub fn generate(net: &Network) -> TokenStream {
     };
     let (name, vis) = (&net.name, &net.vis);
     let ws_name = format_ident!("{}Workspace", name);
-    let (in_len, input_shape) = (len(&net.input_shape), &net.input_shape);
+    let (in_len, input_shape, nonneg) = (len(&net.input_shape), &net.input_shape, net.input_nonnegative);
     let classes = net.layers.last().map_or(0, |l| len(&l.out_shape));
     let (ws_fields, ws_init, scratch) = (&plan.fields, &plan.inits, &plan.scratch);
     let (logits, input_rel) = (&plan.logits, &plan.input_rel);
@@ -39,10 +40,30 @@ pub fn generate(net: &Network) -> TokenStream {
     let relevance = steps::relevance(&plan);
     let gradient = steps::gradient(&plan);
     let touch_idle = model::touch_idle_layers(net);
+    let forward_check = overflow::forward_check(net, &plan);
+    let backward_check = overflow::backward_check(&plan, quote!(#input_rel[..n * #in_len]));
+    let rt = quote!(::lrp::runtime);
+    let batch_impl = quote! {
+        impl #rt::TensorModel for #name {
+            const INPUT_SHAPE: &'static [usize] = <#name>::INPUT_SHAPE;
+            const INPUT_LEN: usize = #in_len;
+            fn predict_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize) -> #rt::Result<&'w [f32]> {
+                self.predict_batch(ws, input, n)
+            }
+            fn explain_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize, target: impl ::core::convert::Into<#rt::Target>) -> #rt::Result<#rt::Explanation<'w>> {
+                self.explain_batch(ws, input, n, target)
+            }
+        }
+    };
+    let model_impl = model::model_trait_impl(
+        net,
+        &ws_name,
+        model::ModelKind { input: quote!([f32]), workspace: quote!(self.workspace(capacity.samples)), batch_impl },
+    );
     let ws_doc = format!("Buffers for running [`{name}`] on up to `capacity` samples without allocating.");
     let input_what = format!("input of `{name}`");
     let rel_what = format!("output relevance of `{name}`");
-    let rt = quote!(::lrp::runtime);
+    let batch_what = format!("batch size of `{name}`");
     let explanation = quote! {
         #rt::Explanation {
             logits: &ws.#logits[..n * #classes],
@@ -52,6 +73,13 @@ pub fn generate(net: &Network) -> TokenStream {
             lengths: &[],
         }
     };
+    let fixed = [
+        buffer_init(&format_ident!("targets"), quote!(capacity), 1),
+        buffer_init(&format_ident!("rel_out"), quote!(capacity), classes),
+        buffer_init(&format_ident!("probs"), quote!(capacity), 1),
+        buffer_init(&format_ident!("occluded"), quote!(1), in_len),
+    ];
+    let scratch_init = quote!(scratch: #rt::buffer::zeroed("workspace buffer `scratch`", 1, #scratch)?);
 
     quote! {
         #struct_def
@@ -85,116 +113,166 @@ pub fn generate(net: &Network) -> TokenStream {
 
             /// Buffers for up to `capacity` samples per call (at least one); reuse it across calls.
             /// Also allocates this thread's GEMM packing space: after this, `predict` and
-            /// `explain` on this thread allocate nothing.
-            pub fn workspace(&self, capacity: usize) -> #ws_name {
+            /// `explain` on this thread allocate nothing. A capacity whose buffers would not fit in
+            /// memory's address range is an error.
+            pub fn workspace(&self, capacity: usize) -> #rt::Result<#ws_name> {
                 let capacity = capacity.max(1);
                 #rt::kernels::gemm::prepare_thread();
-                #ws_name {
+                ::core::result::Result::Ok(#ws_name {
                     capacity,
-                    targets: ::std::vec![0; capacity],
-                    rel_out: ::std::vec![0.0; capacity * #classes],
-                    scratch: ::std::vec![0.0; #scratch],
-                    probs: ::std::vec![0.0; capacity],
-                    occluded: ::std::vec![0.0; #in_len],
+                    #(#fixed,)*
+                    #scratch_init,
                     #(#ws_init,)*
-                }
+                })
             }
 
-            /// Number of samples in `input`, checked against the sample size and the capacity.
-            fn batch_of(ws: &#ws_name, input: &[f32]) -> #rt::Result<usize> {
-                if input.is_empty() || input.len() % #in_len != 0 {
-                    return ::core::result::Result::Err(#rt::Error::Length {
-                        what: ::std::string::String::from(#input_what),
-                        expected: #in_len * (input.len() / #in_len).max(1),
-                        found: input.len(),
+            /// Checks that `input` holds exactly `n` samples (`1 <= n <= capacity`), every value
+            /// finite (and `>= 0` if the spec promises `input_nonnegative`).
+            fn check_input(ws: &#ws_name, input: &[f32], n: usize) -> #rt::Result<()> {
+                if n == 0 {
+                    return ::core::result::Result::Err(#rt::Error::InvalidParameter {
+                        what: ::std::string::String::from(#batch_what),
+                        message: ::std::string::String::from("n = 0, but a batch holds at least one sample"),
                     });
                 }
-                let n = input.len() / #in_len;
                 if n > ws.capacity {
                     return ::core::result::Result::Err(#rt::Error::BatchCapacity { capacity: ws.capacity, requested: n });
                 }
-                ::core::result::Result::Ok(n)
+                #rt::error::check_len(#input_what, n * #in_len, input.len())?;
+                #rt::checks::check_samples(input, #in_len, #nonneg)
             }
 
             fn forward_pass(&self, ws: &mut #ws_name, input: &[f32], n: usize) -> #rt::Result<()> {
                 #touch_idle
                 #(#forward)*
-                ::core::result::Result::Ok(())
+                #forward_check
             }
 
             fn relevance_pass(&self, ws: &mut #ws_name, input: &[f32], n: usize) -> #rt::Result<()> {
                 #(#relevance)*
-                ::core::result::Result::Ok(())
+                self.check_backward(ws, n, "relevance")
             }
 
             fn gradient_pass(&self, ws: &mut #ws_name, input: &[f32], n: usize) -> #rt::Result<()> {
                 #(#gradient)*
-                ::core::result::Result::Ok(())
+                self.check_backward(ws, n, "gradient")
+            }
+
+            /// After a backward pass: the input's relevance (or gradient) is finite, or the error
+            /// names the layer where it first was not.
+            fn check_backward(&self, ws: &#ws_name, n: usize, pass: &str) -> #rt::Result<()> {
+                #backward_check
             }
 
             /// Runs the forward pass and seeds the output for `target`.
             fn seed(&self, ws: &mut #ws_name, input: &[f32], n: usize, target: #rt::Target, kind: #rt::explanation::Seed) -> #rt::Result<()> {
+                Self::check_input(ws, input, n)?;
                 self.forward_pass(ws, input, n)?;
                 #rt::explanation::seed_output(&ws.#logits[..n * #classes], #classes, n, target, kind, &mut ws.targets, &mut ws.rel_out)
             }
 
-            /// Class scores (logits) of the samples in `input` (`n` samples back to back).
+            /// Class scores (logits, `CLASSES` values) of one sample, `INPUT_LEN` values laid out
+            /// like PyTorch's contiguous tensor of shape `INPUT_SHAPE`.
             pub fn predict<'w>(&self, ws: &'w mut #ws_name, input: &[f32]) -> #rt::Result<&'w [f32]> {
-                let n = Self::batch_of(ws, input)?;
+                self.predict_batch(ws, input, 1)
+            }
+
+            /// Class scores of `n` samples back to back (`[n, CLASSES]`).
+            pub fn predict_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize) -> #rt::Result<&'w [f32]> {
+                Self::check_input(ws, input, n)?;
                 self.forward_pass(ws, input, n)?;
                 ::core::result::Result::Ok(&ws.#logits[..n * #classes])
             }
 
-            /// Explains the score of `target` (the predicted class, or a given one) for each
-            /// sample in `input`: relevance of every input feature, by the network's LRP rules.
+            /// Explains the score of `target` (the predicted class, or a given one) for one
+            /// sample: the relevance of every input feature, by the network's LRP rules.
             pub fn explain<'w>(
                 &self,
                 ws: &'w mut #ws_name,
                 input: &[f32],
                 target: impl ::core::convert::Into<#rt::Target>,
             ) -> #rt::Result<#rt::Explanation<'w>> {
-                let n = Self::batch_of(ws, input)?;
+                self.explain_batch(ws, input, 1, target)
+            }
+
+            /// [`Self::explain`] for `n` samples back to back.
+            pub fn explain_batch<'w>(
+                &self,
+                ws: &'w mut #ws_name,
+                input: &[f32],
+                n: usize,
+                target: impl ::core::convert::Into<#rt::Target>,
+            ) -> #rt::Result<#rt::Explanation<'w>> {
                 self.seed(ws, input, n, target.into(), #rt::explanation::Seed::Logit)?;
                 self.relevance_pass(ws, input, n)?;
                 ::core::result::Result::Ok(#explanation)
             }
 
-            /// Propagates a given output relevance (`n` x classes) back to the input; the
-            /// explanation's targets are the predicted classes.
+            /// Propagates a given output relevance (`CLASSES` values) of one sample back to its
+            /// input; the explanation's target is the predicted class.
             pub fn explain_from<'w>(
                 &self,
                 ws: &'w mut #ws_name,
                 input: &[f32],
                 output_relevance: &[f32],
             ) -> #rt::Result<#rt::Explanation<'w>> {
-                let n = Self::batch_of(ws, input)?;
-                #rt::error::check_len(#rel_what, n * #classes, output_relevance.len())?;
+                self.explain_from_batch(ws, input, 1, output_relevance)
+            }
+
+            /// [`Self::explain_from`] for `n` samples, `output_relevance` `[n, CLASSES]`.
+            pub fn explain_from_batch<'w>(
+                &self,
+                ws: &'w mut #ws_name,
+                input: &[f32],
+                n: usize,
+                output_relevance: &[f32],
+            ) -> #rt::Result<#rt::Explanation<'w>> {
+                #rt::error::check_len(#rel_what, n.saturating_mul(#classes), output_relevance.len())?;
+                if let ::core::option::Option::Some(at) = output_relevance.iter().position(|v| !v.is_finite()) {
+                    return ::core::result::Result::Err(#rt::Error::InvalidParameter {
+                        what: ::std::string::String::from(#rel_what),
+                        message: ::std::format!("value {} at index {at} is not finite", output_relevance[at]),
+                    });
+                }
                 self.seed(ws, input, n, #rt::Target::Predicted, #rt::explanation::Seed::Logit)?;
                 ws.rel_out[..n * #classes].copy_from_slice(output_relevance);
                 self.relevance_pass(ws, input, n)?;
                 ::core::result::Result::Ok(#explanation)
             }
 
-            /// Gradient x input baseline: `R_i = x_i d f_c / d x_i`, the exact gradient of the
-            /// target's logit.
+            /// Gradient x input baseline of one sample: `R_i = x_i d f_c / d x_i`, the exact
+            /// gradient of the target's logit.
             pub fn gradient_x_input<'w>(
                 &self,
                 ws: &'w mut #ws_name,
                 input: &[f32],
                 target: impl ::core::convert::Into<#rt::Target>,
             ) -> #rt::Result<#rt::Explanation<'w>> {
-                let n = Self::batch_of(ws, input)?;
+                self.gradient_x_input_batch(ws, input, 1, target)
+            }
+
+            /// [`Self::gradient_x_input`] for `n` samples back to back.
+            pub fn gradient_x_input_batch<'w>(
+                &self,
+                ws: &'w mut #ws_name,
+                input: &[f32],
+                n: usize,
+                target: impl ::core::convert::Into<#rt::Target>,
+            ) -> #rt::Result<#rt::Explanation<'w>> {
                 self.seed(ws, input, n, target.into(), #rt::explanation::Seed::One)?;
                 self.gradient_pass(ws, input, n)?;
                 for (r, x) in #input_rel[..n * #in_len].iter_mut().zip(input) {
                     *r *= x;
                 }
+                if let ::core::option::Option::Some(e) = #rt::checks::locate_overflow("gradient x input", n, &[("input", &#input_rel[..n * #in_len])]) {
+                    return ::core::result::Result::Err(e);
+                }
                 ::core::result::Result::Ok(#explanation)
             }
 
-            /// Occlusion baseline: `R_i = p_c(x) - p_c(x with the window holding i set to 0)`,
-            /// `p` the softmax. `window` has one size per dimension of [`Self::INPUT_SHAPE`]
-            /// (all ones: one feature at a time); windows tile each sample.
+            /// Occlusion baseline of one sample: `R_i = p_c(x) - p_c(x with the window holding i
+            /// set to 0)`, `p` the softmax. `window` has one size per dimension of
+            /// [`Self::INPUT_SHAPE`] (all ones: one feature at a time); windows tile the sample.
             pub fn occlusion<'w>(
                 &self,
                 ws: &'w mut #ws_name,
@@ -202,7 +280,18 @@ pub fn generate(net: &Network) -> TokenStream {
                 target: impl ::core::convert::Into<#rt::Target>,
                 window: &[usize],
             ) -> #rt::Result<#rt::Explanation<'w>> {
-                let n = Self::batch_of(ws, input)?;
+                self.occlusion_batch(ws, input, 1, target, window)
+            }
+
+            /// [`Self::occlusion`] for `n` samples back to back.
+            pub fn occlusion_batch<'w>(
+                &self,
+                ws: &'w mut #ws_name,
+                input: &[f32],
+                n: usize,
+                target: impl ::core::convert::Into<#rt::Target>,
+                window: &[usize],
+            ) -> #rt::Result<#rt::Explanation<'w>> {
                 let windows = #rt::occlusion::Windows::new(Self::INPUT_SHAPE, window)?;
                 self.seed(ws, input, n, target.into(), #rt::explanation::Seed::One)?;
                 for i in 0..n {
@@ -234,5 +323,7 @@ pub fn generate(net: &Network) -> TokenStream {
                 ::core::result::Result::Ok(#explanation)
             }
         }
+
+        #model_impl
     }
 }

@@ -279,12 +279,14 @@ fn from_weights_body(net: &Network) -> TokenStream {
     }
 }
 
-/// The items every model has: `TENSORS`, `CLASSES` and the loaders.
+/// The items every model has: `TENSORS`, `CLASSES`, `from_weights` and the loaders, which
+/// are [`Model`](lrp_runtime::Model)'s, here too so that no import is needed.
 pub(super) fn loaders(net: &Network) -> TokenStream {
     let tensors = tensors(net);
     let body = from_weights_body(net);
     let classes: usize = net.layers.last().map_or(0, |l| l.out_shape.iter().product());
     let rt = quote!(::lrp::runtime);
+    let model = quote!(<Self as #rt::Model>);
     quote! {
         /// Number of outputs (classes).
         pub const CLASSES: usize = #classes;
@@ -294,17 +296,22 @@ pub(super) fn loaders(net: &Network) -> TokenStream {
         /// Loads the weights from a safetensors file (a PyTorch `state_dict`); tensors the
         /// network does not use are ignored.
         pub fn load(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> {
-            Self::from_weights(&mut #rt::Weights::from_file(path)?, false)
+            #model::load(path)
         }
 
         /// Like [`Self::load`], but a tensor the network does not use is an error.
         pub fn load_strict(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> {
-            Self::from_weights(&mut #rt::Weights::from_file(path)?, true)
+            #model::load_strict(path)
+        }
+
+        /// Loads a safetensors file as `options` say (strict, a prefix to strip from the names).
+        pub fn load_with(path: impl ::core::convert::AsRef<::std::path::Path>, options: &#rt::LoadOptions) -> #rt::Result<Self> {
+            #model::load_with(path, options)
         }
 
         /// Loads the weights from the bytes of a safetensors file.
         pub fn from_bytes(bytes: &[u8]) -> #rt::Result<Self> {
-            Self::from_weights(&mut #rt::Weights::from_bytes(bytes)?, false)
+            #model::from_bytes(bytes)
         }
 
         /// Builds the model from loaded tensors: folds BatchNorm and prepares every rule's
@@ -312,6 +319,54 @@ pub(super) fn loaders(net: &Network) -> TokenStream {
         pub fn from_weights(weights: &mut #rt::Weights, strict: bool) -> #rt::Result<Self> {
             #body
         }
+    }
+}
+
+/// What a model's trait impls need beyond the network: its input type (`[f32]` or `[usize]`),
+/// the workspace call for a `capacity: Capacity`, and the impl of [`TensorModel`] or
+/// [`TokenModel`] (`lrp_runtime::model`).
+pub(super) struct ModelKind {
+    pub input: TokenStream,
+    pub workspace: TokenStream,
+    pub batch_impl: TokenStream,
+}
+
+/// `impl lrp::Model for Net` and the kind's batch trait, delegating to the inherent methods
+/// (which method resolution prefers, so the calls do not recurse).
+pub(super) fn model_trait_impl(net: &Network, ws_name: &Ident, kind: ModelKind) -> TokenStream {
+    let (name, name_str) = (&net.name, net.name.to_string());
+    let ModelKind { input, workspace, batch_impl } = kind;
+    let rt = quote!(::lrp::runtime);
+    let target = quote!(impl ::core::convert::Into<#rt::Target>);
+    quote! {
+        impl #rt::Model for #name {
+            type Input = #input;
+            type Workspace = #ws_name;
+            const NAME: &'static str = #name_str;
+            const CLASSES: usize = <#name>::CLASSES;
+            const TENSORS: &'static [(&'static str, &'static [usize])] = <#name>::TENSORS;
+
+            fn from_weights(weights: &mut #rt::Weights, strict: bool) -> #rt::Result<Self> {
+                <#name>::from_weights(weights, strict)
+            }
+            fn workspace_for(&self, capacity: #rt::Capacity) -> #rt::Result<#ws_name> {
+                #workspace
+            }
+            fn predict<'w>(&self, ws: &'w mut #ws_name, input: &#input) -> #rt::Result<&'w [f32]> {
+                self.predict(ws, input)
+            }
+            fn explain<'w>(&self, ws: &'w mut #ws_name, input: &#input, target: #target) -> #rt::Result<#rt::Explanation<'w>> {
+                self.explain(ws, input, target)
+            }
+            fn explain_from<'w>(&self, ws: &'w mut #ws_name, input: &#input, output_relevance: &[f32]) -> #rt::Result<#rt::Explanation<'w>> {
+                self.explain_from(ws, input, output_relevance)
+            }
+            fn gradient_x_input<'w>(&self, ws: &'w mut #ws_name, input: &#input, target: #target) -> #rt::Result<#rt::Explanation<'w>> {
+                self.gradient_x_input(ws, input, target)
+            }
+        }
+
+        #batch_impl
     }
 }
 

@@ -33,6 +33,13 @@ pub(super) fn idx_ident(i: usize) -> Ident {
     format_ident!("argmax_{}", i)
 }
 
+/// `field: zeroed(..)?`: a workspace buffer of `count * per_item` zeros whose size is checked,
+/// named by its field in the error.
+pub(super) fn buffer_init(field: &Ident, count: TokenStream, per_item: usize) -> TokenStream {
+    let what = format!("workspace buffer `{field}`");
+    quote!(#field: ::lrp::runtime::buffer::zeroed(#what, #count, #per_item)?)
+}
+
 /// Layers whose backward step writes a new buffer (all but ReLU and the passthrough ones).
 pub(super) fn writes_back(op: &Op) -> bool {
     !op.is_passthrough() && !matches!(op, Op::ReLU)
@@ -73,16 +80,16 @@ impl<'a> Plan<'a> {
         for (i, layer) in (offset..).zip(layers).filter(|(_, l)| !l.op.is_passthrough()) {
             let (a, out_len, in_len) = (act_ident(i), len(&layer.out_shape), len(&layer.in_shape));
             fields.push(quote!(#a: ::std::vec::Vec<f32>));
-            inits.push(quote!(#a: ::std::vec![0.0; capacity * #out_len]));
+            inits.push(buffer_init(&a, quote!(capacity), out_len));
             if writes_back(&layer.op) {
                 let r = rel_ident(i);
                 fields.push(quote!(#r: ::std::vec::Vec<f32>));
-                inits.push(quote!(#r: ::std::vec![0.0; capacity * #in_len]));
+                inits.push(buffer_init(&r, quote!(capacity), in_len));
             }
             if matches!(layer.op, Op::MaxPool2d(_)) {
                 let idx = idx_ident(i);
                 fields.push(quote!(#idx: ::std::vec::Vec<u32>));
-                inits.push(quote!(#idx: ::std::vec![0; capacity * #out_len]));
+                inits.push(buffer_init(&idx, quote!(capacity), out_len));
             }
             if layer.op.is_linear() {
                 let f = &layer.field;
@@ -103,6 +110,24 @@ impl<'a> Plan<'a> {
     /// The run's layers with their network indices.
     pub fn indexed(&self) -> impl DoubleEndedIterator<Item = (usize, &'a Layer)> + use<'a> {
         (self.offset..self.offset + self.layers.len()).zip(self.layers)
+    }
+
+    /// `(layer name, its output's first n samples)` of every layer that writes an activation, in
+    /// forward order: where [`locate_overflow`](super::overflow) looks for the first non-finite value.
+    pub fn activations(&self) -> Vec<(String, TokenStream)> {
+        let run = self.indexed().filter(|(_, l)| !l.op.is_passthrough());
+        run.map(|(i, l)| (l.name.clone(), self.slice(&Buf::Act(i), len(&l.out_shape)))).collect()
+    }
+
+    /// `(layer name, the relevance or gradient of its input)` of every layer that writes one,
+    /// from the output back: the order in which a backward pass fills them.
+    pub fn backward_buffers(&self) -> Vec<(String, TokenStream)> {
+        let run = self.indexed().rev().filter(|(_, l)| writes_back(&l.op));
+        run.map(|(i, l)| {
+            let (r, in_len) = (rel_ident(i), len(&l.in_shape));
+            (l.name.clone(), quote!(&ws.#r[..n * #in_len]))
+        })
+        .collect()
     }
 
     /// The buffer layer `i` (a network index) reads.

@@ -5,8 +5,8 @@
 //! Explanations end at the embeddings: relevance `[steps, embedding_dim]` for LRP and gradient x
 //! input; occlusion (a token's embedding set to zero) gives one score per token.
 
-use super::plan::{Buf, Plan, act_ident};
-use super::{model, steps};
+use super::plan::{Buf, Plan, act_ident, buffer_init};
+use super::{model, overflow, steps};
 use crate::ir::{Network, Op};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -30,6 +30,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
     let ws_name = format_ident!("{}Workspace", name);
     let classes: usize = net.layers.last().map_or(0, |l| l.out_shape.iter().product());
     let (emb, rec): (&Ident, &Ident) = (&net.layers[0].field, &net.layers[r].field);
+    let emb_name = &net.layers[0].name;
     let (rnn_out, out_len) = (act_ident(r), rnn.out_features());
     let (head_fields, head_inits, scratch) = (&plan.fields, &plan.inits, &plan.scratch);
     let (logits, head_rel) = (&plan.logits, &plan.input_rel);
@@ -37,13 +38,47 @@ pub(super) fn generate(net: &Network) -> TokenStream {
     let relevance = steps::relevance(&plan);
     let gradient = steps::gradient(&plan);
     let touch_idle = model::touch_idle_layers(net);
+    let forward_check = overflow::forward_check(net, &plan);
+    let backward_check = overflow::backward_check(&plan, quote!(#head_rel[..#out_len]));
+    let rt = quote!(::lrp::runtime);
+    let batch_impl = quote! {
+        impl #rt::TokenModel for #name {
+            const VOCAB: usize = #num_embeddings;
+            const EMBEDDING_DIM: usize = #e;
+            fn predict_batch<'w>(&self, ws: &'w mut #ws_name, sequences: &[&[usize]]) -> #rt::Result<&'w [f32]> {
+                self.predict_batch(ws, sequences)
+            }
+            fn explain_batch<'w>(&self, ws: &'w mut #ws_name, sequences: &[&[usize]], target: impl ::core::convert::Into<#rt::Target>) -> #rt::Result<#rt::Explanation<'w>> {
+                self.explain_batch(ws, sequences, target)
+            }
+        }
+    };
+    let model_impl = model::model_trait_impl(
+        net,
+        &ws_name,
+        model::ModelKind {
+            input: quote!([usize]),
+            workspace: quote!(self.workspace(capacity.max_len, capacity.samples)),
+            batch_impl,
+        },
+    );
+    let buffers = [
+        buffer_init(&format_ident!("emb"), quote!(max_len), *e),
+        buffer_init(&format_ident!("saved"), quote!(max_len), *e),
+        buffer_init(&rnn_out, quote!(1), out_len),
+        buffer_init(&format_ident!("rel_emb"), quote!(max_len), *e),
+        buffer_init(&format_ident!("target"), quote!(1), 1),
+        buffer_init(&format_ident!("targets"), quote!(batch), 1),
+        buffer_init(&format_ident!("lengths"), quote!(batch), 1),
+        buffer_init(&format_ident!("rel_out"), quote!(1), classes),
+        buffer_init(&format_ident!("logits_batch"), quote!(batch), classes),
+    ];
     let struct_def = model::struct_def(net);
     let loaders = model::loaders(net);
     let ws_doc = format!(
         "Buffers for running [`{name}`] on sequences of up to `max_len` tokens, `capacity` at a time, without allocating."
     );
     let rel_what = format!("output relevance of `{name}`");
-    let rt = quote!(::lrp::runtime);
     let single = |relevance: TokenStream| {
         quote! {
             #rt::Explanation {
@@ -102,31 +137,25 @@ pub(super) fn generate(net: &Network) -> TokenStream {
 
             #loaders
 
-            /// Buffers for sequences of up to `max_len` tokens, `capacity` sequences per batch
-            /// call (both at least one); reuse it across calls.
-            pub fn workspace(&self, max_len: usize, batch: usize) -> #ws_name {
+            /// Buffers for sequences of up to `max_len` tokens, `batch` sequences per batch
+            /// call (both at least one); reuse it across calls. Sizes whose buffers would not
+            /// fit in memory's address range are an error.
+            pub fn workspace(&self, max_len: usize, batch: usize) -> #rt::Result<#ws_name> {
                 let (max_len, batch) = (max_len.max(1), batch.max(1));
                 #rt::kernels::gemm::prepare_thread();
                 // The head runs one sequence at a time.
                 let capacity = 1usize;
-                #ws_name {
+                let relevance_batch = #rt::error::checked_size("workspace buffer `relevance_batch`", batch, max_len)?;
+                ::core::result::Result::Ok(#ws_name {
                     max_len,
                     capacity: batch,
-                    emb: ::std::vec![0.0; max_len * #e],
-                    saved: ::std::vec![0.0; max_len * #e],
-                    trace: ::std::vec![0.0; self.#rec.trace_len(max_len)],
-                    rnn_scratch: ::std::vec![0.0; self.#rec.scratch_len(max_len)],
-                    #rnn_out: ::std::vec![0.0; #out_len],
-                    rel_emb: ::std::vec![0.0; max_len * #e],
-                    target: ::std::vec![0; 1],
-                    targets: ::std::vec![0; batch],
-                    lengths: ::std::vec![0; batch],
-                    rel_out: ::std::vec![0.0; #classes],
-                    scratch: ::std::vec![0.0; #scratch],
-                    logits_batch: ::std::vec![0.0; batch * #classes],
-                    relevance_batch: ::std::vec![0.0; batch * max_len * #e],
+                    trace: #rt::buffer::zeroed("workspace buffer `trace`", 1, self.#rec.try_trace_len(max_len)?)?,
+                    rnn_scratch: #rt::buffer::zeroed("workspace buffer `rnn_scratch`", 1, self.#rec.try_scratch_len(max_len)?)?,
+                    scratch: #rt::buffer::zeroed("workspace buffer `scratch`", 1, #scratch)?,
+                    relevance_batch: #rt::buffer::zeroed("workspace buffer `relevance_batch`", relevance_batch, #e)?,
+                    #(#buffers,)*
                     #(#head_inits,)*
-                }
+                })
             }
 
             /// The length of `tokens`, checked against the workspace.
@@ -143,7 +172,22 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                 self.#rec.forward(&ws.emb[..steps * #e], steps, &mut ws.trace, &mut ws.#rnn_out)?;
                 let n = 1usize;
                 #(#forward)*
-                ::core::result::Result::Ok(())
+                #forward_check
+            }
+
+            /// After the head's backward pass: the relevance (or gradient) reaching the recurrent
+            /// layer is finite, or the error names the head layer where it first was not.
+            fn check_head(&self, ws: &#ws_name, pass: &str) -> #rt::Result<()> {
+                let n = 1usize;
+                #backward_check
+            }
+
+            /// After the recurrent layer's backward pass: the embeddings' relevance is finite.
+            fn check_embeddings(ws: &#ws_name, steps: usize, pass: &str) -> #rt::Result<()> {
+                match #rt::checks::locate_overflow(pass, 1, &[(#emb_name, &ws.rel_emb[..steps * #e])]) {
+                    ::core::option::Option::Some(e) => ::core::result::Result::Err(e),
+                    ::core::option::Option::None => ::core::result::Result::Ok(()),
+                }
             }
 
             /// Embeds `tokens`, runs the network and seeds the output for `target`.
@@ -159,13 +203,17 @@ pub(super) fn generate(net: &Network) -> TokenStream {
             fn relevance_pass(&self, ws: &mut #ws_name, steps: usize) -> #rt::Result<()> {
                 let n = 1usize;
                 #(#relevance)*
-                self.#rec.relevance(&ws.emb[..steps * #e], steps, &ws.trace, &#head_rel[..#out_len], &mut ws.rel_emb[..steps * #e], &mut ws.rnn_scratch)
+                self.check_head(ws, "relevance")?;
+                self.#rec.relevance(&ws.emb[..steps * #e], steps, &ws.trace, &#head_rel[..#out_len], &mut ws.rel_emb[..steps * #e], &mut ws.rnn_scratch)?;
+                Self::check_embeddings(ws, steps, "relevance")
             }
 
             fn gradient_pass(&self, ws: &mut #ws_name, steps: usize) -> #rt::Result<()> {
                 let n = 1usize;
                 #(#gradient)*
-                self.#rec.gradient(&ws.emb[..steps * #e], steps, &ws.trace, &#head_rel[..#out_len], &mut ws.rel_emb[..steps * #e], &mut ws.rnn_scratch)
+                self.check_head(ws, "gradient")?;
+                self.#rec.gradient(&ws.emb[..steps * #e], steps, &ws.trace, &#head_rel[..#out_len], &mut ws.rel_emb[..steps * #e], &mut ws.rnn_scratch)?;
+                Self::check_embeddings(ws, steps, "gradient")
             }
 
             /// Class scores (logits) of one sequence of token ids.
@@ -263,6 +311,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                 for (g, x) in ws.rel_emb[..steps * #e].iter_mut().zip(&ws.emb[..steps * #e]) {
                     *g *= x;
                 }
+                Self::check_embeddings(ws, steps, "gradient x input")?;
                 ::core::result::Result::Ok(#explanation)
             }
 
@@ -290,5 +339,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                 ::core::result::Result::Ok(#per_token)
             }
         }
+
+        #model_impl
     }
 }

@@ -56,7 +56,8 @@ impl LinearKind {
     /// Scratch elements [`LinearMap::relevance`] and [`LinearMap::gradient`] need for `batch`
     /// samples.
     pub fn scratch_len(&self, batch: usize) -> usize {
-        batch * (self.out_len() + 2 * self.in_len()) + self.columns_len()
+        // Saturates: a capacity too large then fails the buffer's size check instead of wrapping.
+        batch.saturating_mul(self.out_len() + 2 * self.in_len()).saturating_add(self.columns_len())
     }
 
     /// Whether the transposed pass `W^T s` runs as a convolution of `s` with flipped weights: a
