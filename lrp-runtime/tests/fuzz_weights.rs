@@ -404,7 +404,7 @@ fn run_case(seed: u64, corpus: &[(String, Vec<u8>)], scratch: &std::path::Path) 
     {
         return Err(describe(format!("the error does not name `<bytes>`: {msg}")));
     }
-    if seed % FILE_EVERY == 0 {
+    if seed.is_multiple_of(FILE_EVERY) {
         std::fs::write(scratch, &bytes).map_err(|e| e.to_string())?;
         let shown = scratch.display().to_string();
         let from_file = catch_unwind(|| Weights::from_file(scratch).map(|w| w.names().count()))
