@@ -171,6 +171,8 @@ fn conv_geometry_whose_sizes_overflow_is_invalid() {
     let padded = conv(1, 1, 1, [1 << 62, 0]);
     assert!(padded.validate().unwrap_err().contains("exceed isize::MAX"));
     assert_eq!(out_extent(usize::MAX, 3, 1, 1, 1), 0, "input + 2 pad overflows");
+    // An empty plane padded to a valid output: col2im cut its output into chunks of 0 floats.
+    assert!(conv(1, 0, 3, [1, 1]).validate().unwrap_err().contains("empty"));
     assert_eq!(out_extent(5, 3, 0, 1, 1), 0, "stride 0 is no output, not a division by zero");
     assert_eq!(out_extent(5, 0, 1, 1, 1), 0, "kernel 0 is no output, not an underflow");
     assert!(huge.transposed().is_none());
@@ -191,6 +193,8 @@ fn pool_geometry_whose_sizes_overflow_is_invalid() {
     // Channels times the plane overflow; a kernel of 2^63 rows padded by 2^62 fits no isize.
     assert!(pool(1 << 63, 2, 1, 0).validate().unwrap_err().contains("overflows usize"));
     assert!(pool(1, 2, 1 << 63, 1 << 62).validate().unwrap_err().contains("exceed isize::MAX"));
+    // An empty plane padded to one window: max-pooling answered -inf.
+    assert!(pool(1, 0, 2, 1).validate().unwrap_err().contains("empty"));
     // Winners are u32 indices: max-pooling refuses samples of more than 2^32 elements.
     let wide = pool(1 << 31, 2, 1, 0);
     assert!(wide.validate().is_ok());

@@ -49,7 +49,7 @@ impl Conv2dGeom {
     }
 
     /// Checks what the kernels rely on: positive kernel, stride, dilation and groups, groups
-    /// dividing both channel counts, a non-empty output, coordinates that fit `isize` (padded
+    /// dividing both channel counts, a non-empty input plane and output, coordinates that fit `isize` (padded
     /// extent plus stride, and the dilated kernel's reach, per axis), and sizes that fit `usize`
     /// (input, output, weights, and the unfolded matrix `col_rows x col_cols`).
     pub fn validate(&self) -> Result<(), String> {
@@ -62,6 +62,9 @@ impl Conv2dGeom {
                 "groups = {} must divide in_channels = {} and out_channels = {}",
                 self.groups, self.in_channels, self.out_channels
             ));
+        }
+        if self.in_h == 0 || self.in_w == 0 {
+            return Err(format!("the input is empty ({}x{})", self.in_h, self.in_w));
         }
         let axis = |i: usize| [self.in_h, self.in_w][i];
         if !(0..2).all(|i| axis_fits(axis(i), self.kernel[i], self.stride[i], self.padding[i], self.dilation[i])) {

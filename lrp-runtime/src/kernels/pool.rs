@@ -32,7 +32,7 @@ impl Pool2dGeom {
     }
 
     /// Checks what the kernels rely on: positive kernel and stride, padding at most half the
-    /// kernel (as PyTorch requires), a non-empty output, coordinates that fit `isize` (padded
+    /// kernel (as PyTorch requires), a non-empty input plane and output, coordinates that fit `isize` (padded
     /// extent plus stride) and input, output and window sizes that fit `usize`.
     pub fn validate(&self) -> Result<(), String> {
         if self.kernel.contains(&0) || self.stride.contains(&0) {
@@ -41,6 +41,9 @@ impl Pool2dGeom {
         // `2 p > k` without the overflow of `2 p`.
         if self.padding[0] > self.kernel[0] / 2 || self.padding[1] > self.kernel[1] / 2 {
             return Err(format!("padding must be at most half the kernel: {self:?}"));
+        }
+        if self.in_h == 0 || self.in_w == 0 {
+            return Err(format!("the input is empty ({}x{})", self.in_h, self.in_w));
         }
         let axis = |i: usize| axis_fits([self.in_h, self.in_w][i], self.kernel[i], self.stride[i], self.padding[i], 1);
         if !axis(0) || !axis(1) {
