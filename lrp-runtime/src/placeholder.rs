@@ -19,7 +19,7 @@ impl Workspace {
 /// `__lrp_stand_in!(Net, features)` or `__lrp_stand_in!(Net, tokens)`: an `impl Net` with the
 /// constants and methods of a generated model of fixed-size inputs or of token sequences. Where
 /// the two kinds differ in arity (`workspace`, the `_batch` variants, `occlusion`), the kind
-/// decides; every argument is generic, and the bodies are unreachable.
+/// decides; every argument but the workspace is generic, and the bodies are unreachable.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __lrp_stand_in {
@@ -34,29 +34,38 @@ macro_rules! __lrp_stand_in {
             pub const NAME: &'static str = ::core::stringify!($model);
             pub const TENSORS: &'static [(&'static str, &'static [usize])] = &[];
             $crate::__lrp_stand_in!(@fns Self, [load(path), load_strict(path), from_bytes(bytes)]);
-            $crate::__lrp_stand_in!(@fns Self, [load_with(path, options), from_weights(weights, strict)]);
+            $crate::__lrp_stand_in!(@fns Self, [load_with(path, options)]);
+            pub fn from_weights(weights: &mut $crate::Weights, strict: bool) -> $crate::Result<Self> {
+                ::core::unreachable!("a stand-in for a model that failed to compile")
+            }
             $crate::__lrp_stand_in!(@methods $kind);
         }
     };
     (@methods features) => {
-        $crate::__lrp_stand_in!(@method $crate::placeholder::Workspace, [workspace(capacity)]);
-        $crate::__lrp_stand_in!(@method &'static [f32], [predict(ws, input), predict_batch(ws, input, n)]);
+        $crate::__lrp_stand_in!(@workspace capacity);
+        $crate::__lrp_stand_in!(@method &'static [f32], [predict(input), predict_batch(input, n)]);
         $crate::__lrp_stand_in!(@method $crate::Explanation<'static>, [
-            explain(ws, input, target), explain_batch(ws, input, n, target),
-            explain_from(ws, input, rel), explain_from_batch(ws, input, n, rel),
-            gradient_x_input(ws, input, target), gradient_x_input_batch(ws, input, n, target),
-            occlusion(ws, input, target, window), occlusion_batch(ws, input, n, target, window)
+            explain(input, target), explain_batch(input, n, target),
+            explain_from(input, rel), explain_from_batch(input, n, rel),
+            gradient_x_input(input, target), gradient_x_input_batch(input, n, target),
+            occlusion(input, target, window), occlusion_batch(input, n, target, window)
         ]);
     };
     (@methods tokens) => {
-        $crate::__lrp_stand_in!(@method $crate::placeholder::Workspace, [workspace(max_len, batch)]);
-        $crate::__lrp_stand_in!(@method &'static [f32], [predict(ws, tokens), predict_batch(ws, sequences)]);
+        $crate::__lrp_stand_in!(@workspace max_len, batch);
+        $crate::__lrp_stand_in!(@method &'static [f32], [predict(tokens), predict_batch(sequences)]);
         $crate::__lrp_stand_in!(@method $crate::Explanation<'static>, [
-            explain(ws, tokens, target), explain_batch(ws, sequences, target),
-            explain_from(ws, tokens, rel), explain_from_batch(ws, sequences, rel),
-            gradient_x_input(ws, tokens, target), gradient_x_input_batch(ws, sequences, target),
-            occlusion(ws, tokens, target), occlusion_batch(ws, sequences, target)
+            explain(tokens, target), explain_batch(sequences, target),
+            explain_from(tokens, rel), explain_from_batch(sequences, rel),
+            gradient_x_input(tokens, target), gradient_x_input_batch(sequences, target),
+            occlusion(tokens, target), occlusion_batch(sequences, target)
         ]);
+    };
+    (@workspace $($arg:ident),*) => {
+        #[allow(non_camel_case_types)]
+        pub fn workspace<$($arg),*>(&self, $($arg: $arg),*) -> $crate::Result<$crate::placeholder::Workspace> {
+            ::core::unreachable!("a stand-in for a model that failed to compile")
+        }
     };
     // Associated functions returning `Result<Self>`, one generic parameter per argument.
     (@fns $ret:ty, [$($name:ident($($arg:ident),*)),*]) => {
@@ -67,11 +76,12 @@ macro_rules! __lrp_stand_in {
             }
         )*
     };
-    // Methods on `&self` returning `Result<$ret>`.
+    // Methods on `&self` and a workspace (a concrete `&mut`, so that passing one reborrows it),
+    // returning `Result<$ret>`.
     (@method $ret:ty, [$($name:ident($($arg:ident),*)),*]) => {
         $(
             #[allow(non_camel_case_types)]
-            pub fn $name<$($arg),*>(&self, $($arg: $arg),*) -> $crate::Result<$ret> {
+            pub fn $name<$($arg),*>(&self, ws: &mut $crate::placeholder::Workspace, $($arg: $arg),*) -> $crate::Result<$ret> {
                 ::core::unreachable!("a stand-in for a model that failed to compile")
             }
         )*
