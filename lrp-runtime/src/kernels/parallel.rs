@@ -7,8 +7,9 @@
 //! variables), so a model that splits its products still allocates nothing once its workspace
 //! is built; the workers start, and allocate their GEMM packing space, in [`prepare`].
 //!
-//! The number of threads is [`num_threads`]: the `LRP_NUM_THREADS` environment variable if set,
-//! otherwise the cores `std::thread::available_parallelism` reports. [`set_num_threads`]`(1)`
+//! The number of threads is [`num_threads`]: the `LRP_NUM_THREADS` environment variable if set
+//! (an invalid value is reported and ignored), otherwise the cores
+//! `std::thread::available_parallelism` reports, at most [`MAX_THREADS`]. [`set_num_threads`]`(1)`
 //! keeps every kernel on the calling thread (embedded use, or an application that parallelises
 //! over requests itself). One job runs at a time: a `run` that finds the pool busy (another
 //! thread's model, or a kernel called from inside a job) runs its parts on its own thread.
@@ -39,15 +40,21 @@ pub fn pool_jobs() -> usize {
     POOL_JOBS.load(Ordering::Relaxed)
 }
 
-/// The number of threads kernels use (at least 1): set by [`set_num_threads`], else
-/// `LRP_NUM_THREADS`, else the available cores.
+/// The most threads kernels use: [`set_num_threads`] and `LRP_NUM_THREADS` are capped here.
+pub const MAX_THREADS: usize = 256;
+
+/// The number of threads kernels use (1 to [`MAX_THREADS`]): set by [`set_num_threads`], else
+/// `LRP_NUM_THREADS`, else the available cores. An `LRP_NUM_THREADS` that is not a positive
+/// whole number is reported once on stderr and ignored ([`threads_from_env`] returns the error).
 pub fn num_threads() -> usize {
     match THREADS.load(Ordering::Relaxed) {
         0 => {
-            let from_env = std::env::var("LRP_NUM_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok());
-            let n = from_env
-                .filter(|&n| n > 0)
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let from_env = threads_from_env().unwrap_or_else(|e| {
+                eprintln!("lrp: {e}; using the available cores");
+                None
+            });
+            let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
+            let n = from_env.unwrap_or_else(cores).min(MAX_THREADS);
             // Another thread may have set it meanwhile; theirs wins.
             match THREADS.compare_exchange(0, n, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => n,
@@ -58,10 +65,33 @@ pub fn num_threads() -> usize {
     }
 }
 
-/// Sets the number of threads kernels use from now on; `1` keeps all work on the calling
-/// thread, `0` restores the default. Workers already started stay (idle) when it is lowered.
+/// `LRP_NUM_THREADS` read: `None` if unset or blank, the count (capped at [`MAX_THREADS`]) if
+/// it is a positive whole number, otherwise an [`Error::InvalidParameter`](crate::Error)
+/// quoting it.
+pub fn threads_from_env() -> crate::Result<Option<usize>> {
+    parse_threads(std::env::var_os("LRP_NUM_THREADS").as_deref())
+}
+
+/// [`threads_from_env`] of a given value.
+fn parse_threads(value: Option<&std::ffi::OsStr>) -> crate::Result<Option<usize>> {
+    let Some(text) = value.map(|v| v.to_string_lossy()) else { return Ok(None) };
+    match text.trim() {
+        "" => Ok(None),
+        trimmed => match trimmed.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Some(n.min(MAX_THREADS))),
+            _ => Err(crate::Error::InvalidParameter {
+                what: "LRP_NUM_THREADS".into(),
+                message: format!("`{text}` is not a positive whole number of threads"),
+            }),
+        },
+    }
+}
+
+/// Sets the number of threads kernels use from now on, capped at [`MAX_THREADS`]; `1` keeps
+/// all work on the calling thread, `0` restores the default. Workers already started stay
+/// (idle) when it is lowered.
 pub fn set_num_threads(n: usize) {
-    THREADS.store(n, Ordering::Relaxed);
+    THREADS.store(n.min(MAX_THREADS), Ordering::Relaxed);
     if n == 0 {
         num_threads();
     }
@@ -302,6 +332,22 @@ impl Pool {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn thread_counts_are_parsed_capped_and_invalid_ones_reported() {
+        use std::ffi::OsStr;
+        assert_eq!(parse_threads(None), Ok(None));
+        assert_eq!(parse_threads(Some(OsStr::new(" "))), Ok(None));
+        assert_eq!(parse_threads(Some(OsStr::new(" 3 "))), Ok(Some(3)));
+        assert_eq!(parse_threads(Some(OsStr::new("100000"))), Ok(Some(MAX_THREADS)));
+        for bad in ["0", "-2", "four", "1.5", "99999999999999999999999"] {
+            let err = parse_threads(Some(OsStr::new(bad))).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid LRP_NUM_THREADS: `{bad}` is not a positive whole number of threads")
+            );
+        }
+    }
 
     #[test]
     fn every_part_runs_exactly_once() {
