@@ -234,3 +234,30 @@ fn weights_no_shift_hint_without_a_matching_neighbour() {
         "{msg}"
     );
 }
+
+/// A file of empty F32 tensors with these names (no data).
+fn empty_tensors(names: impl Iterator<Item = String>) -> Weights {
+    let entries: Vec<String> =
+        names.map(|n| format!(r#""{n}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#)).collect();
+    let header = format!("{{{}}}", entries.join(","));
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    Weights::from_bytes(&bytes).unwrap()
+}
+
+#[test]
+fn weights_prefix_hint_is_fast_on_hostile_files() {
+    // 100,000 tensors that all end in the missing name, each under another prefix.
+    let w = empty_tensors((0..100_000).map(|i| format!("p{i}.fc.weight")));
+    let start = std::time::Instant::now();
+    let err = w.clone().take("fc.weight", "fc", &[0]).unwrap_err();
+    assert!(start.elapsed() < std::time::Duration::from_secs(1), "{:?}", start.elapsed());
+    assert!(matches!(err, Error::MissingTensorHint { .. }), "{err:?}");
+    // 2,000 nested prefixes (`p.fc.weight`, `p.p.fc.weight`, ...): every one is a candidate and
+    // `p.` is shared by all.
+    let w = empty_tensors((1..=2_000).map(|k| format!("{}fc.weight", "p.".repeat(k))));
+    let start = std::time::Instant::now();
+    let msg = w.clone().take("fc.weight", "fc", &[0]).unwrap_err().to_string();
+    assert!(start.elapsed() < std::time::Duration::from_secs(1), "{:?}", start.elapsed());
+    assert!(msg.contains("the prefix `p.` (as"), "{}", &msg[..200]);
+}

@@ -2,11 +2,18 @@
 //! names carry (`module.` from `nn.DataParallel`), a layer left out or added (every later index
 //! shifted), a PyTorch checkpoint given instead of safetensors.
 
+use std::cmp::Reverse;
+use std::ops::Bound;
+
 use super::Weights;
 use crate::error::Error;
 
 /// Index shifts tried around a numeric name segment, nearest first.
 const SHIFTS: [isize; 6] = [1, -1, 2, -2, 3, -3];
+/// Names ending in a missing one that [`Weights::prefix_hint`] weighs.
+const PREFIX_CANDIDATES: usize = 16;
+/// How far [`Weights::prefix_hint`] counts the names sharing a prefix.
+const PREFIX_COUNT: usize = 1000;
 
 impl Weights {
     /// The error for tensor `name` of `layer`, absent from the file: with a hint when the file
@@ -29,16 +36,22 @@ impl Weights {
         }
     }
 
-    /// `<prefix><name>` in the file, for a prefix ending in `.`: the prefix most names share
-    /// (the shortest among equals), as a hint naming the way to strip it.
+    /// `<prefix><name>` in the file, for a prefix ending in `.`: among the first
+    /// [`PREFIX_CANDIDATES`], the prefix most names share (counted up to [`PREFIX_COUNT`]; the
+    /// shortest among equals), as a hint naming the way to strip it. Bounded work however many
+    /// tensors a hostile file declares.
     fn prefix_hint(&self, name: &str) -> Option<String> {
-        let shared = |prefix: &str| self.tensors.keys().filter(|n| n.starts_with(prefix)).count();
+        let shared = |prefix: &str| {
+            let after = (Bound::Included(prefix), Bound::Unbounded);
+            self.tensors.range::<str, _>(after).take_while(|(n, _)| n.starts_with(prefix)).take(PREFIX_COUNT).count()
+        };
         let (full, prefix) = self
             .tensors
             .keys()
             .filter_map(|full| Some((full, full.strip_suffix(name)?)))
             .filter(|(_, prefix)| prefix.ends_with('.'))
-            .max_by_key(|&(_, prefix)| (shared(prefix), std::cmp::Reverse(prefix.len())))?;
+            .take(PREFIX_CANDIDATES)
+            .max_by_key(|&(_, prefix)| (shared(prefix), Reverse(prefix.len())))?;
         Some(format!(
             "the file has `{full}`: it was saved with the prefix `{prefix}` (as `nn.DataParallel` does); \
              load with `LoadOptions::default().strip_prefix(\"{prefix}\")` or `Weights::strip_prefix(\"{prefix}\")`"
