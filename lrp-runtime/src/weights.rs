@@ -9,12 +9,15 @@
 //! Nothing here panics on the content of a file: corrupt, truncated or hostile input is an
 //! [`Error::Format`], and a tensor that cannot be used is an error only when it is taken. The
 //! header is bounded (at most 16 MiB, 100,000 tensors, 16 dimensions a shape) and parsed without
-//! buffering (see `header`), so a hostile header costs little more memory than its own bytes.
+//! buffering (a shape is refused at its 17th dimension, the tensors at the 100,001st), so a
+//! hostile header costs a few times its own bytes at most.
 //! A tensor given twice is an error. Errors hint at the fix: a PyTorch checkpoint given instead of
 //! safetensors, a prefix to [`strip`](Weights::strip_prefix), a layer left out of the spec.
 
 mod header;
 mod hint;
+
+pub use header::{MAX_HEADER_LEN, MAX_RANK, MAX_TENSORS};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -32,7 +35,6 @@ const BYTES_SOURCE: &str = "<bytes>";
 const TENSORS_SOURCE: &str = "<tensors>";
 /// Suffix of the PyTorch bookkeeping tensors that [`Weights::unused`] ignores.
 const BOOKKEEPING: &str = "num_batches_tracked";
-pub use header::{MAX_HEADER_LEN, MAX_RANK, MAX_TENSORS};
 /// Bytes read from a file at a time by [`Weights::take`]: a multiple of every dtype's size.
 const CHUNK: usize = 1 << 20;
 
@@ -94,7 +96,9 @@ impl Weights {
     ///
     /// A file that cannot be opened or read (here or when taking) is an [`Error::Io`] naming the
     /// path; one that is not valid safetensors (truncated, corrupt header, offsets out of range,
-    /// a length other than the header's data end) is an [`Error::Format`] naming the path.
+    /// a length other than the header's data end, a header beyond [`MAX_HEADER_LEN`] bytes,
+    /// [`MAX_TENSORS`] tensors or [`MAX_RANK`] dimensions, a tensor or field given twice) is an
+    /// [`Error::Format`] naming the path, and saying so if it is a PyTorch checkpoint.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Weights> {
         let path = path.as_ref();
         let source = path.display().to_string();
@@ -116,7 +120,7 @@ impl Weights {
     /// Parses safetensors bytes held in memory, keeping one copy of their data region; errors
     /// name the source `"<bytes>"`.
     ///
-    /// Bytes that are not valid safetensors are an [`Error::Format`].
+    /// Bytes that are not valid safetensors are an [`Error::Format`], as for [`from_file`](Self::from_file).
     pub fn from_bytes(bytes: &[u8]) -> Result<Weights> {
         let format = |message| format_error(BYTES_SOURCE, bytes, bytes.len() as u64, message);
         let (offset, tensors) = parse(bytes, bytes.len() as u64).map_err(format)?;
