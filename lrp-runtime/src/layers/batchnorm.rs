@@ -2,6 +2,7 @@
 //! `t = beta - mean s`: folded into an adjacent linear layer, or kept as an explicit affine layer
 //! whose relevance follows the epsilon rule.
 
+use super::recurrent::check_finite;
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::stabilize;
 use crate::weights::Weights;
@@ -26,7 +27,9 @@ pub struct BatchNormNames<'a> {
 }
 
 impl BatchNorm {
-    /// From PyTorch's parameters and running statistics.
+    /// From PyTorch's parameters and running statistics, all finite, with `var + eps > 0`; a
+    /// NaN or infinite `scale` or `shift` (a huge gamma over a tiny variance) is
+    /// [`Error::NonFinite`].
     pub fn from_stats(name: &str, gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f32) -> Result<Self> {
         let c = gamma.len();
         for (what, v) in [("bias", beta), ("running_mean", mean), ("running_var", var)] {
@@ -38,6 +41,12 @@ impl BatchNorm {
                 });
             }
         }
+        for (what, v) in [("weight", gamma), ("bias", beta), ("running_mean", mean), ("running_var", var)] {
+            check_finite(&format!("{name}.{what}"), v)?;
+        }
+        if !eps.is_finite() {
+            return Err(Error::InvalidParameter { what: format!("eps of `{name}`"), message: format!("got {eps}") });
+        }
         if let Some((i, v)) = var.iter().enumerate().find(|(_, v)| **v + eps <= 0.0) {
             return Err(Error::InvalidParameter {
                 what: format!("`{name}.running_var`"),
@@ -45,7 +54,9 @@ impl BatchNorm {
             });
         }
         let scale: Vec<f32> = gamma.iter().zip(var).map(|(g, v)| g / (v + eps).sqrt()).collect();
-        let shift = beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+        let shift: Vec<f32> = beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+        check_finite(&format!("{name}: scale = weight / sqrt(running_var + eps)"), &scale)?;
+        check_finite(&format!("{name}: shift = bias - running_mean * scale"), &shift)?;
         Ok(BatchNorm { name: name.to_string(), scale, shift })
     }
 
@@ -144,5 +155,69 @@ impl BatchNorm {
             *gi = self.scale[(i / spatial) % self.channels()] * go;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::{LinearKind, LinearMap};
+
+    /// A BatchNorm over 2 channels with `running_var = 0` and a huge gamma on channel 1:
+    /// `scale = [1, 1e30 / sqrt(1e-5)] = [1, 3.2e32]`, finite, `shift = 0`.
+    fn sharp() -> BatchNorm {
+        BatchNorm::from_stats("bn", &[1.0, 1e30], &[0.0; 2], &[0.0; 2], &[0.0; 2], 1e-5).unwrap()
+    }
+
+    fn dense(weight: Vec<f32>) -> LinearMap {
+        LinearMap::new("fc", LinearKind::Dense { in_features: 2, out_features: 2 }, weight, None).unwrap()
+    }
+
+    #[test]
+    fn folding_into_infinite_weights_is_an_error_naming_both_layers() {
+        let bn = sharp();
+        assert!(bn.scale[1].is_finite() && bn.scale[1] > 1e32);
+        // After: W'_{1j} = s_1 W_{1j} = 3.2e32 * 1e7 overflows at flat index 2.
+        let mut fc = dense(vec![1.0, 1.0, 1e7, 2.0]);
+        let err = fc.fold_batchnorm_after(&bn).unwrap_err();
+        assert_eq!(err, Error::NonFinite { name: "bn folded into fc: weight".into(), index: 2, value: f32::INFINITY });
+        assert_eq!(err.to_string(), "tensor `bn folded into fc: weight` holds a non-finite value inf at flat index 2");
+        // Before: W'_{oj} = W_{oj} s_j, column 1 overflows at flat index 1 (negative).
+        let mut fc = dense(vec![1.0, -1e7, 1.0, 1.0]);
+        let err = fc.fold_batchnorm_before(&bn).unwrap_err();
+        assert_eq!(
+            err,
+            Error::NonFinite { name: "bn folded into fc: weight".into(), index: 1, value: f32::NEG_INFINITY }
+        );
+        // A shift that overflows the folded bias: b'_o = b_o + sum_j W_oj t_j.
+        let shifted = BatchNorm::from_stats("bn", &[1.0; 2], &[3e38; 2], &[0.0; 2], &[1.0; 2], 0.0).unwrap();
+        let err = dense(vec![1.0, 1.0, 0.0, 0.0]).fold_batchnorm_before(&shifted).unwrap_err();
+        assert!(matches!(&err, Error::NonFinite { name, index: 0, .. } if name == "bn folded into fc: bias"), "{err}");
+        // Finite folds still work.
+        let mut fc = dense(vec![1.0, 1.0, 1e-3, 2.0]);
+        fc.fold_batchnorm_after(&bn).unwrap();
+        assert!(fc.weight().iter().all(|w| w.is_finite()));
+    }
+
+    #[test]
+    fn non_finite_scale_shift_or_statistics_are_errors() {
+        // gamma / sqrt(0 + 1e-5) with gamma = 3e38 overflows f32.
+        let err = BatchNorm::from_stats("bn", &[1.0, 3e38], &[0.0; 2], &[0.0; 2], &[0.0; 2], 1e-5).unwrap_err();
+        assert_eq!(
+            err,
+            Error::NonFinite {
+                name: "bn: scale = weight / sqrt(running_var + eps)".into(),
+                index: 1,
+                value: f32::INFINITY
+            }
+        );
+        // beta - mean * scale with a huge mean.
+        let err = BatchNorm::from_stats("bn", &[1e30; 2], &[0.0; 2], &[0.0, 1e30], &[1.0; 2], 0.0).unwrap_err();
+        assert!(matches!(&err, Error::NonFinite { name, index: 1, .. } if name.starts_with("bn: shift")), "{err}");
+        // Statistics given directly are checked as loaded ones are.
+        let err = BatchNorm::from_stats("bn", &[1.0; 2], &[0.0; 2], &[f32::NAN, 0.0], &[1.0; 2], 0.0).unwrap_err();
+        assert!(matches!(&err, Error::NonFinite { name, index: 0, .. } if name == "bn.running_mean"), "{err}");
+        let err = BatchNorm::from_stats("bn", &[1.0; 2], &[0.0; 2], &[0.0; 2], &[1.0; 2], f32::INFINITY).unwrap_err();
+        assert!(matches!(&err, Error::InvalidParameter { what, .. } if what.contains("`bn`")), "{err}");
     }
 }

@@ -3,6 +3,7 @@
 
 use super::batchnorm::BatchNorm;
 use super::check_buffers;
+use super::recurrent::check_finite;
 use crate::error::{Error, Result};
 use crate::kernels::gemm::conv_gemm;
 use crate::kernels::im2col::ConvCols;
@@ -201,7 +202,8 @@ impl LinearMap {
     }
 
     /// Folds a BatchNorm `y = s x + t` that follows this layer into it:
-    /// `W' = s W` (per output channel), `b' = s b + t`.
+    /// `W' = s W` (per output channel), `b' = s b + t`. A NaN or infinite folded value is
+    /// [`Error::NonFinite`] (and the layer unusable).
     pub fn fold_batchnorm_after(&mut self, bn: &BatchNorm) -> Result<()> {
         let out = self.kind.out_channels();
         bn.check_channels(out, &self.name)?;
@@ -210,12 +212,22 @@ impl LinearMap {
             row.iter_mut().for_each(|w| *w *= bn.scale[o]);
             self.bias[o] = self.bias[o] * bn.scale[o] + bn.shift[o];
         }
+        self.check_folded(bn)?;
         self.reprepare()
+    }
+
+    /// Checks the parameters after folding `bn`, like loaded ones: [`Error::NonFinite`] naming
+    /// e.g. `bn1 folded into conv1: weight`.
+    fn check_folded(&self, bn: &BatchNorm) -> Result<()> {
+        let name = |what: &str| format!("{} folded into {}: {what}", bn.name(), self.name);
+        check_finite(&name("weight"), &self.weight)?;
+        check_finite(&name("bias"), &self.bias)
     }
 
     /// Folds a BatchNorm `x' = s x + t` that precedes this layer into it:
     /// `W'_{oj} = W_{oj} s_{c(j)}`, `b'_o = b_o + sum_j W_{oj} t_{c(j)}`, `c(j)` the channel of
-    /// input `j`. Exact unless the layer zero-pads its input (the compiler checks that).
+    /// input `j`. Exact unless the layer zero-pads its input (the compiler checks that). A NaN
+    /// or infinite folded value is [`Error::NonFinite`] (and the layer unusable).
     pub fn fold_batchnorm_before(&mut self, bn: &BatchNorm) -> Result<()> {
         let out = self.kind.out_channels();
         let per_out = self.weight.len() / out;
@@ -240,6 +252,7 @@ impl LinearMap {
                 *w *= bn.scale[c];
             }
         }
+        self.check_folded(bn)?;
         self.reprepare()
     }
 
@@ -253,7 +266,9 @@ impl LinearMap {
     }
 
     /// Prepares `rule`: builds its terms and computes every parameter transform and constant
-    /// denominator once. `input_nonneg`: the compiler proved this layer's input `>= 0`.
+    /// denominator once. `input_nonneg`: the compiler proved this layer's input `>= 0`. A
+    /// transform or constant that is NaN or infinite (`w^2` of a huge weight, `w + gamma w^+`
+    /// of a huge gamma) is [`Error::NonFinite`] naming the layer, the rule and the transform.
     pub fn prepare(&mut self, rule: &Rule, input_nonneg: bool) -> Result<()> {
         rule.validate()
             .map_err(|message| Error::InvalidParameter { what: format!("rule of layer `{}`", self.name), message })?;
@@ -264,8 +279,13 @@ impl LinearMap {
         for spec in specs {
             let mut terms = Vec::new();
             for t in &spec.terms {
-                let transform = |p: &[f32], m: ParamMod| {
-                    (m != ParamMod::Identity).then(|| p.iter().map(|&v| m.apply(v)).collect::<Vec<_>>())
+                let transform = |p: &[f32], m: ParamMod, what: &str| -> Result<Option<Vec<f32>>> {
+                    if m == ParamMod::Identity {
+                        return Ok(None);
+                    }
+                    let v: Vec<f32> = p.iter().map(|&v| m.apply(v)).collect();
+                    check_finite(&format!("{}.{what} transformed to {m:?} by the rule {rule:?}", self.name), &v)?;
+                    Ok(Some(v))
                 };
                 let constant_input = match t.input {
                     InputMod::Ones => Some(vec![1.0; in_len]),
@@ -280,12 +300,16 @@ impl LinearMap {
                     }
                     _ => None,
                 };
-                let weight = transform(&self.weight, t.weight);
+                let weight = transform(&self.weight, t.weight, "weight")?;
                 let weight_t = weight.as_deref().filter(|_| t.backward).and_then(|w| self.transposed_weights(w));
-                terms.push(Term { spec: *t, weight, weight_t, bias: transform(&self.bias, t.bias), constant_input });
+                let bias = transform(&self.bias, t.bias, "bias")?;
+                terms.push(Term { spec: *t, weight, weight_t, bias, constant_input });
             }
             let mut group = Group { spec, terms, constant: None };
             group.constant = self.constant_denominator(&group);
+            if let Some(k) = &group.constant {
+                check_finite(&format!("{}: the constant part of the denominator of the rule {rule:?}", self.name), k)?;
+            }
             groups.push(group);
         }
         self.groups = groups;
@@ -585,5 +609,52 @@ fn for_each_repeating(d: &mut [f32], start: usize, k: &[f32], f: impl Fn(usize, 
             f(at + j, d, k);
         }
         (at, off) = (at + n, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dense(weight: Vec<f32>, bias: Vec<f32>) -> LinearMap {
+        let kind = LinearKind::Dense { in_features: 2, out_features: 2 };
+        LinearMap::new("fc", kind, weight, Some(bias)).unwrap()
+    }
+
+    #[test]
+    fn non_finite_rule_transforms_are_errors_naming_the_layer() {
+        // w^2 of 1e20 overflows f32 at flat index 3.
+        let mut fc = dense(vec![1.0, 2.0, 3.0, 1e20], vec![0.0; 2]);
+        let err = fc.prepare(&Rule::WSquare, false).unwrap_err();
+        assert_eq!(
+            err,
+            Error::NonFinite {
+                name: "fc.weight transformed to Square by the rule WSquare".into(),
+                index: 3,
+                value: f32::INFINITY
+            }
+        );
+        // w + gamma w^+ with gamma = 1e30 and w = 1e10; and the bias b + gamma b^+.
+        let mut fc = dense(vec![1e10, -1.0, 1.0, 1.0], vec![0.0; 2]);
+        let err = fc.prepare(&Rule::Gamma { gamma: 1e30 }, true).unwrap_err();
+        assert!(
+            matches!(&err, Error::NonFinite { name, index: 0, .. } if name.starts_with("fc.weight transformed to GammaPositive")),
+            "{err}"
+        );
+        let mut fc = dense(vec![1.0; 4], vec![0.0, 1e10]);
+        let err = fc.prepare(&Rule::Gamma { gamma: 1e30 }, true).unwrap_err();
+        assert!(
+            matches!(&err, Error::NonFinite { name, index: 1, .. } if name.starts_with("fc.bias transformed")),
+            "{err}"
+        );
+        // Each w^2 = 2.25e38 is finite, but their sum over the two inputs is not.
+        let mut fc = dense(vec![1.5e19; 4], vec![0.0; 2]);
+        let err = fc.prepare(&Rule::WSquare, false).unwrap_err();
+        assert!(
+            matches!(&err, Error::NonFinite { name, .. } if name.starts_with("fc: the constant part of the denominator")),
+            "{err}"
+        );
+        // Finite transforms still prepare.
+        dense(vec![1.0; 4], vec![0.0; 2]).prepare(&Rule::Gamma { gamma: 0.25 }, false).unwrap();
     }
 }
