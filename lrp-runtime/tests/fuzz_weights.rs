@@ -9,8 +9,9 @@
 //! shape (and with a wrong one, to reach the hints) and `finish`ed. A case fails if anything
 //! panics, if loading takes long, if an error does not name `<bytes>`, if `from_file` disagrees
 //! with `from_bytes` (every 16th case), or if the reference parser (safetensors) reads the mutant
-//! differently: a file both accept must declare the same tensors, and one only the reference
-//! accepts must hit a deliberate limit of this loader (a key twice, a bound).
+//! differently: a file both accept must declare the same tensors with the same shapes and the
+//! same F32/F64 values, and one only the reference accepts must hit a deliberate limit of this
+//! loader (a key twice, a bound).
 //!
 //! Environment: `LRP_FUZZ_SECONDS` (default 10 when `CI` is set, 3 otherwise), `LRP_FUZZ_SEED`
 //! (the run's seed), `LRP_FUZZ_CASE` (replays the one case of that seed, as a failure prints).
@@ -20,7 +21,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use lrp_runtime::weights::{Weights, serialize_f32};
+use lrp_runtime::weights::{MAX_HEADER_LEN, Weights, serialize_f32};
 
 /// The longest a case may take (it loads at most a few hundred kilobytes).
 const CASE_LIMIT: Duration = Duration::from_secs(2);
@@ -174,155 +175,168 @@ const TOKENS: [&str; 20] = [
     "\u{e9}",
 ];
 
-/// Applies one mutation to `bytes`, described in `log`.
+/// Applies one mutation to `bytes`, described in `log`: to its bytes, or (the header's length
+/// fixed 7 times in 8) to its header JSON.
 fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>, corpus: &[(String, Vec<u8>)], log: &mut Vec<String>) {
+    const JSON: [fn(&mut Rng, &mut Vec<u8>) -> Option<String>; 6] =
+        [huge_number, duplicate_entry, deepen_shape, change_dtype, move_offset, insert_token];
+    let op = rng.below(8 + JSON.len());
+    if op < 8 {
+        return byte_mutation(rng, op, bytes, corpus, log);
+    }
+    let Some(range) = header_range(bytes) else { return };
+    let mut json = bytes[range].to_vec();
+    if let Some(what) = JSON[op - 8](rng, &mut json) {
+        log.push(what);
+        let keep_len = rng.below(8) == 0;
+        *bytes = with_header(bytes, &json, keep_len);
+    }
+}
+
+/// A mutation of the bytes (`op` chooses which, below 8).
+fn byte_mutation(rng: &mut Rng, op: usize, bytes: &mut Vec<u8>, corpus: &[(String, Vec<u8>)], log: &mut Vec<String>) {
     let n = bytes.len();
-    let header = header_range(bytes);
-    match rng.below(14) {
-        0 if n > 0 => {
-            let i = rng.below(n);
-            bytes[i] ^= 1 << rng.below(8);
-            log.push(format!("flip bit at {i}"));
+    let at = rng.below(n + 1);
+    match op {
+        0 if at < n => {
+            bytes[at] ^= 1 << rng.below(8);
+            log.push(format!("flip a bit at {at}"));
         }
-        1 if n > 0 => {
-            let i = rng.below(n);
-            bytes[i] = *rng.pick(&[0u8, 0xff, b'"', b'{', b'}', b'[', b']', b',', b':', b'\\', b'0', b'9', b'-', 0x80]);
-            log.push(format!("set byte {i}"));
+        1 if at < n => {
+            bytes[at] =
+                *rng.pick(&[0u8, 0xff, b'"', b'{', b'}', b'[', b']', b',', b':', b'\\', b'0', b'9', b'-', 0x80]);
+            log.push(format!("set byte {at}"));
         }
         2 => {
-            let at = rng.below(n + 1);
             let k = 1 + rng.below(16);
-            let junk: Vec<u8> = (0..k).map(|_| rng.next() as u8).collect();
-            bytes.splice(at..at, junk);
+            bytes.splice(at..at, (0..k).map(|_| rng.next() as u8).collect::<Vec<_>>());
             log.push(format!("insert {k} bytes at {at}"));
         }
-        3 if n > 0 => {
-            let at = rng.below(n);
+        3 if at < n => {
             let k = 1 + rng.below(64.min(n - at));
             bytes.drain(at..at + k);
             log.push(format!("delete {k} bytes at {at}"));
         }
         4 => {
-            let cut = rng.below(n + 1);
-            bytes.truncate(cut);
-            log.push(format!("truncate to {cut}"));
+            bytes.truncate(at);
+            log.push(format!("truncate to {at}"));
         }
         5 if n >= 8 => {
-            let current = u64::from_le_bytes(*bytes.first_chunk::<8>().unwrap());
-            let random = rng.next() >> rng.below(64);
-            let len = *rng.pick(&[
-                0,
-                1,
-                7,
-                current.wrapping_add(1),
-                current.wrapping_sub(1),
-                current.wrapping_add(8),
-                u64::MAX,
-                1 << 63,
-                16 << 20,
-                (16 << 20) + 1,
-                n as u64 - 8,
-                random,
-            ]);
+            let len = header_length(rng, bytes);
             bytes[..8].copy_from_slice(&len.to_le_bytes());
             log.push(format!("header length {len}"));
         }
         6 => {
-            let extra = rng.below(64);
-            bytes.extend((0..extra).map(|_| rng.next() as u8));
-            log.push(format!("append {extra} bytes"));
+            let k = rng.below(64);
+            bytes.extend((0..k).map(|_| rng.next() as u8));
+            log.push(format!("append {k} bytes"));
         }
         7 => {
-            // Header of one corpus file, data of another.
+            // The header of a corpus file, the data of this one.
             let (name, other) = rng.pick(corpus);
-            if let (Some(h), Some(range)) = (header_range(other), header) {
-                let spliced = with_header(bytes, &other[h], false);
-                log.push(format!("header of {name} ({} bytes, data {})", range.len(), bytes.len() - range.end));
-                *bytes = spliced;
+            if let (Some(h), Some(_)) = (header_range(other), header_range(bytes)) {
+                *bytes = with_header(bytes, &other[h], false);
+                log.push(format!("the header of {name}"));
             }
         }
-        op => {
-            let Some(range) = header else { return };
-            let mut json = bytes[range].to_vec();
-            json_mutation(rng, op, &mut json, log);
-            let keep_len = rng.below(8) == 0;
-            *bytes = with_header(bytes, &json, keep_len);
-        }
+        _ => {}
     }
 }
 
-/// A mutation of the header JSON (`op` chooses which).
-fn json_mutation(rng: &mut Rng, op: usize, json: &mut Vec<u8>, log: &mut Vec<String>) {
-    match op {
-        8 => {
-            // A number made huge, negative, fractional or padded.
-            let runs = digit_runs(json);
-            if runs.is_empty() {
-                return;
-            }
-            let run = rng.pick(&runs).clone();
-            let new = rng.pick(&HUGE);
-            log.push(format!("number at {} -> {new}", run.start));
-            json.splice(run, new.bytes());
-        }
-        9 => {
-            // A tensor's entry given twice (or under another name, overlapping the first).
-            let starts = find_all(json, b"\":{\"");
-            let Some(&colon) = (!starts.is_empty()).then(|| rng.pick(&starts)) else { return };
-            let Some(key_start) = json[..colon].iter().rposition(|&b| b == b'"') else { return };
-            let Some(end) = json[colon..].iter().position(|&b| b == b'}').map(|e| colon + e + 1) else { return };
-            let mut entry = json[key_start..end].to_vec();
-            if rng.below(2) == 0 {
-                entry.insert(1, b'x');
-            }
-            let at = if rng.below(2) == 0 { end } else { key_start };
-            let mut insert = entry;
-            if at == end {
-                insert.insert(0, b',');
-            } else {
-                insert.push(b',');
-            }
-            log.push(format!("entry at {key_start} copied to {at}"));
-            json.splice(at..at, insert);
-        }
-        10 => {
-            // A shape deepened by up to 40 dimensions (past the rank limit of 16).
-            let starts = find_all(json, b"\"shape\":[");
-            let Some(&at) = (!starts.is_empty()).then(|| rng.pick(&starts)) else { return };
-            let k = 1 + rng.below(40);
-            let dim = rng.pick(&["1,", "0,", "2,", "4294967296,"]);
-            log.push(format!("shape at {at} gains {k} x {dim}"));
-            let at = at + 9;
-            json.splice(at..at, dim.repeat(k).bytes());
-        }
-        11 => {
-            let starts = find_all(json, b"\"dtype\":\"");
-            let Some(&at) = (!starts.is_empty()).then(|| rng.pick(&starts)) else { return };
-            let start = at + 9;
-            let Some(end) = json[start..].iter().position(|&b| b == b'"').map(|e| start + e) else { return };
-            let dtype = rng.pick(&DTYPES);
-            log.push(format!("dtype at {at} -> {dtype}"));
-            json.splice(start..end, dtype.bytes());
-        }
-        12 => {
-            // An offset moved by a little.
-            let starts = find_all(json, b"\"data_offsets\":[");
-            let Some(&at) = (!starts.is_empty()).then(|| rng.pick(&starts)) else { return };
-            let runs: Vec<_> = digit_runs(&json[at..]).into_iter().take(2).collect();
-            let Some(run) = (!runs.is_empty()).then(|| rng.pick(&runs).clone()) else { return };
-            let run = at + run.start..at + run.end;
-            let value: i64 = std::str::from_utf8(&json[run.clone()]).unwrap().parse().unwrap_or(0);
-            let new = (value + [-8, -4, -2, -1, 1, 2, 4, 8][rng.below(8)]).max(0).to_string();
-            log.push(format!("offset at {} -> {new}", run.start));
-            json.splice(run, new.bytes());
-        }
-        _ => {
-            let at = rng.below(json.len() + 1);
-            let token = rng.pick(&TOKENS);
-            log.push(format!("token {token:?} at {at}"));
-            json.splice(at..at, token.bytes());
-        }
+/// A header length to write over that of `bytes` (at least 8 long): off by a little, at a limit,
+/// huge or random.
+fn header_length(rng: &mut Rng, bytes: &[u8]) -> u64 {
+    let current = u64::from_le_bytes(*bytes.first_chunk::<8>().unwrap());
+    let random = rng.next() >> rng.below(64);
+    let rest = bytes.len() as u64 - 8;
+    *rng.pick(&[
+        0,
+        1,
+        7,
+        current.wrapping_add(1),
+        current.wrapping_sub(1),
+        current.wrapping_add(8),
+        u64::MAX,
+        1 << 63,
+        MAX_HEADER_LEN,
+        MAX_HEADER_LEN + 1,
+        rest,
+        random,
+    ])
+}
+
+/// Where one of the occurrences of `needle` in `json` starts, chosen at random.
+fn pick_occurrence(rng: &mut Rng, json: &[u8], needle: &[u8]) -> Option<usize> {
+    let starts = find_all(json, needle);
+    (!starts.is_empty()).then(|| *rng.pick(&starts))
+}
+
+/// A number made huge, negative, fractional or padded.
+fn huge_number(rng: &mut Rng, json: &mut Vec<u8>) -> Option<String> {
+    let runs = digit_runs(json);
+    let run = (!runs.is_empty()).then(|| rng.pick(&runs).clone())?;
+    let new = rng.pick(&HUGE);
+    let what = format!("number at {} -> {new}", run.start);
+    json.splice(run, new.bytes());
+    Some(what)
+}
+
+/// A tensor's entry given twice, or under another name (overlapping the first), before or after.
+fn duplicate_entry(rng: &mut Rng, json: &mut Vec<u8>) -> Option<String> {
+    let colon = pick_occurrence(rng, json, b"\":{\"")?;
+    let key_start = json[..colon].iter().rposition(|&b| b == b'"')?;
+    let end = colon + json[colon..].iter().position(|&b| b == b'}')? + 1;
+    let mut entry = json[key_start..end].to_vec();
+    if rng.below(2) == 0 {
+        entry.insert(1, b'x');
     }
+    let at = if rng.below(2) == 0 {
+        entry.insert(0, b',');
+        end
+    } else {
+        entry.push(b',');
+        key_start
+    };
+    json.splice(at..at, entry);
+    Some(format!("entry at {key_start} copied to {at}"))
+}
+
+/// A shape deepened by up to 40 dimensions (past the rank limit of 16).
+fn deepen_shape(rng: &mut Rng, json: &mut Vec<u8>) -> Option<String> {
+    let at = pick_occurrence(rng, json, b"\"shape\":[")? + 9;
+    let k = 1 + rng.below(40);
+    let dim = rng.pick(&["1,", "0,", "2,", "4294967296,"]);
+    json.splice(at..at, dim.repeat(k).bytes());
+    Some(format!("shape at {at} gains {k} x {dim}"))
+}
+
+fn change_dtype(rng: &mut Rng, json: &mut Vec<u8>) -> Option<String> {
+    let start = pick_occurrence(rng, json, b"\"dtype\":\"")? + 9;
+    let end = start + json[start..].iter().position(|&b| b == b'"')?;
+    let dtype = rng.pick(&DTYPES);
+    json.splice(start..end, dtype.bytes());
+    Some(format!("dtype at {start} -> {dtype}"))
+}
+
+/// A data offset moved by a little.
+fn move_offset(rng: &mut Rng, json: &mut Vec<u8>) -> Option<String> {
+    let at = pick_occurrence(rng, json, b"\"data_offsets\":[")?;
+    let runs: Vec<_> = digit_runs(&json[at..]).into_iter().take(2).collect();
+    let run = (!runs.is_empty()).then(|| rng.pick(&runs).clone())?;
+    let run = at + run.start..at + run.end;
+    let value: i64 = std::str::from_utf8(&json[run.clone()]).unwrap().parse().unwrap_or(0);
+    let new = value.saturating_add([-8, -4, -2, -1, 1, 2, 4, 8][rng.below(8)]).max(0).to_string();
+    let what = format!("offset at {} -> {new}", run.start);
+    json.splice(run, new.bytes());
+    Some(what)
+}
+
+/// A JSON token (bracket, quote, escape, literal, key) inserted anywhere.
+fn insert_token(rng: &mut Rng, json: &mut Vec<u8>) -> Option<String> {
+    let at = rng.below(json.len() + 1);
+    let token = rng.pick(&TOKENS);
+    json.splice(at..at, token.bytes());
+    Some(format!("token {token:?} at {at}"))
 }
 
 /// Whether a loading error is one of this loader's deliberate refusals of what safetensors
@@ -332,17 +346,29 @@ fn deliberate(message: &str) -> bool {
     ["twice", "more than", "beyond the limit", "opening tensor", "the dtype of"].iter().any(|p| message.contains(p))
 }
 
-/// (name, dtype, shape) of every tensor, sorted.
-type Listing = Vec<(String, String, Vec<usize>)>;
+/// (name, shape, values) of every tensor, sorted; the values where they were read as f32 (this
+/// loader: taken; safetensors: an F32 or F64 tensor, all finite).
+type Listing = Vec<(String, Vec<usize>, Option<Vec<f32>>)>;
 
 /// What safetensors reads from `bytes`: `None` if it panics (a bug of safetensors 0.4.5, whose
 /// offset arithmetic overflows, not of this loader).
 fn reference(bytes: &[u8]) -> Option<Result<Listing, String>> {
     catch_unwind(|| {
         let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("{e:?}"))?;
-        let mut listing: Listing =
-            st.tensors().into_iter().map(|(n, v)| (n, format!("{:?}", v.dtype()), v.shape().to_vec())).collect();
-        listing.sort();
+        let values = |v: &safetensors::tensor::TensorView| {
+            let values: Vec<f32> = match v.dtype() {
+                safetensors::Dtype::F32 => {
+                    v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+                }
+                safetensors::Dtype::F64 => {
+                    v.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+                }
+                _ => return None,
+            };
+            values.iter().all(|v| v.is_finite()).then_some(values)
+        };
+        let mut listing: Listing = st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), values(&v))).collect();
+        listing.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(listing)
     })
     .ok()
@@ -355,11 +381,9 @@ fn load(bytes: &[u8]) -> Result<Listing, String> {
     let mut listing = Listing::new();
     for name in &names {
         let shape = w.shape(name).expect("a listed name has a shape").to_vec();
-        match w.take(name, "fuzz", &shape) {
-            Ok(values) => {
-                assert!(values.iter().all(|v| v.is_finite()) && values.len() == shape.iter().product::<usize>())
-            }
-            Err(e) => assert!(!e.to_string().is_empty()),
+        let values = w.take(name, "fuzz", &shape).map_err(|e| assert!(!e.to_string().is_empty())).ok();
+        if let Some(values) = &values {
+            assert!(values.iter().all(|v| v.is_finite()) && values.len() == shape.iter().product::<usize>());
         }
         // A wrong shape and a shifted or prefixed name reach the hints.
         let mut wrong = shape.clone();
@@ -368,7 +392,7 @@ fn load(bytes: &[u8]) -> Result<Listing, String> {
         if let Some((_, rest)) = name.split_once('.') {
             let _ = w.clone().take(rest, "fuzz", &shape).map_err(|e| e.to_string());
         }
-        listing.push((name.clone(), String::new(), shape));
+        listing.push((name.clone(), shape, values));
     }
     let _ = w.finish(true).map_err(|e| e.to_string());
     if let Some((prefix, _)) = names.first().and_then(|n| n.split_once('.')) {
@@ -424,8 +448,16 @@ fn differential(bytes: &[u8], ours: &Result<Listing, String>) -> Result<(), Stri
     let Some(theirs) = reference(bytes) else { return Ok(()) };
     match (ours, theirs) {
         (Ok(ours), Ok(theirs)) => {
-            let shapes = |l: &Listing| l.iter().map(|(n, _, s)| (n.clone(), s.clone())).collect::<Vec<_>>();
-            if shapes(ours) != shapes(&theirs) {
+            let same = ours.len() == theirs.len()
+                && ours.iter().zip(&theirs).all(|((n, s, v), (tn, ts, tv))| {
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let values_agree = match (v, tv) {
+                        (Some(v), Some(tv)) => bits(v) == bits(tv),
+                        _ => true,
+                    };
+                    n == tn && s == ts && values_agree
+                });
+            if !same {
                 return Err(format!("tensors differ from safetensors': {ours:?} vs {theirs:?}"));
             }
         }
