@@ -175,10 +175,13 @@ const TOKENS: [&str; 20] = [
     "\u{e9}",
 ];
 
+/// A mutation of the header JSON: what it did, or `None` if it found nothing to change.
+type JsonMutation = fn(&mut Rng, &mut Vec<u8>) -> Option<String>;
+
 /// Applies one mutation to `bytes`, described in `log`: to its bytes, or (the header's length
 /// fixed 7 times in 8) to its header JSON.
 fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>, corpus: &[(String, Vec<u8>)], log: &mut Vec<String>) {
-    const JSON: [fn(&mut Rng, &mut Vec<u8>) -> Option<String>; 6] =
+    const JSON: [JsonMutation; 6] =
         [huge_number, duplicate_entry, deepen_shape, change_dtype, move_offset, insert_token];
     let op = rng.below(8 + JSON.len());
     if op < 8 {
