@@ -146,7 +146,7 @@ impl StandIn {
         loop {
             match iter.next()? {
                 TokenTree::Punct(p) if p.as_char() == '#' => drop(iter.next()),
-                TokenTree::Ident(i) if i == "pub" => {
+                TokenTree::Ident(i) if i == "pub" && vis.is_empty() => {
                     vis.extend([TokenTree::Ident(i)]);
                     if matches!(iter.peek(), Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Parenthesis) {
                         vis.extend(iter.next());
@@ -155,6 +155,7 @@ impl StandIn {
                 TokenTree::Ident(i) if i == "struct" => {}
                 TokenTree::Ident(name) => {
                     syn::parse2::<Ident>(TokenTree::Ident(name.clone()).into()).ok()?;
+                    syn::parse2::<syn::Visibility>(vis.clone()).ok()?;
                     let tokens = match iter.next()? {
                         TokenTree::Group(g) if g.delimiter() == Delimiter::Parenthesis => declares_tokens(g.stream()),
                         TokenTree::Group(g) if g.delimiter() == Delimiter::Brace => false,

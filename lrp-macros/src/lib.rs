@@ -8,6 +8,8 @@ mod codegen;
 mod ctxt;
 mod derive;
 mod expand;
+#[cfg(test)]
+mod fuzz;
 mod ir;
 mod lower;
 mod parse;
