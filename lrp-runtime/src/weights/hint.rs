@@ -52,9 +52,10 @@ impl Weights {
             .filter(|(_, prefix)| prefix.ends_with('.'))
             .take(PREFIX_CANDIDATES)
             .max_by_key(|&(_, prefix)| (shared(prefix), Reverse(prefix.len())))?;
+        let wrapper = if prefix == "module." { " (as `nn.DataParallel` does)" } else { "" };
         Some(format!(
-            "the file has `{full}`: it was saved with the prefix `{prefix}` (as `nn.DataParallel` does); \
-             load with `LoadOptions::default().strip_prefix(\"{prefix}\")` or `Weights::strip_prefix(\"{prefix}\")`"
+            "the file has `{full}`: it was saved with the prefix `{prefix}`{wrapper}; load with \
+             `LoadOptions::default().strip_prefix(\"{prefix}\")` or `Weights::strip_prefix(\"{prefix}\")`"
         ))
     }
 
