@@ -55,7 +55,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     let e = model.explain(&mut ws, &input, lrp::Target::Predicted)?;
     let relevance = e.sample(0);
     let logit = e.sample_logits(0)[e.targets[0]];
-    println!("sum of relevance: {:.6} vs logit {logit:.6} (conservation check)", e.total(0));
+    // LRP nearly conserves the score: biases and the rules' stabilisers take or add a little.
+    println!(
+        "relevance sums to {:.4}, {:.0}% of the explained logit {logit:.4} (biases absorb or add the rest)",
+        e.total(0),
+        100.0 * e.total(0) / logit
+    );
 
     println!("\n{:<w$}   relevance (red +, blue -)", "input", w = 2 * SIDE);
     let gray = ansi_grayscale(&input, SIDE, SIDE);
