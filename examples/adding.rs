@@ -8,7 +8,8 @@
 //! the two marked digits. A faithful explanation puts its relevance on the marked positions. The
 //! example prints a few sequences coloured by relevance, then, over the shipped test set, how
 //! often the two most relevant positions are exactly the marked ones, for LRP-all, LRP-prop,
-//! LRP-half, gradient x input and occlusion.
+//! LRP-half, gradient x input and occlusion. A sequence whose relevance is beyond the range of
+//! f32 (`Error::Overflow`: LRP-prop's ratios compound over the steps) is counted apart, not ranked.
 
 use std::error::Error;
 use std::path::Path;
@@ -54,6 +55,36 @@ fn read_test_set(path: &Path) -> Result<TestSet, Box<dyn Error>> {
     Ok(TestSet { sequences, marked, labels })
 }
 
+/// How one method did on the test set: sequences whose two most relevant positions are the
+/// marked ones, sequences ranked, and sequences whose relevance is beyond f32 (not ranked).
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    hits: usize,
+    ranked: usize,
+    overflowed: usize,
+}
+
+impl Tally {
+    /// Counts one sequence: its token scores, or the error of the method. An overflow (the
+    /// relevance is beyond f32, `Error::Overflow`) is counted apart; the library never answers
+    /// `Ok` with NaN or infinity, which this checks; any other error is returned.
+    fn count(&mut self, scores: lrp::Result<Vec<f32>>, marked: [usize; 2]) -> Result<(), Box<dyn Error>> {
+        match scores {
+            Ok(s) if s.iter().all(|v| v.is_finite()) => {
+                self.ranked += 1;
+                self.hits += usize::from(top_two_are_marked(&s, marked));
+                Ok(())
+            }
+            Ok(s) => Err(format!("non-finite relevance returned as Ok: {s:?}").into()),
+            Err(lrp::Error::Overflow { .. }) => {
+                self.overflowed += 1;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// Whether the two positions with the largest scores are exactly the marked ones.
 fn top_two_are_marked(scores: &[f32], marked: [usize; 2]) -> bool {
     let mut order: Vec<usize> = (0..scores.len()).collect();
@@ -93,26 +124,32 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // Over the test set: how often the two most relevant positions are the marked ones.
     let names = ["LRP-all", "LRP-prop", "LRP-half", "gradient x input", "occlusion"];
-    let (mut hits, mut correct) = ([0usize; 5], 0usize);
+    let (mut tallies, mut correct) = ([Tally::default(); 5], 0usize);
     for ((tokens, &marked), &label) in test.sequences.iter().zip(&test.marked).zip(&test.labels) {
-        let e = all.explain(&mut ws_all, tokens, lrp::Target::Class(label))?;
-        correct += usize::from(lrp::runtime::kernels::elementwise::argmax(e.logits) == Some(label));
+        let logits = all.predict(&mut ws_all, tokens)?;
+        correct += usize::from(lrp::runtime::kernels::elementwise::argmax(logits) == Some(label));
         let scores = [
-            e.token_relevance(0).collect::<Vec<f32>>(),
-            prop.explain(&mut ws_prop, tokens, label)?.token_relevance(0).collect(),
-            half.explain(&mut ws_half, tokens, label)?.token_relevance(0).collect(),
-            all.gradient_x_input(&mut ws_all, tokens, label)?.token_relevance(0).collect(),
-            all.occlusion(&mut ws_all, tokens, label)?.token_relevance(0).collect(),
+            all.explain(&mut ws_all, tokens, lrp::Target::Class(label)).map(|e| e.token_relevance(0).collect()),
+            prop.explain(&mut ws_prop, tokens, label).map(|e| e.token_relevance(0).collect()),
+            half.explain(&mut ws_half, tokens, label).map(|e| e.token_relevance(0).collect()),
+            all.gradient_x_input(&mut ws_all, tokens, label).map(|e| e.token_relevance(0).collect()),
+            all.occlusion(&mut ws_all, tokens, label).map(|e| e.token_relevance(0).collect()),
         ];
-        for (hit, s) in hits.iter_mut().zip(&scores) {
-            *hit += usize::from(top_two_are_marked(s, marked));
+        for (tally, s) in tallies.iter_mut().zip(scores) {
+            tally.count(s, marked)?;
         }
     }
     let n = test.labels.len();
     println!("\naccuracy: {:.1}% ({correct}/{n})", 100.0 * correct as f64 / n as f64);
-    println!("the two most relevant positions are exactly the two marked ones (target: the true class):");
-    for (name, hit) in names.iter().zip(hits) {
-        println!("  {name:<17} {:>5.1}% ({hit}/{n})", 100.0 * hit as f64 / n as f64);
+    println!("the two most relevant positions are exactly the two marked ones (target: the true class),");
+    println!("over the sequences whose relevance is within f32:");
+    for (name, t) in names.iter().zip(tallies) {
+        let rate = 100.0 * t.hits as f64 / t.ranked.max(1) as f64;
+        let overflow = match t.overflowed {
+            0 => String::new(),
+            k => format!(", {k} of {n} beyond f32 (not ranked)"),
+        };
+        println!("  {name:<17} {rate:>5.1}% ({}/{}){overflow}", t.hits, t.ranked);
     }
     Ok(())
 }
