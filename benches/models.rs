@@ -110,6 +110,11 @@ fn bench_tensor_model<M: lrp::TensorModel>(c: &mut Criterion, group: &str, batch
 
 fn mlp(c: &mut Criterion) {
     bench_tensor_model::<MlpPlus>(c, "mlp/epsilon_plus", &[1, 8], 50);
+    // What `predict` spends checking its input (finite and >= 0), for the ratio to `predict`.
+    let input: Vec<f32> = values(7, MlpPlus::INPUT_LEN, 1.0).iter().map(|v| v.abs()).collect();
+    c.bench_function("mlp/input_check/1", |b| {
+        b.iter(|| lrp::runtime::checks::check_samples(black_box(&input), MlpPlus::INPUT_LEN, true).expect("valid"))
+    });
 }
 
 fn lenet(c: &mut Criterion) {
