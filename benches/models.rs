@@ -4,7 +4,6 @@
 //! LRP-all. Random weights. `cargo bench --bench models [-- FILTER]`; see BENCHMARKS.md.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use lrp::{Model, TensorModel, TokenModel};
 use lrp::runtime::weights::serialize_f32;
 use std::hint::black_box;
 use std::time::Duration;
