@@ -270,7 +270,10 @@ fn mutate_text(rng: &mut Rng, text: &mut String) {
     let boundaries: Vec<usize> = (0..=text.len()).filter(|&k| text.is_char_boundary(k)).collect();
     let at = *rng.pick(&boundaries);
     match rng.below(4) {
-        0 => text.insert_str(at, *rng.pick(FRAGMENTS)),
+        0 => {
+            let fragment: &&str = rng.pick(FRAGMENTS);
+            text.insert_str(at, fragment);
+        }
         1 => {
             let end = *rng.pick(&boundaries);
             let (a, b) = (at.min(end), at.max(end));
@@ -327,26 +330,30 @@ fn split_commas(tokens: TokenStream) -> Vec<Vec<TokenTree>> {
     entries
 }
 
-/// What went wrong with one mutant, if anything: a panic, or an expansion that is not Rust.
-fn check(text: &str) -> Option<String> {
+/// Runs one mutant: `Ok(true)` when `network!` compiled it, `Ok(false)` when it gave errors,
+/// `Err` on a panic or an expansion that is not Rust.
+fn check(text: &str) -> Result<bool, String> {
     let lit = syn::LitStr::new("specs/fuzz.lrp", Span::call_site());
     if catch_unwind(AssertUnwindSafe(|| drop(expand::compile_file(&lit, text)))).is_err() {
-        return Some("compile_file panicked".into());
+        return Err("compile_file panicked".into());
     }
-    let tokens: TokenStream = text.parse().ok()?;
+    let Ok(tokens) = text.parse::<TokenStream>() else { return Ok(false) };
     let derived = derive_of(&tokens);
-    let runs: [(&str, fn(TokenStream) -> TokenStream, Option<TokenStream>); 2] =
+    type Expand = fn(TokenStream) -> TokenStream;
+    let runs: [(&str, Expand, Option<TokenStream>); 2] =
         [("network!", expand::network, Some(tokens)), ("derive", expand::derive, derived)];
+    let mut compiled = false;
     for (what, expand, input) in runs {
         let Some(input) = input else { continue };
         let Ok(out) = catch_unwind(AssertUnwindSafe(|| expand(input.clone()))) else {
-            return Some(format!("{what} panicked on {input}"));
+            return Err(format!("{what} panicked on {input}"));
         };
+        compiled |= what == "network!" && !out.to_string().contains("compile_error");
         if let Err(e) = syn::parse2::<syn::File>(out) {
-            return Some(format!("{what} expanded to invalid Rust ({e}) on {input}"));
+            return Err(format!("{what} expanded to invalid Rust ({e}) on {input}"));
         }
     }
-    None
+    Ok(compiled)
 }
 
 /// A mutant of one corpus entry: a few token-level mutations, or (one time in four) text-level.
@@ -378,16 +385,21 @@ fn mutated_specs_give_errors_never_panics() {
             toks
         })
         .collect();
-    let mut failures: Vec<String> = seeds.iter().filter_map(|s| check(s)).collect();
+    let results: Vec<_> = seeds.iter().map(|s| check(s)).collect();
+    let mut compiled = results.iter().filter(|r| r == &&Ok(true)).count();
+    let mut failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
     let (mut rng, mut cases) = (Rng(0x1e_5eed), seeds.len());
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     while Instant::now() < deadline && failures.len() < 5 {
         let text = mutant(&mut rng, &seeds, &tokens);
         cases += 1;
-        if let Some(failure) = check(&text) {
-            failures.push(format!("{failure}\n--- mutant ---\n{text}"));
+        match check(&text) {
+            Ok(ok) => compiled += usize::from(ok),
+            Err(failure) => failures.push(format!("{failure}\n--- mutant ---\n{text}")),
         }
     }
-    println!("spec fuzzer: {cases} cases in {seconds} s, {} seeds", seeds.len());
+    println!("spec fuzzer: {cases} cases ({compiled} compiled) in {seconds} s, {} seeds", seeds.len());
+    // The shipped specs compile: the fuzzer reaches code generation, not only the parser.
+    assert!(compiled >= 7, "only {compiled} cases compiled");
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n\n"));
 }

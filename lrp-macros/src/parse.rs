@@ -42,6 +42,22 @@ fn check_depth(depth: usize, span: Span) -> syn::Result<()> {
     Ok(())
 }
 
+/// What the fallback lexer stopped at (its own message is only "cannot parse string into token
+/// stream"), from the character at `at`.
+fn lex_message(text: &str, at: Span) -> String {
+    let at = at.start();
+    let rest = text.lines().nth(at.line.saturating_sub(1)).map(|l| l.chars().skip(at.column).collect::<String>());
+    let rest = rest.unwrap_or_default();
+    match rest.chars().next() {
+        _ if rest.starts_with("/*") => "unterminated block comment".to_string(),
+        Some('"') => "unterminated string".to_string(),
+        Some(c @ ('(' | '[' | '{')) => format!("`{c}` is never closed"),
+        Some(c @ (')' | ']' | '}')) => format!("unbalanced `{c}`"),
+        Some(c) => format!("`{c}` cannot start a token"),
+        None => "unexpected end of the spec: a delimiter is never closed".to_string(),
+    }
+}
+
 /// Errs at the first group nested more than `limit` deep, walking the trees with a stack: syn
 /// builds its token buffer recursively, so a stream is checked before syn sees it.
 pub fn check_token_depth(tokens: &TokenStream, limit: usize) -> syn::Result<()> {
@@ -211,7 +227,8 @@ pub fn located_errors(path: &str, text: &str, check: impl FnOnce(TokenStream) ->
     }
     proc_macro2::fallback::force();
     let _forced = Forced;
-    let result = text.parse::<TokenStream>().map_err(|e| syn::Error::new(e.span(), e)).and_then(check);
+    let lexed = text.parse::<TokenStream>().map_err(|e| syn::Error::new(e.span(), lex_message(text, e.span())));
+    let result = lexed.and_then(check);
     let Err(errors) = result else { return Vec::new() };
     errors
         .into_iter()
