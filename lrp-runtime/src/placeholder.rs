@@ -2,7 +2,8 @@
 //! error. Next to its `compile_error!`, `network!` emits `struct Net;` and
 //! `#[derive(Explainable)]` keeps the user's struct; both then invoke [`__lrp_stand_in!`], which
 //! gives the type every constant and method of a generated model, each accepting any arguments,
-//! so that the code using the model type-checks without follow-on errors. Nothing here can run:
+//! and implements `Model` and `TensorModel` or `TokenModel` for it, so that the code using the
+//! model type-checks without follow-on errors. Nothing here can run:
 //! the crate that contains a stand-in does not compile.
 
 /// The workspace of a stand-in model (`NetWorkspace` is an alias of it).
@@ -12,6 +13,11 @@ pub struct Workspace;
 impl Workspace {
     /// How many samples one call may hold.
     pub fn capacity(&self) -> usize {
+        ::core::unreachable!("a stand-in for a model that failed to compile")
+    }
+
+    /// Token models: the longest sequence.
+    pub fn max_len(&self) -> usize {
         ::core::unreachable!("a stand-in for a model that failed to compile")
     }
 }
@@ -39,6 +45,95 @@ macro_rules! __lrp_stand_in {
                 ::core::unreachable!("a stand-in for a model that failed to compile")
             }
             $crate::__lrp_stand_in!(@methods $kind);
+        }
+        $crate::__lrp_stand_in!(@traits $model, $kind);
+    };
+    // `Model` and `TensorModel` or `TokenModel`, for code generic over models.
+    (@traits $model:ident, features) => {
+        #[allow(unused_variables)]
+        impl $crate::Model for $model {
+            type Input = [f32];
+            $crate::__lrp_stand_in!(@model $model);
+        }
+        #[allow(unused_variables)]
+        impl $crate::TensorModel for $model {
+            const INPUT_SHAPE: &'static [usize] = &[1];
+            const INPUT_LEN: usize = 1;
+            fn predict_batch<'w>(&self, ws: &'w mut Self::Workspace, input: &[f32], n: usize) -> $crate::Result<&'w [f32]> {
+                ::core::unreachable!("a stand-in for a model that failed to compile")
+            }
+            fn explain_batch<'w>(
+                &self,
+                ws: &'w mut Self::Workspace,
+                input: &[f32],
+                n: usize,
+                target: impl ::core::convert::Into<$crate::Target>,
+            ) -> $crate::Result<$crate::Explanation<'w>> {
+                ::core::unreachable!("a stand-in for a model that failed to compile")
+            }
+        }
+    };
+    (@traits $model:ident, tokens) => {
+        #[allow(unused_variables)]
+        impl $crate::Model for $model {
+            type Input = [usize];
+            $crate::__lrp_stand_in!(@model $model);
+        }
+        #[allow(unused_variables)]
+        impl $crate::TokenModel for $model {
+            const VOCAB: usize = 1;
+            const EMBEDDING_DIM: usize = 1;
+            fn predict_batch<'w>(&self, ws: &'w mut Self::Workspace, sequences: &[&[usize]]) -> $crate::Result<&'w [f32]> {
+                ::core::unreachable!("a stand-in for a model that failed to compile")
+            }
+            fn explain_batch<'w>(
+                &self,
+                ws: &'w mut Self::Workspace,
+                sequences: &[&[usize]],
+                target: impl ::core::convert::Into<$crate::Target>,
+            ) -> $crate::Result<$crate::Explanation<'w>> {
+                ::core::unreachable!("a stand-in for a model that failed to compile")
+            }
+        }
+    };
+    // The items of `Model` that do not depend on the kind of input.
+    (@model $model:ident) => {
+        type Workspace = $crate::placeholder::Workspace;
+        const NAME: &'static str = ::core::stringify!($model);
+        const CLASSES: usize = 1;
+        const TENSORS: &'static [(&'static str, &'static [usize])] = &[];
+        fn from_weights(weights: &mut $crate::Weights, strict: bool) -> $crate::Result<Self> {
+            ::core::unreachable!("a stand-in for a model that failed to compile")
+        }
+        fn workspace_for(&self, capacity: $crate::Capacity) -> $crate::Result<Self::Workspace> {
+            ::core::unreachable!("a stand-in for a model that failed to compile")
+        }
+        fn predict<'w>(&self, ws: &'w mut Self::Workspace, input: &Self::Input) -> $crate::Result<&'w [f32]> {
+            ::core::unreachable!("a stand-in for a model that failed to compile")
+        }
+        fn explain<'w>(
+            &self,
+            ws: &'w mut Self::Workspace,
+            input: &Self::Input,
+            target: impl ::core::convert::Into<$crate::Target>,
+        ) -> $crate::Result<$crate::Explanation<'w>> {
+            ::core::unreachable!("a stand-in for a model that failed to compile")
+        }
+        fn explain_from<'w>(
+            &self,
+            ws: &'w mut Self::Workspace,
+            input: &Self::Input,
+            output_relevance: &[f32],
+        ) -> $crate::Result<$crate::Explanation<'w>> {
+            ::core::unreachable!("a stand-in for a model that failed to compile")
+        }
+        fn gradient_x_input<'w>(
+            &self,
+            ws: &'w mut Self::Workspace,
+            input: &Self::Input,
+            target: impl ::core::convert::Into<$crate::Target>,
+        ) -> $crate::Result<$crate::Explanation<'w>> {
+            ::core::unreachable!("a stand-in for a model that failed to compile")
         }
     };
     (@methods features) => {

@@ -1,6 +1,7 @@
 // One mistake gives one error: a failed `network!` still declares `Model` and `ModelWorkspace`
-// with the generated API, and a failed derive still implements it, so the code below reports
-// nothing more.
+// with the generated API (a token model's where the spec says `input = tokens`), and a failed
+// derive still implements it, so the code below reports nothing more: three mistakes, three
+// errors.
 use lrp::layers::{Linear, ReLU};
 
 lrp::network!(file = "specs/one_mistake.lrp");
@@ -13,6 +14,32 @@ struct Derived {
     relu: ReLU,
     #[lrp(8, 2, rule = Gamma(-1.0))]
     fc2: Linear,
+}
+
+lrp::network! {
+    pub Tagger(input = tokens) {
+        Embedding(10, 4),
+        LSTM(4, 4, rule = LrpAlll),
+        Linear(4, 2),
+    }
+}
+
+/// Generic code over the model traits.
+fn classes<M: lrp::TensorModel>(model: &M, ws: &mut M::Workspace) -> lrp::Result<usize> {
+    Ok(model.predict_batch(ws, &vec![0.0; M::INPUT_LEN], 1)?.len() / M::CLASSES)
+}
+
+fn use_tagger() -> lrp::Result<f32> {
+    let tagger = Tagger::load("tagger.safetensors")?;
+    let mut ws: TaggerWorkspace = tagger.workspace(16, 2)?;
+    let logits = tagger.predict(&mut ws, &[1, 2, 3])?.to_vec();
+    tagger.predict_batch(&mut ws, &[&[1, 2][..], &[3]])?;
+    tagger.explain(&mut ws, &[1, 2], 0)?;
+    tagger.explain_batch(&mut ws, &[&[1usize][..]], lrp::Target::Predicted)?;
+    tagger.gradient_x_input(&mut ws, &[1, 2], 1)?;
+    let e = tagger.occlusion(&mut ws, &[1, 2], 0)?;
+    let n = <Tagger as lrp::TokenModel>::VOCAB + Tagger::EMBEDDING_DIM + ws.max_len();
+    Ok(logits[0] + e.relevance[0] + n as f32)
 }
 
 fn use_model(model: &Model, ws: &mut ModelWorkspace, x: &[f32]) -> lrp::Result<f32> {
@@ -39,6 +66,7 @@ fn main() -> lrp::Result<()> {
     let x = vec![0.0f32; Model::INPUT_LEN];
     assert_eq!(Model::INPUT_SHAPE.len(), 3);
     println!("{} {}", use_model(&model, &mut ws, &x)?, Model::TENSORS.len());
+    println!("{} {}", classes(&model, &mut ws)?, use_tagger()?);
 
     let derived = Derived::load("derived.safetensors")?;
     let mut dws: DerivedWorkspace = derived.workspace(2)?;
