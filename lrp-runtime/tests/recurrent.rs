@@ -969,7 +969,9 @@ fn overflow_names_the_stacked_layer_and_direction() {
     assert_eq!(err.to_string(), "layer `rnn` overflowed: the output gradient it receives holds NaN at index 5",);
 }
 
-/// A state that leaves f32 in the forward pass is `Error::Overflow` at its time step.
+/// A hidden state that is NaN or infinite in the forward pass (here from a NaN input) is
+/// `Error::Overflow` at its time step. An infinite pre-activation alone saturates its gate, as in
+/// PyTorch: the forward pass is `Ok`, and the relevance finite or `Overflow`.
 #[test]
 fn non_finite_state_is_an_overflow_error_at_its_step() {
     for kind in [Kind::Lstm, Kind::Gru] {
@@ -977,18 +979,26 @@ fn non_finite_state_is_an_overflow_error_at_its_step() {
         let mut params = random_params(kind, &g, &mut Rng(4), 0.5, 0.1);
         params[0].w_ih[0] = 1e30;
         let layer = Layer::new(kind, g, params);
-        let mut x = vec![0.5; 6 * 2];
-        x[3 * 2] = 1e10; // time step 3, feature 0
+        let forward = |x: &[f32], trace: &mut [f32]| {
+            let mut y = vec![0.0; g.out_len()];
+            match &layer {
+                Layer::Lstm(l) => l.forward(x, 6, trace, &mut y),
+                Layer::Gru(l) => l.forward(x, 6, trace, &mut y),
+            }
+        };
         let mut trace = vec![0.0; g.out_len() + 1000];
-        let mut y = vec![0.0; g.out_len()];
-        let err = match &layer {
-            Layer::Lstm(l) => l.forward(&x, 6, &mut trace, &mut y),
-            Layer::Gru(l) => l.forward(&x, 6, &mut trace, &mut y),
+        let mut x = vec![0.5; 6 * 2];
+        x[3 * 2] = f32::NAN; // time step 3
+        let err = forward(&x, &mut trace).unwrap_err();
+        let Error::Overflow { layer: name, step, what } = &err else { panic!("{err:?}") };
+        assert_eq!((name.as_str(), *step), ("rnn", Some(3)), "{err}");
+        assert!(what.contains("hidden state holds NaN") && what.contains("too large"), "{err}");
+        x[3 * 2] = 1e10; // a_0 = 1e30 * 1e10 = inf at time step 3
+        forward(&x, &mut trace).unwrap();
+        match layer.try_relevance(&x, 6, &trace, &[1.0; 6]) {
+            Ok(r) => assert!(r.iter().all(|v| v.is_finite()), "{kind:?}: {r:?}"),
+            Err(e) => assert!(matches!(e, Error::Overflow { step: Some(_), .. }), "{kind:?}: {e:?}"),
         }
-        .unwrap_err();
-        let Error::Overflow { layer, step, what } = &err else { panic!("{err:?}") };
-        assert_eq!((layer.as_str(), *step), ("rnn", Some(3)), "{err}");
-        assert!(what.contains("inf") && what.contains("too large"), "{err}");
     }
 }
 

@@ -530,11 +530,9 @@ impl<C: Cell> Recurrent<C> {
             let h_p = h_p.map(|h| &h[dir * d..(dir + 1) * d]);
             let h_t = &mut h_t[dir * d..(dir + 1) * d];
             C::forward_step(w, d, rec_t, rec_p, h_p, h_t);
-            if let Some(v) = rec_t.iter().chain(h_t.iter()).find(|v| !v.is_finite()) {
-                let what = format!(
-                    "its state (gate pre-activations, cell or hidden state) holds {v}: the input or the weights \
-                     are too large"
-                );
+            if !max_abs(h_t).is_finite() {
+                let v = h_t.iter().find(|v| !v.is_finite()).copied().unwrap_or(f32::NAN);
+                let what = format!("its hidden state holds {v}: the input or the weights are too large");
                 return Err(self.overflow(layer, dir, t, what));
             }
         }
@@ -761,15 +759,12 @@ impl<C: Cell> Recurrent<C> {
             let t = time_of(dir, s, steps);
             let p = s.checked_sub(1).map(|s| time_of(dir, s, steps));
             let at = |t: usize| t * sl + dir * d..t * sl + (dir + 1) * d;
-            absorb(carry_h, carry_c, &mut exp, &run.arriving[at(t)], run.arriving_exp[t].to_bits() as i32);
-            exp = renormalise(carry_h, carry_c, exp).ok_or_else(|| {
-                self.overflow(
-                    run.layer,
-                    dir,
-                    t,
-                    format!("the {} arriving at this step is NaN or infinite", pass.output()),
-                )
-            })?;
+            if absorb(carry_h, carry_c, &mut exp, &run.arriving[at(t)], run.arriving_exp[t].to_bits() as i32) {
+                exp = renormalise(carry_h, carry_c, exp).ok_or_else(|| {
+                    let what = format!("the {} arriving at this step is NaN or infinite", pass.output());
+                    self.overflow(run.layer, dir, t, what)
+                })?;
+            }
             let step = Step {
                 w: &self.cells[run.layer * g.directions() + dir],
                 hidden: d,
@@ -788,11 +783,11 @@ impl<C: Cell> Recurrent<C> {
                 None => add_scaled(x_part, x_step, exp),
                 Some(exps) => {
                     let mut e_t = exps[t].to_bits() as i32;
-                    absorb(x_part, &mut [], &mut e_t, x_step, exp);
+                    let _ = absorb(x_part, &mut [], &mut e_t, x_step, exp);
                     exps[t] = f32::from_bits(e_t as u32);
                 }
             }
-            if x_part.iter().any(|v| !v.is_finite()) {
+            if !max_abs(x_part).is_finite() {
                 return Err(self.overflow(run.layer, dir, t, self.beyond_range(pass, x_step, exp)));
             }
             exp = renormalise(carry_h, carry_c, exp).ok_or_else(|| {
@@ -854,49 +849,67 @@ fn pow2(e: i32) -> f64 {
     f64::from_bits(((e.clamp(-1022, 1023) + 1023) as u64) << 52)
 }
 
-/// `dst += 2^e src`, exact in range (rounded like f32 below it, infinite above).
+/// `2^e` as f32 where it is a normal f32.
+fn pow2_f32(e: i32) -> Option<f32> {
+    (-126..=127).contains(&e).then(|| f32::from_bits(((e + 127) as u32) << 23))
+}
+
+/// `dst += 2^e src`; `2^e src` is the exact product rounded to f32 (exact in range, infinite
+/// above it), in f32 where `2^e` is one, else through f64.
 fn add_scaled(dst: &mut [f32], src: &[f32], e: i32) {
-    if e == 0 {
-        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-    } else {
-        let f = pow2(e);
-        dst.iter_mut().zip(src).for_each(|(d, &s)| *d += (s as f64 * f) as f32);
+    match (e, pow2_f32(e)) {
+        (0, _) => dst.iter_mut().zip(src).for_each(|(d, s)| *d += s),
+        (_, Some(f)) => dst.iter_mut().zip(src).for_each(|(d, s)| *d += s * f),
+        (_, None) => {
+            let f = pow2(e);
+            dst.iter_mut().zip(src).for_each(|(d, &s)| *d += (s as f64 * f) as f32);
+        }
+    }
+}
+
+/// `v *= 2^e`, rounded as in [`add_scaled`].
+fn scale(v: &mut [f32], e: i32) {
+    match pow2_f32(e) {
+        Some(f) => v.iter_mut().for_each(|x| *x *= f),
+        None => {
+            let f = pow2(e);
+            v.iter_mut().for_each(|x| *x = (*x as f64 * f) as f32);
+        }
     }
 }
 
 /// `(a, b) += 2^e_src (src, 0)` for `(a, b)` stored as `2^e` times their values: `(a, b)` move
 /// to the scale of `src` first where that is larger, or where they are zero (powers of two:
-/// exact).
-fn absorb(a: &mut [f32], b: &mut [f32], e: &mut i32, src: &[f32], e_src: i32) {
-    if src.iter().all(|&v| v == 0.0) {
-        return;
+/// exact). Returns whether `src` was non-zero (else nothing changed).
+fn absorb(a: &mut [f32], b: &mut [f32], e: &mut i32, src: &[f32], e_src: i32) -> bool {
+    if max_abs(src) == 0.0 {
+        return false;
     }
-    if a.iter().chain(b.iter()).all(|&v| v == 0.0) {
+    if max_abs(a) == 0.0 && max_abs(b) == 0.0 {
         *e = e_src;
     } else if e_src > *e {
-        let f = pow2(e.saturating_sub(e_src));
-        a.iter_mut().chain(b.iter_mut()).for_each(|v| *v = (*v as f64 * f) as f32);
+        scale(a, e.saturating_sub(e_src));
+        scale(b, e.saturating_sub(e_src));
         *e = e_src;
     }
     add_scaled(a, src, e_src.saturating_sub(*e));
+    true
 }
 
 /// Rescales `a` and `b` by one power of two `2^-k` when their largest magnitude is outside
 /// [`CARRY_RANGE`] (exact) and returns `e + k`; `None` if a value is NaN or infinite.
 fn renormalise(a: &mut [f32], b: &mut [f32], e: i32) -> Option<i32> {
-    let mut m = 0.0f32;
-    for &v in a.iter().chain(b.iter()) {
-        if !v.is_finite() {
-            return None;
-        }
-        m = m.max(v.abs());
+    let (ma, mb) = (max_abs(a), max_abs(b));
+    if !(ma.is_finite() && mb.is_finite()) {
+        return None;
     }
+    let m = ma.max(mb);
     if m == 0.0 || (CARRY_RANGE.0..=CARRY_RANGE.1).contains(&m) {
         return Some(e);
     }
     let k = (m as f64).log2().floor() as i32;
-    let f = pow2(-k);
-    a.iter_mut().chain(b.iter_mut()).for_each(|v| *v = (*v as f64 * f) as f32);
+    scale(a, -k);
+    scale(b, -k);
     Some(e.saturating_add(k))
 }
 
@@ -1010,3 +1023,18 @@ macro_rules! recurrent_layer {
     };
 }
 pub(crate) use recurrent_layer;
+
+/// `max |v_i|`, NaN if some `v_i` is NaN (0 for an empty `v`): the largest bit pattern of
+/// `|v_i|` (for non-negative floats the integer order is the float order, NaN above infinity),
+/// in eight lanes so that it vectorises; the passes call it on every step's vectors.
+fn max_abs(v: &[f32]) -> f32 {
+    let mut lanes = [0u32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *l = (*l).max(x.to_bits() & 0x7fff_ffff);
+        }
+    }
+    f32::from_bits(rest.iter().map(|x| x.to_bits() & 0x7fff_ffff).chain(lanes).fold(0, u32::max))
+}
