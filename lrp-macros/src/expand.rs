@@ -30,13 +30,10 @@ pub fn compile_file(path: &LitStr, text: &str) -> syn::Result<Network> {
     cx.check()?;
     // Located errors found nothing: the same text with the compiler's tokens compiles alike.
     let at_file = |e: syn::Error| {
-        let messages = e.into_iter().map(|e| syn::Error::new(path.span(), format!("{}: {e}", path.value())));
-        messages.reduce(|mut all, e| {
-            all.combine(e);
-            all
-        })
+        let mut cx = Ctxt::default();
+        e.into_iter().for_each(|e| cx.error(path.span(), format!("{}: {e}", path.value())));
+        cx.check().err().unwrap_or_else(|| syn::Error::new(path.span(), "invalid spec file"))
     };
-    let at_file = |e| at_file(e).unwrap_or_else(|| syn::Error::new(path.span(), "invalid spec file"));
     let tokens: TokenStream = text.parse().map_err(|e| at_file(syn::Error::new(path.span(), e)))?;
     let spec = parse_spec(tokens).map_err(at_file)?;
     compile(&spec, Some(path.value())).map_err(at_file)
@@ -298,6 +295,10 @@ mod tests {
         let comment = "Net(input = [4]) {\n  Linear(4, 2), /* ReLU,\n}\n";
         assert_eq!(file_errors("comment.lrp", comment), ["specs/comment.lrp:2:17: unterminated block comment"]);
         assert!(file_errors("fine.lrp", "Net(input = [4]) { Linear(4, 2) }").is_empty());
+        let truncated = file_errors("truncated.lrp", "/// doc\nNet(input = [4])\n");
+        assert_eq!(truncated, ["specs/truncated.lrp:3:1: unexpected end of input, expected curly braces"]);
+        let unclosed = file_errors("unclosed.lrp", "Net(input = [4]) {\n Linear(4, 2)\n");
+        assert_eq!(unclosed, ["specs/unclosed.lrp:1:18: `{` is never closed"]);
     }
 
     #[test]

@@ -230,11 +230,19 @@ pub fn located_errors(path: &str, text: &str, check: impl FnOnce(TokenStream) ->
     let lexed = text.parse::<TokenStream>().map_err(|e| syn::Error::new(e.span(), lex_message(text, e.span())));
     let result = lexed.and_then(check);
     let Err(errors) = result else { return Vec::new() };
+    // syn places the end of the top-level input at the call site, which the fallback puts at
+    // 1:1 (no token of the file can end its input there): the end of the file is meant.
+    let lines = text.split('\n').collect::<Vec<_>>();
+    let end = (lines.len(), lines.last().map_or(0, |l| l.chars().count()) + 1);
+    let place = |e: &syn::Error| match e.span().start() {
+        at if at.line == 1 && at.column == 0 && e.to_string().starts_with("unexpected end of input") => end,
+        at => (at.line, at.column + 1),
+    };
     errors
         .into_iter()
-        .map(|e| match e.span().start() {
-            at if at.line == 0 => format!("{path}: {e}"),
-            at => format!("{path}:{}:{}: {e}", at.line, at.column + 1),
+        .map(|e| match place(&e) {
+            (0, _) => format!("{path}: {e}"),
+            (line, column) => format!("{path}:{line}:{column}: {e}"),
         })
         .collect()
 }
