@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 
 use super::check_buffers;
-use crate::error::{Error, Result, checked_size};
+use crate::error::{Error, Result};
 use crate::kernels::elementwise::stabilize;
 use crate::kernels::{MatMut, MatRef, gemm};
 use crate::weights::Weights;
@@ -419,19 +419,23 @@ impl<C: Cell> Recurrent<C> {
 
     /// Elements of all layers' outputs `[num_layers][steps][step_len]`.
     fn outputs_len(&self, steps: usize) -> Result<usize> {
-        checked_size(&self.sized("outputs"), self.geom.num_layers, steps)
-            .and_then(|n| checked_size(&self.sized("outputs"), n, self.geom.step_len()))
+        self.mul("outputs", self.geom.num_layers, steps).and_then(|n| self.mul("outputs", n, self.geom.step_len()))
     }
 
     /// Elements of all records `[num_layers][directions][steps][record_len]`.
     fn records_len(&self, steps: usize) -> Result<usize> {
         let per_step = self.geom.num_layers * self.geom.directions() * C::record_len(self.geom.hidden_size);
-        checked_size(&self.sized("per-step records"), per_step, steps)
+        self.mul("per-step records", per_step, steps)
     }
 
-    /// `what` of a buffer of this layer, for [`Error::SizeOverflow`].
-    fn sized(&self, what: &str) -> String {
-        format!("the {what} of recurrent layer `{}`", self.name)
+    /// `a * b`, or [`Error::SizeOverflow`] naming `what` of this layer (allocates only then).
+    fn mul(&self, what: &str, a: usize, b: usize) -> Result<usize> {
+        a.checked_mul(b).ok_or_else(|| self.size_overflow(what))
+    }
+
+    /// [`Error::SizeOverflow`] for the buffer `what` of this layer.
+    fn size_overflow(&self, what: &str) -> Error {
+        Error::SizeOverflow { what: format!("the {what} of recurrent layer `{}`", self.name) }
     }
 
     /// f32 elements of the trace for up to `max_steps` steps, or [`Error::SizeOverflow`].
@@ -439,18 +443,18 @@ impl<C: Cell> Recurrent<C> {
         let total = self.outputs_len(max_steps)?.checked_add(self.records_len(max_steps)?);
         total
             .and_then(|n| n.checked_add(self.geom.out_len()))
-            .ok_or_else(|| Error::SizeOverflow { what: self.sized(&format!("trace for {max_steps} steps")) })
+            .ok_or_else(|| self.size_overflow(&format!("trace for {max_steps} steps")))
     }
 
     /// f32 elements of the backward passes' scratch for up to `max_steps` steps: two `[T][S]`
     /// buffers and their `[T]` exponents, the carried `R(h)` and `R(c)`, one step's input
     /// relevance and a cell's vectors.
     pub fn try_scratch_len(&self, max_steps: usize) -> Result<usize> {
-        let what = self.sized(&format!("scratch for {max_steps} steps"));
         let fixed = 2 * self.geom.hidden_size + widest_input(&self.geom) + cell_scratch_len(C::GATES, &self.geom);
-        checked_size(&what, 2 * (self.geom.step_len() + 1), max_steps)?
-            .checked_add(fixed)
-            .ok_or(Error::SizeOverflow { what })
+        (2 * (self.geom.step_len() + 1))
+            .checked_mul(max_steps)
+            .and_then(|n| n.checked_add(fixed))
+            .ok_or_else(|| self.size_overflow(&format!("scratch for {max_steps} steps")))
     }
 
     fn check_steps(&self, steps: usize) -> Result<()> {
@@ -466,7 +470,7 @@ impl<C: Cell> Recurrent<C> {
     pub fn forward(&self, x: &[f32], steps: usize, trace: &mut [f32], y: &mut [f32]) -> Result<()> {
         self.check_steps(steps)?;
         let g = self.geom;
-        let x_len = checked_size(&self.sized("input"), steps, g.input_size)?;
+        let x_len = self.mul("input", steps, g.input_size)?;
         check_buffers(
             &self.name,
             &[
@@ -532,7 +536,8 @@ impl<C: Cell> Recurrent<C> {
             C::forward_step(w, d, rec_t, rec_p, h_p, h_t);
             if !max_abs(h_t).is_finite() {
                 let v = h_t.iter().find(|v| !v.is_finite()).copied().unwrap_or(f32::NAN);
-                let what = format!("its hidden state holds {v}: the input or the weights are too large");
+                let what =
+                    format!("its hidden state holds {v}: the input holds NaN, or it or the weights are too large");
                 return Err(self.overflow(layer, dir, t, what));
             }
         }
@@ -622,7 +627,7 @@ impl<C: Cell> Recurrent<C> {
     ) -> Result<()> {
         self.check_steps(steps)?;
         let g = self.geom;
-        let x_len = checked_size(&self.sized("input"), steps, g.input_size)?;
+        let x_len = self.mul("input", steps, g.input_size)?;
         check_buffers(
             &self.name,
             &[
