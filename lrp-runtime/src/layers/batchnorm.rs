@@ -104,11 +104,17 @@ impl BatchNorm {
         }
     }
 
+    /// Elements of `n` samples of `[C, spatial]`, or [`Error::SizeOverflow`].
+    fn batch_len(&self, n: usize, spatial: usize) -> Result<usize> {
+        super::batch_len(&self.name, "input", self.channels(), spatial)
+            .and_then(|sample| super::batch_len(&self.name, "input", n, sample))
+    }
+
     /// `y = s x + t` over `n` samples of `[C, spatial]`.
     pub fn forward(&self, x: &[f32], n: usize, spatial: usize, y: &mut [f32]) -> Result<()> {
-        let len = n * self.channels() * spatial;
+        let len = self.batch_len(n, spatial)?;
         super::check_buffers(&self.name, &[("input", len, x.len()), ("output", len, y.len())])?;
-        for (i, (yo, xi)) in y.iter_mut().zip(x).enumerate().take(n * self.channels() * spatial) {
+        for (i, (yo, xi)) in y.iter_mut().zip(x).enumerate().take(len) {
             let c = (i / spatial) % self.channels();
             *yo = self.scale[c] * xi + self.shift[c];
         }
@@ -127,7 +133,7 @@ impl BatchNorm {
         eps: f32,
         r_in: &mut [f32],
     ) -> Result<()> {
-        let len = n * self.channels() * spatial;
+        let len = self.batch_len(n, spatial)?;
         super::check_buffers(
             &self.name,
             &[
@@ -146,7 +152,7 @@ impl BatchNorm {
 
     /// Gradient of `y = s x + t`: `g_in = s g_out`.
     pub fn gradient(&self, g_out: &[f32], n: usize, spatial: usize, g_in: &mut [f32]) -> Result<()> {
-        let len = n * self.channels() * spatial;
+        let len = self.batch_len(n, spatial)?;
         super::check_buffers(
             &self.name,
             &[("output gradient", len, g_out.len()), ("input gradient", len, g_in.len())],
@@ -219,5 +225,19 @@ mod tests {
         assert!(matches!(&err, Error::NonFinite { name, index: 0, .. } if name == "bn.running_mean"), "{err}");
         let err = BatchNorm::from_stats("bn", &[1.0; 2], &[0.0; 2], &[0.0; 2], &[1.0; 2], f32::INFINITY).unwrap_err();
         assert!(matches!(&err, Error::InvalidParameter { what, .. } if what.contains("`bn`")), "{err}");
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_errors() {
+        let bn = sharp();
+        for (n, spatial) in [(usize::MAX / 2 + 1, 1), (1, usize::MAX / 2 + 1), (1 << 40, 1 << 30)] {
+            let err = bn.forward(&[1.0; 4], n, spatial, &mut [0.0; 4]).unwrap_err();
+            assert!(matches!(&err, Error::SizeOverflow { what } if what.contains("layer `bn`")), "{err}");
+            let err = bn.relevance(&[1.0; 4], &[1.0; 4], &[1.0; 4], n, spatial, 0.0, &mut [0.0; 4]).unwrap_err();
+            assert!(matches!(err, Error::SizeOverflow { .. }), "{err}");
+            let err = bn.gradient(&[1.0; 4], n, spatial, &mut [0.0; 4]).unwrap_err();
+            assert!(matches!(err, Error::SizeOverflow { .. }), "{err}");
+        }
+        bn.forward(&[1.0; 4], 2, 1, &mut [0.0; 4]).unwrap();
     }
 }

@@ -2,8 +2,8 @@
 //! of [`crate::rules`], with the rule's parameter transforms computed once in [`LinearMap::prepare`].
 
 use super::batchnorm::BatchNorm;
-use super::check_buffers;
 use super::recurrent::check_finite;
+use super::{check_batch, check_buffers};
 use crate::error::{Error, Result};
 use crate::kernels::gemm::conv_gemm;
 use crate::kernels::im2col::ConvCols;
@@ -130,7 +130,9 @@ impl LinearMap {
             g.validate()
                 .map_err(|message| Error::InvalidParameter { what: format!("geometry of layer `{name}`"), message })?;
         }
-        let wlen: usize = kind.weight_shape().iter().product();
+        let wlen = kind.weight_shape().iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| {
+            Error::SizeOverflow { what: format!("the weight of layer `{name}`, shape {:?},", kind.weight_shape()) }
+        })?;
         let out = kind.out_channels();
         if weight.len() != wlen {
             return Err(Error::ShapeMismatch {
@@ -462,9 +464,10 @@ impl LinearMap {
 
     /// Forward pass of `n` samples: `z = x W^T + b` (pre-activation, kept for LRP).
     pub fn forward(&self, x: &[f32], n: usize, z: &mut [f32]) -> Result<()> {
-        check_buffers(
+        check_batch(
             &self.name,
-            &[("input", n * self.kind.in_len(), x.len()), ("output", n * self.kind.out_len(), z.len())],
+            n,
+            &[("input", self.kind.in_len(), x.len()), ("output", self.kind.out_len(), z.len())],
         )?;
         self.apply(&self.weight, &self.bias, x, n, z, 1.0, 0.0);
         Ok(())
@@ -483,16 +486,17 @@ impl LinearMap {
         scratch: &mut [f32],
     ) -> Result<()> {
         let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
-        check_buffers(
+        check_batch(
             &self.name,
+            n,
             &[
-                ("input", n * in_len, x.len()),
-                ("output", n * out_len, z.len()),
-                ("output relevance", n * out_len, r_out.len()),
-                ("input relevance", n * in_len, r_in.len()),
-                ("scratch", self.kind.scratch_len(n), scratch.len()),
+                ("input", in_len, x.len()),
+                ("output", out_len, z.len()),
+                ("output relevance", out_len, r_out.len()),
+                ("input relevance", in_len, r_in.len()),
             ],
         )?;
+        check_buffers(&self.name, &[("scratch", self.kind.scratch_len(n), scratch.len())])?;
         let (x, z, r_out, r_in) = (&x[..n * in_len], &z[..n * out_len], &r_out[..n * out_len], &mut r_in[..n * in_len]);
         let (denom, rest) = scratch.split_at_mut(n * out_len);
         let (x_mod, rest) = rest.split_at_mut(n * in_len);
@@ -565,14 +569,12 @@ impl LinearMap {
     /// Gradient with respect to the input, for `n` samples: `g_in = g_out W` (the transposed pass).
     pub fn gradient(&self, g_out: &[f32], n: usize, g_in: &mut [f32], scratch: &mut [f32]) -> Result<()> {
         let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
-        check_buffers(
+        check_batch(
             &self.name,
-            &[
-                ("output gradient", n * out_len, g_out.len()),
-                ("input gradient", n * in_len, g_in.len()),
-                ("scratch", self.kind.columns_len(), scratch.len()),
-            ],
+            n,
+            &[("output gradient", out_len, g_out.len()), ("input gradient", in_len, g_in.len())],
         )?;
+        check_buffers(&self.name, &[("scratch", self.kind.columns_len(), scratch.len())])?;
         self.apply_transposed(&self.weight, self.weight_t.as_deref(), g_out, n, g_in, scratch);
         Ok(())
     }
@@ -656,5 +658,20 @@ mod tests {
         );
         // Finite transforms still prepare.
         dense(vec![1.0; 4], vec![0.0; 2]).prepare(&Rule::Gamma { gamma: 0.25 }, false).unwrap();
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_errors() {
+        let huge = LinearKind::Dense { in_features: 1 << 33, out_features: 1 << 33 };
+        let err = LinearMap::new("big", huge, vec![], None).unwrap_err();
+        assert!(matches!(&err, Error::SizeOverflow { what } if what.contains("`big`")), "{err}");
+        let fc = dense(vec![1.0; 4], vec![0.0; 2]);
+        let n = usize::MAX / 2 + 1;
+        let err = fc.forward(&[1.0; 4], n, &mut [0.0; 4]).unwrap_err();
+        assert!(matches!(&err, Error::SizeOverflow { what } if what.contains("layer `fc`")), "{err}");
+        let err = fc.relevance(&[1.0; 4], &[1.0; 4], &[1.0; 4], n, &mut [0.0; 4], &mut [0.0; 64]).unwrap_err();
+        assert!(matches!(err, Error::SizeOverflow { .. }), "{err}");
+        let err = fc.gradient(&[1.0; 4], n, &mut [0.0; 4], &mut []).unwrap_err();
+        assert!(matches!(err, Error::SizeOverflow { .. }), "{err}");
     }
 }
