@@ -839,8 +839,8 @@ struct Direction<'a> {
     out: &'a [f32],
     /// This direction's records `[steps][record_len]`, by time.
     recs: &'a [f32],
-    /// Relevance (or gradient) arriving at the layer's outputs `[steps][S]`, row `t` times
-    /// `2^-e_t`.
+    /// Relevance (or gradient) arriving at the layer's outputs `[steps][S]`: row `t` stands for
+    /// `2^e_t` times its values.
     arriving: &'a [f32],
     /// `e_t` (as bits) of every row of `arriving`.
     arriving_exp: &'a [f32],
