@@ -60,6 +60,7 @@ pub fn generate(net: &Network) -> TokenStream {
         &ws_name,
         model::ModelKind { input: quote!([f32]), workspace: quote!(self.workspace(capacity.samples)), batch_impl },
     );
+    let one_sample = one_sample_methods(&ws_name);
     let ws_doc = format!("Buffers for running [`{name}`] on up to `capacity` samples without allocating.");
     let input_what = format!("input of `{name}`");
     let rel_what = format!("output relevance of `{name}`");
@@ -171,11 +172,7 @@ pub fn generate(net: &Network) -> TokenStream {
                 #rt::explanation::seed_output(&ws.#logits[..n * #classes], #classes, n, target, kind, &mut ws.targets, &mut ws.rel_out)
             }
 
-            /// Class scores (logits, `CLASSES` values) of one sample, `INPUT_LEN` values laid out
-            /// like PyTorch's contiguous tensor of shape `INPUT_SHAPE`.
-            pub fn predict<'w>(&self, ws: &'w mut #ws_name, input: &[f32]) -> #rt::Result<&'w [f32]> {
-                self.predict_batch(ws, input, 1)
-            }
+            #(#one_sample)*
 
             /// Class scores of `n` samples back to back (`[n, CLASSES]`).
             pub fn predict_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize) -> #rt::Result<&'w [f32]> {
@@ -184,18 +181,8 @@ pub fn generate(net: &Network) -> TokenStream {
                 ::core::result::Result::Ok(&ws.#logits[..n * #classes])
             }
 
-            /// Explains the score of `target` (the predicted class, or a given one) for one
-            /// sample: the relevance of every input feature, by the network's LRP rules.
-            pub fn explain<'w>(
-                &self,
-                ws: &'w mut #ws_name,
-                input: &[f32],
-                target: impl ::core::convert::Into<#rt::Target>,
-            ) -> #rt::Result<#rt::Explanation<'w>> {
-                self.explain_batch(ws, input, 1, target)
-            }
-
-            /// [`Self::explain`] for `n` samples back to back.
+            /// [`Self::explain`] for `n` samples back to back: the relevance of every input
+            /// feature for the score of `target`, by the network's LRP rules.
             pub fn explain_batch<'w>(
                 &self,
                 ws: &'w mut #ws_name,
@@ -206,17 +193,6 @@ pub fn generate(net: &Network) -> TokenStream {
                 self.seed(ws, input, n, target.into(), #rt::explanation::Seed::Logit)?;
                 self.relevance_pass(ws, input, n)?;
                 ::core::result::Result::Ok(#explanation)
-            }
-
-            /// Propagates a given output relevance (`CLASSES` values) of one sample back to its
-            /// input; the explanation's target is the predicted class.
-            pub fn explain_from<'w>(
-                &self,
-                ws: &'w mut #ws_name,
-                input: &[f32],
-                output_relevance: &[f32],
-            ) -> #rt::Result<#rt::Explanation<'w>> {
-                self.explain_from_batch(ws, input, 1, output_relevance)
             }
 
             /// [`Self::explain_from`] for `n` samples, `output_relevance` `[n, CLASSES]`.
@@ -240,17 +216,6 @@ pub fn generate(net: &Network) -> TokenStream {
                 ::core::result::Result::Ok(#explanation)
             }
 
-            /// Gradient x input baseline of one sample: `R_i = x_i d f_c / d x_i`, the exact
-            /// gradient of the target's logit.
-            pub fn gradient_x_input<'w>(
-                &self,
-                ws: &'w mut #ws_name,
-                input: &[f32],
-                target: impl ::core::convert::Into<#rt::Target>,
-            ) -> #rt::Result<#rt::Explanation<'w>> {
-                self.gradient_x_input_batch(ws, input, 1, target)
-            }
-
             /// [`Self::gradient_x_input`] for `n` samples back to back.
             pub fn gradient_x_input_batch<'w>(
                 &self,
@@ -270,20 +235,9 @@ pub fn generate(net: &Network) -> TokenStream {
                 ::core::result::Result::Ok(#explanation)
             }
 
-            /// Occlusion baseline of one sample: `R_i = p_c(x) - p_c(x with the window holding i
-            /// set to 0)`, `p` the softmax. `window` has one size per dimension of
-            /// [`Self::INPUT_SHAPE`] (all ones: one feature at a time); windows tile the sample.
-            pub fn occlusion<'w>(
-                &self,
-                ws: &'w mut #ws_name,
-                input: &[f32],
-                target: impl ::core::convert::Into<#rt::Target>,
-                window: &[usize],
-            ) -> #rt::Result<#rt::Explanation<'w>> {
-                self.occlusion_batch(ws, input, 1, target, window)
-            }
-
-            /// [`Self::occlusion`] for `n` samples back to back.
+            /// [`Self::occlusion`] for `n` samples back to back: `R_i = p_c(x) - p_c(x with the
+            /// window holding i set to 0)`, `p` the softmax. `window` has one size per dimension
+            /// of [`Self::INPUT_SHAPE`] (all ones: one feature at a time); windows tile each sample.
             pub fn occlusion_batch<'w>(
                 &self,
                 ws: &'w mut #ws_name,
@@ -326,4 +280,60 @@ pub fn generate(net: &Network) -> TokenStream {
 
         #model_impl
     }
+}
+
+/// The one-sample methods (`predict`, `explain`, ...), each `*_batch` with `n = 1`: one sample is
+/// exactly `INPUT_LEN` values, never a batch inferred from the length.
+fn one_sample_methods(ws_name: &syn::Ident) -> Vec<TokenStream> {
+    let rt = quote!(::lrp::runtime);
+    let (target, explanation) = (quote!(impl ::core::convert::Into<#rt::Target>), quote!(#rt::Explanation<'w>));
+    let methods = [
+        (
+            "predict",
+            "Class scores (`CLASSES` logits) of one sample, laid out like PyTorch's contiguous tensor of shape `INPUT_SHAPE`.",
+            quote!(),
+            quote!(),
+            quote!(&'w [f32]),
+        ),
+        (
+            "explain",
+            "Explains the score of `target` (the predicted class, or a given one) for one sample.",
+            quote!(target: #target),
+            quote!(target),
+            explanation.clone(),
+        ),
+        (
+            "explain_from",
+            "Propagates a given output relevance (`CLASSES` values) of one sample back to its input; the explanation's target is the predicted class.",
+            quote!(output_relevance: &[f32]),
+            quote!(output_relevance),
+            explanation.clone(),
+        ),
+        (
+            "gradient_x_input",
+            "Gradient x input baseline of one sample: `R_i = x_i d f_c / d x_i`, the exact gradient of the target's logit.",
+            quote!(target: #target),
+            quote!(target),
+            explanation.clone(),
+        ),
+        (
+            "occlusion",
+            "Occlusion baseline of one sample (see [`Self::occlusion_batch`]).",
+            quote!(target: #target, window: &[usize]),
+            quote!(target, window),
+            explanation,
+        ),
+    ];
+    methods
+        .into_iter()
+        .map(|(name, doc, params, args, ret)| {
+            let (method, batch) = (format_ident!("{name}"), format_ident!("{name}_batch"));
+            quote! {
+                #[doc = #doc]
+                pub fn #method<'w>(&self, ws: &'w mut #ws_name, input: &[f32], #params) -> #rt::Result<#ret> {
+                    self.#batch(ws, input, 1, #args)
+                }
+            }
+        })
+        .collect()
 }
