@@ -186,3 +186,45 @@ fn generic_code_serves_several_models() {
     assert_eq!(&logits[..5], Model::predict(&lstm, &mut ws, &[1, 2, 3][..]).unwrap());
     assert_eq!(<TextLstm as TokenModel>::VOCAB, 20);
 }
+
+lrp::network! {
+    /// A convolution with a BatchNorm folded into it.
+    ConvBn(input = [1, 4, 4]) {
+        conv: Conv2d(1, 2, kernel_size = 3),
+        bn: BatchNorm2d(2),
+        Flatten,
+        fc: Linear(8, 2),
+    }
+}
+
+#[test]
+fn batchnorm_folding_into_infinite_weights_is_a_load_error() {
+    // Before: `running_var = 0` and a huge gamma folded finite weights into -inf, and every
+    // relevance came out NaN.
+    let tensor = |name: &str, shape: &[usize], value: f32| {
+        let len = shape.iter().product();
+        (name.to_string(), lrp::Tensor { shape: shape.to_vec(), data: vec![value; len] })
+    };
+    let tensors = |gamma: f32, var: f32| {
+        [
+            tensor("conv.weight", &[2, 1, 3, 3], -1e10),
+            tensor("conv.bias", &[2], 0.1),
+            tensor("bn.weight", &[2], gamma),
+            tensor("bn.bias", &[2], 0.0),
+            tensor("bn.running_mean", &[2], 0.0),
+            tensor("bn.running_var", &[2], var),
+            tensor("fc.weight", &[2, 8], 0.25),
+            tensor("fc.bias", &[2], 0.0),
+        ]
+    };
+    let ok = ConvBn::from_weights(&mut lrp::Weights::from_tensors(tensors(2.0, 1.0)), true);
+    assert!(ok.is_ok(), "{:?}", ok.err());
+    let err = ConvBn::from_weights(&mut lrp::Weights::from_tensors(tensors(3e38, 0.0)), true).unwrap_err();
+    assert!(err.to_string().starts_with("tensor `bn: scale = weight / sqrt(running_var + eps)` holds"), "{err}");
+    // The scale 3.2e27 / sqrt(0 + 1e-5) = 1e30 is finite; the folded weight -1e10 x 1e30 is not.
+    let err = ConvBn::from_weights(&mut lrp::Weights::from_tensors(tensors(3.2e27, 0.0)), true).unwrap_err();
+    assert!(
+        matches!(&err, Error::NonFinite { name, value, .. } if name == "bn folded into conv: weight" && value.is_infinite()),
+        "{err}"
+    );
+}
