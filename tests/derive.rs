@@ -72,7 +72,9 @@ macro_rules! derived_cnn {
             let cases = Cases::load(&fixture("cnn.cases.safetensors"));
             let model = $model::load_strict(fixture("cnn.weights.safetensors")).expect("load");
             let mut ws = model.workspace(cases.batch()).unwrap();
-            let e = model.explain_batch(&mut ws, cases.get("input"), cases.batch(), lrp::Target::Predicted).expect("explain");
+            let e = model
+                .explain_batch(&mut ws, cases.get("input"), cases.batch(), lrp::Target::Predicted)
+                .expect("explain");
             assert_eq!(e.targets, &cases.target[..]);
             assert_rel_close("logits", e.logits, cases.get("logits"), 1e-5);
             assert_close_per_sample($config, e.relevance, cases.get(concat!("rel.", $config)), cases.batch(), 1e-4);

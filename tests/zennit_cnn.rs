@@ -36,7 +36,9 @@ macro_rules! cnn_config {
                 let model = $model::load_strict(WEIGHTS).expect("weights load");
                 let mut ws = model.workspace(ws_cap).unwrap();
                 let cases = Cases::load(CASES);
-                let e = model.explain_batch(&mut ws, cases.get("input"), cases.batch(), lrp::Target::Predicted).expect("explain");
+                let e = model
+                    .explain_batch(&mut ws, cases.get("input"), cases.batch(), lrp::Target::Predicted)
+                    .expect("explain");
                 (e.logits.to_vec(), e.targets.to_vec(), e.relevance.to_vec())
             });
         }

@@ -29,7 +29,10 @@ mod tests {
         assert_eq!(zeroed::<f32>("b", 3, 4).unwrap(), vec![0.0; 12]);
         assert_eq!(zeroed::<u32>("b", 0, usize::MAX).unwrap(), Vec::<u32>::new());
         let err = zeroed::<f32>("act_2 of `Net`", usize::MAX, 2).unwrap_err();
-        assert_eq!(err.to_string(), format!("act_2 of `Net` ({} x 2 values) is too large: its size overflows usize", usize::MAX));
+        assert_eq!(
+            err.to_string(),
+            format!("act_2 of `Net` ({} x 2 values) is too large: its size overflows usize", usize::MAX)
+        );
         assert!(zeroed::<f32>("b", 1 << 62, 1).is_err(), "2^62 floats exceed isize::MAX bytes");
         // Addressable, but more than any machine holds: refused by the allocator, not an abort.
         let err = zeroed::<u8>("b", 1 << 62, 1).unwrap_err();

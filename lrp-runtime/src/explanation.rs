@@ -189,9 +189,17 @@ mod tests {
     #[test]
     fn ragged_sequences_make_no_matrix() {
         let relevance = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
-        let ragged = Explanation { logits: &[0.0; 6], targets: &[0; 3], relevance: &relevance, batch: 3, lengths: &[1, 1, 2] };
+        let ragged =
+            Explanation { logits: &[0.0; 6], targets: &[0; 3], relevance: &relevance, batch: 3, lengths: &[1, 1, 2] };
         let err = ragged.to_dmatrix().unwrap_err();
-        assert_eq!(err, crate::Error::Length { what: "sequence 2 (to_dmatrix needs sequences of equal length)".into(), expected: 1, found: 2 });
+        assert_eq!(
+            err,
+            crate::Error::Length {
+                what: "sequence 2 (to_dmatrix needs sequences of equal length)".into(),
+                expected: 1,
+                found: 2
+            }
+        );
         let even = Explanation { lengths: &[2, 2], batch: 2, targets: &[0; 2], ..ragged };
         let m = even.to_dmatrix().unwrap();
         assert_eq!((m.nrows(), m.ncols(), m[(1, 0)]), (2, 4, 5.0));
