@@ -70,21 +70,9 @@ const NUMBERS: &[&str] = &[
     "3.4028236e38",
 ];
 
-/// Identifiers worth swapping in: kinds, rules, composites, parameters, keywords, odd names.
+/// Identifiers worth swapping in besides the layer kinds ([`crate::lower::LAYER_KINDS`]): rules,
+/// composites, parameters, keywords, odd names.
 const IDENTS: &[&str] = &[
-    "Linear",
-    "Conv2d",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "ReLU",
-    "MaxPool2d",
-    "AvgPool2d",
-    "Flatten",
-    "Dropout",
-    "Identity",
-    "Embedding",
-    "LSTM",
-    "GRU",
     "Epsilon",
     "Gamma",
     "ZBox",
@@ -240,7 +228,8 @@ fn mutate_tokens(rng: &mut Rng, toks: &mut Vec<String>, other: &[String]) {
                 (0..toks.len()).filter(|&k| toks[k].starts_with(|c: char| c.is_alphabetic())).collect();
             if !idents.is_empty() {
                 let k = *rng.pick(&idents);
-                toks[k] = rng.pick(IDENTS).to_string();
+                let kinds = crate::lower::LAYER_KINDS;
+                toks[k] = if rng.below(2) == 0 { rng.pick(kinds) } else { rng.pick(IDENTS) }.to_string();
             }
         }
         6 => nest(rng, toks, i),
