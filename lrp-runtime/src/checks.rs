@@ -31,6 +31,18 @@ pub fn check_samples(input: &[f32], sample_len: usize, nonnegative: bool) -> Res
     Ok(())
 }
 
+/// A relevance given to `explain_from` (named `what`): every value finite, or an
+/// [`Error::InvalidParameter`] naming the first that is not.
+pub fn check_given_relevance(what: &str, values: &[f32]) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(at) => Err(Error::InvalidParameter {
+            what: what.to_string(),
+            message: format!("value {} at index {at} is not finite", values[at]),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The first of `buffers` (`(layer, values)`, in the order the pass wrote them) that holds a NaN
 /// or infinite value, as an [`Error::Overflow`] naming the layer, the `pass` and where in its
 /// `n` samples the value lies; `None` if every value is finite.

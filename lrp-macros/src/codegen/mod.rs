@@ -204,12 +204,7 @@ pub fn generate(net: &Network) -> TokenStream {
                 output_relevance: &[f32],
             ) -> #rt::Result<#rt::Explanation<'w>> {
                 #rt::error::check_len(#rel_what, n.saturating_mul(#classes), output_relevance.len())?;
-                if let ::core::option::Option::Some(at) = output_relevance.iter().position(|v| !v.is_finite()) {
-                    return ::core::result::Result::Err(#rt::Error::InvalidParameter {
-                        what: ::std::string::String::from(#rel_what),
-                        message: ::std::format!("value {} at index {at} is not finite", output_relevance[at]),
-                    });
-                }
+                #rt::checks::check_given_relevance(#rel_what, output_relevance)?;
                 self.seed(ws, input, n, #rt::Target::Predicted, #rt::explanation::Seed::Logit)?;
                 ws.rel_out[..n * #classes].copy_from_slice(output_relevance);
                 self.relevance_pass(ws, input, n)?;

@@ -293,6 +293,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                 output_relevance: &[f32],
             ) -> #rt::Result<#rt::Explanation<'w>> {
                 #rt::error::check_len(#rel_what, #classes, output_relevance.len())?;
+                #rt::checks::check_given_relevance(#rel_what, output_relevance)?;
                 let steps = self.seed(ws, tokens, #rt::Target::Predicted, #rt::explanation::Seed::Logit)?;
                 ws.rel_out[..#classes].copy_from_slice(output_relevance);
                 self.relevance_pass(ws, steps)?;
