@@ -228,3 +228,45 @@ fn batchnorm_folding_into_infinite_weights_is_a_load_error() {
         "{err}"
     );
 }
+
+lrp::network! {
+    /// Layer names that are also the loader's parameter names or a prelude variant.
+    OddNames(input = [4]) {
+        weights: Linear(4, 4),
+        strict: ReLU,
+        None: Linear(4, 2),
+    }
+}
+
+#[derive(lrp::Explainable)]
+#[lrp(input = [4])]
+#[allow(non_snake_case, dead_code)]
+struct OddFields {
+    #[lrp(4, 4)]
+    weights: lrp::layers::Linear,
+    strict: lrp::layers::ReLU,
+    #[lrp(4, 2)]
+    Ok: lrp::layers::Linear,
+}
+
+#[test]
+fn layers_may_be_named_like_the_loaders_parameters() {
+    let tensor = |name: &str, shape: &[usize]| {
+        let len: usize = shape.iter().product();
+        (name.to_string(), lrp::Tensor { shape: shape.to_vec(), data: (0..len).map(|i| i as f32 / 8.0).collect() })
+    };
+    let t = |first: &str, last: &str| {
+        [
+            tensor(&format!("{first}.weight"), &[4, 4]),
+            tensor(&format!("{first}.bias"), &[4]),
+            tensor(&format!("{last}.weight"), &[2, 4]),
+            tensor(&format!("{last}.bias"), &[2]),
+        ]
+    };
+    let a = OddNames::from_weights(&mut lrp::Weights::from_tensors(t("weights", "None")), true).unwrap();
+    let b = OddFields::from_weights(&mut lrp::Weights::from_tensors(t("weights", "Ok")), true).unwrap();
+    let x = [1.0, 0.5, 0.25, 0.0];
+    let la = a.predict(&mut a.workspace(1).unwrap(), &x).unwrap().to_vec();
+    assert_eq!(la, b.predict(&mut b.workspace(1).unwrap(), &x).unwrap());
+    assert!(la[1] > 0.0);
+}

@@ -77,6 +77,9 @@ fn sequence_errors() {
     assert!(err.to_string().contains("position 1"), "{err}");
     let err = model.predict_batch(&mut ws, &[&[1], &[2]]).unwrap_err();
     assert_eq!(err, lrp::Error::BatchCapacity { capacity: 1, requested: 2 });
+    let err = model.predict_batch(&mut ws, &[]).unwrap_err();
+    assert_eq!(err.to_string(), "invalid batch size of `TextLstm`: no sequences, but a batch holds at least one");
+    assert!(model.explain_batch(&mut ws, &[], lrp::Target::Predicted).is_err());
     let err = model.explain_from(&mut ws, &[1, 2], &[0.0, 1.0, f32::INFINITY, 0.0, 0.0]).unwrap_err();
     assert_eq!(err.to_string(), "invalid output relevance of `TextLstm`: value inf at index 2 is not finite");
 }

@@ -250,11 +250,13 @@ mod tests {
 
     #[test]
     fn errors_become_compile_errors() {
-        let out = network(quote!(Net(input = [4]) { Linear(5, 2), Conv3d(1) })).to_string();
-        assert!(out.contains("compile_error"), "{out}");
-        assert!(out.contains("expects 5 input features") || out.contains("unknown layer `Conv3d`"), "{out}");
-        assert!(out.contains("unknown layer `Conv3d`"), "{out}");
+        let out = network(quote!(Net(input = [4]) { Conv3d(1) })).to_string();
+        assert!(out.contains("compile_error") && out.contains("unknown layer `Conv3d`"), "{out}");
+        // A lowering error and a shape error of one spec come out together.
+        let out = network(quote!(Net(input = [4]) { Linear(5, 2), Linear(2, 2, biass = false) })).to_string();
+        assert!(out.contains("expects 5 input features") && out.contains("unknown parameter `biass`"), "{out}");
     }
+
     /// Writes `text` as `name` in a fresh temporary directory; returns the directory.
     fn spec_dir(name: &str, text: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("lrp-spec-{}-{name}", std::process::id()));

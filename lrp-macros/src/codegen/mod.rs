@@ -154,9 +154,11 @@ pub fn generate(net: &Network) -> TokenStream {
                 self.check_backward(ws, n, "relevance")
             }
 
+            /// The gradient of the seeded logit with respect to the input (checked by the caller,
+            /// once it is multiplied by the input).
             fn gradient_pass(&self, ws: &mut #ws_name, input: &[f32], n: usize) -> #rt::Result<()> {
                 #(#gradient)*
-                self.check_backward(ws, n, "gradient")
+                ::core::result::Result::Ok(())
             }
 
             /// After a backward pass: the input's relevance (or gradient) is finite, or the error
@@ -224,9 +226,7 @@ pub fn generate(net: &Network) -> TokenStream {
                 for (r, x) in #input_rel[..n * #in_len].iter_mut().zip(input) {
                     *r *= x;
                 }
-                if let ::core::option::Option::Some(e) = #rt::checks::locate_overflow("gradient x input", n, &[("input", &#input_rel[..n * #in_len])]) {
-                    return ::core::result::Result::Err(e);
-                }
+                self.check_backward(ws, n, "gradient x input")?;
                 ::core::result::Result::Ok(#explanation)
             }
 
@@ -285,7 +285,7 @@ fn one_sample_methods(ws_name: &syn::Ident) -> Vec<TokenStream> {
     let methods = [
         (
             "predict",
-            "Class scores (`CLASSES` logits) of one sample, laid out like PyTorch's contiguous tensor of shape `INPUT_SHAPE`.",
+            "Class scores (`CLASSES` logits) of one sample: `input` is `INPUT_LEN` values laid out like PyTorch's contiguous tensor of shape `INPUT_SHAPE`.",
             quote!(),
             quote!(),
             quote!(&'w [f32]),

@@ -240,35 +240,41 @@ pub(super) fn touch_idle_layers(net: &Network) -> TokenStream {
 /// then into the previous one, so that `s2 (W (s1 x + t1) + b) + t2` composes right), prepare
 /// every rule's transforms, check for unused tensors.
 fn from_weights_body(net: &Network) -> TokenStream {
-    let fields: Vec<&Ident> = net.layers.iter().map(|l| &l.field).collect();
-    let loads = net.layers.iter().map(|l| {
-        let (f, e) = (&l.field, load_expr(l));
+    // Locals named by index: a layer called `weights`, `strict` or `None` must not shadow the
+    // parameters or a variant.
+    let local = |i: usize| quote::format_ident!("__lrp_layer_{}", i);
+    let loads = net.layers.iter().enumerate().map(|(i, l)| {
+        let (v, e) = (local(i), load_expr(l));
         let mutability = if l.op.is_linear() { quote!(mut) } else { quote!() };
-        quote!(let #mutability #f = #e;)
+        quote!(let #mutability #v = #e;)
     });
     let mut folds = Vec::new();
     for into_next in [true, false] {
-        for l in &net.layers {
+        for (i, l) in net.layers.iter().enumerate() {
             let Op::BatchNorm(norm) = &l.op else { continue };
-            let bn = &l.field;
+            let bn = local(i);
             match (norm.placement, into_next) {
                 (BnPlacement::IntoNext(j), true) => {
-                    let t = &net.layers[j].field;
+                    let t = local(j);
                     folds.push(quote!(#t.fold_batchnorm_before(&#bn)?;));
                 }
                 (BnPlacement::IntoPrevious(j), false) => {
-                    let t = &net.layers[j].field;
+                    let t = local(j);
                     folds.push(quote!(#t.fold_batchnorm_after(&#bn)?;));
                 }
                 _ => {}
             }
         }
     }
-    let prepares = net.layers.iter().filter_map(|l| {
+    let prepares = net.layers.iter().enumerate().filter_map(|(i, l)| {
         let rule = rule_tokens(l.rule.as_ref()?);
-        let (f, nonneg) = (&l.field, l.input_nonneg);
-        let gate = l.output_gated.then(|| quote!(#f.set_output_gated(true)?;));
-        Some(quote!(#gate #f.prepare(&#rule, #nonneg)?;))
+        let (v, nonneg) = (local(i), l.input_nonneg);
+        let gate = l.output_gated.then(|| quote!(#v.set_output_gated(true)?;));
+        Some(quote!(#gate #v.prepare(&#rule, #nonneg)?;))
+    });
+    let fields = net.layers.iter().enumerate().map(|(i, l)| {
+        let (f, v) = (&l.field, local(i));
+        quote!(#f: #v)
     });
     quote! {
         #(#loads)*

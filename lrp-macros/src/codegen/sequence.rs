@@ -79,6 +79,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
         "Buffers for running [`{name}`] on sequences of up to `max_len` tokens, `capacity` at a time, without allocating."
     );
     let rel_what = format!("output relevance of `{name}`");
+    let batch_what = format!("batch size of `{name}`");
     let single = |relevance: TokenStream| {
         quote! {
             #rt::Explanation {
@@ -192,10 +193,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
 
             /// Embeds `tokens`, runs the network and seeds the output for `target`.
             fn seed(&self, ws: &mut #ws_name, tokens: &[usize], target: #rt::Target, kind: #rt::explanation::Seed) -> #rt::Result<usize> {
-                let steps = Self::steps_of(ws, tokens)?;
-                self.#emb.forward(tokens, &mut ws.emb[..steps * #e])?;
-                self.forward_embedded(ws, steps)?;
-                ws.lengths[0] = steps;
+                let steps = self.embed_and_forward(ws, tokens)?;
                 #rt::explanation::seed_output(&ws.#logits[..#classes], #classes, 1, target, kind, &mut ws.target, &mut ws.rel_out)?;
                 ::core::result::Result::Ok(steps)
             }
@@ -218,21 +216,36 @@ pub(super) fn generate(net: &Network) -> TokenStream {
 
             /// Class scores (logits) of one sequence of token ids.
             pub fn predict<'w>(&self, ws: &'w mut #ws_name, tokens: &[usize]) -> #rt::Result<&'w [f32]> {
-                self.seed(ws, tokens, #rt::Target::Predicted, #rt::explanation::Seed::One)?;
+                self.embed_and_forward(ws, tokens)?;
                 ::core::result::Result::Ok(&ws.#logits[..#classes])
+            }
+
+            /// Embeds `tokens` and runs the network on them; returns their number.
+            fn embed_and_forward(&self, ws: &mut #ws_name, tokens: &[usize]) -> #rt::Result<usize> {
+                let steps = Self::steps_of(ws, tokens)?;
+                self.#emb.forward(tokens, &mut ws.emb[..steps * #e])?;
+                self.forward_embedded(ws, steps)?;
+                ws.lengths[0] = steps;
+                ::core::result::Result::Ok(steps)
             }
 
             /// Class scores of each sequence (`[n, CLASSES]`); sequences may differ in length.
             pub fn predict_batch<'w>(&self, ws: &'w mut #ws_name, sequences: &[&[usize]]) -> #rt::Result<&'w [f32]> {
                 let n = Self::sequences_of(ws, sequences)?;
                 for (i, tokens) in sequences.iter().enumerate() {
-                    self.seed(ws, tokens, #rt::Target::Predicted, #rt::explanation::Seed::One)?;
+                    self.embed_and_forward(ws, tokens)?;
                     ws.logits_batch[i * #classes..(i + 1) * #classes].copy_from_slice(&ws.#logits[..#classes]);
                 }
                 ::core::result::Result::Ok(&ws.logits_batch[..n * #classes])
             }
 
             fn sequences_of(ws: &#ws_name, sequences: &[&[usize]]) -> #rt::Result<usize> {
+                if sequences.is_empty() {
+                    return ::core::result::Result::Err(#rt::Error::InvalidParameter {
+                        what: ::std::string::String::from(#batch_what),
+                        message: ::std::string::String::from("no sequences, but a batch holds at least one"),
+                    });
+                }
                 if sequences.len() > ws.capacity {
                     return ::core::result::Result::Err(#rt::Error::BatchCapacity { capacity: ws.capacity, requested: sequences.len() });
                 }

@@ -203,6 +203,25 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
             format!("a network must end in a vector of class scores, but `{}` gives {what}; add `Flatten` and a `Linear` layer", last.name),
         );
     }
+    check_structure(cx, net);
+}
+
+/// What code generation relies on beyond shapes: a model of tokens starts with its `Embedding`
+/// (nothing may stand before it, not even a `Dropout`), and a network computes something (not
+/// only reshapes).
+fn check_structure(cx: &mut Ctxt, net: &Network) {
+    let first = net.layers.first();
+    if net.input_tokens
+        && let Some(l) = first.filter(|l| !matches!(l.op, Op::Embedding { .. }))
+    {
+        let message =
+            format!("a model of tokens starts with its `Embedding`, but `{}` ({}) comes first", l.name, l.op.kind());
+        cx.error(l.span, message);
+    }
+    if first.is_some() && net.layers.iter().all(|l| matches!(l.op, Op::Flatten | Op::Dropout | Op::Identity)) {
+        let message = format!("`{}` computes nothing: its layers only reshape; add a `Linear` or `Conv2d`", net.name);
+        cx.error(net.name.span(), message);
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +258,16 @@ mod tests {
                 "`fc` expects 100 input features, but `3` (Flatten) gives 576".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn token_models_start_with_the_embedding_and_networks_compute_something() {
+        let errs = errors(quote! {
+            Net(input = tokens) { drop: Dropout(0.1), emb: Embedding(10, 4), lstm: LSTM(4, 4), fc: Linear(4, 2) }
+        });
+        assert_eq!(errs, ["a model of tokens starts with its `Embedding`, but `drop` (Dropout) comes first"]);
+        let errs = errors(quote!(Net(input = [4]) { Dropout(0.5), Identity }));
+        assert_eq!(errs, ["`Net` computes nothing: its layers only reshape; add a `Linear` or `Conv2d`"]);
     }
 
     #[test]
