@@ -26,7 +26,8 @@ pub enum Seed {
 }
 
 /// Chooses each sample's target from `logits` (`[n, classes]`) and writes it to `targets`, and
-/// the output seed to `seed` (`[n, classes]`). A `Target::Class` out of range is an error.
+/// the output seed to `seed` (`[n, classes]`). A `Target::Class` out of range, buffers too
+/// short, `classes == 0` and a non-finite logit are errors.
 pub fn seed_output(
     logits: &[f32],
     classes: usize,
@@ -36,27 +37,30 @@ pub fn seed_output(
     targets: &mut [usize],
     seed: &mut [f32],
 ) -> crate::Result<()> {
+    if classes == 0 {
+        return Err(crate::Error::InvalidParameter {
+            what: "output".into(),
+            message: "a network has at least one output".into(),
+        });
+    }
     if let Target::Class(c) = target
         && c >= classes
     {
         return Err(crate::Error::TargetOutOfRange { target: c, classes });
     }
+    crate::layers::check_batch(
+        "output",
+        n,
+        &[("logits", classes, logits.len()), ("targets", 1, targets.len()), ("output seed", classes, seed.len())],
+    )?;
     // A NaN or infinite logit has no argmax and no score to explain.
-    if let Some(at) = logits.iter().take(n.saturating_mul(classes)).position(|v| !v.is_finite()) {
+    if let Some(at) = logits[..n * classes].iter().position(|v| !v.is_finite()) {
         return Err(crate::Error::Overflow {
             layer: "output".to_string(),
             step: None,
-            what: format!("logit {} of sample {} is {}", at % classes.max(1), at / classes.max(1), logits[at]),
+            what: format!("logit {} of sample {} is {}", at % classes, at / classes, logits[at]),
         });
     }
-    crate::layers::check_buffers(
-        "output",
-        &[
-            ("logits", n * classes, logits.len()),
-            ("targets", n, targets.len()),
-            ("output seed", n * classes, seed.len()),
-        ],
-    )?;
     for i in 0..n {
         let row = &logits[i * classes..(i + 1) * classes];
         let t = match target {
@@ -183,6 +187,10 @@ mod tests {
         let nan = [1.0, f32::NAN, 0.0];
         let err = seed_output(&nan, 3, 1, Target::Predicted, Seed::Logit, &mut targets, &mut seed).unwrap_err();
         assert!(err.to_string().contains("logit 1 of sample 0 is NaN"), "{err}");
+        let err = seed_output(&[], 0, 1, Target::Predicted, Seed::One, &mut targets, &mut seed).unwrap_err();
+        assert!(matches!(err, crate::Error::InvalidParameter { .. }), "{err}");
+        let err = seed_output(&logits, 3, usize::MAX, Target::Predicted, Seed::One, &mut targets, &mut seed);
+        assert!(matches!(err, Err(crate::Error::SizeOverflow { .. })), "{err:?}");
     }
 
     #[cfg(feature = "nalgebra")]

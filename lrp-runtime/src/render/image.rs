@@ -71,7 +71,7 @@ impl Image {
         }
         let width = checked_size("the upscaled image", self.width, factor)?;
         let height = checked_size("the upscaled image", self.height, factor)?;
-        let mut pixels = Vec::with_capacity(rgb_len("upscaled image", width, height)?);
+        let mut pixels = rgb_buffer("upscaled image", width, height)?;
         for row in self.pixels.chunks_exact(3 * self.width) {
             let start = pixels.len();
             for px in row.chunks_exact(3) {
@@ -98,7 +98,7 @@ impl Image {
         }
         let width = (self.width.checked_add(gap).and_then(|w| w.checked_add(right.width)))
             .ok_or_else(|| Error::SizeOverflow { what: "images side by side".to_string() })?;
-        let mut pixels = Vec::with_capacity(rgb_len("images side by side", width, self.height)?);
+        let mut pixels = rgb_buffer("images side by side", width, self.height)?;
         let rows = self.pixels.chunks_exact(3 * self.width).zip(right.pixels.chunks_exact(3 * right.width));
         for (left_row, right_row) in rows {
             pixels.extend_from_slice(left_row);
@@ -169,6 +169,15 @@ pub fn overlay(input: &[f32], relevance: &[f32], shape: [usize; 3], alpha: f32) 
 /// `.`[`beside`](Image::beside)`(&`[`heatmap`]`(relevance, shape), 1)`.
 pub fn side_by_side(input: &[f32], relevance: &[f32], shape: [usize; 3]) -> Result<Image> {
     grey(input, shape)?.beside(&heatmap(relevance, shape)?, 1)
+}
+
+/// An empty buffer with room for a `width x height` RGB image: a size that overflows or that the
+/// allocator refuses is an error, not a panic or an abort.
+fn rgb_buffer(what: &str, width: usize, height: usize) -> Result<Vec<u8>> {
+    let len = rgb_len(what, width, height)?;
+    let mut pixels = Vec::new();
+    pixels.try_reserve_exact(len).map_err(|_| Error::Allocation { what: what.to_string(), bytes: len })?;
+    Ok(pixels)
 }
 
 /// `3 * width * height`, checked; a zero side is an error.
@@ -411,6 +420,11 @@ mod tests {
         assert_eq!(image.upscale(1).unwrap(), image);
         assert!(matches!(image.upscale(0), Err(Error::InvalidParameter { .. })));
         assert!(matches!(image.upscale(usize::MAX), Err(Error::SizeOverflow { .. })));
+        // Sizes that fit usize but no memory: refused, not a panic or an abort.
+        let dot = Image::new(1, 1, vec![1, 2, 3]).unwrap();
+        assert!(matches!(dot.upscale(1 << 32), Err(Error::SizeOverflow { .. })));
+        assert!(matches!(dot.upscale(1 << 31), Err(Error::Allocation { .. })));
+        assert!(matches!(dot.upscale(1 << 29), Err(Error::Allocation { .. })));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! Colour scheme (the usual LRP "bwr" map): positive relevance is red, negative is blue and
 //! zero is white; the intensity is `|v| / scale` clamped to 1. The map-level helpers
-//! ([`ansi_heatmap`], [`heatmap_rgb`], [`ansi_words`], [`html_words`]) scale by the largest
+//! ([`ansi_heatmap`], [`ansi_words`], [`html_words`]) scale by the largest
 //! finite `|v|` of their input ([`max_abs`]), so the strongest cell is fully saturated.
 //! None of these text helpers panics on mismatched lengths or non-finite values.
 //!
@@ -61,28 +61,6 @@ pub fn ansi_heatmap(values: &[f32], h: usize, w: usize) -> String {
         out.push_str("\x1b[0m\n");
     }
     out
-}
-
-/// RGB8 image (row-major, 3 bytes per pixel) of the heatmap upscaled by `cell` pixels per value
-/// (nearest neighbour), size (w*cell) x (h*cell).
-///
-/// Colours are scaled by [`max_abs`] of the first `h * w` values; cells without a value (when
-/// `values` is shorter than `h * w`) are white. The result has `3 * w * cell * h * cell` bytes.
-pub fn heatmap_rgb(values: &[f32], h: usize, w: usize, cell: usize) -> Vec<u8> {
-    let n = values.len().min(h.saturating_mul(w));
-    let scale = max_abs(&values[..n]);
-    let width = w.saturating_mul(cell);
-    let height = h.saturating_mul(cell);
-    let mut img = Vec::with_capacity(width.saturating_mul(height).saturating_mul(3));
-    for y in 0..height {
-        let row = y / cell;
-        for x in 0..width {
-            let i = row * w + x / cell;
-            let colour = values[..n].get(i).map_or([255, 255, 255], |&v| heat_colour(v, scale));
-            img.extend_from_slice(&colour);
-        }
-    }
-    img
 }
 
 /// Word relevance as ANSI coloured text: each word on a background of its colour, separated by
@@ -208,35 +186,6 @@ mod tests {
         assert_eq!(ansi_heatmap(&[1.0], 0, 3), "");
         assert_eq!(ansi_heatmap(&[1.0], 3, 0), "");
         assert_eq!(ansi_heatmap(&[1.0], usize::MAX, usize::MAX).matches('\n').count(), 1);
-    }
-
-    #[test]
-    fn heatmap_rgb_size_and_pixels() {
-        // 2 rows x 3 columns, 4 pixels per cell -> 12 x 8 image
-        let vals = [0.0, 2.0, 0.0, -1.0, 0.0, 0.0];
-        let img = heatmap_rgb(&vals, 2, 3, 4);
-        let (width, height) = (12, 8);
-        assert_eq!(img.len(), width * height * 3);
-        let px = |x: usize, y: usize| -> [u8; 3] {
-            let i = (y * width + x) * 3;
-            [img[i], img[i + 1], img[i + 2]]
-        };
-        // cell (0, 1) is the maximum: full red over its whole 4x4 block
-        assert_eq!(px(4, 0), [255, 0, 0]);
-        assert_eq!(px(7, 3), [255, 0, 0]);
-        // cell (1, 0) is -half: light blue
-        assert_eq!(px(0, 4), [128, 128, 255]);
-        assert_eq!(px(3, 7), [128, 128, 255]);
-        // zeros are white
-        assert_eq!(px(0, 0), [255, 255, 255]);
-        assert_eq!(px(11, 7), [255, 255, 255]);
-    }
-
-    #[test]
-    fn heatmap_rgb_short_input_is_white() {
-        let img = heatmap_rgb(&[-1.0], 1, 2, 1);
-        assert_eq!(img, vec![0, 0, 255, 255, 255, 255]);
-        assert!(heatmap_rgb(&[1.0], 2, 2, 0).is_empty());
     }
 
     #[test]
