@@ -105,12 +105,16 @@ impl Weights {
         let io = |e: std::io::Error| Error::Io { path: source.clone(), message: e.to_string() };
         let mut file = File::open(path).map_err(io)?;
         let total = file.metadata().map_err(io)?.len();
-        // The 8-byte length, then the JSON header if the length is sane; `parse` reports the rest.
-        let mut head = vec![0; total.min(8) as usize];
+        // The 8-byte length and the header's first byte, then the rest of the JSON header if the
+        // length is sane; `parse` reports the rest.
+        let mut head = vec![0; total.min(9) as usize];
         file.read_exact(&mut head).map_err(io)?;
         if let Ok(len) = header_len(&head, total) {
+            let read = head.len();
             head.resize(8 + len, 0);
-            file.read_exact(&mut head[8..]).map_err(io)?;
+            if 8 + len > read {
+                file.read_exact(&mut head[read..]).map_err(io)?;
+            }
         }
         let (offset, tensors) = parse(&head, total).map_err(|message| format_error(&source, &head, total, message))?;
         let data = Data::File { file: Arc::new(Mutex::new(file)), offset: offset as u64 };
@@ -321,9 +325,10 @@ fn is_bookkeeping(name: &str) -> bool {
 
 /// The [`Error::Format`] for `message` about `source` of `total` bytes, which start with `head`:
 /// a PyTorch checkpoint is named as such, with the way to convert it, unless its first bytes
-/// could begin safetensors (a plausible header length, then `{`).
-fn format_error(source: &str, head: &[u8], total: u64, message: String) -> Error {
-    let safetensors_like = header_len(head, total).is_ok() && head.get(8) == Some(&b'{');
+/// could begin safetensors (a `{` after the 8-byte length, even a length the file is too short
+/// for: a truncated file is reported as truncated).
+fn format_error(source: &str, head: &[u8], _total: u64, message: String) -> Error {
+    let safetensors_like = head.get(8) == Some(&b'{');
     let message = match hint::torch_checkpoint(head) {
         Some(kind) if !safetensors_like => hint::torch_message(kind),
         _ => message,

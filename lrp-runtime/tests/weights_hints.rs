@@ -155,6 +155,9 @@ fn weights_safetensors_starting_like_a_pickle_still_loads() {
     bytes[8..8 + deep.len()].copy_from_slice(deep.as_bytes());
     let msg = Weights::from_bytes(&bytes).unwrap_err().to_string();
     assert!(msg.contains("`w` has more than 16 dimensions") && !msg.contains("PyTorch"), "{msg}");
+    // Truncated inside its header, it is reported as truncated, from bytes and from a file.
+    let msg = load_message("truncated-640", &bytes[..8 + 100]);
+    assert!(!msg.contains("PyTorch") && msg.contains("truncated"), "{msg}");
 }
 
 /// A VGG-like feature stack as saved: convolutions at indices 0, 2 and 5 (ReLUs and a pool

@@ -188,6 +188,11 @@ mod tests {
         let err = fc.fold_batchnorm_after(&bn).unwrap_err();
         assert_eq!(err, Error::NonFinite { name: "bn folded into fc: weight".into(), index: 2, value: f32::INFINITY });
         assert_eq!(err.to_string(), "tensor `bn folded into fc: weight` holds a non-finite value inf at flat index 2");
+        // The layer is left as it was: it still computes with its own weights.
+        assert_eq!(fc.weight(), &[1.0, 1.0, 1e7, 2.0]);
+        let mut z = [0.0; 2];
+        fc.forward(&[1.0, 1.0], 1, &mut z).unwrap();
+        assert_eq!(z, [2.0, 1e7 + 2.0]);
         // Before: W'_{oj} = W_{oj} s_j, column 1 overflows at flat index 1 (negative).
         let mut fc = dense(vec![1.0, -1e7, 1.0, 1.0]);
         let err = fc.fold_batchnorm_before(&bn).unwrap_err();
@@ -225,6 +230,17 @@ mod tests {
         assert!(matches!(&err, Error::NonFinite { name, index: 0, .. } if name == "bn.running_mean"), "{err}");
         let err = BatchNorm::from_stats("bn", &[1.0; 2], &[0.0; 2], &[0.0; 2], &[1.0; 2], f32::INFINITY).unwrap_err();
         assert!(matches!(&err, Error::InvalidParameter { what, .. } if what.contains("`bn`")), "{err}");
+    }
+
+    #[test]
+    fn layers_without_inputs_or_outputs_are_refused() {
+        for (i, o) in [(0, 2), (2, 0), (0, 0)] {
+            let err = LinearMap::new("fc", LinearKind::Dense { in_features: i, out_features: o }, vec![], None);
+            assert!(
+                matches!(&err, Err(Error::InvalidParameter { what, .. }) if what == "shape of layer `fc`"),
+                "{err:?}"
+            );
+        }
     }
 
     #[test]

@@ -58,7 +58,8 @@ impl LinearKind {
     /// samples.
     pub fn scratch_len(&self, batch: usize) -> usize {
         // Saturates: a capacity too large then fails the buffer's size check instead of wrapping.
-        batch.saturating_mul(self.out_len() + 2 * self.in_len()).saturating_add(self.columns_len())
+        let per_sample = self.in_len().saturating_mul(2).saturating_add(self.out_len());
+        batch.saturating_mul(per_sample).saturating_add(self.columns_len())
     }
 
     /// Whether the transposed pass `W^T s` runs as a convolution of `s` with flipped weights: a
@@ -75,7 +76,7 @@ impl LinearKind {
     /// for a dense layer, or one that transposes by convolution).
     fn columns_len(&self) -> usize {
         match self {
-            LinearKind::Conv2d(g) if !self.transposes_by_convolution() => g.col_rows() * g.col_cols(),
+            LinearKind::Conv2d(g) if !self.transposes_by_convolution() => g.col_rows().saturating_mul(g.col_cols()),
             _ => 0,
         }
     }
@@ -129,6 +130,12 @@ impl LinearMap {
         if let LinearKind::Conv2d(g) = kind {
             g.validate()
                 .map_err(|message| Error::InvalidParameter { what: format!("geometry of layer `{name}`"), message })?;
+        }
+        if kind.weight_shape().contains(&0) {
+            return Err(Error::InvalidParameter {
+                what: format!("shape of layer `{name}`"),
+                message: format!("its weight would be {:?}: every size must be at least 1", kind.weight_shape()),
+            });
         }
         let wlen = kind.weight_shape().iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| {
             Error::SizeOverflow { what: format!("the weight of layer `{name}`, shape {:?},", kind.weight_shape()) }
@@ -205,34 +212,37 @@ impl LinearMap {
 
     /// Folds a BatchNorm `y = s x + t` that follows this layer into it:
     /// `W' = s W` (per output channel), `b' = s b + t`. A NaN or infinite folded value is
-    /// [`Error::NonFinite`] (and the layer unusable).
+    /// [`Error::NonFinite`], and the layer stays as it was.
     pub fn fold_batchnorm_after(&mut self, bn: &BatchNorm) -> Result<()> {
         let out = self.kind.out_channels();
         bn.check_channels(out, &self.name)?;
-        let per_out = self.weight.len() / out;
-        for (o, row) in self.weight.chunks_mut(per_out).enumerate() {
+        let (mut weight, mut bias) = (self.weight.clone(), self.bias.clone());
+        for (o, row) in weight.chunks_mut(self.weight.len() / out).enumerate() {
             row.iter_mut().for_each(|w| *w *= bn.scale[o]);
-            self.bias[o] = self.bias[o] * bn.scale[o] + bn.shift[o];
+            bias[o] = bias[o] * bn.scale[o] + bn.shift[o];
         }
-        self.check_folded(bn)?;
-        self.reprepare()
+        self.set_folded(bn, weight, bias)
     }
 
-    /// Checks the parameters after folding `bn`, like loaded ones: [`Error::NonFinite`] naming
-    /// e.g. `bn1 folded into conv1: weight`.
-    fn check_folded(&self, bn: &BatchNorm) -> Result<()> {
+    /// Takes the parameters folded from `bn` once they are checked like loaded ones
+    /// ([`Error::NonFinite`] naming e.g. `bn1 folded into conv1: weight`, the layer unchanged),
+    /// and rebuilds the rule's transforms.
+    fn set_folded(&mut self, bn: &BatchNorm, weight: Vec<f32>, bias: Vec<f32>) -> Result<()> {
         let name = |what: &str| format!("{} folded into {}: {what}", bn.name(), self.name);
-        check_finite(&name("weight"), &self.weight)?;
-        check_finite(&name("bias"), &self.bias)
+        check_finite(&name("weight"), &weight)?;
+        check_finite(&name("bias"), &bias)?;
+        (self.weight, self.bias) = (weight, bias);
+        self.reprepare()
     }
 
     /// Folds a BatchNorm `x' = s x + t` that precedes this layer into it:
     /// `W'_{oj} = W_{oj} s_{c(j)}`, `b'_o = b_o + sum_j W_{oj} t_{c(j)}`, `c(j)` the channel of
     /// input `j`. Exact unless the layer zero-pads its input (the compiler checks that). A NaN
-    /// or infinite folded value is [`Error::NonFinite`] (and the layer unusable).
+    /// or infinite folded value is [`Error::NonFinite`], and the layer stays as it was.
     pub fn fold_batchnorm_before(&mut self, bn: &BatchNorm) -> Result<()> {
         let out = self.kind.out_channels();
         let per_out = self.weight.len() / out;
+        let (mut weight, mut bias) = (self.weight.clone(), self.bias.clone());
         // Channel of weight entry (o, j) within its row.
         let channel_of: Box<dyn Fn(usize, usize) -> usize> = match self.kind {
             LinearKind::Dense { in_features, .. } => {
@@ -247,15 +257,14 @@ impl LinearMap {
                 Box::new(move |o, j| (o / cout_g) * cin_g + j / taps)
             }
         };
-        for (o, row) in self.weight.chunks_mut(per_out).enumerate() {
+        for (o, row) in weight.chunks_mut(per_out).enumerate() {
             for (j, w) in row.iter_mut().enumerate() {
                 let c = channel_of(o, j);
-                self.bias[o] += *w * bn.shift[c];
+                bias[o] += *w * bn.shift[c];
                 *w *= bn.scale[c];
             }
         }
-        self.check_folded(bn)?;
-        self.reprepare()
+        self.set_folded(bn, weight, bias)
     }
 
     /// Declares that the relevance reaching outputs with `z <= 0` is zero: a ReLU follows and
