@@ -278,6 +278,9 @@ impl Rule {
                     Bound::PerChannel(v) => v.clone(),
                 };
                 let (l, h) = (values(low), values(high));
+                if l.is_empty() || h.is_empty() {
+                    return Err("z^B bounds need at least one value each".to_string());
+                }
                 for v in l.iter().chain(&h) {
                     finite("z^B bound", *v)?;
                 }
@@ -302,5 +305,20 @@ impl Bound {
             Bound::Scalar(v) => *v,
             Bound::PerChannel(v) => v.get(c).copied().unwrap_or(0.0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zbox_bounds_are_validated_not_indexed_blindly() {
+        let zbox = |low, high| Rule::ZBox { low, high };
+        assert_eq!(zbox(Bound::Scalar(0.0), Bound::PerChannel(vec![1.0, 2.0])).validate(), Ok(()));
+        let empty = zbox(Bound::PerChannel(vec![]), Bound::PerChannel(vec![1.0]));
+        assert_eq!(empty.validate(), Err("z^B bounds need at least one value each".to_string()));
+        let crossed = zbox(Bound::PerChannel(vec![0.0, 3.0]), Bound::Scalar(2.0)).validate().unwrap_err();
+        assert!(crossed.contains("low = 3, high = 2"), "{crossed}");
     }
 }

@@ -50,9 +50,10 @@ impl RecurrentGeom {
         if self.bidirectional { 2 } else { 1 }
     }
 
-    /// Features of one time step of a layer's output: `directions * hidden_size`.
+    /// Features of one time step of a layer's output: `directions * hidden_size` (saturating:
+    /// [`RecurrentGeom::validate`] refuses a geometry whose sizes overflow).
     pub const fn step_len(&self) -> usize {
-        self.directions() * self.hidden_size
+        self.hidden_size.saturating_mul(self.directions())
     }
 
     /// Elements of the layer's output (`Last`, `Mean` and `Max` all give one vector).
@@ -77,6 +78,9 @@ impl RecurrentGeom {
                 what: "recurrent layer geometry".into(),
                 message: format!("sizes must be positive: {self:?}"),
             });
+        }
+        if self.hidden_size.checked_mul(self.directions()).is_none() {
+            return Err(Error::SizeOverflow { what: format!("recurrent layer geometry {self:?}") });
         }
         Ok(())
     }
@@ -646,7 +650,8 @@ impl<C: Cell> Recurrent<C> {
         let (outs, rest) = trace.split_at(self.outputs_len(steps)?);
         let (recs, y) = rest.split_at(self.records_len(steps)?);
         // What arrives at a layer's outputs, and what leaves its inputs for the layer below: row
-        // `t` stands for `2^e_t` times its values, `e_t` kept (as bits) in `*_exp[t]`.
+        // `t` stands for `2^e_t` times its values, `e_t` kept in `*_exp[t]` (an integer in f32,
+        // exact below 2^24 in magnitude: [`exponent_in_f32`]).
         let (mut arriving, rest) = scratch.split_at_mut(steps * sl);
         let (mut spare, rest) = rest.split_at_mut(steps * sl);
         let (mut arriving_exp, rest) = rest.split_at_mut(steps);
@@ -656,11 +661,14 @@ impl<C: Cell> Recurrent<C> {
         let largest = seed[..g.out_len()].iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let base = if largest > 0.0 { (largest as f64).log2().floor() as i32 } else { 0 };
         self.seed_outputs(pass, steps, last, &y[..sl], seed, pow2(-base), arriving);
-        arriving_exp.fill(f32::from_bits(base as u32));
+        arriving_exp.fill(base as f32);
         for layer in (0..g.num_layers).rev() {
             let (target, mut target_exp) =
                 if layer == 0 { (&mut into[..x_len], None) } else { (&mut spare[..], Some(&mut spare_exp[..])) };
             target.fill(0.0);
+            if let Some(exps) = target_exp.as_deref_mut() {
+                exps.fill(0.0);
+            }
             for dir in 0..g.directions() {
                 let run = Direction {
                     layer,
@@ -764,7 +772,7 @@ impl<C: Cell> Recurrent<C> {
             let t = time_of(dir, s, steps);
             let p = s.checked_sub(1).map(|s| time_of(dir, s, steps));
             let at = |t: usize| t * sl + dir * d..t * sl + (dir + 1) * d;
-            if absorb(carry_h, carry_c, &mut exp, &run.arriving[at(t)], run.arriving_exp[t].to_bits() as i32) {
+            if absorb(carry_h, carry_c, &mut exp, &run.arriving[at(t)], run.arriving_exp[t] as i32) {
                 exp = renormalise(carry_h, carry_c, exp).ok_or_else(|| {
                     let what = format!("the {} arriving at this step is NaN or infinite", pass.output());
                     self.overflow(run.layer, dir, t, what)
@@ -787,9 +795,11 @@ impl<C: Cell> Recurrent<C> {
             match target_exp.as_deref_mut() {
                 None => add_scaled(x_part, x_step, exp),
                 Some(exps) => {
-                    let mut e_t = exps[t].to_bits() as i32;
+                    let mut e_t = exps[t] as i32;
                     let _ = absorb(x_part, &mut [], &mut e_t, x_step, exp);
-                    exps[t] = f32::from_bits(e_t as u32);
+                    exps[t] = exponent_in_f32(e_t).ok_or_else(|| {
+                        self.overflow(run.layer, dir, t, format!("the {} needs a scale of 2^{e_t}", pass.output()))
+                    })?;
                 }
             }
             if !max_abs(x_part).is_finite() {
@@ -848,6 +858,12 @@ struct Direction<'a> {
 
 /// Bounds of the carried values' largest magnitude before [`renormalise`] rescales them.
 const CARRY_RANGE: (f32, f32) = (1.0 / 65536.0, 65536.0);
+
+/// The exponent `e` stored in an f32 buffer: exact while `|e| < 2^24` (beyond, a result would
+/// be some `2^(2^24)` times its stored values, far outside f32: `None`).
+fn exponent_in_f32(e: i32) -> Option<f32> {
+    (e.unsigned_abs() < 1 << 24).then_some(e as f32)
+}
 
 /// `2^e` as f64 (`e` clamped to f64's normal range, which is far beyond f32's).
 fn pow2(e: i32) -> f64 {
