@@ -31,6 +31,15 @@ pub fn check_samples(input: &[f32], sample_len: usize, nonnegative: bool) -> Res
     Ok(())
 }
 
+/// Parameters `v` of tensor `name` (loaded, folded or transformed by a rule) are finite, or an
+/// [`Error::NonFinite`] naming the first value that is not.
+pub fn check_finite(name: &str, v: &[f32]) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(index) => Err(Error::NonFinite { name: name.to_string(), index, value: v[index] }),
+        None => Ok(()),
+    }
+}
+
 /// A relevance given to `explain_from` (named `what`): every value finite, or an
 /// [`Error::InvalidParameter`] naming the first that is not.
 pub fn check_given_relevance(what: &str, values: &[f32]) -> Result<()> {

@@ -233,9 +233,7 @@ impl Weights {
                 message: format!("tensor `{name}` of shape {expected:?} holds {} elements", data.len()),
             });
         }
-        if let Some((index, &value)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::NonFinite { name: name.to_string(), index, value });
-        }
+        crate::checks::check_finite(name, &data)?;
         self.taken.insert(name.to_string());
         Ok(data)
     }

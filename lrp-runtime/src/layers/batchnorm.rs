@@ -2,7 +2,7 @@
 //! `t = beta - mean s`: folded into an adjacent linear layer, or kept as an explicit affine layer
 //! whose relevance follows the epsilon rule.
 
-use super::recurrent::check_finite;
+use crate::checks::check_finite;
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::stabilize;
 use crate::weights::Weights;

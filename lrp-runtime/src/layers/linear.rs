@@ -2,8 +2,8 @@
 //! of [`crate::rules`], with the rule's parameter transforms computed once in [`LinearMap::prepare`].
 
 use super::batchnorm::BatchNorm;
-use super::recurrent::check_finite;
 use super::{check_batch, check_buffers};
+use crate::checks::check_finite;
 use crate::error::{Error, Result};
 use crate::kernels::gemm::conv_gemm;
 use crate::kernels::im2col::ConvCols;

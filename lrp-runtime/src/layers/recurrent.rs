@@ -4,6 +4,7 @@
 use std::marker::PhantomData;
 
 use super::check_buffers;
+use crate::checks::check_finite;
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::stabilize;
 use crate::kernels::{MatMut, MatRef, gemm};
@@ -206,14 +207,6 @@ fn check_sizes<C: Cell>(name: &str, geom: &RecurrentGeom) -> Result<()> {
     match bound {
         Some(_) => Ok(()),
         None => Err(Error::SizeOverflow { what: format!("recurrent layer `{name}` with geometry {geom:?}") }),
-    }
-}
-
-/// [`Error::NonFinite`] naming `name` at the first NaN or infinite value of `v`.
-pub(crate) fn check_finite(name: &str, v: &[f32]) -> Result<()> {
-    match v.iter().position(|x| !x.is_finite()) {
-        Some(index) => Err(Error::NonFinite { name: name.to_string(), index, value: v[index] }),
-        None => Ok(()),
     }
 }
 
