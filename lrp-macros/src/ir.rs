@@ -38,6 +38,13 @@ pub struct Network {
     pub source_file: Option<String>,
 }
 
+impl Network {
+    /// Number of outputs: the elements of the last layer's output.
+    pub fn classes(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.out_shape.iter().product())
+    }
+}
+
 /// One layer, in forward order.
 pub struct Layer {
     /// PyTorch module name, e.g. `features.0`: the prefix of its `state_dict` entries.

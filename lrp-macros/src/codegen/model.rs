@@ -290,7 +290,7 @@ fn from_weights_body(net: &Network) -> TokenStream {
 pub(super) fn loaders(net: &Network) -> TokenStream {
     let tensors = tensors(net);
     let body = from_weights_body(net);
-    let classes: usize = net.layers.last().map_or(0, |l| l.out_shape.iter().product());
+    let classes = net.classes();
     let rt = quote!(::lrp::runtime);
     let model = quote!(<Self as #rt::Model>);
     quote! {

@@ -16,7 +16,7 @@ fn buffer_list(buffers: &[(String, TokenStream)]) -> TokenStream {
 /// The statements ending a forward pass (a `Result<()>` expression): the logits are finite, or
 /// the error names the first layer whose output is not.
 pub(super) fn forward_check(net: &Network, plan: &Plan) -> TokenStream {
-    let classes: usize = net.layers.last().map_or(0, |l| l.out_shape.iter().product());
+    let classes = net.classes();
     let logits = &plan.logits;
     let buffers = buffer_list(&plan.activations());
     let rt = quote!(::lrp::runtime);

@@ -28,7 +28,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
         return syn::Error::new(name.span(), "the network computes nothing").to_compile_error();
     };
     let ws_name = format_ident!("{}Workspace", name);
-    let classes: usize = net.layers.last().map_or(0, |l| l.out_shape.iter().product());
+    let classes = net.classes();
     let (emb, rec): (&Ident, &Ident) = (&net.layers[0].field, &net.layers[r].field);
     let emb_name = &net.layers[0].name;
     let (rnn_out, out_len) = (act_ident(r), rnn.out_features());
