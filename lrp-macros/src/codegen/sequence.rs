@@ -12,75 +12,87 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
 
+/// What every generated piece of a token model refers to.
+struct Parts<'a> {
+    net: &'a Network,
+    plan: &'a Plan<'a>,
+    ws_name: Ident,
+    /// The Embedding and the recurrent layer's fields, and the embedding size.
+    emb: &'a Ident,
+    rec: &'a Ident,
+    e: usize,
+    /// The recurrent layer's output buffer and its length.
+    rnn_out: Ident,
+    out_len: usize,
+    classes: usize,
+    rt: TokenStream,
+}
+
+/// The model, its workspace, and `impl lrp::Model` and `lrp::TokenModel` for it.
 pub(super) fn generate(net: &Network) -> TokenStream {
-    let (name, vis) = (&net.name, &net.vis);
-    // Shape inference guarantees: the Embedding first, one recurrent layer, then vectors.
-    let (Some(Op::Embedding { num_embeddings, embedding_dim: e, .. }), Some(r)) =
+    // The shape pass guarantees the Embedding first, one recurrent layer, then vectors.
+    let (Some(Op::Embedding { embedding_dim: e, .. }), Some(r)) =
         (net.layers.first().map(|l| &l.op), net.layers.iter().position(|l| matches!(l.op, Op::Recurrent(_))))
     else {
-        return syn::Error::new(name.span(), "a model of tokens needs an `Embedding` first and then an LSTM or GRU")
-            .to_compile_error();
+        return syn::Error::new(
+            net.name.span(),
+            "a model of tokens needs an `Embedding` first and then an LSTM or GRU",
+        )
+        .to_compile_error();
     };
-    let Op::Recurrent(rnn) = &net.layers[r].op else {
-        return quote!();
+    let (Op::Recurrent(rnn), Some(plan)) = (&net.layers[r].op, Plan::new(&net.layers[r + 1..], r + 1, Buf::Act(r)))
+    else {
+        return syn::Error::new(net.name.span(), "the network computes nothing").to_compile_error();
     };
-    let Some(plan) = Plan::new(&net.layers[r + 1..], r + 1, Buf::Act(r)) else {
-        return syn::Error::new(name.span(), "the network computes nothing").to_compile_error();
-    };
-    let ws_name = format_ident!("{}Workspace", name);
-    let classes = net.classes();
-    let (emb, rec): (&Ident, &Ident) = (&net.layers[0].field, &net.layers[r].field);
-    let emb_name = &net.layers[0].name;
-    let (rnn_out, out_len) = (act_ident(r), rnn.out_features());
-    let (head_fields, head_inits, scratch) = (&plan.fields, &plan.inits, &plan.scratch);
-    let (logits, head_rel) = (&plan.logits, &plan.input_rel);
-    let forward = steps::forward(&plan);
-    let relevance = steps::relevance(&plan);
-    let gradient = steps::gradient(&plan);
-    let touch_idle = model::touch_idle_layers(net);
-    let forward_check = overflow::forward_check(net, &plan);
-    let backward_check = overflow::backward_check(&plan, quote!(#head_rel[..#out_len]));
-    let rt = quote!(::lrp::runtime);
-    let batch_impl = quote! {
-        impl #rt::TokenModel for #name {
-            const VOCAB: usize = #num_embeddings;
-            const EMBEDDING_DIM: usize = #e;
-            fn predict_batch<'w>(&self, ws: &'w mut #ws_name, sequences: &[&[usize]]) -> #rt::Result<&'w [f32]> {
-                self.predict_batch(ws, sequences)
-            }
-            fn explain_batch<'w>(&self, ws: &'w mut #ws_name, sequences: &[&[usize]], target: impl ::core::convert::Into<#rt::Target>) -> #rt::Result<#rt::Explanation<'w>> {
-                self.explain_batch(ws, sequences, target)
-            }
-        }
-    };
-    let model_impl = model::model_trait_impl(
+    let p = Parts {
         net,
-        &ws_name,
-        model::ModelKind {
-            input: quote!([usize]),
-            workspace: quote!(self.workspace(capacity.max_len, capacity.samples)),
-            batch_impl,
-        },
-    );
-    let buffers = [
-        buffer_init(&format_ident!("emb"), quote!(max_len), *e),
-        buffer_init(&format_ident!("saved"), quote!(max_len), *e),
-        buffer_init(&rnn_out, quote!(1), out_len),
-        buffer_init(&format_ident!("rel_emb"), quote!(max_len), *e),
-        buffer_init(&format_ident!("target"), quote!(1), 1),
-        buffer_init(&format_ident!("targets"), quote!(batch), 1),
-        buffer_init(&format_ident!("lengths"), quote!(batch), 1),
-        buffer_init(&format_ident!("rel_out"), quote!(1), classes),
-        buffer_init(&format_ident!("logits_batch"), quote!(batch), classes),
-    ];
-    let struct_def = model::struct_def(net);
-    let loaders = model::loaders(net);
-    let ws_doc = format!(
-        "Buffers for running [`{name}`] on sequences of up to `max_len` tokens, `capacity` at a time, without allocating."
-    );
-    let rel_what = format!("output relevance of `{name}`");
-    let batch_what = format!("batch size of `{name}`");
-    let single = |relevance: TokenStream| {
+        plan: &plan,
+        ws_name: format_ident!("{}Workspace", net.name),
+        emb: &net.layers[0].field,
+        rec: &net.layers[r].field,
+        e: *e,
+        rnn_out: act_ident(r),
+        out_len: rnn.out_features(),
+        classes: net.classes(),
+        rt: quote!(::lrp::runtime),
+    };
+    let (name, vocab, e) = (&net.name, p.vocab(), p.e);
+    let (struct_def, loaders) = (model::struct_def(net), model::loaders(net));
+    let (workspace_struct, workspace_fn, passes) = (p.workspace_struct(), p.workspace_fn(), p.passes());
+    let (predict, explain, baselines, traits) = (p.predict(), p.explain(), p.baselines(), p.trait_impls());
+    quote! {
+        #struct_def
+        #workspace_struct
+
+        impl #name {
+            /// Size of the vocabulary: token ids are `0..VOCAB`.
+            pub const VOCAB: usize = #vocab;
+            /// Elements of one token's embedding, and of its relevance.
+            pub const EMBEDDING_DIM: usize = #e;
+
+            #loaders
+            #workspace_fn
+            #passes
+            #predict
+            #explain
+            #baselines
+        }
+
+        #traits
+    }
+}
+
+impl Parts<'_> {
+    fn vocab(&self) -> usize {
+        match self.net.layers[0].op {
+            Op::Embedding { num_embeddings, .. } => num_embeddings,
+            _ => 0,
+        }
+    }
+
+    /// `Explanation` of the one sequence in the workspace, with `relevance`.
+    fn single(&self, relevance: TokenStream) -> TokenStream {
+        let (rt, logits, classes) = (&self.rt, &self.plan.logits, self.classes);
         quote! {
             #rt::Explanation {
                 logits: &ws.#logits[..#classes],
@@ -90,13 +102,16 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                 lengths: &ws.lengths[..1],
             }
         }
-    };
-    let explanation = single(quote!(&ws.rel_emb[..steps * #e]));
-    let per_token = single(quote!(&ws.rel_emb[..steps]));
+    }
 
-    quote! {
-        #struct_def
-
+    /// The workspace struct: buffers for `max_len` tokens and `capacity` sequences per batch.
+    fn workspace_struct(&self) -> TokenStream {
+        let (name, vis, ws_name, rnn_out, head_fields) =
+            (&self.net.name, &self.net.vis, &self.ws_name, &self.rnn_out, &self.plan.fields);
+        let ws_doc = format!(
+            "Buffers for running [`{name}`] on sequences of up to `max_len` tokens, `capacity` at a time, without allocating."
+        );
+        quote! {
         #[doc = #ws_doc]
         #[derive(Clone, Debug)]
         #vis struct #ws_name {
@@ -129,15 +144,27 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                 self.capacity
             }
         }
+            }
+    }
 
-        impl #name {
-            /// Size of the vocabulary: token ids are `0..VOCAB`.
-            pub const VOCAB: usize = #num_embeddings;
-            /// Elements of one token's embedding, and of its relevance.
-            pub const EMBEDDING_DIM: usize = #e;
-
-            #loaders
-
+    /// `workspace(max_len, batch)`: every buffer sized with checked arithmetic and allocated
+    /// fallibly.
+    fn workspace_fn(&self) -> TokenStream {
+        let (rt, ws_name, rec, e, scratch, head_inits) =
+            (&self.rt, &self.ws_name, self.rec, self.e, &self.plan.scratch, &self.plan.inits);
+        let classes = self.classes;
+        let buffers = [
+            buffer_init(&format_ident!("emb"), quote!(max_len), e),
+            buffer_init(&format_ident!("saved"), quote!(max_len), e),
+            buffer_init(&self.rnn_out, quote!(1), self.out_len),
+            buffer_init(&format_ident!("rel_emb"), quote!(max_len), e),
+            buffer_init(&format_ident!("target"), quote!(1), 1),
+            buffer_init(&format_ident!("targets"), quote!(batch), 1),
+            buffer_init(&format_ident!("lengths"), quote!(batch), 1),
+            buffer_init(&format_ident!("rel_out"), quote!(1), classes),
+            buffer_init(&format_ident!("logits_batch"), quote!(batch), classes),
+        ];
+        quote! {
             /// Buffers for sequences of up to `max_len` tokens, `batch` sequences per batch
             /// call (both at least one); reuse it across calls. Sizes whose buffers would not
             /// fit in memory's address range are an error.
@@ -158,7 +185,22 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                     #(#head_inits,)*
                 })
             }
+        }
+    }
 
+    /// The private passes: lengths, forward, the checks, seeding, relevance and gradient.
+    fn passes(&self) -> TokenStream {
+        let (rt, name, ws_name, rec, e) = (&self.rt, &self.net.name, &self.ws_name, self.rec, self.e);
+        let (rnn_out, out_len, classes, emb_name) =
+            (&self.rnn_out, self.out_len, self.classes, &self.net.layers[0].name);
+        let (logits, head_rel) = (&self.plan.logits, &self.plan.input_rel);
+        let (forward, relevance, gradient) =
+            (steps::forward(self.plan), steps::relevance(self.plan), steps::gradient(self.plan));
+        let touch_idle = model::touch_idle_layers(self.net);
+        let forward_check = overflow::forward_check(self.net, self.plan);
+        let backward_check = overflow::backward_check(self.plan, quote!(#head_rel[..#out_len]));
+        let batch_what = format!("batch size of `{name}`");
+        quote! {
             /// The length of `tokens`, checked against the workspace.
             fn steps_of(ws: &#ws_name, tokens: &[usize]) -> #rt::Result<usize> {
                 if tokens.is_empty() || tokens.len() > ws.max_len {
@@ -210,10 +252,33 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                 let n = 1usize;
                 #(#gradient)*
                 self.check_head(ws, "gradient")?;
-                self.#rec.gradient(&ws.emb[..steps * #e], steps, &ws.trace, &#head_rel[..#out_len], &mut ws.rel_emb[..steps * #e], &mut ws.rnn_scratch)?;
-                Self::check_embeddings(ws, steps, "gradient")
+                // Checked by the caller, once multiplied by the embeddings.
+                self.#rec.gradient(&ws.emb[..steps * #e], steps, &ws.trace, &#head_rel[..#out_len], &mut ws.rel_emb[..steps * #e], &mut ws.rnn_scratch)
             }
 
+            fn sequences_of(ws: &#ws_name, sequences: &[&[usize]]) -> #rt::Result<usize> {
+                if sequences.is_empty() {
+                    return ::core::result::Result::Err(#rt::Error::InvalidParameter {
+                        what: ::std::string::String::from(#batch_what),
+                        message: ::std::string::String::from("no sequences, but a batch holds at least one"),
+                    });
+                }
+                if sequences.len() > ws.capacity {
+                    return ::core::result::Result::Err(#rt::Error::BatchCapacity { capacity: ws.capacity, requested: sequences.len() });
+                }
+                for tokens in sequences {
+                    Self::steps_of(ws, tokens)?;
+                }
+                ::core::result::Result::Ok(sequences.len())
+            }
+        }
+    }
+
+    /// `predict` and `predict_batch`.
+    fn predict(&self) -> TokenStream {
+        let (rt, ws_name, emb, e, classes, logits) =
+            (&self.rt, &self.ws_name, self.emb, self.e, self.classes, &self.plan.logits);
+        quote! {
             /// Class scores (logits) of one sequence of token ids.
             pub fn predict<'w>(&self, ws: &'w mut #ws_name, tokens: &[usize]) -> #rt::Result<&'w [f32]> {
                 self.embed_and_forward(ws, tokens)?;
@@ -238,23 +303,16 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                 }
                 ::core::result::Result::Ok(&ws.logits_batch[..n * #classes])
             }
+        }
+    }
 
-            fn sequences_of(ws: &#ws_name, sequences: &[&[usize]]) -> #rt::Result<usize> {
-                if sequences.is_empty() {
-                    return ::core::result::Result::Err(#rt::Error::InvalidParameter {
-                        what: ::std::string::String::from(#batch_what),
-                        message: ::std::string::String::from("no sequences, but a batch holds at least one"),
-                    });
-                }
-                if sequences.len() > ws.capacity {
-                    return ::core::result::Result::Err(#rt::Error::BatchCapacity { capacity: ws.capacity, requested: sequences.len() });
-                }
-                for tokens in sequences {
-                    Self::steps_of(ws, tokens)?;
-                }
-                ::core::result::Result::Ok(sequences.len())
-            }
-
+    /// `explain`, `explain_batch` and `explain_from`.
+    fn explain(&self) -> TokenStream {
+        let (rt, name, ws_name, e, classes, logits) =
+            (&self.rt, &self.net.name, &self.ws_name, self.e, self.classes, &self.plan.logits);
+        let explanation = self.single(quote!(&ws.rel_emb[..steps * #e]));
+        let rel_what = format!("output relevance of `{name}`");
+        quote! {
             /// LRP relevance of every embedding dimension of every token (`[steps,
             /// EMBEDDING_DIM]`) for the score of `target`; `token_relevance(0)` sums each token's.
             pub fn explain<'w>(
@@ -312,7 +370,15 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                 self.relevance_pass(ws, steps)?;
                 ::core::result::Result::Ok(#explanation)
             }
+        }
+    }
 
+    /// The baselines: `gradient_x_input` and `occlusion` (one score per token).
+    fn baselines(&self) -> TokenStream {
+        let (rt, ws_name, e, classes, logits) = (&self.rt, &self.ws_name, self.e, self.classes, &self.plan.logits);
+        let explanation = self.single(quote!(&ws.rel_emb[..steps * #e]));
+        let per_token = self.single(quote!(&ws.rel_emb[..steps]));
+        quote! {
             /// Gradient x input baseline on the embeddings: `x_t,k d f_c / d x_t,k`.
             pub fn gradient_x_input<'w>(
                 &self,
@@ -353,7 +419,28 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                 ::core::result::Result::Ok(#per_token)
             }
         }
+    }
 
-        #model_impl
+    /// `impl lrp::Model` and `impl lrp::TokenModel`, delegating to the inherent methods.
+    fn trait_impls(&self) -> TokenStream {
+        let (rt, name, ws_name, vocab, e) = (&self.rt, &self.net.name, &self.ws_name, self.vocab(), self.e);
+        let batch_impl = quote! {
+            impl #rt::TokenModel for #name {
+                const VOCAB: usize = #vocab;
+                const EMBEDDING_DIM: usize = #e;
+                fn predict_batch<'w>(&self, ws: &'w mut #ws_name, sequences: &[&[usize]]) -> #rt::Result<&'w [f32]> {
+                    self.predict_batch(ws, sequences)
+                }
+                fn explain_batch<'w>(&self, ws: &'w mut #ws_name, sequences: &[&[usize]], target: impl ::core::convert::Into<#rt::Target>) -> #rt::Result<#rt::Explanation<'w>> {
+                    self.explain_batch(ws, sequences, target)
+                }
+            }
+        };
+        let kind = model::ModelKind {
+            input: quote!([usize]),
+            workspace: quote!(self.workspace(capacity.max_len, capacity.samples)),
+            batch_impl,
+        };
+        model::model_trait_impl(self.net, ws_name, kind)
     }
 }
