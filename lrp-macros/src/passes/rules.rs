@@ -63,26 +63,23 @@ pub fn assign_rules(cx: &mut Ctxt, net: &mut Network) {
                     ),
                 );
             }
+            // Channels of the input the bounds describe: a conv's input channels; for a Linear,
+            // the channels of the network input it flattens ([C, ...]), or its features.
             let channels = match &net.layers[i].op {
                 Op::Conv2d(c) => c.in_channels,
+                _ if net.input_shape.len() >= 2 => net.input_shape[0],
                 _ => net.layers[i].in_shape.first().copied().unwrap_or(0),
             };
-            for b in [low, high] {
-                if let BoundIr::PerChannel(v) = b
-                    && v.len() != channels
-                    && !(matches!(net.layers[i].op, Op::Linear { .. })
-                        && channels % v.len().max(1) == 0
-                        && !v.is_empty())
-                {
-                    cx.error(
-                        span,
-                        format!(
-                            "`ZBox` has {} per-channel bounds, but `{}` has {channels} input channels",
-                            v.len(),
-                            net.layers[i].name
-                        ),
-                    );
-                }
+            let wrong = [low, high].into_iter().find_map(|b| match b {
+                BoundIr::PerChannel(v) if v.len() != channels => Some(v.len()),
+                _ => None,
+            });
+            if let Some(count) = wrong {
+                let name = &net.layers[i].name;
+                cx.error(
+                    span,
+                    format!("`ZBox` has {count} per-channel bounds, but `{name}` has {channels} input channels"),
+                );
             }
         }
         net.layers[i].rule = Some(rule);
@@ -103,6 +100,19 @@ mod tests {
             Ok(()) => Ok(net.layers.iter().filter_map(|l| l.rule.clone()).collect()),
             Err(e) => Err(e.into_iter().map(|e| e.to_string()).collect()),
         }
+    }
+
+    #[test]
+    fn zbox_bounds_of_a_linear_count_the_input_channels_and_are_reported_once() {
+        let flat = |low: proc_macro2::TokenStream, shape: proc_macro2::TokenStream| {
+            rules(
+                quote!(Net(input = #shape, composite = ZBox(low = #low, high = #low)) { Flatten, fc: Linear(192, 2) }),
+            )
+        };
+        assert!(flat(quote!([0.0, 0.0, 0.0]), quote!([3, 8, 8])).is_ok());
+        let errs = flat(quote!([0.0, 0.0]), quote!([3, 8, 8])).unwrap_err();
+        assert_eq!(errs, ["`ZBox` has 2 per-channel bounds, but `fc` has 3 input channels"]);
+        assert!(flat(quote!([0.0, 0.0, 0.0]), quote!([192])).is_err(), "a flat input has a bound per feature");
     }
 
     #[test]
