@@ -1,9 +1,11 @@
 //! The JSON header of a safetensors file, parsed in one pass with bounded memory.
 //!
 //! The header is `{"name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}, ...}`
-//! with an optional `"__metadata__": {"key": "value", ...}`. This parser allocates only what it
+//! with an optional `"__metadata__": {"key": "value", ...}`. This parser keeps only what it
 //! returns: each tensor's name and shape, the shape refused as soon as it exceeds [`MAX_RANK`]
-//! dimensions, the tensors refused as soon as they exceed [`MAX_TENSORS`]. (safetensors' own
+//! dimensions, the tensors refused as soon as they exceed [`MAX_TENSORS`]; its only other
+//! allocations are short-lived descriptions naming the tensor at hand (a few per dimension, so
+//! bounded by the header's size times `MAX_RANK`). (safetensors' own
 //! `Metadata` buffers every JSON value first: a 90 MB shape of 45 million ones took 2 GiB.) It
 //! refuses a tensor or field given twice, where JSON parsers keep the last one silently.
 //! Fields of a tensor other than these three are skipped, as safetensors skips them.
