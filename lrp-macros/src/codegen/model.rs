@@ -221,6 +221,8 @@ pub(super) fn struct_def(net: &Network) -> TokenStream {
         #(#attrs)*
         #(#[doc = #doc])*
         #[derive(Clone, Debug)]
+        // Fields are named after PyTorch's modules, whatever their case.
+        #[allow(non_snake_case)]
         #vis struct #name {
             #(pub #fields: #types,)*
         }
