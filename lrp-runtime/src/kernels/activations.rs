@@ -92,6 +92,34 @@ pub fn tanh_inplace(v: &mut [f32]) {
     }
 }
 
+/// `y = tanh(x)` (`nn.Tanh`), over `min(x.len(), y.len())` elements; NaN stays NaN.
+pub fn tanh(x: &[f32], y: &mut [f32]) {
+    let len = x.len().min(y.len());
+    y[..len].copy_from_slice(&x[..len]);
+    tanh_inplace(&mut y[..len]);
+}
+
+/// `y = 1 / (1 + e^-x)` (`nn.Sigmoid`), over `min(x.len(), y.len())` elements; NaN stays NaN.
+pub fn sigmoid(x: &[f32], y: &mut [f32]) {
+    let len = x.len().min(y.len());
+    y[..len].copy_from_slice(&x[..len]);
+    sigmoid_inplace(&mut y[..len]);
+}
+
+/// Gradient of a tanh in place from its output `y`: `g = g (1 - y²)`.
+pub fn tanh_gradient_inplace(y: &[f32], g: &mut [f32]) {
+    for (gi, &yi) in g.iter_mut().zip(y) {
+        *gi *= 1.0 - yi * yi;
+    }
+}
+
+/// Gradient of a sigmoid in place from its output `s`: `g = g s (1 - s)`.
+pub fn sigmoid_gradient_inplace(s: &[f32], g: &mut [f32]) {
+    for (gi, &si) in g.iter_mut().zip(s) {
+        *gi *= si * (1.0 - si);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +142,44 @@ mod tests {
         for (a, b) in p.iter().zip(&t) {
             assert!((a - b).abs() <= 2e-7 * b.abs().max(1e-30));
         }
+    }
+
+    #[test]
+    fn forward_and_gradient_match_f64_and_finite_differences() {
+        let xs: Vec<f32> = (-60..=60).map(|i| i as f32 * 0.1).collect();
+        let (mut t, mut s) = (vec![f32::NAN; xs.len()], vec![f32::NAN; xs.len()]);
+        tanh(&xs, &mut t);
+        sigmoid(&xs, &mut s);
+        let (mut gt, mut gs) = (vec![2.0f32; xs.len()], vec![2.0f32; xs.len()]);
+        tanh_gradient_inplace(&t, &mut gt);
+        sigmoid_gradient_inplace(&s, &mut gs);
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        for (k, &x) in xs.iter().enumerate() {
+            let x = x as f64;
+            assert!((t[k] as f64 - x.tanh()).abs() <= 1e-6, "tanh({x}) = {}", t[k]);
+            assert!((s[k] as f64 - sig(x)).abs() <= 1e-6, "sigmoid({x}) = {}", s[k]);
+            // The gradient (seeded with 2) against the exact derivative and central differences.
+            let (dt, ds) = (1.0 - x.tanh().powi(2), sig(x) * (1.0 - sig(x)));
+            let h = 1e-4;
+            let (ft, fs) = (((x + h).tanh() - (x - h).tanh()) / (2.0 * h), (sig(x + h) - sig(x - h)) / (2.0 * h));
+            assert!((gt[k] as f64 - 2.0 * dt).abs() <= 1e-5 && (dt - ft).abs() <= 1e-7, "tanh'({x}) = {}", gt[k]);
+            assert!((gs[k] as f64 - 2.0 * ds).abs() <= 1e-5 && (ds - fs).abs() <= 1e-7, "sigmoid'({x}) = {}", gs[k]);
+        }
+        // At 0: tanh 0 = 0 with slope 1, sigmoid 0 = 1/2 with slope 1/4.
+        assert_eq!((t[60], s[60], gt[60], gs[60]), (0.0, 0.5, 2.0, 0.5));
+    }
+
+    #[test]
+    fn nan_propagates_through_forward_and_gradient() {
+        let (mut t, mut s) = ([0.0; 3], [0.0; 3]);
+        tanh(&[f32::NAN, 1.0, f32::NAN], &mut t);
+        sigmoid(&[f32::NAN, 1.0, f32::NAN], &mut s);
+        assert!(t[0].is_nan() && t[2].is_nan() && s[0].is_nan() && s[2].is_nan(), "{t:?} {s:?}");
+        let mut g = [1.0, f32::NAN];
+        tanh_gradient_inplace(&[f32::NAN, 0.5], &mut g);
+        assert!(g[0].is_nan() && g[1].is_nan());
+        let mut g = [1.0];
+        sigmoid_gradient_inplace(&[f32::NAN], &mut g);
+        assert!(g[0].is_nan());
     }
 }

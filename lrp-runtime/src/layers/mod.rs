@@ -14,7 +14,7 @@ pub use embedding::Embedding;
 pub use gru::Gru;
 pub use linear::{LinearKind, LinearMap};
 pub use lstm::Lstm;
-pub use pool::{AvgPool2d, MaxPool2d};
+pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 pub use recurrent::CellParams;
 pub use recurrent::{ProductRule, RecurrentGeom, SeqOutput};
 
@@ -61,6 +61,14 @@ pub type BatchNorm2d = BatchNorm;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReLU;
 
+/// `nn.Tanh`: `tanh x`; relevance passes unchanged, the gradient is `1 - tanh² x`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tanh;
+
+/// `nn.Sigmoid`: `s = 1 / (1 + e^-x)`; relevance passes unchanged, the gradient is `s (1 - s)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sigmoid;
+
 /// `nn.Flatten` / `torch.flatten(x, 1)`: a reshape, nothing to compute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flatten;
@@ -81,7 +89,7 @@ pub struct Identity;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::Pool2dGeom;
+    use crate::kernels::{AdaptivePool2dGeom, Pool2dGeom};
 
     #[test]
     fn short_buffers_are_errors_naming_the_layer() {
@@ -133,6 +141,16 @@ mod tests {
         let mut r_in = [0.0; 4];
         pool.relevance(&[99], &[1.0], 1, &mut r_in).unwrap();
         assert_eq!(r_in, [0.0; 4]);
+        let bad = AdaptivePool2dGeom { channels: 1, in_h: 0, in_w: 2, out_h: 1, out_w: 1 };
+        assert!(matches!(AdaptiveAvgPool2d::new(bad), Err(Error::InvalidParameter { .. })));
+        let mut pool = AdaptiveAvgPool2d::new(AdaptivePool2dGeom { in_h: 3, ..bad }).unwrap();
+        let mut y = [0.0; 2];
+        pool.forward(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 9.0, 9.0, 9.0], 2, &mut y).unwrap();
+        assert_eq!(y, [3.5, 8.5]);
+        let err = pool.forward(&[0.0; 6], 2, &mut y).unwrap_err();
+        assert!(err.to_string().contains("input buffer of layer `AdaptiveAvgPool2d`"), "{err}");
+        pool.geom.out_h = 0;
+        assert!(matches!(pool.gradient(&[0.0], 1, &mut [0.0; 6]), Err(Error::InvalidParameter { .. })));
     }
 
     #[test]

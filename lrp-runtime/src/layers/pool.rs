@@ -6,7 +6,8 @@
 use super::check_batch;
 use crate::error::{Error, Result};
 use crate::kernels::{
-    Pool2dGeom, avgpool_forward, avgpool_gradient, avgpool_relevance, maxpool_forward, maxpool_relevance,
+    AdaptivePool2dGeom, Pool2dGeom, adaptive_avgpool_forward, adaptive_avgpool_gradient, adaptive_avgpool_relevance,
+    avgpool_forward, avgpool_gradient, avgpool_relevance, maxpool_forward, maxpool_relevance,
 };
 use crate::rules::DEFAULT_STABILIZER;
 
@@ -20,6 +21,13 @@ pub struct MaxPool2d {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AvgPool2d {
     pub geom: Pool2dGeom,
+}
+
+/// `nn.AdaptiveAvgPool2d`: PyTorch's windows `floor(i H / out) .. ceil((i + 1) H / out)` per
+/// axis; relevance by the proportional rule (stabiliser 1e-6), as [`AvgPool2d`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdaptiveAvgPool2d {
+    pub geom: AdaptivePool2dGeom,
 }
 
 /// `(in_len, out_len)` of `geom` once `valid` accepts it, else [`Error::InvalidParameter`]
@@ -121,6 +129,59 @@ impl AvgPool2d {
         for s in 0..n {
             let (x, y, r_out) = (&x[s * i..], &y[s * o..], &r_out[s * o..]);
             avgpool_relevance(&self.geom, x, y, r_out, DEFAULT_STABILIZER, &mut r_in[s * i..]);
+        }
+        Ok(())
+    }
+}
+
+impl AdaptiveAvgPool2d {
+    /// An adaptive average-pooling layer; an invalid geometry
+    /// ([`AdaptivePool2dGeom::validate`]) is an error.
+    pub fn new(geom: AdaptivePool2dGeom) -> Result<Self> {
+        let layer = AdaptiveAvgPool2d { geom };
+        layer.lens()?;
+        Ok(layer)
+    }
+
+    fn lens(&self) -> Result<(usize, usize)> {
+        let message = |message| Error::InvalidParameter { what: "AdaptiveAvgPool2d geometry".into(), message };
+        self.geom.validate().map_err(message)?;
+        Ok((self.geom.in_len(), self.geom.out_len()))
+    }
+
+    /// Forward of `n` samples: each window's mean.
+    pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+        let (i, o) = self.lens()?;
+        check_batch("AdaptiveAvgPool2d", n, &[("input", i, x.len()), ("output", o, y.len())])?;
+        for s in 0..n {
+            adaptive_avgpool_forward(&self.geom, &x[s * i..], &mut y[s * o..]);
+        }
+        Ok(())
+    }
+
+    /// `r_in` (overwritten) by the proportional rule `R_in = x ⊙ Jᵀ (R_out / stab(y))`.
+    pub fn relevance(&self, x: &[f32], y: &[f32], r_out: &[f32], n: usize, r_in: &mut [f32]) -> Result<()> {
+        let (i, o) = self.lens()?;
+        let buffers = [
+            ("input", i, x.len()),
+            ("output", o, y.len()),
+            ("output relevance", o, r_out.len()),
+            ("input relevance", i, r_in.len()),
+        ];
+        check_batch("AdaptiveAvgPool2d", n, &buffers)?;
+        for s in 0..n {
+            let (x, y, r_out) = (&x[s * i..], &y[s * o..], &r_out[s * o..]);
+            adaptive_avgpool_relevance(&self.geom, x, y, r_out, DEFAULT_STABILIZER, &mut r_in[s * i..]);
+        }
+        Ok(())
+    }
+
+    /// Gradient (the transposed average): `g_in[j] = sum_{w ∋ j} g_out[w] / |w|`.
+    pub fn gradient(&self, g_out: &[f32], n: usize, g_in: &mut [f32]) -> Result<()> {
+        let (i, o) = self.lens()?;
+        check_batch("AdaptiveAvgPool2d", n, &[("output gradient", o, g_out.len()), ("input gradient", i, g_in.len())])?;
+        for s in 0..n {
+            adaptive_avgpool_gradient(&self.geom, &g_out[s * o..], &mut g_in[s * i..]);
         }
         Ok(())
     }
