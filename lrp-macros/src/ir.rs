@@ -71,15 +71,18 @@ pub struct Layer {
     pub output_gated: bool,
 }
 
-/// What a layer computes.
+/// What a layer computes (`AdaptiveAvgPool2d` holds its `[h, w]` output size).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     Linear { in_features: usize, out_features: usize, bias: bool, weight: String, bias_name: String },
     Conv2d(Conv),
     BatchNorm(Norm),
     ReLU,
+    Tanh,
+    Sigmoid,
     MaxPool2d(Pool),
     AvgPool2d(Pool),
+    AdaptiveAvgPool2d([usize; 2]),
     Flatten,
     Dropout,
     Identity,
@@ -189,8 +192,11 @@ impl Op {
             Op::BatchNorm(n) if n.dims == 1 => "BatchNorm1d",
             Op::BatchNorm(_) => "BatchNorm2d",
             Op::ReLU => "ReLU",
+            Op::Tanh => "Tanh",
+            Op::Sigmoid => "Sigmoid",
             Op::MaxPool2d(_) => "MaxPool2d",
             Op::AvgPool2d(_) => "AvgPool2d",
+            Op::AdaptiveAvgPool2d(_) => "AdaptiveAvgPool2d",
             Op::Flatten => "Flatten",
             Op::Dropout => "Dropout",
             Op::Identity => "Identity",
@@ -198,6 +204,12 @@ impl Op {
             Op::Recurrent(r) if r.cell == Cell::Lstm => "LSTM",
             Op::Recurrent(_) => "GRU",
         }
+    }
+
+    /// Element-wise activations (ReLU, Tanh, Sigmoid): relevance passes them unchanged, so their
+    /// backward step writes no buffer of its own (a gradient is scaled in place).
+    pub fn is_activation(&self) -> bool {
+        matches!(self, Op::ReLU | Op::Tanh | Op::Sigmoid)
     }
 
     /// Layers that change nothing at inference (their output is their input).

@@ -18,8 +18,11 @@ pub const LAYER_KINDS: &[&str] = &[
     "BatchNorm1d",
     "BatchNorm2d",
     "ReLU",
+    "Tanh",
+    "Sigmoid",
     "MaxPool2d",
     "AvgPool2d",
+    "AdaptiveAvgPool2d",
     "Flatten",
     "Dropout",
     "Identity",
@@ -282,6 +285,16 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
             let _ = a.bool_or(cx, "inplace", false);
             a.finish(cx, &["inplace"]);
             Op::ReLU
+        }
+        "Tanh" | "Sigmoid" => {
+            Args::new(cx, call, &[]).finish(cx, &[]);
+            if kind == "Tanh" { Op::Tanh } else { Op::Sigmoid }
+        }
+        "AdaptiveAvgPool2d" => {
+            let mut a = Args::new(cx, call, &["output_size"]);
+            let output_size = a.pair(cx, "output_size", None, 1);
+            a.finish(cx, &["output_size"]);
+            Op::AdaptiveAvgPool2d(output_size?)
         }
         "Flatten" => {
             let mut a = Args::new(cx, call, &["start_dim"]);

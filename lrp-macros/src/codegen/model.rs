@@ -71,8 +71,11 @@ fn field_type(op: &Op) -> TokenStream {
         Op::Linear { .. } | Op::Conv2d(_) => quote!(::lrp::runtime::layers::LinearMap),
         Op::BatchNorm(_) => quote!(::lrp::runtime::layers::BatchNorm),
         Op::ReLU => quote!(::lrp::runtime::layers::ReLU),
+        Op::Tanh => quote!(::lrp::runtime::layers::Tanh),
+        Op::Sigmoid => quote!(::lrp::runtime::layers::Sigmoid),
         Op::MaxPool2d(_) => quote!(::lrp::runtime::layers::MaxPool2d),
         Op::AvgPool2d(_) => quote!(::lrp::runtime::layers::AvgPool2d),
+        Op::AdaptiveAvgPool2d(_) => quote!(::lrp::runtime::layers::AdaptiveAvgPool2d),
         Op::Flatten => quote!(::lrp::runtime::layers::Flatten),
         Op::Dropout => quote!(::lrp::runtime::layers::Dropout),
         Op::Identity => quote!(::lrp::runtime::layers::Identity),
@@ -159,7 +162,15 @@ fn load_expr(layer: &Layer) -> TokenStream {
             let g = pool_geom(layer, p);
             quote!(::lrp::runtime::layers::AvgPool2d::new(#g)?)
         }
+        Op::AdaptiveAvgPool2d([oh, ow]) => {
+            let (c, h, w) = (layer.in_shape[0], layer.in_shape[1], layer.in_shape[2]);
+            quote!(::lrp::runtime::layers::AdaptiveAvgPool2d::new(::lrp::runtime::kernels::AdaptivePool2dGeom {
+                channels: #c, in_h: #h, in_w: #w, out_h: #oh, out_w: #ow,
+            })?)
+        }
         Op::ReLU => quote!(::lrp::runtime::layers::ReLU),
+        Op::Tanh => quote!(::lrp::runtime::layers::Tanh),
+        Op::Sigmoid => quote!(::lrp::runtime::layers::Sigmoid),
         Op::Flatten => quote!(::lrp::runtime::layers::Flatten),
         Op::Dropout => quote!(::lrp::runtime::layers::Dropout),
         Op::Identity => quote!(::lrp::runtime::layers::Identity),
@@ -230,11 +241,11 @@ pub(super) fn struct_def(net: &Network) -> TokenStream {
     }
 }
 
-/// A statement reading the fields of layers without run-time work (ReLU is a kernel call,
+/// A statement reading the fields of layers without run-time work (activations are kernel calls,
 /// reshapes and folded BatchNorms do nothing): they still belong to the model, and a derive's
 /// fields must not look unused.
 pub(super) fn touch_idle_layers(net: &Network) -> TokenStream {
-    let idle = net.layers.iter().filter(|l| l.op.is_passthrough() || matches!(l.op, Op::ReLU)).map(|l| &l.field);
+    let idle = net.layers.iter().filter(|l| l.op.is_passthrough() || l.op.is_activation()).map(|l| &l.field);
     quote!(let _ = (#(&self.#idle,)*);)
 }
 

@@ -2,9 +2,9 @@
 //!
 //! Every layer with run-time work writes its own activation buffer `act_i` (a linear layer's
 //! holds its pre-activation `z`, which the rules reuse); reshapes and folded BatchNorms write
-//! nothing and pass their input's buffer on. Going back, every layer except ReLU writes the
-//! relevance (or gradient) of its input into `rel_i`; ReLU passes relevance unchanged and masks
-//! a gradient in place.
+//! nothing and pass their input's buffer on. Going back, every layer except the activations
+//! (ReLU, Tanh, Sigmoid) writes the relevance (or gradient) of its input into `rel_i`; an
+//! activation passes relevance unchanged and scales a gradient in place by its derivative.
 
 use super::len;
 use crate::ir::{Layer, Op};
@@ -40,9 +40,9 @@ pub(super) fn buffer_init(field: &Ident, count: TokenStream, per_item: usize) ->
     quote!(#field: ::lrp::runtime::buffer::zeroed(#what, #count, #per_item)?)
 }
 
-/// Layers whose backward step writes a new buffer (all but ReLU and the passthrough ones).
+/// Layers whose backward step writes a new buffer (all but the activations and the passthrough ones).
 pub(super) fn writes_back(op: &Op) -> bool {
-    !op.is_passthrough() && !matches!(op, Op::ReLU)
+    !op.is_passthrough() && !op.is_activation()
 }
 
 /// The buffers of a run of feed-forward layers (a whole network, or the head after a

@@ -18,11 +18,13 @@ pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
         steps.push(match &layer.op {
             Op::Linear { .. } | Op::Conv2d(_) => quote!(self.#f.forward(#x, n, #y)?;),
             Op::ReLU => quote!(::lrp::runtime::kernels::elementwise::relu(#x, #y);),
+            Op::Tanh => quote!(::lrp::runtime::kernels::activations::tanh(#x, #y);),
+            Op::Sigmoid => quote!(::lrp::runtime::kernels::activations::sigmoid(#x, #y);),
             Op::MaxPool2d(_) => {
                 let idx = idx_ident(i);
                 quote!(self.#f.forward(#x, n, #y, &mut ws.#idx[..n * #out_len])?;)
             }
-            Op::AvgPool2d(_) => quote!(self.#f.forward(#x, n, #y)?;),
+            Op::AvgPool2d(_) | Op::AdaptiveAvgPool2d(_) => quote!(self.#f.forward(#x, n, #y)?;),
             Op::BatchNorm(_) => {
                 let spatial = len(&layer.in_shape[1..]);
                 quote!(self.#f.forward(#x, n, #spatial, #y)?;)
@@ -52,8 +54,8 @@ fn backwards(plan: &Plan, mut step: impl FnMut(usize, &TokenStream) -> Option<To
     steps
 }
 
-/// LRP: each layer's rule turns the relevance of its output into that of its input; ReLU
-/// passes it unchanged.
+/// LRP: each layer's rule turns the relevance of its output into that of its input; the
+/// activations (ReLU, Tanh, Sigmoid) pass it unchanged.
 pub(super) fn relevance(plan: &Plan) -> Vec<TokenStream> {
     backwards(plan, |i, r_out| {
         let layer = &plan.layers[i - plan.offset];
@@ -68,14 +70,19 @@ pub(super) fn relevance(plan: &Plan) -> Vec<TokenStream> {
                 let idx = idx_ident(i);
                 quote!(self.#f.relevance(&ws.#idx[..n * #out_len], #r_out, n, #r_in)?;)
             }
-            Op::AvgPool2d(_) => quote!(self.#f.relevance(#x, #y, #r_out, n, #r_in)?;),
+            Op::AvgPool2d(_) | Op::AdaptiveAvgPool2d(_) => quote!(self.#f.relevance(#x, #y, #r_out, n, #r_in)?;),
             Op::BatchNorm(_) => {
                 let spatial = len(&layer.in_shape[1..]);
                 quote!(self.#f.relevance(#x, #y, #r_out, n, #spatial, ::lrp::runtime::rules::DEFAULT_STABILIZER, #r_in)?;)
             }
-            Op::ReLU | Op::Flatten | Op::Dropout | Op::Identity | Op::Embedding { .. } | Op::Recurrent(_) => {
-                return None;
-            }
+            Op::ReLU
+            | Op::Tanh
+            | Op::Sigmoid
+            | Op::Flatten
+            | Op::Dropout
+            | Op::Identity
+            | Op::Embedding { .. }
+            | Op::Recurrent(_) => return None,
         })
     })
 }
@@ -93,11 +100,18 @@ pub(super) fn gradient(plan: &Plan) -> Vec<TokenStream> {
             Op::ReLU => {
                 quote!(::lrp::runtime::kernels::elementwise::relu_gradient_inplace(#x, &mut #g_out[..n * #out_len]);)
             }
+            // From the saved output `y`: `1 - y²` and `y (1 - y)`.
+            Op::Tanh | Op::Sigmoid => {
+                let a = act_ident(i);
+                let kernel =
+                    if layer.op == Op::Tanh { quote!(tanh_gradient_inplace) } else { quote!(sigmoid_gradient_inplace) };
+                quote!(::lrp::runtime::kernels::activations::#kernel(&ws.#a[..n * #out_len], &mut #g_out[..n * #out_len]);)
+            }
             Op::MaxPool2d(_) => {
                 let idx = idx_ident(i);
                 quote!(self.#f.gradient(&ws.#idx[..n * #out_len], #g_out_ref, n, #g_in)?;)
             }
-            Op::AvgPool2d(_) => quote!(self.#f.gradient(#g_out_ref, n, #g_in)?;),
+            Op::AvgPool2d(_) | Op::AdaptiveAvgPool2d(_) => quote!(self.#f.gradient(#g_out_ref, n, #g_in)?;),
             Op::BatchNorm(_) => {
                 let spatial = len(&layer.in_shape[1..]);
                 quote!(self.#f.gradient(#g_out_ref, n, #spatial, #g_in)?;)

@@ -179,7 +179,20 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                 None => None,
             },
             Op::Flatten => input.as_ref().and_then(|s| Some((vec![elements(s)?], false))),
-            Op::ReLU => input.clone().map(|s| (s, false)),
+            Op::ReLU | Op::Tanh | Op::Sigmoid => input.clone().map(|s| (s, false)),
+            // Any output size: windows overlap when sizes do not divide, and repeat inputs when
+            // the output is larger (PyTorch's behaviour).
+            Op::AdaptiveAvgPool2d([h, w]) => match &input {
+                Some(s) if s.len() == 3 => Some((vec![s[0], *h, *w], false)),
+                Some(s) => {
+                    cx.error(
+                        span,
+                        format!("`{name}` needs a [channels, height, width] input, but {from} gives {}", show(s)),
+                    );
+                    None
+                }
+                None => None,
+            },
         };
         let out = out.filter(|(shape, _)| {
             let fits = elements(shape).is_some_and(|n| n <= MAX_ELEMENTS);
@@ -289,5 +302,37 @@ mod tests {
         let errs = errors(quote!(Net(input = [2, 4, 4]) { Linear(32, 10), Conv2d(1, 1, kernel_size = 1) }));
         assert!(errs[0].contains("needs a flat input"), "{errs:?}");
         assert!(errs[1].contains("(Conv2d) needs a [channels, height, width] input"), "{errs:?}");
+    }
+
+    #[test]
+    fn adaptive_pooling_takes_any_output_size_of_an_image() {
+        let shapes = |tokens: proc_macro2::TokenStream| {
+            let mut cx = Ctxt::default();
+            let mut net = crate::lower::lower(&mut cx, &syn::parse2(tokens).unwrap(), None).net;
+            super::infer_shapes(&mut cx, &mut net);
+            assert!(cx.check().is_ok());
+            net.layers.iter().map(|l| l.out_shape.clone()).collect::<Vec<_>>()
+        };
+        // Down (5 -> [3, 2]), identity (7 -> 7), global (1) and up (3 -> 5).
+        let got = shapes(quote! {
+            Net(input = [2, 5, 5]) {
+                AdaptiveAvgPool2d([3, 2]), Tanh, AdaptiveAvgPool2d(output_size = 7), AdaptiveAvgPool2d(1),
+                AdaptiveAvgPool2d([3, 5]), Sigmoid, Flatten, Linear(30, 2),
+            }
+        });
+        let want: [&[usize]; 8] = [&[2, 3, 2], &[2, 3, 2], &[2, 7, 7], &[2, 1, 1], &[2, 3, 5], &[2, 3, 5], &[30], &[2]];
+        assert_eq!(got, want);
+        let errs = errors(quote! {
+            Net(input = [8]) { AdaptiveAvgPool2d([2, 0]), AdaptiveAvgPool2d(2), AdaptiveAvgPool2d(2, 3), Linear(8, 2) }
+        });
+        assert_eq!(
+            errs,
+            [
+                "`output_size` must be at least 1, got 0",
+                "`AdaptiveAvgPool2d` takes at most 1 positional argument(s)",
+                // The first layer is not lowered, so the second reads the input.
+                "`1` needs a [channels, height, width] input, but the input gives [8]",
+            ]
+        );
     }
 }

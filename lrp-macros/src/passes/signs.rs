@@ -9,11 +9,18 @@ pub fn analyse_signs(net: &mut Network) {
     for layer in &mut net.layers {
         layer.input_nonneg = nonneg;
         nonneg = match &layer.op {
-            Op::ReLU => true,
-            Op::Linear { .. } | Op::Conv2d(_) | Op::Embedding { .. } | Op::Recurrent(_) => false,
+            // Sigmoid's output lies in (0, 1) (or is NaN); Tanh's in (-1, 1).
+            Op::ReLU | Op::Sigmoid => true,
+            Op::Linear { .. } | Op::Conv2d(_) | Op::Embedding { .. } | Op::Recurrent(_) | Op::Tanh => false,
             Op::BatchNorm(n) if n.placement == BnPlacement::Explicit => false,
             // Max/avg of non-negative values, reshapes, and BatchNorm folded elsewhere.
-            Op::BatchNorm(_) | Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::Flatten | Op::Dropout | Op::Identity => nonneg,
+            Op::BatchNorm(_)
+            | Op::MaxPool2d(_)
+            | Op::AvgPool2d(_)
+            | Op::AdaptiveAvgPool2d(_)
+            | Op::Flatten
+            | Op::Dropout
+            | Op::Identity => nonneg,
         };
     }
 }
@@ -21,7 +28,8 @@ pub fn analyse_signs(net: &mut Network) {
 /// Whether the relevance reaching layer `i`'s input is zero wherever that input is zero: the
 /// layer multiplies relevance by its input (linear rules other than flat, w² and z^B, average
 /// pooling, an explicit BatchNorm), or routes it on unchanged to a layer that does (max-pooling's
-/// winner of an all-zero window is zero; ReLU and reshapes). A loop, not recursion: a spec may
+/// winner of an all-zero window is zero; ReLU, Tanh (`tanh 0 = 0`) and reshapes). Sigmoid
+/// (`σ(0) = 1/2`) does not keep zeros. A loop, not recursion: a spec may
 /// have any number of layers.
 fn scales_by_input(net: &Network, i: usize) -> bool {
     for layer in &net.layers[i.min(net.layers.len())..] {
@@ -29,10 +37,10 @@ fn scales_by_input(net: &Network, i: usize) -> bool {
             Op::Linear { .. } | Op::Conv2d(_) => {
                 return !matches!(layer.rule, Some(RuleIr::Flat | RuleIr::WSquare | RuleIr::ZBox { .. }) | None);
             }
-            Op::AvgPool2d(_) => return true,
+            Op::AvgPool2d(_) | Op::AdaptiveAvgPool2d(_) => return true,
             Op::BatchNorm(n) if n.placement == BnPlacement::Explicit => return true,
-            Op::MaxPool2d(_) | Op::ReLU | Op::BatchNorm(_) | Op::Flatten | Op::Dropout | Op::Identity => {}
-            Op::Embedding { .. } | Op::Recurrent(_) => return false,
+            Op::MaxPool2d(_) | Op::ReLU | Op::Tanh | Op::BatchNorm(_) | Op::Flatten | Op::Dropout | Op::Identity => {}
+            Op::Embedding { .. } | Op::Recurrent(_) | Op::Sigmoid => return false,
         }
     }
     // The logits: a given output relevance may be anything.
@@ -77,5 +85,25 @@ mod tests {
         // BatchNorm then epsilon) scale relevance by their input; the last Linear feeds the logits.
         let gated: Vec<bool> = net.layers.iter().map(|l| l.output_gated).collect();
         assert_eq!(gated, vec![true, false, false, false, true, false, false, false, false]);
+    }
+
+    #[test]
+    fn sigmoid_is_nonnegative_tanh_is_not_and_neither_gates_like_a_relu() {
+        let spec = syn::parse2(quote! {
+            Net(input = [1, 6, 6]) {
+                Conv2d(1, 2, kernel_size = 3), Sigmoid, Conv2d(2, 2, kernel_size = 3), Tanh,
+                AdaptiveAvgPool2d(2), Flatten, Linear(8, 4), ReLU, Tanh, Linear(4, 2),
+            }
+        })
+        .unwrap();
+        let mut cx = crate::ctxt::Ctxt::default();
+        let mut net = crate::lower::lower(&mut cx, &spec, None).net;
+        crate::passes::run(&mut cx, &mut net);
+        assert!(cx.check().is_ok());
+        let signs: Vec<bool> = net.layers.iter().map(|l| l.input_nonneg).collect();
+        assert_eq!(signs, [false, false, true, false, false, false, false, false, true, false]);
+        // Only `Linear(8, 4)` feeds a ReLU; Tanh keeps zeros on the way to the epsilon layer.
+        let gated: Vec<bool> = net.layers.iter().map(|l| l.output_gated).collect();
+        assert_eq!(gated, [false, false, false, false, false, false, true, false, false, false]);
     }
 }

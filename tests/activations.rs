@@ -1,0 +1,408 @@
+//! `Tanh`, `Sigmoid` and `AdaptiveAvgPool2d` in chain specs (and a derived struct), against a
+//! naive `f64` forward pass and LRP-epsilon written here: activations pass relevance unchanged,
+//! adaptive pooling uses PyTorch's windows and the proportional rule; gradient x input against
+//! central finite differences; conservation with biases zero; NaN inputs are errors.
+
+use lrp::Explainable;
+use lrp::layers::{AdaptiveAvgPool2d, Flatten, Linear, Sigmoid, Tanh};
+use lrp::{Error, Tensor, Weights};
+
+lrp::network! {
+    TanhMlp(input = [8], composite = Epsilon(0.01)) { fc1: Linear(8, 16), Tanh, fc2: Linear(16, 4) }
+}
+
+lrp::network! {
+    SigmoidMlp(input = [8], composite = Epsilon(0.01)) { fc1: Linear(8, 16), Sigmoid, fc2: Linear(16, 4) }
+}
+
+lrp::network! {
+    /// 5x5 -> 2x2: the windows [0, 3) and [2, 5) overlap on the middle row and column.
+    SmallCnn(input = [2, 5, 5], composite = Epsilon(0.01)) {
+        conv: Conv2d(2, 4, 3, padding = 1), ReLU, AdaptiveAvgPool2d([2, 2]), Flatten, fc: Linear(16, 3),
+    }
+}
+
+// The Tanh MLP and the CNN again with the default epsilon (1e-6), for conservation.
+lrp::network! {
+    TanhMlpTight(input = [8]) { fc1: Linear(8, 16), Tanh, fc2: Linear(16, 4) }
+}
+
+lrp::network! {
+    SmallCnnTight(input = [2, 5, 5]) {
+        conv: Conv2d(2, 4, 3, padding = 1), ReLU, AdaptiveAvgPool2d([2, 2]), Flatten, fc: Linear(16, 3),
+    }
+}
+
+/// Sigmoid, an upsampling adaptive pool (2x2 -> 3x3 repeats inputs) and Tanh, as a struct.
+#[derive(Explainable)]
+#[lrp(input = [1, 2, 2], composite = Epsilon(0.01))]
+struct Derived {
+    sig: Sigmoid,
+    #[lrp([3, 3])]
+    pool: AdaptiveAvgPool2d,
+    flat: Flatten,
+    #[lrp(9, 4)]
+    fc1: Linear,
+    tanh: Tanh,
+    #[lrp(4, 2)]
+    fc2: Linear,
+}
+
+const EPS: f64 = 0.01;
+const POOL_EPS: f64 = 1e-6;
+
+/// Deterministic values in about [-scale, scale].
+fn values(n: usize, salt: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|i| (((i * 7919 + salt * 104_729) % 199) as f32 / 99.0 - 1.0) * scale).collect()
+}
+
+fn tensor(name: &str, shape: &[usize], data: Vec<f32>) -> (String, Tensor) {
+    (name.to_string(), Tensor { shape: shape.to_vec(), data })
+}
+
+/// `[out, in]` weights and biases (zero when `bias` is false) of a dense layer.
+#[derive(Clone)]
+struct Dense {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    inputs: usize,
+}
+
+fn dense(outputs: usize, inputs: usize, salt: usize, bias: bool) -> Dense {
+    let b = if bias { values(outputs, salt + 1, 0.3) } else { vec![0.0; outputs] };
+    Dense { w: values(outputs * inputs, salt, 0.6), b, inputs }
+}
+
+impl Dense {
+    fn forward(&self, x: &[f64]) -> Vec<f64> {
+        let rows = self.w.chunks(self.inputs).zip(&self.b);
+        rows.map(|(row, &b)| row.iter().zip(x).map(|(&w, v)| w as f64 * v).sum::<f64>() + b as f64).collect()
+    }
+
+    /// LRP-epsilon: `R_j = x_j sum_k w_kj R_k / stab(z_k)`.
+    fn relevance(&self, x: &[f64], r: &[f64], eps: f64) -> Vec<f64> {
+        let z = self.forward(x);
+        let s: Vec<f64> = r.iter().zip(&z).map(|(r, z)| r / stab(*z, eps)).collect();
+        let mut out = vec![0.0; x.len()];
+        for (k, row) in self.w.chunks(self.inputs).enumerate() {
+            for (j, &w) in row.iter().enumerate() {
+                out[j] += x[j] * w as f64 * s[k];
+            }
+        }
+        out
+    }
+}
+
+fn stab(z: f64, eps: f64) -> f64 {
+    if z >= 0.0 { z + eps } else { z - eps }
+}
+
+fn sigmoid(v: f64) -> f64 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+fn f64s(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+/// `|got - want| <= tol * max|want|` element-wise.
+fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((*g as f64 - w).abs() <= tol * scale, "{what}[{i}]: {g} vs {w} (max |want| {scale})");
+    }
+}
+
+/// A two-layer MLP with an element-wise activation `act` in between.
+struct Mlp {
+    fc1: Dense,
+    fc2: Dense,
+    act: fn(f64) -> f64,
+}
+
+impl Mlp {
+    fn new(bias: bool, act: fn(f64) -> f64) -> Mlp {
+        Mlp { fc1: dense(16, 8, 1, bias), fc2: dense(4, 16, 2, bias), act }
+    }
+
+    fn weights(&self) -> Weights {
+        Weights::from_tensors([
+            tensor("fc1.weight", &[16, 8], self.fc1.w.clone()),
+            tensor("fc1.bias", &[16], self.fc1.b.clone()),
+            tensor("fc2.weight", &[4, 16], self.fc2.w.clone()),
+            tensor("fc2.bias", &[4], self.fc2.b.clone()),
+        ])
+    }
+
+    fn hidden(&self, x: &[f64]) -> Vec<f64> {
+        self.fc1.forward(x).into_iter().map(self.act).collect()
+    }
+
+    fn forward(&self, x: &[f64]) -> Vec<f64> {
+        self.fc2.forward(&self.hidden(x))
+    }
+
+    /// LRP-epsilon from `logit[c]` at class `c`; the activation passes relevance unchanged.
+    fn relevance(&self, x: &[f64], c: usize, eps: f64) -> Vec<f64> {
+        let h = self.hidden(x);
+        let mut r = vec![0.0; 4];
+        r[c] = self.forward(x)[c];
+        self.fc1.relevance(x, &self.fc2.relevance(&h, &r, eps), eps)
+    }
+}
+
+/// PyTorch's adaptive window along an axis, computed in `f64`.
+fn window(i: usize, n: usize, m: usize) -> std::ops::Range<usize> {
+    let (i, n, m) = (i as f64, n as f64, m as f64);
+    ((i * n / m).floor() as usize)..(((i + 1.0) * n / m).ceil() as usize)
+}
+
+/// Conv2d(2, 4, 3, padding = 1) -> ReLU -> AdaptiveAvgPool2d([2, 2]) -> Flatten -> Linear(16, 3)
+/// on a [2, 5, 5] input.
+struct Cnn {
+    conv_w: Vec<f32>,
+    conv_b: Vec<f32>,
+    fc: Dense,
+}
+
+impl Cnn {
+    fn new(bias: bool) -> Cnn {
+        let conv_b = if bias { values(4, 4, 0.2) } else { vec![0.0; 4] };
+        Cnn { conv_w: values(4 * 2 * 9, 3, 0.5), conv_b, fc: dense(3, 16, 5, bias) }
+    }
+
+    fn weights(&self) -> Weights {
+        Weights::from_tensors([
+            tensor("conv.weight", &[4, 2, 3, 3], self.conv_w.clone()),
+            tensor("conv.bias", &[4], self.conv_b.clone()),
+            tensor("fc.weight", &[3, 16], self.fc.w.clone()),
+            tensor("fc.bias", &[3], self.fc.b.clone()),
+        ])
+    }
+
+    /// The taps `(input index, weight)` of conv output `(o, y, x)`.
+    fn taps(&self, o: usize, y: usize, x: usize) -> Vec<(usize, f64)> {
+        let mut taps = Vec::new();
+        for (c, a, b) in (0..2).flat_map(|c| (0..3).flat_map(move |a| (0..3).map(move |b| (c, a, b)))) {
+            let (iy, ix) = ((y + a).wrapping_sub(1), (x + b).wrapping_sub(1));
+            if iy < 5 && ix < 5 {
+                taps.push(((c * 5 + iy) * 5 + ix, self.conv_w[((o * 2 + c) * 3 + a) * 3 + b] as f64));
+            }
+        }
+        taps
+    }
+
+    fn conv(&self, x: &[f64]) -> Vec<f64> {
+        let at = |o: usize, y: usize, xx: usize| {
+            self.taps(o, y, xx).iter().map(|&(j, w)| w * x[j]).sum::<f64>() + self.conv_b[o] as f64
+        };
+        (0..4)
+            .flat_map(|o| (0..5).flat_map(move |y| (0..5).map(move |xx| (o, y, xx))))
+            .map(|(o, y, xx)| at(o, y, xx))
+            .collect()
+    }
+
+    /// `(output index, input indices)` of the 2x2 adaptive pool over [4, 5, 5].
+    fn windows() -> Vec<(usize, Vec<usize>)> {
+        let mut out = Vec::new();
+        for (c, oy, ox) in (0..4).flat_map(|c| (0..2).flat_map(move |oy| (0..2).map(move |ox| (c, oy, ox)))) {
+            let taps = window(oy, 5, 2).flat_map(|y| window(ox, 5, 2).map(move |x| (c * 5 + y) * 5 + x)).collect();
+            out.push(((c * 2 + oy) * 2 + ox, taps));
+        }
+        out
+    }
+
+    fn pool(a: &[f64]) -> Vec<f64> {
+        let mut y = vec![0.0; 16];
+        for (o, taps) in Cnn::windows() {
+            y[o] = taps.iter().map(|&j| a[j]).sum::<f64>() / taps.len() as f64;
+        }
+        y
+    }
+
+    fn forward(&self, x: &[f64]) -> Vec<f64> {
+        let a: Vec<f64> = self.conv(x).into_iter().map(|v| v.max(0.0)).collect();
+        self.fc.forward(&Cnn::pool(&a))
+    }
+
+    /// LRP: epsilon on fc and conv, the proportional rule (1e-6) on the pool, ReLU passes.
+    fn relevance(&self, x: &[f64], c: usize, eps: f64) -> Vec<f64> {
+        let z = self.conv(x);
+        let a: Vec<f64> = z.iter().map(|v| v.max(0.0)).collect();
+        let p = Cnn::pool(&a);
+        let mut r = vec![0.0; 3];
+        r[c] = self.fc.forward(&p)[c];
+        let r_p = self.fc.relevance(&p, &r, eps);
+        let mut r_a = vec![0.0; 100];
+        for (o, taps) in Cnn::windows() {
+            let s = r_p[o] / (taps.len() as f64 * stab(p[o], POOL_EPS));
+            for j in taps {
+                r_a[j] += a[j] * s;
+            }
+        }
+        let mut r_x = vec![0.0; 50];
+        for (k, (&z, r)) in z.iter().zip(&r_a).enumerate() {
+            let s = r / stab(z, eps);
+            for (j, w) in self.taps(k / 25, k % 25 / 5, k % 5) {
+                r_x[j] += x[j] * w * s;
+            }
+        }
+        r_x
+    }
+}
+
+/// `x_i * d f_c / d x_i` by central differences of `f`.
+fn finite_gxi(f: impl Fn(&[f64]) -> Vec<f64>, x: &[f64], c: usize) -> Vec<f64> {
+    let h = 1e-6;
+    (0..x.len())
+        .map(|i| {
+            let (mut up, mut down) = (x.to_vec(), x.to_vec());
+            up[i] += h;
+            down[i] -= h;
+            x[i] * (f(&up)[c] - f(&down)[c]) / (2.0 * h)
+        })
+        .collect()
+}
+
+#[test]
+fn tanh_mlp_matches_the_naive_forward_lrp_and_gradient() {
+    let naive = Mlp::new(true, f64::tanh);
+    let model = TanhMlp::from_weights(&mut naive.weights(), true).unwrap();
+    let mut ws = model.workspace(1).unwrap();
+    for salt in 0..3 {
+        let x = values(8, 10 + salt, 2.0);
+        let xd = f64s(&x);
+        let want = naive.forward(&xd);
+        assert_close("logits", model.predict(&mut ws, &x).unwrap(), &want, 1e-5);
+        for c in 0..4 {
+            let e = model.explain(&mut ws, &x, c).unwrap();
+            assert_close("relevance", e.relevance, &naive.relevance(&xd, c, EPS), 1e-4);
+            let g = model.gradient_x_input(&mut ws, &x, c).unwrap();
+            assert_close("gradient x input", g.relevance, &finite_gxi(|v| naive.forward(v), &xd, c), 1e-4);
+        }
+    }
+}
+
+#[test]
+fn sigmoid_mlp_matches_the_naive_forward_lrp_and_gradient() {
+    let naive = Mlp::new(true, sigmoid);
+    let model = SigmoidMlp::from_weights(&mut naive.weights(), true).unwrap();
+    let mut ws = model.workspace(1).unwrap();
+    let x = values(8, 20, 3.0);
+    let xd = f64s(&x);
+    assert_close("logits", model.predict(&mut ws, &x).unwrap(), &naive.forward(&xd), 1e-5);
+    for c in 0..4 {
+        let e = model.explain(&mut ws, &x, c).unwrap();
+        assert_close("relevance", e.relevance, &naive.relevance(&xd, c, EPS), 1e-4);
+        let g = model.gradient_x_input(&mut ws, &x, c).unwrap();
+        assert_close("gradient x input", g.relevance, &finite_gxi(|v| naive.forward(v), &xd, c), 1e-4);
+    }
+}
+
+#[test]
+fn cnn_with_adaptive_pooling_matches_the_naive_forward_lrp_and_gradient() {
+    let naive = Cnn::new(true);
+    let model = SmallCnn::from_weights(&mut naive.weights(), true).unwrap();
+    let mut ws = model.workspace(2).unwrap();
+    // Two samples in one batch: the pool's per-sample offsets are exercised.
+    let x = values(100, 30, 1.5);
+    let (x0, x1) = (f64s(&x[..50]), f64s(&x[50..]));
+    let want: Vec<f64> = naive.forward(&x0).into_iter().chain(naive.forward(&x1)).collect();
+    assert_close("logits", model.predict_batch(&mut ws, &x, 2).unwrap(), &want, 1e-5);
+    for c in 0..3 {
+        for (s, xd) in [&x0, &x1].into_iter().enumerate() {
+            let input = &x[s * 50..(s + 1) * 50];
+            let e = model.explain(&mut ws, input, c).unwrap();
+            assert_close("relevance", e.relevance, &naive.relevance(xd, c, EPS), 1e-4);
+            let g = model.gradient_x_input(&mut ws, input, c).unwrap();
+            assert_close("gradient x input", g.relevance, &finite_gxi(|v| naive.forward(v), xd, c), 1e-4);
+        }
+    }
+}
+
+#[test]
+fn relevance_is_conserved_with_biases_zero() {
+    let (mlp, cnn) = (Mlp::new(false, f64::tanh), Cnn::new(false));
+    let tanh = TanhMlpTight::from_weights(&mut mlp.weights(), true).unwrap();
+    let conv = SmallCnnTight::from_weights(&mut cnn.weights(), true).unwrap();
+    let (mut ws_t, mut ws_c) = (tanh.workspace(1).unwrap(), conv.workspace(1).unwrap());
+    for salt in 0..3 {
+        let (x_t, x_c) = (values(8, 40 + salt, 2.0), values(50, 50 + salt, 1.5));
+        let explanations = [
+            tanh.explain(&mut ws_t, &x_t, lrp::Target::Predicted)
+                .map(|e| (e.logits[e.targets[0]], e.relevance.to_vec())),
+            conv.explain(&mut ws_c, &x_c, lrp::Target::Predicted)
+                .map(|e| (e.logits[e.targets[0]], e.relevance.to_vec())),
+        ];
+        for explanation in explanations {
+            let (logit, relevance) = explanation.unwrap();
+            let total: f64 = relevance.iter().map(|&r| r as f64).sum();
+            assert!(logit.abs() > 0.05, "a logit far from zero: {logit}");
+            assert!((total - logit as f64).abs() <= 1e-4 * logit.abs() as f64, "sum {total} vs logit {logit}");
+        }
+    }
+}
+
+#[test]
+fn upsampling_pool_sigmoid_and_tanh_in_a_derived_struct() {
+    let (fc1, fc2) = (dense(4, 9, 6, true), dense(2, 4, 7, true));
+    let mut weights = Weights::from_tensors([
+        tensor("fc1.weight", &[4, 9], fc1.w.clone()),
+        tensor("fc1.bias", &[4], fc1.b.clone()),
+        tensor("fc2.weight", &[2, 4], fc2.w.clone()),
+        tensor("fc2.bias", &[2], fc2.b.clone()),
+    ]);
+    let model = Derived::from_weights(&mut weights, true).unwrap();
+    let mut ws = model.workspace(1).unwrap();
+    let x = [0.5f32, -1.0, 2.0, 0.25];
+    // 2 -> 3 windows per axis: [0, 1), [0, 2), [1, 2).
+    let pool = |s: &[f64]| -> Vec<f64> {
+        let mut y = Vec::new();
+        for oy in 0..3 {
+            for ox in 0..3 {
+                let taps: Vec<usize> =
+                    window(oy, 2, 3).flat_map(|a| window(ox, 2, 3).map(move |b| a * 2 + b)).collect();
+                y.push(taps.iter().map(|&j| s[j]).sum::<f64>() / taps.len() as f64);
+            }
+        }
+        y
+    };
+    let forward = |x: &[f64]| {
+        let s: Vec<f64> = x.iter().map(|&v| sigmoid(v)).collect();
+        let h: Vec<f64> = fc1.forward(&pool(&s)).into_iter().map(f64::tanh).collect();
+        fc2.forward(&h)
+    };
+    let xd = f64s(&x);
+    assert_close("logits", model.predict(&mut ws, &x).unwrap(), &forward(&xd), 1e-5);
+    // The pool's corner output (0, 0) is input 0 alone: the window [0, 1) x [0, 1).
+    assert_eq!(window(0, 2, 3), 0..1);
+    let g = model.gradient_x_input(&mut ws, &x, 1usize).unwrap();
+    assert_close("gradient x input", g.relevance, &finite_gxi(forward, &xd, 1), 1e-4);
+}
+
+#[test]
+fn nan_inputs_are_errors() {
+    let (mlp, cnn) = (Mlp::new(true, sigmoid), Cnn::new(true));
+    let sig = SigmoidMlp::from_weights(&mut mlp.weights(), true).unwrap();
+    let tanh = TanhMlp::from_weights(&mut Mlp::new(true, f64::tanh).weights(), true).unwrap();
+    let conv = SmallCnn::from_weights(&mut cnn.weights(), true).unwrap();
+    let mut x = values(8, 60, 1.0);
+    x[3] = f32::NAN;
+    let mut ws = sig.workspace(1).unwrap();
+    let errs = [
+        sig.predict(&mut ws, &x).map(|_| ()).unwrap_err(),
+        sig.explain(&mut ws, &x, 0usize).map(|_| ()).unwrap_err(),
+        sig.gradient_x_input(&mut ws, &x, 0usize).map(|_| ()).unwrap_err(),
+    ];
+    let mut ws = tanh.workspace(1).unwrap();
+    let tanh_err = tanh.explain(&mut ws, &x, 0usize).map(|_| ()).unwrap_err();
+    let mut x = values(50, 61, 1.0);
+    x[17] = f32::NAN;
+    let mut ws = conv.workspace(1).unwrap();
+    let conv_err = conv.gradient_x_input(&mut ws, &x, 2usize).map(|_| ()).unwrap_err();
+    for err in errs.into_iter().chain([tanh_err]) {
+        assert!(matches!(err, Error::NonFiniteInput { sample: 0, index: 3, value } if value.is_nan()), "{err}");
+    }
+    assert!(matches!(conv_err, Error::NonFiniteInput { sample: 0, index: 17, .. }), "{conv_err}");
+}
