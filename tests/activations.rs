@@ -406,3 +406,48 @@ fn nan_inputs_are_errors() {
     }
     assert!(matches!(conv_err, Error::NonFiniteInput { sample: 0, index: 17, .. }), "{conv_err}");
 }
+
+lrp::network! {
+    /// A Tanh in the feed-forward head after an LSTM.
+    TokenTanh(input = tokens, composite = Epsilon(0.01)) {
+        emb: Embedding(10, 4), lstm: LSTM(4, 6), Tanh, fc: Linear(6, 3),
+    }
+}
+
+lrp::network! {
+    /// The same LSTM with an identity head: its logits are the LSTM's output `h`.
+    TokenIdentity(input = tokens) { emb: Embedding(10, 4), lstm: LSTM(4, 6), fc: Linear(6, 6, bias = false) }
+}
+
+#[test]
+fn tanh_after_an_lstm_passes_relevance_to_the_recurrent_layer() {
+    let fc = dense(3, 6, 8, true);
+    let lstm = |head: Vec<(String, Tensor)>| {
+        let mut t = vec![
+            tensor("emb.weight", &[10, 4], values(40, 9, 2.0)),
+            tensor("lstm.weight_ih_l0", &[24, 4], values(96, 10, 1.5)),
+            tensor("lstm.weight_hh_l0", &[24, 6], values(144, 11, 1.5)),
+            tensor("lstm.bias_ih_l0", &[24], values(24, 12, 0.5)),
+            tensor("lstm.bias_hh_l0", &[24], values(24, 13, 0.5)),
+        ];
+        t.extend(head);
+        Weights::from_tensors(t)
+    };
+    let identity: Vec<f32> = (0..36).map(|i| if i % 7 == 0 { 1.0 } else { 0.0 }).collect();
+    let plain = TokenIdentity::from_weights(&mut lstm(vec![tensor("fc.weight", &[6, 6], identity)]), true).unwrap();
+    let head = vec![tensor("fc.weight", &[3, 6], fc.w.clone()), tensor("fc.bias", &[3], fc.b.clone())];
+    let model = TokenTanh::from_weights(&mut lstm(head), true).unwrap();
+    let (mut ws_p, mut ws) = (plain.workspace(8, 1).unwrap(), model.workspace(8, 1).unwrap());
+    let tokens = [3usize, 1, 4, 1, 5, 9, 2];
+    let h: Vec<f64> = f64s(plain.predict(&mut ws_p, &tokens).unwrap());
+    assert!(h.iter().any(|v| v.abs() > 0.5), "saturating outputs, where tanh differs from the identity: {h:?}");
+    let th: Vec<f64> = h.iter().map(|v| v.tanh()).collect();
+    let z = fc.forward(&th);
+    assert_close("logits", model.predict(&mut ws, &tokens).unwrap(), &z, 1e-5);
+    for (c, &zc) in z.iter().enumerate() {
+        // Epsilon on `fc`, then Tanh passes: the LSTM's output receives `tanh(h) w_c z_c / stab(z_c)`.
+        let r_h: Vec<f32> = (0..6).map(|j| (th[j] * fc.w[c * 6 + j] as f64 * zc / stab(zc, EPS)) as f32).collect();
+        let want = f64s(plain.explain_from(&mut ws_p, &tokens, &r_h).unwrap().relevance);
+        assert_close("relevance", model.explain(&mut ws, &tokens, c).unwrap().relevance, &want, 1e-4);
+    }
+}
