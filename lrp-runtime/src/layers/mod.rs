@@ -52,6 +52,12 @@ pub(crate) fn check_batch(layer: &str, n: usize, buffers: &[(&str, usize, usize)
 pub type Linear = LinearMap;
 /// `nn.Conv2d`: a [`LinearMap`] of kind [`LinearKind::Conv2d`].
 pub type Conv2d = LinearMap;
+/// `nn.Conv1d`: a [`LinearMap`] of kind [`LinearKind::Conv2d`] with height 1 (`[C, L]` is `[C, 1, L]`).
+pub type Conv1d = LinearMap;
+/// `nn.MaxPool1d`: a [`MaxPool2d`] with height 1.
+pub type MaxPool1d = MaxPool2d;
+/// `nn.AvgPool1d`: an [`AvgPool2d`] with height 1.
+pub type AvgPool1d = AvgPool2d;
 /// `nn.BatchNorm1d`.
 pub type BatchNorm1d = BatchNorm;
 /// `nn.BatchNorm2d`.
