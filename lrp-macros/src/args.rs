@@ -94,6 +94,18 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// An integer in `min..=MAX_WINDOW` (a 1-D layer's `kernel_size`, `stride`, ...).
+    pub fn single(&mut self, cx: &mut Ctxt, name: &str, default: Option<usize>, min: usize) -> Option<usize> {
+        match self.get(name) {
+            Some(arg) => as_int_in(cx, &arg.value, name, min, MAX_WINDOW),
+            None if default.is_some() => default,
+            None => {
+                cx.error(self.span(), format!("`{}` needs `{name}`", self.call.name));
+                None
+            }
+        }
+    }
+
     /// An optional number.
     pub fn float_or(&mut self, cx: &mut Ctxt, name: &str, default: f64) -> f64 {
         self.get(name).and_then(|a| as_float(cx, &a.value, name)).unwrap_or(default)

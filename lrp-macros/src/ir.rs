@@ -71,7 +71,8 @@ pub struct Layer {
     pub output_gated: bool,
 }
 
-/// What a layer computes (`AdaptiveAvgPool2d` holds its `[h, w]` output size).
+/// What a layer computes (`AdaptiveAvgPool2d` holds its `[h, w]` output size). `Conv2d`,
+/// `MaxPool2d` and `AvgPool2d` also hold the 1-D layers (`one_d`), computed with height 1.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     Linear { in_features: usize, out_features: usize, bias: bool, weight: String, bias_name: String },
@@ -136,6 +137,8 @@ impl Rnn {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conv {
+    /// `Conv1d`: a `[C, L]` input, computed as a height-1 `Conv2d` (`kernel[0] = 1`, ...).
+    pub one_d: bool,
     pub in_channels: usize,
     pub out_channels: usize,
     pub kernel: [usize; 2],
@@ -150,6 +153,8 @@ pub struct Conv {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pool {
+    /// `MaxPool1d` / `AvgPool1d`: a `[C, L]` input, pooled as a height-1 image.
+    pub one_d: bool,
     pub kernel: [usize; 2],
     pub stride: [usize; 2],
     pub padding: [usize; 2],
@@ -188,13 +193,16 @@ impl Op {
     pub fn kind(&self) -> &'static str {
         match self {
             Op::Linear { .. } => "Linear",
+            Op::Conv2d(c) if c.one_d => "Conv1d",
             Op::Conv2d(_) => "Conv2d",
             Op::BatchNorm(n) if n.dims == 1 => "BatchNorm1d",
             Op::BatchNorm(_) => "BatchNorm2d",
             Op::ReLU => "ReLU",
             Op::Tanh => "Tanh",
             Op::Sigmoid => "Sigmoid",
+            Op::MaxPool2d(p) if p.one_d => "MaxPool1d",
             Op::MaxPool2d(_) => "MaxPool2d",
+            Op::AvgPool2d(p) if p.one_d => "AvgPool1d",
             Op::AvgPool2d(_) => "AvgPool2d",
             Op::AdaptiveAvgPool2d(_) => "AdaptiveAvgPool2d",
             Op::Flatten => "Flatten",

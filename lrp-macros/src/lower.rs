@@ -14,13 +14,16 @@ use syn::Ident;
 /// Layer kinds the spec language knows, as PyTorch names them.
 pub const LAYER_KINDS: &[&str] = &[
     "Linear",
+    "Conv1d",
     "Conv2d",
     "BatchNorm1d",
     "BatchNorm2d",
     "ReLU",
     "Tanh",
     "Sigmoid",
+    "MaxPool1d",
     "MaxPool2d",
+    "AvgPool1d",
     "AvgPool2d",
     "AdaptiveAvgPool2d",
     "Flatten",
@@ -194,14 +197,15 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
             a.finish(cx, &["in_features", "out_features", "bias", "weight_name", "bias_name", "rule"]);
             Op::Linear { in_features: in_features?, out_features: out_features?, bias, weight, bias_name }
         }
-        "Conv2d" => {
+        "Conv2d" | "Conv1d" => {
+            let one_d = kind == "Conv1d";
             let mut a = Args::new(cx, call, &["in_channels", "out_channels", "kernel_size", "stride", "padding"]);
             let in_channels = a.size(cx, "in_channels");
             let out_channels = a.size(cx, "out_channels");
-            let kernel = a.pair(cx, "kernel_size", None, 1);
-            let stride = a.pair(cx, "stride", Some([1, 1]), 1);
-            let padding = a.pair(cx, "padding", Some([0, 0]), 0);
-            let dilation = a.pair(cx, "dilation", Some([1, 1]), 1);
+            let kernel = window(cx, &mut a, one_d, "kernel_size", None, 1);
+            let stride = window(cx, &mut a, one_d, "stride", Some([1, 1]), 1);
+            let padding = window(cx, &mut a, one_d, "padding", Some([0, 0]), 0);
+            let dilation = window(cx, &mut a, one_d, "dilation", Some([1, 1]), 1);
             let groups = a.int_or(cx, "groups", 1, 1, MAX_ELEMENTS);
             let bias = a.bool_or(cx, "bias", true);
             let weight = a.string(cx, "weight_name").unwrap_or_else(|| format!("{name}.weight"));
@@ -233,6 +237,7 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
                 return None;
             }
             Op::Conv2d(Conv {
+                one_d,
                 in_channels,
                 out_channels,
                 kernel,
@@ -264,13 +269,14 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
             let dims = if kind == "BatchNorm1d" { 1 } else { 2 };
             Op::BatchNorm(Norm { dims, features: features?, eps, names, placement: BnPlacement::Explicit })
         }
-        "MaxPool2d" | "AvgPool2d" => {
+        "MaxPool2d" | "AvgPool2d" | "MaxPool1d" | "AvgPool1d" => {
+            let one_d = kind.ends_with("1d");
             let mut a = Args::new(cx, call, &["kernel_size", "stride", "padding"]);
-            let kernel = a.pair(cx, "kernel_size", None, 1);
-            let stride = a.pair(cx, "stride", kernel, 1);
-            let padding = a.pair(cx, "padding", Some([0, 0]), 0);
+            let kernel = window(cx, &mut a, one_d, "kernel_size", None, 1);
+            let stride = window(cx, &mut a, one_d, "stride", kernel, 1);
+            let padding = window(cx, &mut a, one_d, "padding", Some([0, 0]), 0);
             a.finish(cx, &["kernel_size", "stride", "padding"]);
-            let pool = Pool { kernel: kernel?, stride: stride?, padding: padding? };
+            let pool = Pool { one_d, kernel: kernel?, stride: stride?, padding: padding? };
             if pool.padding[0] * 2 > pool.kernel[0] || pool.padding[1] * 2 > pool.kernel[1] {
                 cx.error(
                     call.name.span(),
@@ -278,7 +284,7 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
                 );
                 return None;
             }
-            if kind == "MaxPool2d" { Op::MaxPool2d(pool) } else { Op::AvgPool2d(pool) }
+            if kind.starts_with("Max") { Op::MaxPool2d(pool) } else { Op::AvgPool2d(pool) }
         }
         "ReLU" => {
             let mut a = Args::new(cx, call, &[]);
@@ -408,6 +414,24 @@ fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident) -> Option
         input_nonneg: false,
         output_gated: false,
     })
+}
+
+/// A window parameter as `[h, w]`: an int or a pair for a 2-D layer; for a 1-D layer an int `n`
+/// along the length, as `[min, n]` of the height-1 2-D layer computing it (height: kernel,
+/// stride and dilation 1, padding 0).
+fn window(
+    cx: &mut Ctxt,
+    a: &mut Args<'_>,
+    one_d: bool,
+    name: &str,
+    default: Option<[usize; 2]>,
+    min: usize,
+) -> Option<[usize; 2]> {
+    if one_d {
+        a.single(cx, name, default.map(|[_, w]| w), min).map(|n| [min, n])
+    } else {
+        a.pair(cx, name, default, min)
+    }
 }
 
 /// Whether each weight tensor of `op` has at most `MAX_ELEMENTS` elements.

@@ -104,8 +104,17 @@ fn gates(r: &Rnn) -> usize {
     if r.cell == Cell::Lstm { 4 } else { 3 }
 }
 
+/// `(channels, height, width)` of a convolution's or pool's input; a `[C, L]` input (1-D
+/// layers) is `[C, 1, L]`.
+fn image_dims(layer: &Layer) -> (usize, usize, usize) {
+    match layer.in_shape.as_slice() {
+        &[c, l] => (c, 1, l),
+        s => (s[0], s[1], s[2]),
+    }
+}
+
 fn pool_geom(layer: &Layer, p: &crate::ir::Pool) -> TokenStream {
-    let (c, h, w) = (layer.in_shape[0], layer.in_shape[1], layer.in_shape[2]);
+    let (c, h, w) = image_dims(layer);
     let ([kh, kw], [sh, sw], [ph, pw]) = (p.kernel, p.stride, p.padding);
     quote!(::lrp::runtime::kernels::Pool2dGeom { channels: #c, in_h: #h, in_w: #w, kernel: [#kh, #kw], stride: [#sh, #sw], padding: [#ph, #pw] })
 }
@@ -127,7 +136,7 @@ fn load_expr(layer: &Layer) -> TokenStream {
             )?)
         }
         Op::Conv2d(c) => {
-            let (h, w) = (layer.in_shape[1], layer.in_shape[2]);
+            let (_, h, w) = image_dims(layer);
             let (cin, cout, groups) = (c.in_channels, c.out_channels, c.groups);
             let ([kh, kw], [sh, sw], [ph, pw], [dh, dw]) = (c.kernel, c.stride, c.padding, c.dilation);
             let (weight, bias_name) = (&c.weight, &c.bias_name);
@@ -136,14 +145,21 @@ fn load_expr(layer: &Layer) -> TokenStream {
             } else {
                 quote!(::core::option::Option::None)
             };
-            quote!(::lrp::runtime::layers::LinearMap::load(
-                weights, #name,
-                ::lrp::runtime::layers::LinearKind::Conv2d(::lrp::runtime::kernels::Conv2dGeom {
-                    in_channels: #cin, out_channels: #cout, in_h: #h, in_w: #w,
-                    kernel: [#kh, #kw], stride: [#sh, #sw], padding: [#ph, #pw], dilation: [#dh, #dw], groups: #groups,
-                }),
-                #weight, #b,
-            )?)
+            let kind = quote!(::lrp::runtime::layers::LinearKind::Conv2d(::lrp::runtime::kernels::Conv2dGeom {
+                in_channels: #cin, out_channels: #cout, in_h: #h, in_w: #w,
+                kernel: [#kh, #kw], stride: [#sh, #sw], padding: [#ph, #pw], dilation: [#dh, #dw], groups: #groups,
+            }));
+            if !c.one_d {
+                return quote!(::lrp::runtime::layers::LinearMap::load(weights, #name, #kind, #weight, #b)?);
+            }
+            // Conv1d: PyTorch's `[out, in/groups, k]` is laid out as `[out, in/groups, 1, k]`.
+            let shape = conv_weight_shape(c);
+            let bias = c.bias.then(|| quote!(weights.take(#bias_name, #name, &[#cout])?));
+            let bias = bias.map_or(quote!(::core::option::Option::None), |b| quote!(::core::option::Option::Some(#b)));
+            quote!({
+                let weight = weights.take(#weight, #name, &[#(#shape),*])?;
+                ::lrp::runtime::layers::LinearMap::new(#name, #kind, weight, #bias)?
+            })
         }
         Op::BatchNorm(n) => {
             let [w, b, m, v] = &n.names;
@@ -389,6 +405,13 @@ pub(super) fn model_trait_impl(net: &Network, ws_name: &Ident, kind: ModelKind) 
     }
 }
 
+/// PyTorch's weight shape of a convolution: `[out, in/groups, kh, kw]`, `[out, in/groups, k]`
+/// for a Conv1d.
+fn conv_weight_shape(c: &crate::ir::Conv) -> Vec<usize> {
+    let (o, i, [kh, kw]) = (c.out_channels, c.in_channels / c.groups, c.kernel);
+    if c.one_d { vec![o, i, kw] } else { vec![o, i, kh, kw] }
+}
+
 /// `(name, shape)` of every tensor the network reads.
 fn tensors(net: &Network) -> Vec<TokenStream> {
     let mut tensors = Vec::new();
@@ -401,9 +424,9 @@ fn tensors(net: &Network) -> Vec<TokenStream> {
                 }
             }
             Op::Conv2d(c) => {
-                let (o, i, [kh, kw]) = (c.out_channels, c.in_channels / c.groups, c.kernel);
+                let (shape, o) = (conv_weight_shape(c), c.out_channels);
                 let (weight, bias_name) = (&c.weight, &c.bias_name);
-                tensors.push(quote!((#weight, &[#o, #i, #kh, #kw])));
+                tensors.push(quote!((#weight, &[#(#shape),*])));
                 if c.bias {
                     tensors.push(quote!((#bias_name, &[#o])));
                 }

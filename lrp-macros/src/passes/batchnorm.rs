@@ -1,6 +1,6 @@
 //! `plan_batchnorm`: where each BatchNorm's affine map `y = s x + t` goes.
 //!
-//! 1. Right after a Linear/Conv2d (`conv → BatchNorm`): folded into it, `W' = s W`,
+//! 1. Right after a Linear/Conv2d/Conv1d (`conv → BatchNorm`): folded into it, `W' = s W`,
 //!    `b' = s b + t` — exact.
 //! 2. Otherwise, when the next layer (past Flatten, Dropout, Identity) is a Linear, or a Conv2d
 //!    without zero padding (`conv → ReLU → BatchNorm → conv`): folded into that layer,
@@ -75,5 +75,36 @@ mod tests {
                 BnPlacement::IntoNext(11)
             ]
         );
+    }
+
+    #[test]
+    fn one_d_convolutions_fold() {
+        let spec = syn::parse2(quote! {
+            Net(input = [3, 8]) {
+                Conv1d(3, 4, 3), BatchNorm1d(4), ReLU, BatchNorm1d(4), Conv1d(4, 5, 3),
+                ReLU, BatchNorm1d(5), Conv1d(5, 2, 1, padding = 1), BatchNorm1d(2), Flatten, Linear(12, 2),
+            }
+        })
+        .unwrap();
+        let mut cx = crate::ctxt::Ctxt::default();
+        let mut net = crate::lower::lower(&mut cx, &spec, None).net;
+        crate::passes::run(&mut cx, &mut net);
+        assert!(cx.check().is_ok());
+        let p: Vec<BnPlacement> = net
+            .layers
+            .iter()
+            .filter_map(|l| match &l.op {
+                Op::BatchNorm(n) => Some(n.placement),
+                _ => None,
+            })
+            .collect();
+        // Before a zero-padded Conv1d, a BatchNorm1d stays explicit.
+        let want = [
+            BnPlacement::IntoPrevious(0),
+            BnPlacement::IntoNext(4),
+            BnPlacement::Explicit,
+            BnPlacement::IntoPrevious(7),
+        ];
+        assert_eq!(p, want);
     }
 }

@@ -19,6 +19,21 @@ fn elements(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
+/// `[C, H, W]` of an image input, or `[C, 1, L]` of a `[C, L]` one for a 1-D layer (`one_d`);
+/// `Err(shape)` for another rank, `None` without an input.
+fn image(input: &Option<Vec<usize>>, one_d: bool) -> Option<Result<[usize; 3], Vec<usize>>> {
+    Some(match (input.as_deref()?, one_d) {
+        (&[c, l], true) => Ok([c, 1, l]),
+        (&[c, h, w], false) => Ok([c, h, w]),
+        (s, _) => Err(s.to_vec()),
+    })
+}
+
+/// The output shape of a 1-D (`[C, W]`, `H = 1`) or 2-D (`[C, H, W]`) layer.
+fn unimage(c: usize, h: usize, w: usize, one_d: bool) -> Vec<usize> {
+    if one_d { vec![c, w] } else { vec![c, h, w] }
+}
+
 fn show(shape: &[usize]) -> String {
     format!("{shape:?}")
 }
@@ -105,32 +120,28 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                 }
                 Some((vec![*out_features], false))
             }
-            Op::Conv2d(c) => match &input {
-                Some(s) if s.len() == 3 => {
-                    if s[0] != c.in_channels {
+            Op::Conv2d(c) => match image(&input, c.one_d) {
+                Some(Ok([ch, h, w])) => {
+                    if ch != c.in_channels {
                         cx.error(
                             span,
-                            format!("`{name}` expects {} input channels, but {from} gives {}", c.in_channels, s[0]),
+                            format!("`{name}` expects {} input channels, but {from} gives {ch}", c.in_channels),
                         );
                     }
-                    let oh = extent(s[1], c.kernel[0], c.stride[0], c.padding[0], c.dilation[0]);
-                    let ow = extent(s[2], c.kernel[1], c.stride[1], c.padding[1], c.dilation[1]);
+                    let oh = extent(h, c.kernel[0], c.stride[0], c.padding[0], c.dilation[0]);
+                    let ow = extent(w, c.kernel[1], c.stride[1], c.padding[1], c.dilation[1]);
                     match (oh, ow) {
-                        (Some(h), Some(w)) => Some((vec![c.out_channels, h, w], false)),
+                        (Some(h), Some(w)) => Some((unimage(c.out_channels, h, w, c.one_d), false)),
                         _ => {
+                            let s = input.as_deref().unwrap_or_default();
                             cx.error(span, format!("`{name}`: the kernel is larger than its padded input {}", show(s)));
                             None
                         }
                     }
                 }
-                Some(s) => {
-                    cx.error(
-                        span,
-                        format!(
-                            "`{name}` (Conv2d) needs a [channels, height, width] input, but {from} gives {}",
-                            show(s)
-                        ),
-                    );
+                Some(Err(s)) => {
+                    let dims = if c.one_d { "[channels, length]" } else { "[channels, height, width]" };
+                    cx.error(span, format!("`{name}` ({kind}) needs a {dims} input, but {from} gives {}", show(&s)));
                     None
                 }
                 None => None,
@@ -153,14 +164,15 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                 }
                 input.clone().map(|s| (s, false))
             }
-            Op::MaxPool2d(p) | Op::AvgPool2d(p) => match &input {
-                Some(s) if s.len() == 3 => {
+            Op::MaxPool2d(p) | Op::AvgPool2d(p) => match image(&input, p.one_d) {
+                Some(Ok([ch, h, w])) => {
                     match (
-                        extent(s[1], p.kernel[0], p.stride[0], p.padding[0], 1),
-                        extent(s[2], p.kernel[1], p.stride[1], p.padding[1], 1),
+                        extent(h, p.kernel[0], p.stride[0], p.padding[0], 1),
+                        extent(w, p.kernel[1], p.stride[1], p.padding[1], 1),
                     ) {
-                        (Some(h), Some(w)) if h > 0 && w > 0 => Some((vec![s[0], h, w], false)),
+                        (Some(h), Some(w)) if h > 0 && w > 0 => Some((unimage(ch, h, w, p.one_d), false)),
                         _ => {
+                            let s = input.as_deref().unwrap_or_default();
                             cx.error(
                                 span,
                                 format!("`{name}`: the pooling window is larger than its input {}", show(s)),
@@ -169,11 +181,9 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                         }
                     }
                 }
-                Some(s) => {
-                    cx.error(
-                        span,
-                        format!("`{name}` needs a [channels, height, width] input, but {from} gives {}", show(s)),
-                    );
+                Some(Err(s)) => {
+                    let dims = if p.one_d { "[channels, length]" } else { "[channels, height, width]" };
+                    cx.error(span, format!("`{name}` needs a {dims} input, but {from} gives {}", show(&s)));
                     None
                 }
                 None => None,
@@ -333,6 +343,65 @@ mod tests {
                 // The first layer is not lowered, so the second reads the input.
                 "`1` needs a [channels, height, width] input, but the input gives [8]",
             ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod one_d_tests {
+    use crate::ctxt::Ctxt;
+    use quote::quote;
+
+    /// Output shapes, and the errors as strings.
+    fn run(tokens: proc_macro2::TokenStream) -> (Vec<Vec<usize>>, Vec<String>) {
+        let mut cx = Ctxt::default();
+        let mut net = crate::lower::lower(&mut cx, &syn::parse2(tokens).unwrap(), None).net;
+        super::infer_shapes(&mut cx, &mut net);
+        let shapes = net.layers.iter().map(|l| l.out_shape.clone()).collect();
+        (shapes, cx.check().err().map_or_else(Vec::new, |e| e.into_iter().map(|e| e.to_string()).collect()))
+    }
+
+    #[test]
+    fn conv1d_and_1d_pools_map_channels_by_length() {
+        // L = 10: padded conv keeps 10, pool 2 -> 5; stride 2, dilation 2 (span 5) on 5 + 2: 2;
+        // AvgPool1d(2, stride = 1, padding = 1) on 2: 3; global MaxPool1d(3): 1.
+        let (shapes, errs) = run(quote! {
+            Net(input = [4, 10]) {
+                Conv1d(4, 6, kernel_size = 3, padding = 1), ReLU, MaxPool1d(2),
+                Conv1d(6, 4, 3, stride = 2, padding = 1, dilation = 2, groups = 2), AvgPool1d(2, stride = 1, padding = 1),
+                MaxPool1d(kernel_size = 3), Flatten, Linear(4, 2),
+            }
+        });
+        assert!(errs.is_empty(), "{errs:?}");
+        let want: [&[usize]; 8] = [&[6, 10], &[6, 10], &[6, 5], &[4, 2], &[4, 3], &[4, 1], &[4], &[2]];
+        assert_eq!(shapes, want);
+    }
+
+    #[test]
+    fn one_d_layers_need_channels_by_length() {
+        let errors = |tokens| run(tokens).1;
+        assert_eq!(
+            errors(quote!(Net(input = [3, 8, 8]) { c1: Conv1d(3, 4, 3), Flatten, Linear(4, 2) })),
+            ["`c1` (Conv1d) needs a [channels, length] input, but the input gives [3, 8, 8]"]
+        );
+        assert_eq!(
+            errors(quote!(Net(input = [3, 8, 8]) { c: Conv2d(3, 4, 3), p: MaxPool1d(2), Flatten, Linear(4, 2) })),
+            ["`p` needs a [channels, length] input, but `c` gives [4, 6, 6]"]
+        );
+        // The first layer is not lowered, so the second reads the input.
+        assert_eq!(
+            errors(quote! {
+                Net(input = [3, 4]) { c1: Conv1d(2, 4, kernel_size = [1, 3]), c2: Conv1d(3, 4, 5), Flatten, Linear(4, 2) }
+            }),
+            ["`kernel_size` must be an integer", "`c2`: the kernel is larger than its padded input [3, 4]"]
+        );
+        assert_eq!(
+            errors(quote!(Net(input = [3, 4]) { p: AvgPool1d(8), Flatten, Linear(3, 2) })),
+            ["`p`: the pooling window is larger than its input [3, 4]"]
+        );
+        assert_eq!(
+            errors(quote!(Net(input = [3, 4]) { c: Conv1d(3, 4, 3, groups = 2), Flatten, Linear(12, 2) })),
+            ["`c`: groups = 2 must divide in_channels = 3 and out_channels = 4"]
         );
     }
 }

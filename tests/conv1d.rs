@@ -1,0 +1,425 @@
+//! 1-D layers over `[C, L]` samples (text CNNs over embeddings): `Conv1d` (stride, padding,
+//! dilation, groups), `MaxPool1d`, `AvgPool1d` and a `Conv1d -> BatchNorm1d` fold, with
+//! PyTorch's tensor shapes. Against a naive `f64` forward
+//! (direct convolution loops), LRP-epsilon and z+ written here; gradient x input against
+//! central finite differences; conservation with biases zero.
+
+use lrp::Explainable;
+use lrp::layers::{AvgPool1d, Conv1d, Flatten, Linear, ReLU};
+use lrp::{Tensor, Weights};
+
+lrp::network! {
+    /// [4, 8] -> [6, 8] -> [6, 4] -> 24 -> 3.
+    Text(input = [4, 8], composite = Epsilon(0.01)) {
+        conv: Conv1d(4, 6, kernel_size = 3, padding = 1), ReLU, MaxPool1d(2), Flatten, fc: Linear(24, 3),
+    }
+}
+
+lrp::network! {
+    /// z+ on the convolution, epsilon on the dense layer.
+    TextPlus(input = [4, 8], composite = EpsilonPlus(epsilon = 0.01)) {
+        conv: Conv1d(4, 6, kernel_size = 3, padding = 1), ReLU, MaxPool1d(2), Flatten, fc: Linear(24, 3),
+    }
+}
+
+lrp::network! {
+    TextTight(input = [4, 8]) {
+        conv: Conv1d(4, 6, kernel_size = 3, padding = 1), ReLU, MaxPool1d(2), Flatten, fc: Linear(24, 3),
+    }
+}
+
+lrp::network! {
+    TextPlusTight(input = [4, 8], composite = EpsilonPlus) {
+        conv: Conv1d(4, 6, kernel_size = 3, padding = 1), ReLU, MaxPool1d(2), Flatten, fc: Linear(24, 3),
+    }
+}
+
+/// [4, 9] -> stride 2, padding 1, dilation 2 (span 5), 2 groups: [6, 4] -> AvgPool1d(2): [6, 2].
+#[derive(Explainable)]
+#[lrp(input = [4, 9], composite = Epsilon(0.01))]
+struct Strided {
+    #[lrp(4, 6, 3, stride = 2, padding = 1, dilation = 2, groups = 2)]
+    conv: Conv1d,
+    relu: ReLU,
+    #[lrp(2)]
+    pool: AvgPool1d,
+    flat: Flatten,
+    #[lrp(12, 3)]
+    fc: Linear,
+}
+
+lrp::network! {
+    /// The text CNN: Conv1d -> BatchNorm1d (folded) -> ReLU -> global max-pool -> Linear.
+    Folded(input = [3, 7], composite = Epsilon(0.01)) {
+        conv: Conv1d(3, 4, 3), bn: BatchNorm1d(4), ReLU, MaxPool1d(kernel_size = 5), Flatten, fc: Linear(4, 2),
+    }
+}
+
+const EPS: f64 = 0.01;
+/// The stabiliser of the average pool's proportional rule and of z+.
+const SMALL_EPS: f64 = 1e-6;
+
+/// Deterministic values in about [-scale, scale].
+fn values(n: usize, salt: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|i| (((i * 7919 + salt * 104_729) % 199) as f32 / 99.0 - 1.0) * scale).collect()
+}
+
+fn tensor(name: &str, shape: &[usize], data: &[f32]) -> (String, Tensor) {
+    (name.to_string(), Tensor { shape: shape.to_vec(), data: data.to_vec() })
+}
+
+fn f64s(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+fn stab(z: f64, eps: f64) -> f64 {
+    if z >= 0.0 { z + eps } else { z - eps }
+}
+
+/// `|got - want| <= tol * max|want|` element-wise.
+fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((*g as f64 - w).abs() <= tol * scale, "{what}[{i}]: {g} vs {w} (max |want| {scale})");
+    }
+}
+
+/// A linear map as its rows: `z_k = sum over taps (j, w) of w x_j + b_k`.
+#[derive(Clone)]
+struct Map {
+    rows: Vec<(Vec<(usize, f64)>, f64)>,
+    inputs: usize,
+}
+
+impl Map {
+    fn forward(&self, x: &[f64]) -> Vec<f64> {
+        self.rows.iter().map(|(taps, b)| taps.iter().map(|&(j, w)| w * x[j]).sum::<f64>() + b).collect()
+    }
+
+    /// LRP-epsilon: `R_j = x_j sum_k w_jk R_k / stab(z_k)`.
+    fn epsilon(&self, x: &[f64], r: &[f64], eps: f64) -> Vec<f64> {
+        let mut out = vec![0.0; self.inputs];
+        for ((taps, _), (z, r)) in self.rows.iter().zip(self.forward(x).iter().zip(r)) {
+            for &(j, w) in taps {
+                out[j] += x[j] * w * r / stab(*z, eps);
+            }
+        }
+        out
+    }
+
+    /// z+ (Zennit's generalised form): `R_j = sum_k (x_j^+ w_jk^+ + x_j^- w_jk^-) R_k / stab(z_k^+)`,
+    /// `z_k^+ = sum_l (x_l^+ w_lk^+ + x_l^- w_lk^-) + b_k^+`.
+    fn zplus(&self, x: &[f64], r: &[f64]) -> Vec<f64> {
+        let pos = |v: f64, w: f64| v.max(0.0) * w.max(0.0) + v.min(0.0) * w.min(0.0);
+        let mut out = vec![0.0; self.inputs];
+        for ((taps, b), r) in self.rows.iter().zip(r) {
+            let z = taps.iter().map(|&(j, w)| pos(x[j], w)).sum::<f64>() + b.max(0.0);
+            for &(j, w) in taps {
+                out[j] += pos(x[j], w) * r / stab(z, SMALL_EPS);
+            }
+        }
+        out
+    }
+}
+
+/// `Conv1d` with PyTorch's `[out, in/groups, k]` weights over `[cin, len]`, by direct loops.
+struct Conv {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+    groups: usize,
+    len: usize,
+}
+
+impl Conv {
+    fn lout(&self) -> usize {
+        (self.len + 2 * self.pad - self.dil * (self.k - 1) - 1) / self.stride + 1
+    }
+
+    /// Output `(o, t)` reads channel `g cin/groups + ci` at `t stride - pad + a dil`.
+    fn map(&self) -> Map {
+        let (per_in, per_out) = (self.cin / self.groups, self.cout / self.groups);
+        let mut rows = Vec::new();
+        for o in 0..self.cout {
+            for t in 0..self.lout() {
+                let mut taps = Vec::new();
+                for ci in 0..per_in {
+                    let c = o / per_out * per_in + ci;
+                    for a in 0..self.k {
+                        let pos = (t * self.stride + a * self.dil).wrapping_sub(self.pad);
+                        if pos < self.len {
+                            taps.push((c * self.len + pos, self.w[(o * per_in + ci) * self.k + a] as f64));
+                        }
+                    }
+                }
+                rows.push((taps, self.b[o] as f64));
+            }
+        }
+        Map { rows, inputs: self.cin * self.len }
+    }
+}
+
+/// `nn.Linear(inputs, outputs)` applied to each of `rows` rows of `[rows, inputs]`.
+fn dense(w: &[f32], b: &[f32], inputs: usize, rows: usize) -> Map {
+    let outputs = b.len();
+    let mut out = Vec::new();
+    for l in 0..rows {
+        for k in 0..outputs {
+            let taps = (0..inputs).map(|j| (l * inputs + j, w[k * inputs + j] as f64)).collect();
+            out.push((taps, b[k] as f64));
+        }
+    }
+    Map { rows: out, inputs: rows * inputs }
+}
+
+/// Pooling windows over `[channels, len]`: `kernel` wide, `stride` apart, no padding.
+fn windows(channels: usize, len: usize, kernel: usize, stride: usize) -> Vec<Vec<usize>> {
+    let out = (len - kernel) / stride + 1;
+    let all = (0..channels).flat_map(|c| (0..out).map(move |t| (c, t)));
+    all.map(|(c, t)| (0..kernel).map(|a| c * len + t * stride + a).collect()).collect()
+}
+
+fn relu(v: Vec<f64>) -> Vec<f64> {
+    v.into_iter().map(|v| v.max(0.0)).collect()
+}
+
+/// A conv (or dense) map, ReLU, a max or average pool, a dense head.
+struct Net {
+    first: Map,
+    pool: Vec<Vec<usize>>,
+    max: bool,
+    fc: Map,
+}
+
+/// The rule of the first layer in [`Net::relevance`].
+#[derive(Clone, Copy)]
+enum First {
+    Epsilon,
+    ZPlus,
+}
+
+impl Net {
+    fn pool(&self, a: &[f64]) -> Vec<f64> {
+        let reduce = |w: &Vec<usize>| match self.max {
+            true => w.iter().map(|&j| a[j]).fold(f64::NEG_INFINITY, f64::max),
+            false => w.iter().map(|&j| a[j]).sum::<f64>() / w.len() as f64,
+        };
+        self.pool.iter().map(reduce).collect()
+    }
+
+    fn forward(&self, x: &[f64]) -> Vec<f64> {
+        self.fc.forward(&self.pool(&relu(self.first.forward(x))))
+    }
+
+    /// LRP from `logit[c]`: epsilon on the head, winner-take-all (max) or the proportional rule
+    /// (average) on the pool, ReLU passes, `first` on the first layer.
+    fn relevance(&self, x: &[f64], c: usize, head_eps: f64, first: First) -> Vec<f64> {
+        let a = relu(self.first.forward(x));
+        let p = self.pool(&a);
+        let mut r = vec![0.0; self.fc.rows.len()];
+        r[c] = self.fc.forward(&p)[c];
+        let r_p = self.fc.epsilon(&p, &r, head_eps);
+        let mut r_a = vec![0.0; a.len()];
+        for (o, w) in self.pool.iter().enumerate() {
+            if self.max {
+                let best = w.iter().copied().fold(w[0], |b, j| if a[j] > a[b] { j } else { b });
+                r_a[best] += r_p[o];
+            } else {
+                for &j in w {
+                    r_a[j] += a[j] / w.len() as f64 * r_p[o] / stab(p[o], SMALL_EPS);
+                }
+            }
+        }
+        match first {
+            First::Epsilon => self.first.epsilon(x, &r_a, head_eps),
+            First::ZPlus => self.first.zplus(x, &r_a),
+        }
+    }
+}
+
+/// `x_i * d f_c / d x_i` by central differences of `f`.
+fn finite_gxi(f: impl Fn(&[f64]) -> Vec<f64>, x: &[f64], c: usize) -> Vec<f64> {
+    let h = 1e-6;
+    (0..x.len())
+        .map(|i| {
+            let (mut up, mut down) = (x.to_vec(), x.to_vec());
+            up[i] += h;
+            down[i] -= h;
+            x[i] * (f(&up)[c] - f(&down)[c]) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// The `Text` networks' weights (PyTorch's shapes) and their naive twin.
+fn text(bias: bool) -> (Weights, Net) {
+    let (w, fc_w) = (values(6 * 4 * 3, 1, 0.6), values(3 * 24, 2, 0.4));
+    let (b, fc_b) = if bias { (values(6, 3, 0.2), values(3, 4, 0.2)) } else { (vec![0.0; 6], vec![0.0; 3]) };
+    let weights = Weights::from_tensors([
+        tensor("conv.weight", &[6, 4, 3], &w),
+        tensor("conv.bias", &[6], &b),
+        tensor("fc.weight", &[3, 24], &fc_w),
+        tensor("fc.bias", &[3], &fc_b),
+    ]);
+    let conv = Conv { w, b, cin: 4, cout: 6, k: 3, stride: 1, pad: 1, dil: 1, groups: 1, len: 8 };
+    assert_eq!(conv.lout(), 8);
+    let net = Net { first: conv.map(), pool: windows(6, 8, 2, 2), max: true, fc: dense(&fc_w, &fc_b, 24, 1) };
+    (weights, net)
+}
+
+#[test]
+fn conv1d_with_max_pooling_matches_the_naive_forward_lrp_and_gradient() {
+    assert_eq!(
+        Text::TENSORS,
+        [("conv.weight", &[6, 4, 3][..]), ("conv.bias", &[6]), ("fc.weight", &[3, 24]), ("fc.bias", &[3])]
+    );
+    let (mut weights, naive) = text(true);
+    let model = Text::from_weights(&mut weights, true).unwrap();
+    let plus = TextPlus::from_weights(&mut text(true).0, true).unwrap();
+    let (mut ws, mut ws_plus) = (model.workspace(2).unwrap(), plus.workspace(1).unwrap());
+    // Two samples in one batch.
+    let x = values(64, 10, 1.5);
+    let (x0, x1) = (f64s(&x[..32]), f64s(&x[32..]));
+    let want: Vec<f64> = naive.forward(&x0).into_iter().chain(naive.forward(&x1)).collect();
+    assert_close("logits", model.predict_batch(&mut ws, &x, 2).unwrap(), &want, 1e-5);
+    for c in 0..3 {
+        for (s, xd) in [&x0, &x1].into_iter().enumerate() {
+            let input = &x[s * 32..(s + 1) * 32];
+            let e = model.explain(&mut ws, input, c).unwrap();
+            assert_close("epsilon", e.relevance, &naive.relevance(xd, c, EPS, First::Epsilon), 1e-4);
+            let e = plus.explain(&mut ws_plus, input, c).unwrap();
+            assert_close("z+", e.relevance, &naive.relevance(xd, c, EPS, First::ZPlus), 1e-4);
+            let g = model.gradient_x_input(&mut ws, input, c).unwrap();
+            assert_close("gradient x input", g.relevance, &finite_gxi(|v| naive.forward(v), xd, c), 1e-4);
+        }
+    }
+}
+
+#[test]
+fn strided_dilated_grouped_conv1d_with_average_pooling_in_a_derived_struct() {
+    assert_eq!(Strided::TENSORS[0], ("conv.weight", &[6, 2, 3][..]));
+    let (w, b, fc_w, fc_b) = (values(6 * 2 * 3, 5, 0.6), values(6, 6, 0.2), values(3 * 12, 7, 0.4), values(3, 8, 0.2));
+    let mut weights = Weights::from_tensors([
+        tensor("conv.weight", &[6, 2, 3], &w),
+        tensor("conv.bias", &[6], &b),
+        tensor("fc.weight", &[3, 12], &fc_w),
+        tensor("fc.bias", &[3], &fc_b),
+    ]);
+    let model = Strided::from_weights(&mut weights, true).unwrap();
+    let conv = Conv { w, b, cin: 4, cout: 6, k: 3, stride: 2, pad: 1, dil: 2, groups: 2, len: 9 };
+    // (9 + 2 - 5) / 2 + 1 = 4 positions; output (3, 1) (group 1) reads input channels 2, 3 at
+    // 1 * 2 - 1 + {0, 2, 4} = 1, 3, 5.
+    assert_eq!(conv.lout(), 4);
+    let first = conv.map();
+    assert_eq!(first.rows[3 * 4 + 1].0.iter().map(|&(j, _)| j).collect::<Vec<_>>(), [19, 21, 23, 28, 30, 32]);
+    let naive = Net { first, pool: windows(6, 4, 2, 2), max: false, fc: dense(&fc_w, &fc_b, 12, 1) };
+    let mut ws = model.workspace(1).unwrap();
+    for salt in 0..3 {
+        let x = values(36, 20 + salt, 1.5);
+        let xd = f64s(&x);
+        assert_close("logits", model.predict(&mut ws, &x).unwrap(), &naive.forward(&xd), 1e-5);
+        for c in 0..3 {
+            let e = model.explain(&mut ws, &x, c).unwrap();
+            assert_close("epsilon", e.relevance, &naive.relevance(&xd, c, EPS, First::Epsilon), 1e-4);
+            let g = model.gradient_x_input(&mut ws, &x, c).unwrap();
+            assert_close("gradient x input", g.relevance, &finite_gxi(|v| naive.forward(v), &xd, c), 1e-4);
+        }
+    }
+}
+
+#[test]
+fn batchnorm1d_folds_into_the_conv1d_of_a_text_cnn() {
+    let (w, b, fc_w, fc_b) =
+        (values(4 * 3 * 3, 9, 0.6), values(4, 10, 0.2), values(2 * 4, 11, 0.5), values(2, 12, 0.2));
+    let (gamma, beta) = ([1.5f32, 0.5, -0.75, 2.0], [0.1f32, -0.2, 0.3, 0.0]);
+    let (mean, var) = ([0.2f32, -0.1, 0.05, 0.4], [0.5f32, 2.0, 1.0, 0.25]);
+    let mut weights = Weights::from_tensors([
+        tensor("conv.weight", &[4, 3, 3], &w),
+        tensor("conv.bias", &[4], &b),
+        tensor("bn.weight", &[4], &gamma),
+        tensor("bn.bias", &[4], &beta),
+        tensor("bn.running_mean", &[4], &mean),
+        tensor("bn.running_var", &[4], &var),
+        tensor("fc.weight", &[2, 4], &fc_w),
+        tensor("fc.bias", &[2], &fc_b),
+    ]);
+    let model = Folded::from_weights(&mut weights, true).unwrap();
+    // s = gamma / sqrt(var + 1e-5): W' = s W, b' = s (b - mean) + beta, per output channel.
+    let s: Vec<f64> = (0..4).map(|o| gamma[o] as f64 / (var[o] as f64 + 1e-5).sqrt()).collect();
+    let folded_w: Vec<f64> = w.iter().enumerate().map(|(i, &v)| v as f64 * s[i / 9]).collect();
+    assert_close("folded weight", model.conv.weight(), &folded_w, 1e-6);
+    let folded_b: Vec<f64> = (0..4).map(|o| s[o] * (b[o] - mean[o]) as f64 + beta[o] as f64).collect();
+    assert_close("folded bias", model.conv.bias(), &folded_b, 1e-6);
+    let conv = Conv {
+        w: folded_w.iter().map(|&v| v as f32).collect(),
+        b: folded_b.iter().map(|&v| v as f32).collect(),
+        cin: 3,
+        cout: 4,
+        k: 3,
+        stride: 1,
+        pad: 0,
+        dil: 1,
+        groups: 1,
+        len: 7,
+    };
+    let naive = Net { first: conv.map(), pool: windows(4, 5, 5, 5), max: true, fc: dense(&fc_w, &fc_b, 4, 1) };
+    // The explicit forward: conv with the original weights, then the BatchNorm.
+    let plain =
+        Conv { w: w.clone(), b: b.clone(), cin: 3, cout: 4, k: 3, stride: 1, pad: 0, dil: 1, groups: 1, len: 7 };
+    let explicit = |x: &[f64]| {
+        let z = plain.map().forward(x);
+        let bn: Vec<f64> = z
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let o = i / 5;
+                (v - mean[o] as f64) * s[o] + beta[o] as f64
+            })
+            .collect();
+        let p = Net { first: plain.map(), pool: windows(4, 5, 5, 5), max: true, fc: dense(&fc_w, &fc_b, 4, 1) };
+        p.fc.forward(&p.pool(&relu(bn)))
+    };
+    let mut ws = model.workspace(1).unwrap();
+    for salt in 0..3 {
+        let x = values(21, 30 + salt, 1.5);
+        let xd = f64s(&x);
+        let logits = model.predict(&mut ws, &x).unwrap().to_vec();
+        assert_close("logits", &logits, &explicit(&xd), 1e-5);
+        assert_close("logits (folded)", &logits, &naive.forward(&xd), 1e-5);
+        for c in 0..2 {
+            let e = model.explain(&mut ws, &x, c).unwrap();
+            assert_close("epsilon", e.relevance, &naive.relevance(&xd, c, EPS, First::Epsilon), 1e-4);
+            let g = model.gradient_x_input(&mut ws, &x, c).unwrap();
+            assert_close("gradient x input", g.relevance, &finite_gxi(explicit, &xd, c), 1e-4);
+        }
+    }
+}
+
+#[test]
+fn relevance_is_conserved_with_biases_zero() {
+    let text_eps = TextTight::from_weights(&mut text(false).0, true).unwrap();
+    let text_plus = TextPlusTight::from_weights(&mut text(false).0, true).unwrap();
+    let (mut ws_e, mut ws_p) = (text_eps.workspace(1).unwrap(), text_plus.workspace(1).unwrap());
+    for salt in 0..3 {
+        let x_t = values(32, 60 + salt, 1.5);
+        let explanations = [
+            text_eps
+                .explain(&mut ws_e, &x_t, lrp::Target::Predicted)
+                .map(|e| (e.logits[e.targets[0]], e.relevance.to_vec())),
+            text_plus
+                .explain(&mut ws_p, &x_t, lrp::Target::Predicted)
+                .map(|e| (e.logits[e.targets[0]], e.relevance.to_vec())),
+        ];
+        for explanation in explanations {
+            let (logit, relevance) = explanation.unwrap();
+            let total: f64 = relevance.iter().map(|&r| r as f64).sum();
+            assert!(logit.abs() > 0.05, "a logit far from zero: {logit}");
+            assert!((total - logit as f64).abs() <= 1e-4 * logit.abs() as f64, "sum {total} vs logit {logit}");
+        }
+    }
+}
