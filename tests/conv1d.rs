@@ -1,7 +1,7 @@
 //! 1-D layers over `[C, L]` samples (text CNNs over embeddings): `Conv1d` (stride, padding,
-//! dilation, groups), `MaxPool1d`, `AvgPool1d` and a `Conv1d -> BatchNorm1d` fold, with
-//! PyTorch's tensor shapes. Against a naive `f64` forward
-//! (direct convolution loops), LRP-epsilon and z+ written here; gradient x input against
+//! dilation, groups), `MaxPool1d`, `AvgPool1d`, a `Conv1d -> BatchNorm1d` fold, and a `Linear`
+//! applied row by row to `[L, C]`, with PyTorch's tensor shapes. Against a naive `f64` forward
+//! (direct convolution loops), LRP-epsilon, z+ and z^B written here; gradient x input against
 //! central finite differences; conservation with biases zero.
 
 use lrp::Explainable;
@@ -55,6 +55,31 @@ lrp::network! {
     }
 }
 
+lrp::network! {
+    /// `fc1` maps each of the 5 rows of [5, 8] to 6 features.
+    Rows(input = [5, 8], composite = Epsilon(0.01)) { fc1: Linear(8, 6), ReLU, Flatten, fc2: Linear(30, 3) }
+}
+
+lrp::network! {
+    /// z^B with a bound per feature of each row on the first layer.
+    RowsBox(input = [5, 8], composite = Epsilon(0.01)) {
+        fc1: Linear(8, 6, rule = ZBox(low = [-2, -1, -1.5, -2, -1, -2, -1.5, -1], high = [2, 1, 1.5, 2, 1, 2, 1.5, 1])),
+        ReLU, Flatten, fc2: Linear(30, 3),
+    }
+}
+
+lrp::network! {
+    RowsTight(input = [5, 8]) { fc1: Linear(8, 6), ReLU, Flatten, fc2: Linear(30, 3) }
+}
+
+lrp::network! {
+    /// BatchNorm1d(5) after the row-wise Linear normalises the 5 rows (PyTorch's dimension 1 of
+    /// [N, 5, 6]): it stays explicit.
+    RowsNorm(input = [5, 8], composite = Epsilon(0.01)) {
+        fc1: Linear(8, 6), bn: BatchNorm1d(5), ReLU, Flatten, fc2: Linear(30, 3),
+    }
+}
+
 const EPS: f64 = 0.01;
 /// The stabiliser of the average pool's proportional rule and of z+.
 const SMALL_EPS: f64 = 1e-6;
@@ -103,6 +128,19 @@ impl Map {
         for ((taps, _), (z, r)) in self.rows.iter().zip(self.forward(x).iter().zip(r)) {
             for &(j, w) in taps {
                 out[j] += x[j] * w * r / stab(*z, eps);
+            }
+        }
+        out
+    }
+
+    /// z^B: `R_j = sum_k (x_j w_jk - l_j w_jk^+ - h_j w_jk^-) R_k / stab(sum_l (same))`.
+    fn zbox(&self, x: &[f64], low: &[f64], high: &[f64], r: &[f64]) -> Vec<f64> {
+        let term = |j: usize, w: f64| x[j] * w - low[j] * w.max(0.0) - high[j] * w.min(0.0);
+        let mut out = vec![0.0; self.inputs];
+        for ((taps, _), r) in self.rows.iter().zip(r) {
+            let z = taps.iter().map(|&(j, w)| term(j, w)).sum::<f64>();
+            for &(j, w) in taps {
+                out[j] += term(j, w) * r / stab(z, SMALL_EPS);
             }
         }
         out
@@ -400,19 +438,117 @@ fn batchnorm1d_folds_into_the_conv1d_of_a_text_cnn() {
     }
 }
 
+/// Weights of `Rows` and its naive twin: `fc1` on each of the 5 rows, then `fc2` on all 30.
+fn rows(bias: bool) -> (Weights, Map, Map) {
+    let (w1, w2) = (values(6 * 8, 13, 0.5), values(3 * 30, 14, 0.4));
+    let (b1, b2) = if bias { (values(6, 15, 0.2), values(3, 16, 0.2)) } else { (vec![0.0; 6], vec![0.0; 3]) };
+    let weights = Weights::from_tensors([
+        tensor("fc1.weight", &[6, 8], &w1),
+        tensor("fc1.bias", &[6], &b1),
+        tensor("fc2.weight", &[3, 30], &w2),
+        tensor("fc2.bias", &[3], &b2),
+    ]);
+    (weights, dense(&w1, &b1, 8, 5), dense(&w2, &b2, 30, 1))
+}
+
+#[test]
+fn linear_maps_each_row_of_a_sequence() {
+    let (mut weights, fc1, fc2) = rows(true);
+    let model = Rows::from_weights(&mut weights, true).unwrap();
+    let forward = |x: &[f64]| fc2.forward(&relu(fc1.forward(x)));
+    let mut ws = model.workspace(2).unwrap();
+    let x = values(80, 40, 1.5);
+    let (x0, x1) = (f64s(&x[..40]), f64s(&x[40..]));
+    let want: Vec<f64> = forward(&x0).into_iter().chain(forward(&x1)).collect();
+    assert_close("logits", model.predict_batch(&mut ws, &x, 2).unwrap(), &want, 1e-5);
+    for c in 0..3 {
+        let e = model.explain_batch(&mut ws, &x, 2, c).unwrap();
+        for (s, xd) in [&x0, &x1].into_iter().enumerate() {
+            let h = relu(fc1.forward(xd));
+            let mut r = vec![0.0; 3];
+            r[c] = fc2.forward(&h)[c];
+            let want = fc1.epsilon(xd, &fc2.epsilon(&h, &r, EPS), EPS);
+            assert_close("epsilon", &e.relevance[s * 40..(s + 1) * 40], &want, 1e-4);
+        }
+        let g = model.gradient_x_input(&mut ws, &x[40..], c).unwrap();
+        assert_close("gradient x input", g.relevance, &finite_gxi(forward, &x1, c), 1e-4);
+    }
+}
+
+#[test]
+fn zbox_bounds_of_a_row_wise_linear_are_per_feature() {
+    let (mut weights, fc1, fc2) = rows(true);
+    let model = RowsBox::from_weights(&mut weights, true).unwrap();
+    let per_feature = [1.0, 0.5, 0.75, 1.0, 0.5, 1.0, 0.75, 0.5].map(|v: f64| 2.0 * v);
+    let high: Vec<f64> = (0..40).map(|j| per_feature[j % 8]).collect();
+    let low: Vec<f64> = high.iter().map(|h| -h).collect();
+    let mut ws = model.workspace(1).unwrap();
+    let x = values(40, 45, 1.0);
+    let xd = f64s(&x);
+    for c in 0..3 {
+        let h = relu(fc1.forward(&xd));
+        let mut r = vec![0.0; 3];
+        r[c] = fc2.forward(&h)[c];
+        let want = fc1.zbox(&xd, &low, &high, &fc2.epsilon(&h, &r, EPS));
+        assert_close("z^B", model.explain(&mut ws, &x, c).unwrap().relevance, &want, 1e-4);
+    }
+}
+
+#[test]
+fn batchnorm1d_after_a_row_wise_linear_normalises_the_rows() {
+    let (w1, b1, w2, b2) = (values(6 * 8, 13, 0.5), values(6, 15, 0.2), values(3 * 30, 14, 0.4), values(3, 16, 0.2));
+    let (gamma, beta) = ([1.5f32, 0.5, -0.75, 2.0, 1.0], [0.1f32, -0.2, 0.3, 0.0, 0.25]);
+    let (mean, var) = ([0.2f32, -0.1, 0.05, 0.4, 0.0], [0.5f32, 2.0, 1.0, 0.25, 4.0]);
+    let mut weights = Weights::from_tensors([
+        tensor("fc1.weight", &[6, 8], &w1),
+        tensor("fc1.bias", &[6], &b1),
+        tensor("bn.weight", &[5], &gamma),
+        tensor("bn.bias", &[5], &beta),
+        tensor("bn.running_mean", &[5], &mean),
+        tensor("bn.running_var", &[5], &var),
+        tensor("fc2.weight", &[3, 30], &w2),
+        tensor("fc2.bias", &[3], &b2),
+    ]);
+    let model = RowsNorm::from_weights(&mut weights, true).unwrap();
+    // Not folded: fc1 keeps its weights.
+    assert_eq!(model.fc1.weight(), &w1[..]);
+    let (fc1, fc2) = (dense(&w1, &b1, 8, 5), dense(&w2, &b2, 30, 1));
+    let forward = |x: &[f64]| {
+        let z = fc1.forward(x);
+        let row = |i: usize| i / 6;
+        let bn = z.iter().enumerate().map(|(i, &v)| {
+            let l = row(i);
+            (v - mean[l] as f64) / (var[l] as f64 + 1e-5).sqrt() * gamma[l] as f64 + beta[l] as f64
+        });
+        fc2.forward(&relu(bn.collect()))
+    };
+    let mut ws = model.workspace(1).unwrap();
+    let x = values(40, 50, 1.5);
+    let xd = f64s(&x);
+    assert_close("logits", model.predict(&mut ws, &x).unwrap(), &forward(&xd), 1e-5);
+    for c in 0..3 {
+        let g = model.gradient_x_input(&mut ws, &x, c).unwrap();
+        assert_close("gradient x input", g.relevance, &finite_gxi(forward, &xd, c), 1e-4);
+    }
+}
+
 #[test]
 fn relevance_is_conserved_with_biases_zero() {
     let text_eps = TextTight::from_weights(&mut text(false).0, true).unwrap();
     let text_plus = TextPlusTight::from_weights(&mut text(false).0, true).unwrap();
-    let (mut ws_e, mut ws_p) = (text_eps.workspace(1).unwrap(), text_plus.workspace(1).unwrap());
+    let rows = RowsTight::from_weights(&mut rows(false).0, true).unwrap();
+    let (mut ws_e, mut ws_p, mut ws_r) =
+        (text_eps.workspace(1).unwrap(), text_plus.workspace(1).unwrap(), rows.workspace(1).unwrap());
     for salt in 0..3 {
-        let x_t = values(32, 60 + salt, 1.5);
+        let (x_t, x_r) = (values(32, 60 + salt, 1.5), values(40, 70 + salt, 1.5));
         let explanations = [
             text_eps
                 .explain(&mut ws_e, &x_t, lrp::Target::Predicted)
                 .map(|e| (e.logits[e.targets[0]], e.relevance.to_vec())),
             text_plus
                 .explain(&mut ws_p, &x_t, lrp::Target::Predicted)
+                .map(|e| (e.logits[e.targets[0]], e.relevance.to_vec())),
+            rows.explain(&mut ws_r, &x_r, lrp::Target::Predicted)
                 .map(|e| (e.logits[e.targets[0]], e.relevance.to_vec())),
         ];
         for explanation in explanations {

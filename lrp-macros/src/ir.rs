@@ -71,6 +71,17 @@ pub struct Layer {
     pub output_gated: bool,
 }
 
+impl Layer {
+    /// `Some(L)` for a `Linear` applied row by row to an `[L, in_features]` input (as a batch
+    /// of `n L` rows); `None` for any other layer, or a flat input.
+    pub fn linear_rows(&self) -> Option<usize> {
+        match (&self.op, self.in_shape.as_slice()) {
+            (Op::Linear { .. }, &[rows, _]) => Some(rows),
+            _ => None,
+        }
+    }
+}
+
 /// What a layer computes (`AdaptiveAvgPool2d` holds its `[h, w]` output size). `Conv2d`,
 /// `MaxPool2d` and `AvgPool2d` also hold the 1-D layers (`one_d`), computed with height 1.
 #[derive(Clone, Debug, PartialEq)]

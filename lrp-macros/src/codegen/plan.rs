@@ -93,7 +93,13 @@ impl<'a> Plan<'a> {
             }
             if layer.op.is_linear() {
                 let f = &layer.field;
-                scratch_terms.push(quote!(self.#f.kind().scratch_len(capacity)));
+                // Row by row, a `Linear` on `[L, in]` sees `L` times the batch (saturating like
+                // `scratch_len`, so that too large a capacity fails the buffer's size check).
+                let batch = match layer.linear_rows() {
+                    Some(rows) => quote!(capacity.saturating_mul(#rows)),
+                    None => quote!(capacity),
+                };
+                scratch_terms.push(quote!(self.#f.kind().scratch_len(#batch)));
             }
         }
         let scratch = quote!([0 #(, #scratch_terms)*].into_iter().max().unwrap_or(0));

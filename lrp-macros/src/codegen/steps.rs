@@ -7,6 +7,15 @@ use crate::ir::Op;
 use proc_macro2::TokenStream;
 use quote::quote;
 
+/// The batch a linear layer's calls see: `n` samples, or `n * L` rows for a `Linear` on
+/// `[L, in_features]` (rows are independent; `n L` fits, as the buffers hold `n L in` elements).
+fn batch(layer: &crate::ir::Layer) -> TokenStream {
+    match layer.linear_rows() {
+        Some(rows) => quote!(n * #rows),
+        None => quote!(n),
+    }
+}
+
 /// Forward pass: each layer reads its input buffer and writes its activation.
 pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
     let mut steps = Vec::new();
@@ -16,7 +25,10 @@ pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
         let x = plan.slice(plan.read(i), in_len);
         let y = quote!(&mut ws.#a[..n * #out_len]);
         steps.push(match &layer.op {
-            Op::Linear { .. } | Op::Conv2d(_) => quote!(self.#f.forward(#x, n, #y)?;),
+            Op::Linear { .. } | Op::Conv2d(_) => {
+                let n = batch(layer);
+                quote!(self.#f.forward(#x, #n, #y)?;)
+            }
             Op::ReLU => quote!(::lrp::runtime::kernels::elementwise::relu(#x, #y);),
             Op::Tanh => quote!(::lrp::runtime::kernels::activations::tanh(#x, #y);),
             Op::Sigmoid => quote!(::lrp::runtime::kernels::activations::sigmoid(#x, #y);),
@@ -65,7 +77,10 @@ pub(super) fn relevance(plan: &Plan) -> Vec<TokenStream> {
         let (y, r_out, r_in) =
             (quote!(&ws.#a[..n * #out_len]), quote!(&#r_out[..n * #out_len]), quote!(&mut ws.#r[..n * #in_len]));
         Some(match &layer.op {
-            Op::Linear { .. } | Op::Conv2d(_) => quote!(self.#f.relevance(#x, #y, #r_out, n, #r_in, &mut ws.scratch)?;),
+            Op::Linear { .. } | Op::Conv2d(_) => {
+                let n = batch(layer);
+                quote!(self.#f.relevance(#x, #y, #r_out, #n, #r_in, &mut ws.scratch)?;)
+            }
             Op::MaxPool2d(_) => {
                 let idx = idx_ident(i);
                 quote!(self.#f.relevance(&ws.#idx[..n * #out_len], #r_out, n, #r_in)?;)
@@ -96,7 +111,10 @@ pub(super) fn gradient(plan: &Plan) -> Vec<TokenStream> {
         let x = plan.slice(plan.read(i), in_len);
         let (g_out_ref, g_in) = (quote!(&#g_out[..n * #out_len]), quote!(&mut ws.#r[..n * #in_len]));
         Some(match &layer.op {
-            Op::Linear { .. } | Op::Conv2d(_) => quote!(self.#f.gradient(#g_out_ref, n, #g_in, &mut ws.scratch)?;),
+            Op::Linear { .. } | Op::Conv2d(_) => {
+                let n = batch(layer);
+                quote!(self.#f.gradient(#g_out_ref, #n, #g_in, &mut ws.scratch)?;)
+            }
             Op::ReLU => {
                 quote!(::lrp::runtime::kernels::elementwise::relu_gradient_inplace(#x, &mut #g_out[..n * #out_len]);)
             }

@@ -1,8 +1,9 @@
 //! `plan_batchnorm`: where each BatchNorm's affine map `y = s x + t` goes.
 //!
 //! 1. Right after a Linear/Conv2d/Conv1d (`conv → BatchNorm`): folded into it, `W' = s W`,
-//!    `b' = s b + t` — exact.
-//! 2. Otherwise, when the next layer (past Flatten, Dropout, Identity) is a Linear, or a Conv2d
+//!    `b' = s b + t` — exact. A Linear applied row by row to `[L, in]` folds nothing, either
+//!    way: a BatchNorm1d next to it normalises the L rows, so it stays explicit.
+//! 2. Otherwise, when the next layer (past Flatten, Dropout, Identity) is a flat Linear, or a Conv2d
 //!    without zero padding (`conv → ReLU → BatchNorm → conv`): folded into that layer,
 //!    `W' = W diag(s)`, `b' = b + W t` — exact, because no padded zero would have to become `t`.
 //! 3. Otherwise it stays an explicit per-channel affine layer, explained by the epsilon rule.
@@ -16,12 +17,13 @@ pub fn plan_batchnorm(net: &mut Network) {
             continue;
         }
         let skippable = |op: &Op| matches!(op, Op::Dropout | Op::Identity);
-        let previous =
-            net.layers[..i].iter().rposition(|l| !skippable(&l.op)).filter(|&p| net.layers[p].op.is_linear());
+        // A row-wise Linear (`[L, in]`) is no fold target: BatchNorm1d normalises its L rows.
+        let foldable = |l: &crate::ir::Layer| l.op.is_linear() && l.linear_rows().is_none();
+        let previous = net.layers[..i].iter().rposition(|l| !skippable(&l.op)).filter(|&p| foldable(&net.layers[p]));
         let next = (i + 1..net.layers.len())
             .find(|&j| !skippable(&net.layers[j].op) && net.layers[j].op != Op::Flatten)
             .filter(|&j| match &net.layers[j].op {
-                Op::Linear { .. } => true,
+                Op::Linear { .. } => foldable(&net.layers[j]),
                 Op::Conv2d(c) => c.padding == [0, 0],
                 _ => false,
             });
@@ -106,5 +108,28 @@ mod tests {
             BnPlacement::IntoPrevious(7),
         ];
         assert_eq!(p, want);
+    }
+
+    #[test]
+    fn row_wise_linears_fold_nothing() {
+        let spec = syn::parse2(quote! {
+            Net(input = [5, 4]) { BatchNorm1d(5), Linear(4, 6), BatchNorm1d(5), ReLU, Flatten, Linear(30, 2) }
+        })
+        .unwrap();
+        let mut cx = crate::ctxt::Ctxt::default();
+        let mut net = crate::lower::lower(&mut cx, &spec, None).net;
+        crate::passes::run(&mut cx, &mut net);
+        assert!(cx.check().is_ok());
+        // Both normalise the 5 rows of `Linear(4, 6)`'s [5, 4] input and [5, 6] output: neither
+        // folds into it (nor into the flat `Linear(30, 2)` after the ReLU).
+        let p: Vec<BnPlacement> = net
+            .layers
+            .iter()
+            .filter_map(|l| match &l.op {
+                Op::BatchNorm(n) => Some(n.placement),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(p, [BnPlacement::Explicit, BnPlacement::Explicit]);
     }
 }

@@ -64,9 +64,11 @@ pub fn assign_rules(cx: &mut Ctxt, net: &mut Network) {
                 );
             }
             // Channels of the input the bounds describe: a conv's input channels; for a Linear,
-            // the channels of the network input it flattens ([C, ...]), or its features.
+            // the features of each row of an `[L, in]` input, the channels of the network input
+            // it flattens ([C, ...]), or its features.
             let channels = match &net.layers[i].op {
                 Op::Conv2d(c) => c.in_channels,
+                Op::Linear { in_features, .. } if net.layers[i].linear_rows().is_some() => *in_features,
                 _ if net.input_shape.len() >= 2 => net.input_shape[0],
                 _ => net.layers[i].in_shape.first().copied().unwrap_or(0),
             };
@@ -113,6 +115,15 @@ mod tests {
         let errs = flat(quote!([0.0, 0.0]), quote!([3, 8, 8])).unwrap_err();
         assert_eq!(errs, ["`ZBox` has 2 per-channel bounds, but `fc` has 3 input channels"]);
         assert!(flat(quote!([0.0, 0.0, 0.0]), quote!([192])).is_err(), "a flat input has a bound per feature");
+        // On [L, in] rows, one bound per feature (the last axis), not per row.
+        let rows = |low: proc_macro2::TokenStream| {
+            rules(quote! {
+                Net(input = [5, 3]) { fc: Linear(3, 2, rule = ZBox(low = #low, high = 1)), Flatten, Linear(10, 2) }
+            })
+        };
+        assert!(rows(quote!([0.0, -1.0, 0.5])).is_ok());
+        let errs = rows(quote!([0.0, 0.0, 0.0, 0.0, 0.0])).unwrap_err();
+        assert_eq!(errs, ["`ZBox` has 5 per-channel bounds, but `fc` has 3 input channels"]);
     }
 
     #[test]

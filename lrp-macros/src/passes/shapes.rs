@@ -50,6 +50,10 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
     };
     for i in 0..net.layers.len() {
         let from = producer(net, i);
+        let after_rows = net.layers[..i]
+            .iter()
+            .rfind(|l| !matches!(l.op, Op::Dropout | Op::Identity))
+            .is_some_and(|l| l.linear_rows().is_some());
         let layer = &mut net.layers[i];
         let (name, span) = (layer.name.clone(), layer.span);
         let (in_seq, input) = match &current {
@@ -101,9 +105,10 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                 );
                 None
             }
+            // On a flat input, or row by row on `[L, in_features]` (PyTorch's last axis).
             Op::Linear { in_features, out_features, .. } => {
                 if let Some(s) = &input {
-                    if s.len() != 1 {
+                    if s.len() != 1 && s.len() != 2 {
                         cx.error(
                             span,
                             format!(
@@ -111,14 +116,21 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                                 show(s)
                             ),
                         );
-                    } else if s[0] != *in_features {
+                    } else if s[s.len() - 1] != *in_features {
+                        let last = if s.len() == 2 { " in its last dimension" } else { "" };
                         cx.error(
                             span,
-                            format!("`{name}` expects {in_features} input features, but {from} gives {}", s[0]),
+                            format!(
+                                "`{name}` expects {in_features} input features, but {from} gives {}{last}",
+                                s[s.len() - 1]
+                            ),
                         );
                     }
                 }
-                Some((vec![*out_features], false))
+                match &input {
+                    Some(s) if s.len() == 2 => Some((vec![s[0], *out_features], false)),
+                    _ => Some((vec![*out_features], false)),
+                }
             }
             Op::Conv2d(c) => match image(&input, c.one_d) {
                 Some(Ok([ch, h, w])) => {
@@ -159,7 +171,18 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                             ),
                         );
                     } else if s[0] != n.features {
-                        cx.error(span, format!("`{name}` expects {} channels, but {from} gives {}", n.features, s[0]));
+                        // PyTorch normalises dimension 1 of `[N, L, out_features]`: the rows.
+                        let rows = match after_rows {
+                            true => format!(
+                                " (its {} rows: BatchNorm1d normalises dimension 1 of [N, {}, {}])",
+                                s[0], s[0], s[1]
+                            ),
+                            false => String::new(),
+                        };
+                        cx.error(
+                            span,
+                            format!("`{name}` expects {} channels, but {from} gives {}{rows}", n.features, s[0]),
+                        );
                     }
                 }
                 input.clone().map(|s| (s, false))
@@ -403,5 +426,28 @@ mod one_d_tests {
             errors(quote!(Net(input = [3, 4]) { c: Conv1d(3, 4, 3, groups = 2), Flatten, Linear(12, 2) })),
             ["`c`: groups = 2 must divide in_channels = 3 and out_channels = 4"]
         );
+    }
+
+    #[test]
+    fn linear_maps_the_last_axis_of_rows() {
+        let (shapes, errs) = run(quote! {
+            Net(input = [5, 8]) { fc1: Linear(8, 3), ReLU, MaxPool1d(3), Flatten, fc2: Linear(5, 2) }
+        });
+        assert!(errs.is_empty(), "{errs:?}");
+        let want: [&[usize]; 5] = [&[5, 3], &[5, 3], &[5, 1], &[5], &[2]];
+        assert_eq!(shapes, want);
+        let (_, errs) = run(quote! {
+            Net(input = [5, 8]) { fc1: Linear(5, 3), fc2: Linear(3, 4), bn: BatchNorm1d(4), fc3: Linear(4, 2) }
+        });
+        assert_eq!(
+            errs,
+            [
+                "`fc1` expects 5 input features, but the input gives 8 in its last dimension",
+                "`bn` expects 4 channels, but `fc2` gives 5 (its 5 rows: BatchNorm1d normalises dimension 1 of [N, 5, 4])",
+                "a network must end in a vector of class scores, but `fc3` gives [5, 2]; add `Flatten` and a `Linear` layer",
+            ]
+        );
+        let (_, errs) = run(quote!(Net(input = [2, 5, 8]) { fc: Linear(8, 2) }));
+        assert_eq!(errs, ["`fc` (Linear) needs a flat input, but the input gives [2, 5, 8]; add `Flatten` before it"]);
     }
 }
