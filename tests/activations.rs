@@ -3,6 +3,8 @@
 //! adaptive pooling uses PyTorch's windows and the proportional rule; gradient x input against
 //! central finite differences; conservation with biases zero; NaN inputs are errors.
 
+mod common;
+use common::{assert_close, f64s, finite_gxi, stab, values};
 use lrp::Explainable;
 use lrp::layers::{AdaptiveAvgPool2d, Flatten, Linear, Sigmoid, Tanh};
 use lrp::{Error, Tensor, Weights};
@@ -51,11 +53,6 @@ struct Derived {
 const EPS: f64 = 0.01;
 const POOL_EPS: f64 = 1e-6;
 
-/// Deterministic values in about [-scale, scale].
-fn values(n: usize, salt: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|i| (((i * 7919 + salt * 104_729) % 199) as f32 / 99.0 - 1.0) * scale).collect()
-}
-
 fn tensor(name: &str, shape: &[usize], data: Vec<f32>) -> (String, Tensor) {
     (name.to_string(), Tensor { shape: shape.to_vec(), data })
 }
@@ -93,25 +90,8 @@ impl Dense {
     }
 }
 
-fn stab(z: f64, eps: f64) -> f64 {
-    if z >= 0.0 { z + eps } else { z - eps }
-}
-
 fn sigmoid(v: f64) -> f64 {
     1.0 / (1.0 + (-v).exp())
-}
-
-fn f64s(x: &[f32]) -> Vec<f64> {
-    x.iter().map(|&v| v as f64).collect()
-}
-
-/// `|got - want| <= tol * max|want|` element-wise.
-fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((*g as f64 - w).abs() <= tol * scale, "{what}[{i}]: {g} vs {w} (max |want| {scale})");
-    }
 }
 
 /// A two-layer MLP with an element-wise activation `act` in between.
@@ -250,19 +230,6 @@ impl Cnn {
         }
         r_x
     }
-}
-
-/// `x_i * d f_c / d x_i` by central differences of `f`.
-fn finite_gxi(f: impl Fn(&[f64]) -> Vec<f64>, x: &[f64], c: usize) -> Vec<f64> {
-    let h = 1e-6;
-    (0..x.len())
-        .map(|i| {
-            let (mut up, mut down) = (x.to_vec(), x.to_vec());
-            up[i] += h;
-            down[i] -= h;
-            x[i] * (f(&up)[c] - f(&down)[c]) / (2.0 * h)
-        })
-        .collect()
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! (direct convolution loops), LRP-epsilon, z+ and z^B written here; gradient x input against
 //! central finite differences; conservation with biases zero.
 
+mod common;
+use common::{assert_close, f64s, finite_gxi, stab, values};
 use lrp::Explainable;
 use lrp::layers::{AvgPool1d, Conv1d, Flatten, Linear, ReLU};
 use lrp::{Tensor, Weights};
@@ -84,30 +86,8 @@ const EPS: f64 = 0.01;
 /// The stabiliser of the average pool's proportional rule and of z+.
 const SMALL_EPS: f64 = 1e-6;
 
-/// Deterministic values in about [-scale, scale].
-fn values(n: usize, salt: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|i| (((i * 7919 + salt * 104_729) % 199) as f32 / 99.0 - 1.0) * scale).collect()
-}
-
 fn tensor(name: &str, shape: &[usize], data: &[f32]) -> (String, Tensor) {
     (name.to_string(), Tensor { shape: shape.to_vec(), data: data.to_vec() })
-}
-
-fn f64s(x: &[f32]) -> Vec<f64> {
-    x.iter().map(|&v| v as f64).collect()
-}
-
-fn stab(z: f64, eps: f64) -> f64 {
-    if z >= 0.0 { z + eps } else { z - eps }
-}
-
-/// `|got - want| <= tol * max|want|` element-wise.
-fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((*g as f64 - w).abs() <= tol * scale, "{what}[{i}]: {g} vs {w} (max |want| {scale})");
-    }
 }
 
 /// A linear map as its rows: `z_k = sum over taps (j, w) of w x_j + b_k`.
@@ -279,19 +259,6 @@ impl Net {
             First::ZPlus => self.first.zplus(x, &r_a),
         }
     }
-}
-
-/// `x_i * d f_c / d x_i` by central differences of `f`.
-fn finite_gxi(f: impl Fn(&[f64]) -> Vec<f64>, x: &[f64], c: usize) -> Vec<f64> {
-    let h = 1e-6;
-    (0..x.len())
-        .map(|i| {
-            let (mut up, mut down) = (x.to_vec(), x.to_vec());
-            up[i] += h;
-            down[i] -= h;
-            x[i] * (f(&up)[c] - f(&down)[c]) / (2.0 * h)
-        })
-        .collect()
 }
 
 /// The `Text` networks' weights (PyTorch's shapes) and their naive twin.

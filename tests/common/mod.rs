@@ -68,3 +68,39 @@ pub fn assert_rel_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
         assert!((a - b).abs() <= tol * b.abs().max(1e-3), "{what}[{i}]: {a} vs {b}");
     }
 }
+
+/// Deterministic values in about [-scale, scale] (the naive-reference tests' inputs and weights).
+pub fn values(n: usize, salt: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|i| (((i * 7919 + salt * 104_729) % 199) as f32 / 99.0 - 1.0) * scale).collect()
+}
+
+pub fn f64s(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+/// The stabiliser of the rules: `z + eps sign(z)`, `sign(0) = +1`.
+pub fn stab(z: f64, eps: f64) -> f64 {
+    if z >= 0.0 { z + eps } else { z - eps }
+}
+
+/// `|got - want| <= tol * max|want|` element-wise, against a float64 reference.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((*g as f64 - w).abs() <= tol * scale, "{what}[{i}]: {g} vs {w} (max |want| {scale})");
+    }
+}
+
+/// `x_i * d f_c / d x_i` by central differences of `f`.
+pub fn finite_gxi(f: impl Fn(&[f64]) -> Vec<f64>, x: &[f64], c: usize) -> Vec<f64> {
+    let h = 1e-6;
+    (0..x.len())
+        .map(|i| {
+            let (mut up, mut down) = (x.to_vec(), x.to_vec());
+            up[i] += h;
+            down[i] -= h;
+            x[i] * (f(&up)[c] - f(&down)[c]) / (2.0 * h)
+        })
+        .collect()
+}
