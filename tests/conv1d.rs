@@ -5,7 +5,7 @@
 //! central finite differences; conservation with biases zero.
 
 mod common;
-use common::{assert_close, f64s, finite_gxi, stab, values};
+use common::{assert_close, assert_conserved, f64s, finite_gxi, stab, values};
 use lrp::Explainable;
 use lrp::layers::{AvgPool1d, Conv1d, Flatten, Linear, ReLU};
 use lrp::{Tensor, Weights};
@@ -508,21 +508,8 @@ fn relevance_is_conserved_with_biases_zero() {
         (text_eps.workspace(1).unwrap(), text_plus.workspace(1).unwrap(), rows.workspace(1).unwrap());
     for salt in 0..3 {
         let (x_t, x_r) = (values(32, 60 + salt, 1.5), values(40, 70 + salt, 1.5));
-        let explanations = [
-            text_eps
-                .explain(&mut ws_e, &x_t, lrp::Target::Predicted)
-                .map(|e| (e.logits[e.targets[0]], e.relevance.to_vec())),
-            text_plus
-                .explain(&mut ws_p, &x_t, lrp::Target::Predicted)
-                .map(|e| (e.logits[e.targets[0]], e.relevance.to_vec())),
-            rows.explain(&mut ws_r, &x_r, lrp::Target::Predicted)
-                .map(|e| (e.logits[e.targets[0]], e.relevance.to_vec())),
-        ];
-        for explanation in explanations {
-            let (logit, relevance) = explanation.unwrap();
-            let total: f64 = relevance.iter().map(|&r| r as f64).sum();
-            assert!(logit.abs() > 0.05, "a logit far from zero: {logit}");
-            assert!((total - logit as f64).abs() <= 1e-4 * logit.abs() as f64, "sum {total} vs logit {logit}");
-        }
+        assert_conserved(text_eps.explain(&mut ws_e, &x_t, lrp::Target::Predicted));
+        assert_conserved(text_plus.explain(&mut ws_p, &x_t, lrp::Target::Predicted));
+        assert_conserved(rows.explain(&mut ws_r, &x_r, lrp::Target::Predicted));
     }
 }

@@ -104,3 +104,13 @@ pub fn finite_gxi(f: impl Fn(&[f64]) -> Vec<f64>, x: &[f64], c: usize) -> Vec<f6
         })
         .collect()
 }
+
+/// Conservation: the input's relevance sums to the explained logit (biases zero), within
+/// `1e-4` relative; the logit must be far from zero for the check to mean something.
+pub fn assert_conserved(explanation: lrp::Result<lrp::Explanation<'_>>) {
+    let e = explanation.expect("explain");
+    let logit = e.logits[e.targets[0]];
+    let total: f64 = e.relevance.iter().map(|&r| r as f64).sum();
+    assert!(logit.abs() > 0.05, "a logit far from zero: {logit}");
+    assert!((total - logit as f64).abs() <= 1e-4 * logit.abs() as f64, "sum {total} vs logit {logit}");
+}

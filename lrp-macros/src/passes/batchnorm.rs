@@ -43,11 +43,12 @@ mod tests {
     use crate::ir::{BnPlacement, Op};
     use quote::quote;
 
+    /// Where each BatchNorm of a valid spec goes, after every pass (shapes included).
     fn placements(tokens: proc_macro2::TokenStream) -> Vec<BnPlacement> {
         let spec = syn::parse2(tokens).unwrap();
         let mut cx = crate::ctxt::Ctxt::default();
         let mut net = crate::lower::lower(&mut cx, &spec, None).net;
-        super::plan_batchnorm(&mut net);
+        crate::passes::run(&mut cx, &mut net);
         assert!(cx.check().is_ok());
         net.layers
             .iter()
@@ -65,7 +66,7 @@ mod tests {
                 Conv2d(1, 4, kernel_size = 3, padding = 1), BatchNorm2d(4), ReLU,
                 BatchNorm2d(4), Conv2d(4, 4, kernel_size = 3),
                 ReLU, BatchNorm2d(4), Conv2d(4, 4, kernel_size = 3, padding = 1),
-                ReLU, BatchNorm2d(4), Flatten, Linear(64, 3),
+                ReLU, BatchNorm2d(4), Flatten, Linear(144, 3),
             }
         });
         assert_eq!(
@@ -81,25 +82,12 @@ mod tests {
 
     #[test]
     fn one_d_convolutions_fold() {
-        let spec = syn::parse2(quote! {
+        let p = placements(quote! {
             Net(input = [3, 8]) {
                 Conv1d(3, 4, 3), BatchNorm1d(4), ReLU, BatchNorm1d(4), Conv1d(4, 5, 3),
                 ReLU, BatchNorm1d(5), Conv1d(5, 2, 1, padding = 1), BatchNorm1d(2), Flatten, Linear(12, 2),
             }
-        })
-        .unwrap();
-        let mut cx = crate::ctxt::Ctxt::default();
-        let mut net = crate::lower::lower(&mut cx, &spec, None).net;
-        crate::passes::run(&mut cx, &mut net);
-        assert!(cx.check().is_ok());
-        let p: Vec<BnPlacement> = net
-            .layers
-            .iter()
-            .filter_map(|l| match &l.op {
-                Op::BatchNorm(n) => Some(n.placement),
-                _ => None,
-            })
-            .collect();
+        });
         // Before a zero-padded Conv1d, a BatchNorm1d stays explicit.
         let want = [
             BnPlacement::IntoPrevious(0),
@@ -112,24 +100,11 @@ mod tests {
 
     #[test]
     fn row_wise_linears_fold_nothing() {
-        let spec = syn::parse2(quote! {
+        let p = placements(quote! {
             Net(input = [5, 4]) { BatchNorm1d(5), Linear(4, 6), BatchNorm1d(5), ReLU, Flatten, Linear(30, 2) }
-        })
-        .unwrap();
-        let mut cx = crate::ctxt::Ctxt::default();
-        let mut net = crate::lower::lower(&mut cx, &spec, None).net;
-        crate::passes::run(&mut cx, &mut net);
-        assert!(cx.check().is_ok());
+        });
         // Both normalise the 5 rows of `Linear(4, 6)`'s [5, 4] input and [5, 6] output: neither
         // folds into it (nor into the flat `Linear(30, 2)` after the ReLU).
-        let p: Vec<BnPlacement> = net
-            .layers
-            .iter()
-            .filter_map(|l| match &l.op {
-                Op::BatchNorm(n) => Some(n.placement),
-                _ => None,
-            })
-            .collect();
         assert_eq!(p, [BnPlacement::Explicit, BnPlacement::Explicit]);
     }
 }
