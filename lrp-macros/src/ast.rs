@@ -17,12 +17,34 @@ pub struct Spec {
     pub user_struct: bool,
 }
 
-/// One entry of a layer list.
+/// One entry of a layer list. Each reads the output of the entry before it (the first, the
+/// input of its block), or what its `source` names.
 pub enum Entry {
-    /// `Conv2d(3, 8, kernel_size = 3)` or `name: Conv2d(...)`.
-    Layer { name: Option<Name>, call: Call, field: Option<Ident> },
-    /// `features: { ... }` — a named block, like an `nn.Sequential` attribute.
-    Block { name: Name, entries: Vec<Entry> },
+    /// `Conv2d(3, 8, kernel_size = 3)`, `name: Conv2d(...)`, or a merge of named branches,
+    /// `Sum(a, b)` / `Concat(a, b, dim = 0)`.
+    Layer { name: Option<Name>, source: Option<Ident>, call: Call, field: Option<Ident> },
+    /// `features: { ... }` — a block, like an `nn.Sequential` attribute; `{ ... }` without a
+    /// name adds nothing to its layers' names.
+    Block { name: Option<Name>, source: Option<Ident>, entries: Vec<Entry> },
+    /// `Sum { branch, ... }` or `Concat(dim = 0) { branch, ... }`: every branch (an entry) reads
+    /// the merge's input unless it names its own source; their outputs are summed or concatenated.
+    Merge { name: Option<Name>, source: Option<Ident>, call: Call, branches: Vec<Entry> },
+}
+
+impl Entry {
+    /// The entry's name, if it has one.
+    pub fn name(&self) -> Option<&Name> {
+        match self {
+            Entry::Layer { name, .. } | Entry::Block { name, .. } | Entry::Merge { name, .. } => name.as_ref(),
+        }
+    }
+
+    /// `source -> ...`: what the entry reads, if not the entry before it.
+    pub fn source(&self) -> Option<&Ident> {
+        match self {
+            Entry::Layer { source, .. } | Entry::Block { source, .. } | Entry::Merge { source, .. } => source.as_ref(),
+        }
+    }
 }
 
 /// A layer or block name.

@@ -68,7 +68,12 @@ pub fn spec_from_derive(cx: &mut Ctxt, input: &DeriveInput) -> Option<Spec> {
                 Err(e) => cx.push(e),
             }
         }
-        entries.push(Entry::Layer { name: Some(name), call: Call { name: kind, args }, field: Some(ident) });
+        entries.push(Entry::Layer {
+            name: Some(name),
+            source: None,
+            call: Call { name: kind, args },
+            field: Some(ident),
+        });
     }
     Some(Spec {
         attrs: Vec::new(),

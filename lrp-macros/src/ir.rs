@@ -43,6 +43,45 @@ impl Network {
     pub fn classes(&self) -> usize {
         self.layers.last().map_or(0, |l| l.out_shape.iter().product())
     }
+
+    /// The layers reading `src`, with the input port they read it on, in forward order.
+    pub fn consumers(&self, src: Src) -> Vec<(usize, usize)> {
+        let mut edges = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            edges.extend(layer.inputs.iter().enumerate().filter(|(_, s)| **s == src).map(|(p, _)| (i, p)));
+        }
+        edges
+    }
+
+    /// Every layer reads the one before it (the first, the input): a spec without branches.
+    pub fn is_chain(&self) -> bool {
+        self.layers.iter().enumerate().all(|(i, l)| {
+            let previous = i.checked_sub(1).map_or(Src::Input(0), Src::Layer);
+            l.inputs == [previous]
+        })
+    }
+
+    /// Where layer `i`'s (first) input comes from, past the layers that pass their input on
+    /// unchanged at inference (`Dropout`, `Identity`; with `flatten`, `Flatten` too).
+    pub fn producer_past(&self, i: usize, flatten: bool) -> Src {
+        let mut src = self.layers[i].inputs.first().copied().unwrap_or(Src::Input(0));
+        while let Src::Layer(j) = src {
+            let skip = matches!(self.layers[j].op, Op::Dropout | Op::Identity)
+                || (flatten && self.layers[j].op == Op::Flatten);
+            if !skip {
+                break;
+            }
+            src = self.layers[j].inputs.first().copied().unwrap_or(Src::Input(0));
+        }
+        src
+    }
+}
+
+/// A value of the graph: the network input, or a layer's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Src {
+    Input(usize),
+    Layer(usize),
 }
 
 /// One layer, in forward order.
@@ -54,6 +93,9 @@ pub struct Layer {
     /// Where the layer is written.
     pub span: Span,
     pub op: Op,
+    /// What the layer reads, one value per input port (two or more for `Sum` and `Concat`),
+    /// each produced earlier in `Network::layers`.
+    pub inputs: Vec<Src>,
     /// `rule = ...` written on the layer.
     pub rule_override: Option<(RuleIr, Span)>,
     /// Filled by `infer_shapes`: per-step shapes when the layer reads or writes a sequence.
@@ -72,6 +114,15 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// The dimension a `Concat` joins along, counted within a sample (`dim = -1`: the last);
+    /// `None` for another layer, or a `dim` beyond its inputs' rank.
+    pub fn concat_axis(&self) -> Option<usize> {
+        let Op::Concat { dim } = self.op else { return None };
+        let rank = i64::try_from(self.in_shape.len()).ok()?;
+        let axis = if dim < 0 { rank.checked_add(dim)? } else { dim };
+        usize::try_from(axis).ok().filter(|&a| a < self.in_shape.len())
+    }
+
     /// `Some(L)` for a `Linear` applied row by row to an `[L, in_features]` input (as a batch
     /// of `n L` rows); `None` for any other layer, or a flat input.
     pub fn linear_rows(&self) -> Option<usize> {
@@ -86,7 +137,13 @@ impl Layer {
 /// `MaxPool2d` and `AvgPool2d` also hold the 1-D layers (`one_d`), computed with height 1.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
-    Linear { in_features: usize, out_features: usize, bias: bool, weight: String, bias_name: String },
+    Linear {
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        weight: String,
+        bias_name: String,
+    },
     Conv2d(Conv),
     BatchNorm(Norm),
     ReLU,
@@ -98,8 +155,18 @@ pub enum Op {
     Flatten,
     Dropout,
     Identity,
-    Embedding { num_embeddings: usize, embedding_dim: usize, weight: String },
+    Embedding {
+        num_embeddings: usize,
+        embedding_dim: usize,
+        weight: String,
+    },
     Recurrent(Rnn),
+    /// The element-wise sum of its inputs (a residual connection).
+    Sum,
+    /// The concatenation of its inputs along dimension `dim` of a sample (`-1`: the last).
+    Concat {
+        dim: i64,
+    },
 }
 
 /// An LSTM or GRU (PyTorch's `nn.LSTM` / `nn.GRU`, `batch_first`).
@@ -222,6 +289,8 @@ impl Op {
             Op::Embedding { .. } => "Embedding",
             Op::Recurrent(r) if r.cell == Cell::Lstm => "LSTM",
             Op::Recurrent(_) => "GRU",
+            Op::Sum => "Sum",
+            Op::Concat { .. } => "Concat",
         }
     }
 
@@ -229,6 +298,11 @@ impl Op {
     /// backward step writes no buffer of its own (a gradient is scaled in place).
     pub fn is_activation(&self) -> bool {
         matches!(self, Op::ReLU | Op::Tanh | Op::Sigmoid)
+    }
+
+    /// Where branches meet: `Sum` and `Concat`, the layers with several inputs.
+    pub fn is_merge(&self) -> bool {
+        matches!(self, Op::Sum | Op::Concat { .. })
     }
 
     /// Layers that change nothing at inference (their output is their input).

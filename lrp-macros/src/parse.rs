@@ -4,7 +4,8 @@
 //! spec    := attrs vis NAME ( options ) { entries }
 //! options := key = value, ...
 //! entries := entry, ...
-//! entry   := [name :] CALL | name : { entries }
+//! entry   := [name :] [source ->] body       (source: an input or a named entry)
+//! body    := CALL | { entries } | CALL { entries }   (the last: `Sum { ... }`, `Concat(dim = 0) { ... }`)
 //! value   := int | float | bool | "str" | [ value, ... ] | CALL
 //! CALL    := Ident [ ( args ) ]        args := [key =] value, ...
 //! ```
@@ -101,24 +102,40 @@ fn parse_entries(input: ParseStream, depth: usize) -> syn::Result<Vec<Entry>> {
 }
 
 fn parse_entry(input: ParseStream, depth: usize) -> syn::Result<Entry> {
+    let mut name = None;
     if (input.peek(Ident) || input.peek(LitStr)) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
-        let name = if input.peek(LitStr) {
+        name = Some(if input.peek(LitStr) {
             let lit: LitStr = input.parse()?;
             Name { value: lit.value(), span: lit.span() }
         } else {
             let id: Ident = input.parse()?;
             Name { value: id.to_string(), span: id.span() }
-        };
+        });
         input.parse::<Token![:]>()?;
-        if input.peek(syn::token::Brace) {
-            check_depth(depth + 1, input.span())?;
-            let body;
-            braced!(body in input);
-            return Ok(Entry::Block { name, entries: parse_entries(&body, depth + 1)? });
-        }
-        return Ok(Entry::Layer { name: Some(name), call: parse_call(input, depth)?, field: None });
     }
-    Ok(Entry::Layer { name: None, call: parse_call(input, depth)?, field: None })
+    let mut source = None;
+    if input.peek(Ident) && input.peek2(Token![->]) {
+        source = Some(input.parse::<Ident>()?);
+        input.parse::<Token![->]>()?;
+    }
+    if input.peek(syn::token::Brace) {
+        let entries = parse_block(input, depth)?;
+        return Ok(Entry::Block { name, source, entries });
+    }
+    let call = parse_call(input, depth)?;
+    if input.peek(syn::token::Brace) {
+        let branches = parse_block(input, depth)?;
+        return Ok(Entry::Merge { name, source, call, branches });
+    }
+    Ok(Entry::Layer { name, source, call, field: None })
+}
+
+/// `{ entries }`, one level deeper than `depth`.
+fn parse_block(input: ParseStream, depth: usize) -> syn::Result<Vec<Entry>> {
+    check_depth(depth + 1, input.span())?;
+    let body;
+    braced!(body in input);
+    parse_entries(&body, depth + 1)
 }
 
 fn parse_call(input: ParseStream, depth: usize) -> syn::Result<Call> {
@@ -269,7 +286,7 @@ mod tests {
         assert_eq!(spec.name, "Cnn");
         assert_eq!(spec.options.len(), 2);
         assert_eq!(spec.entries.len(), 3);
-        let Entry::Block { name, entries } = &spec.entries[0] else { panic!("block expected") };
+        let Entry::Block { name: Some(name), entries, .. } = &spec.entries[0] else { panic!("block expected") };
         assert_eq!(name.value, "features");
         assert_eq!(entries.len(), 2);
         let Entry::Layer { name: Some(n), call, .. } = &spec.entries[2] else { panic!("layer expected") };

@@ -26,7 +26,7 @@ mod derive;
 mod expand;
 #[path = "../ir.rs"]
 mod ir;
-#[path = "../lower.rs"]
+#[path = "../lower/mod.rs"]
 mod lower;
 #[path = "../parse.rs"]
 mod parse;

@@ -3,7 +3,7 @@
 
 use super::plan::{Plan, buffer_init};
 use super::{len, model, overflow, steps};
-use crate::ir::Network;
+use crate::ir::{Network, Src};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
@@ -20,7 +20,7 @@ struct Parts<'a> {
 
 /// The model, its workspace, and `impl lrp::Model` and `lrp::TensorModel` for it.
 pub(super) fn generate(net: &Network) -> TokenStream {
-    let Some(plan) = Plan::new(&net.layers, 0, super::plan::Buf::Input) else {
+    let Some(plan) = Plan::new(&net.layers, 0, super::plan::Buf::Input, Src::Input(0), &net.input_shape) else {
         // The shape pass refuses a network that computes nothing.
         return syn::Error::new(net.name.span(), "the network computes nothing").to_compile_error();
     };

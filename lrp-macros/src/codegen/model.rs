@@ -66,8 +66,10 @@ fn rule_doc(rule: &RuleIr) -> String {
     }
 }
 
+/// The runtime type of a layer's field (merges have none: see [`held_layers`]).
 fn field_type(op: &Op) -> TokenStream {
     match op {
+        Op::Sum | Op::Concat { .. } => quote!(()),
         Op::Linear { .. } | Op::Conv2d(_) => quote!(::lrp::runtime::layers::LinearMap),
         Op::BatchNorm(_) => quote!(::lrp::runtime::layers::BatchNorm),
         Op::ReLU => quote!(::lrp::runtime::layers::ReLU),
@@ -190,6 +192,7 @@ fn load_expr(layer: &Layer) -> TokenStream {
         Op::Flatten => quote!(::lrp::runtime::layers::Flatten),
         Op::Dropout => quote!(::lrp::runtime::layers::Dropout),
         Op::Identity => quote!(::lrp::runtime::layers::Identity),
+        Op::Sum | Op::Concat { .. } => quote!(()),
         Op::Embedding { num_embeddings, embedding_dim, weight } => quote!(::lrp::runtime::layers::Embedding::load(
             weights, #name, #num_embeddings, #embedding_dim, #weight,
         )?),
@@ -242,8 +245,8 @@ pub(super) fn struct_def(net: &Network) -> TokenStream {
         doc.push(format!("- `{}`: {kind} -> {:?} {rule}{nonneg}", l.name, l.out_shape));
     }
     let (attrs, vis, name) = (&net.attrs, &net.vis, &net.name);
-    let fields = net.layers.iter().map(|l| &l.field);
-    let types = net.layers.iter().map(|l| field_type(&l.op));
+    let fields = held_layers(net).map(|(_, l)| &l.field);
+    let types = held_layers(net).map(|(_, l)| field_type(&l.op));
     quote! {
         #(#attrs)*
         #(#[doc = #doc])*
@@ -257,11 +260,17 @@ pub(super) fn struct_def(net: &Network) -> TokenStream {
     }
 }
 
+/// The layers the model struct holds, with their indices: every layer but the merges (`Sum`,
+/// `Concat`), which are no PyTorch modules and hold nothing.
+fn held_layers(net: &Network) -> impl Iterator<Item = (usize, &Layer)> {
+    net.layers.iter().enumerate().filter(|(_, l)| !l.op.is_merge())
+}
+
 /// A statement reading the fields of layers without run-time work (activations are kernel calls,
 /// reshapes and folded BatchNorms do nothing): they still belong to the model, and a derive's
 /// fields must not look unused.
 pub(super) fn touch_idle_layers(net: &Network) -> TokenStream {
-    let idle = net.layers.iter().filter(|l| l.op.is_passthrough() || l.op.is_activation()).map(|l| &l.field);
+    let idle = held_layers(net).filter(|(_, l)| l.op.is_passthrough() || l.op.is_activation()).map(|(_, l)| &l.field);
     quote!(let _ = (#(&self.#idle,)*);)
 }
 
@@ -272,7 +281,7 @@ fn from_weights_body(net: &Network) -> TokenStream {
     // Locals named by index: a layer called `weights`, `strict` or `None` must not shadow the
     // parameters or a variant.
     let local = |i: usize| quote::format_ident!("__lrp_layer_{}", i);
-    let loads = net.layers.iter().enumerate().map(|(i, l)| {
+    let loads = held_layers(net).map(|(i, l)| {
         let (v, e) = (local(i), load_expr(l));
         let mutability = if l.op.is_linear() { quote!(mut) } else { quote!() };
         quote!(let #mutability #v = #e;)
@@ -301,7 +310,7 @@ fn from_weights_body(net: &Network) -> TokenStream {
         let gate = l.output_gated.then(|| quote!(#v.set_output_gated(true)?;));
         Some(quote!(#gate #v.prepare(&#rule, #nonneg)?;))
     });
-    let fields = net.layers.iter().enumerate().map(|(i, l)| {
+    let fields = held_layers(net).map(|(i, l)| {
         let (f, v) = (&l.field, local(i));
         quote!(#f: #v)
     });

@@ -3,11 +3,13 @@
 //! Every layer with run-time work writes its own activation buffer `act_i` (a linear layer's
 //! holds its pre-activation `z`, which the rules reuse); reshapes and folded BatchNorms write
 //! nothing and pass their input's buffer on. Going back, every layer except the activations
-//! (ReLU, Tanh, Sigmoid) writes the relevance (or gradient) of its input into `rel_i`; an
-//! activation passes relevance unchanged and scales a gradient in place by its derivative.
+//! (ReLU, Tanh, Sigmoid) writes the relevance (or gradient) of each of its inputs: `rel_i`, or
+//! `rel_i_p` for input `p` of a merge. An activation passes relevance unchanged and scales a
+//! gradient in place by its derivative. A value read by several layers (a fan-out) collects
+//! the relevance coming back from all of them in `rel_sum_i` (`rel_sum_input` for the input).
 
 use super::len;
-use crate::ir::{Layer, Op};
+use crate::ir::{Layer, Op, Src};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
@@ -23,10 +25,6 @@ pub(super) enum Buf {
 
 pub(super) fn act_ident(i: usize) -> Ident {
     format_ident!("act_{}", i)
-}
-
-pub(super) fn rel_ident(i: usize) -> Ident {
-    format_ident!("rel_{}", i)
 }
 
 pub(super) fn idx_ident(i: usize) -> Ident {
@@ -45,13 +43,22 @@ pub(super) fn writes_back(op: &Op) -> bool {
     !op.is_passthrough() && !op.is_activation()
 }
 
+/// Layers whose input's relevance is their output's (nothing is written going back).
+fn passes_back(op: &Op) -> bool {
+    op.is_passthrough() || op.is_activation()
+}
+
 /// The buffers of a run of feed-forward layers (a whole network, or the head after a
-/// recurrent layer). Layer `j` of the run is layer `offset + j` of the network.
+/// recurrent layer). Layer `j` of the run is layer `offset + j` of the network; the run's
+/// input is `input_src` of the network, held in `input`.
 pub(super) struct Plan<'a> {
     pub layers: &'a [Layer],
     pub offset: usize,
-    /// The buffer each layer of the run reads.
-    pub reads: Vec<Buf>,
+    input: Buf,
+    input_src: Src,
+    input_shape: Vec<usize>,
+    /// The buffer holding each layer's output: its own, or (passthrough) what it reads.
+    outs: Vec<Buf>,
     /// The buffer holding the logits.
     pub logits: Ident,
     /// Workspace fields (besides the fixed ones) and their initialisers.
@@ -64,32 +71,60 @@ pub(super) struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    /// The plan of `layers` (network indices from `offset`) reading `input` first; `None`
-    /// when nothing in the run or before it computes anything.
-    pub fn new(layers: &'a [Layer], offset: usize, input: Buf) -> Option<Plan<'a>> {
-        let mut reads = Vec::with_capacity(layers.len());
-        let mut current = input;
+    /// The plan of `layers` (network indices from `offset`) reading `input_src` (of shape
+    /// `input_shape`, held in `input`) first; `None` when nothing in the run or before it
+    /// computes anything.
+    pub fn new(
+        layers: &'a [Layer],
+        offset: usize,
+        input: Buf,
+        input_src: Src,
+        input_shape: &[usize],
+    ) -> Option<Plan<'a>> {
+        let mut plan = Plan {
+            layers,
+            offset,
+            input,
+            input_src,
+            input_shape: input_shape.to_vec(),
+            outs: Vec::with_capacity(layers.len()),
+            logits: act_ident(0),
+            fields: Vec::new(),
+            inits: Vec::new(),
+            scratch: TokenStream::new(),
+            input_rel: TokenStream::new(),
+        };
         for (i, layer) in (offset..).zip(layers) {
-            reads.push(current.clone());
-            if !layer.op.is_passthrough() {
-                current = Buf::Act(i);
-            }
+            let out = match layer.inputs.first() {
+                Some(&src) if layer.op.is_passthrough() => plan.buf(src),
+                _ => Buf::Act(i),
+            };
+            plan.outs.push(out);
         }
-        let Buf::Act(last) = current else { return None };
+        let Buf::Act(last) = plan.buf(plan.output()) else { return None };
+        plan.logits = act_ident(last);
+        plan.workspace_buffers();
+        plan.input_rel = plan.out_rel(plan.input_src);
+        Some(plan)
+    }
+
+    /// The fields holding the activations, the relevance of each input and each fan-out, the
+    /// max-pooling winners, and the linear layers' scratch.
+    fn workspace_buffers(&mut self) {
         let (mut fields, mut inits, mut scratch_terms) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, layer) in (offset..).zip(layers).filter(|(_, l)| !l.op.is_passthrough()) {
-            let (a, out_len, in_len) = (act_ident(i), len(&layer.out_shape), len(&layer.in_shape));
-            fields.push(quote!(#a: ::std::vec::Vec<f32>));
-            inits.push(buffer_init(&a, quote!(capacity), out_len));
+        let mut add = |id: Ident, ty: TokenStream, per_item: usize| {
+            fields.push(quote!(#id: ::std::vec::Vec<#ty>));
+            inits.push(buffer_init(&id, quote!(capacity), per_item));
+        };
+        for (i, layer) in self.indexed().filter(|(_, l)| !l.op.is_passthrough()) {
+            add(act_ident(i), quote!(f32), len(&layer.out_shape));
             if writes_back(&layer.op) {
-                let r = rel_ident(i);
-                fields.push(quote!(#r: ::std::vec::Vec<f32>));
-                inits.push(buffer_init(&r, quote!(capacity), in_len));
+                for (p, &src) in layer.inputs.iter().enumerate() {
+                    add(self.edge_ident(i, p), quote!(f32), len(self.shape(src)));
+                }
             }
             if matches!(layer.op, Op::MaxPool2d(_)) {
-                let idx = idx_ident(i);
-                fields.push(quote!(#idx: ::std::vec::Vec<u32>));
-                inits.push(buffer_init(&idx, quote!(capacity), out_len));
+                add(idx_ident(i), quote!(u32), len(&layer.out_shape));
             }
             if layer.op.is_linear() {
                 let f = &layer.field;
@@ -102,20 +137,111 @@ impl<'a> Plan<'a> {
                 scratch_terms.push(quote!(self.#f.kind().scratch_len(#batch)));
             }
         }
-        let scratch = quote!([0 #(, #scratch_terms)*].into_iter().max().unwrap_or(0));
-        let input_rel = match layers.iter().position(|l| writes_back(&l.op)) {
-            Some(j) => {
-                let r = rel_ident(offset + j);
-                quote!(ws.#r)
-            }
-            None => quote!(ws.rel_out),
-        };
-        Some(Plan { layers, offset, reads, logits: act_ident(last), fields, inits, scratch, input_rel })
+        for src in self.fan_outs() {
+            add(self.sum_ident(src), quote!(f32), len(self.shape(src)));
+        }
+        self.fields = fields;
+        self.inits = inits;
+        self.scratch = quote!([0 #(, #scratch_terms)*].into_iter().max().unwrap_or(0));
     }
 
     /// The run's layers with their network indices.
     pub fn indexed(&self) -> impl DoubleEndedIterator<Item = (usize, &'a Layer)> + use<'a> {
         (self.offset..self.offset + self.layers.len()).zip(self.layers)
+    }
+
+    fn layer(&self, i: usize) -> &'a Layer {
+        &self.layers[i - self.offset]
+    }
+
+    /// The value the run computes: its last layer's output (its input, if it has no layers).
+    fn output(&self) -> Src {
+        match self.layers.len() {
+            0 => self.input_src,
+            n => Src::Layer(self.offset + n - 1),
+        }
+    }
+
+    /// The buffer holding value `src`.
+    fn buf(&self, src: Src) -> Buf {
+        match src {
+            Src::Layer(j) if j >= self.offset && src != self.input_src => self.outs[j - self.offset].clone(),
+            _ => self.input.clone(),
+        }
+    }
+
+    /// The shape of one sample of value `src`.
+    pub fn shape(&self, src: Src) -> &[usize] {
+        match src {
+            Src::Layer(j) if j >= self.offset && src != self.input_src => &self.layer(j).out_shape,
+            _ => &self.input_shape,
+        }
+    }
+
+    /// The layers of the run reading `src`, with the port they read it on.
+    pub fn readers(&self, src: Src) -> Vec<(usize, usize)> {
+        let mut edges = Vec::new();
+        for (i, layer) in self.indexed() {
+            edges.extend(layer.inputs.iter().enumerate().filter(|(_, s)| **s == src).map(|(p, _)| (i, p)));
+        }
+        edges
+    }
+
+    /// Values read more than once: the input, then layers in forward order.
+    fn fan_outs(&self) -> Vec<Src> {
+        let layers = self.indexed().map(|(i, _)| Src::Layer(i));
+        std::iter::once(self.input_src).chain(layers).filter(|&s| self.readers(s).len() > 1).collect()
+    }
+
+    /// Whether `src` is read more than once, so that its relevance is summed in its own buffer.
+    pub fn is_fan_out(&self, src: Src) -> bool {
+        self.readers(src).len() > 1
+    }
+
+    /// The buffer layer `i` writes the relevance of its input `p` into.
+    pub fn edge_ident(&self, i: usize, p: usize) -> Ident {
+        if self.layer(i).inputs.len() == 1 { format_ident!("rel_{}", i) } else { format_ident!("rel_{}_{}", i, p) }
+    }
+
+    /// The buffer the relevance of fan-out `src` is summed into.
+    pub fn sum_ident(&self, src: Src) -> Ident {
+        match src {
+            Src::Layer(j) if src != self.input_src => format_ident!("rel_sum_{}", j),
+            _ => format_ident!("rel_sum_input"),
+        }
+    }
+
+    /// The buffer (`ws.field`) holding the relevance (or gradient) of value `src`, once the
+    /// layers reading it have gone back: the output's is `rel_out`; a value read once is what
+    /// its reader writes for it (through layers that pass relevance back unchanged); a fan-out
+    /// has its own sum.
+    pub fn out_rel(&self, mut src: Src) -> TokenStream {
+        loop {
+            if src == self.output() {
+                return quote!(ws.rel_out);
+            }
+            match self.readers(src).as_slice() {
+                &[(reader, _)] if passes_back(&self.layer(reader).op) => src = Src::Layer(reader),
+                &[(reader, port)] => {
+                    let id = self.edge_ident(reader, port);
+                    return quote!(ws.#id);
+                }
+                _ => {
+                    let id = self.sum_ident(src);
+                    return quote!(ws.#id);
+                }
+            }
+        }
+    }
+
+    /// The buffer holding what layer `i` hands back for its input `p`.
+    pub fn edge_rel(&self, i: usize, p: usize) -> TokenStream {
+        if passes_back(&self.layer(i).op) {
+            self.out_rel(Src::Layer(i))
+        } else {
+            let id = self.edge_ident(i, p);
+            quote!(ws.#id)
+        }
     }
 
     /// `(layer name, its output's first n samples)` of every layer that writes an activation, in
@@ -125,20 +251,64 @@ impl<'a> Plan<'a> {
         run.map(|(i, l)| (l.name.clone(), self.slice(&Buf::Act(i), len(&l.out_shape)))).collect()
     }
 
-    /// `(layer name, the relevance or gradient of its input)` of every layer that writes one,
-    /// from the output back: the order in which a backward pass fills them.
+    /// `(layer name, the relevance or gradient of its input)` of every buffer a backward pass
+    /// writes, in the order it fills them: from the output back, a fan-out's sum just before
+    /// the layer computing it goes back.
     pub fn backward_buffers(&self) -> Vec<(String, TokenStream)> {
-        let run = self.indexed().rev().filter(|(_, l)| writes_back(&l.op));
-        run.map(|(i, l)| {
-            let (r, in_len) = (rel_ident(i), len(&l.in_shape));
-            (l.name.clone(), quote!(&ws.#r[..n * #in_len]))
-        })
-        .collect()
+        let mut buffers = Vec::new();
+        let sum = |src: Src| {
+            let (id, n) = (self.sum_ident(src), len(self.shape(src)));
+            quote!(&ws.#id[..n * #n])
+        };
+        for (i, l) in self.indexed().rev() {
+            if self.is_fan_out(Src::Layer(i)) {
+                buffers.push((l.name.clone(), sum(Src::Layer(i))));
+            }
+            if writes_back(&l.op) {
+                for (p, &src) in l.inputs.iter().enumerate() {
+                    let (id, n) = (self.edge_ident(i, p), len(self.shape(src)));
+                    buffers.push((l.name.clone(), quote!(&ws.#id[..n * #n])));
+                }
+            }
+        }
+        if self.is_fan_out(self.input_src) {
+            buffers.push(("input".to_string(), sum(self.input_src)));
+        }
+        buffers
     }
 
-    /// The buffer layer `i` (a network index) reads.
-    pub fn read(&self, i: usize) -> &Buf {
-        &self.reads[i - self.offset]
+    /// The statement summing the relevance coming back to fan-out `src` from all its readers
+    /// into its own buffer; `None` if `src` is read once.
+    pub fn sum_step(&self, src: Src) -> Option<TokenStream> {
+        let readers = self.readers(src);
+        if readers.len() < 2 {
+            return None;
+        }
+        let (id, n) = (self.sum_ident(src), len(self.shape(src)));
+        let parts = readers.iter().map(|&(c, p)| {
+            let b = self.edge_rel(c, p);
+            quote!(&#b[..n * #n])
+        });
+        let what = match src {
+            Src::Layer(j) if src != self.input_src => format!("relevance reaching `{}`", self.layer(j).name),
+            _ => "relevance reaching the input".to_string(),
+        };
+        Some(quote!(::lrp::runtime::kernels::merge::sum(#what, &[#(#parts),*], &mut ws.#id[..n * #n])?;))
+    }
+
+    /// The value the run reads.
+    pub fn input_src(&self) -> Src {
+        self.input_src
+    }
+
+    /// The buffer layer `i` (a network index) reads first.
+    pub fn read(&self, i: usize) -> Buf {
+        self.buf(self.layer(i).inputs.first().copied().unwrap_or(self.input_src))
+    }
+
+    /// The first `n` samples of every input of layer `i`.
+    pub fn read_all(&self, i: usize) -> Vec<TokenStream> {
+        self.layer(i).inputs.iter().map(|&s| self.slice(&self.buf(s), len(self.shape(s)))).collect()
     }
 
     /// The first `n` samples of buffer `b`, `sample_len` elements each.

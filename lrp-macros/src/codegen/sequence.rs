@@ -7,7 +7,7 @@
 
 use super::plan::{Buf, Plan, act_ident, buffer_init};
 use super::{model, overflow, steps};
-use crate::ir::{Network, Op};
+use crate::ir::{Network, Op, Src};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
@@ -40,8 +40,10 @@ pub(super) fn generate(net: &Network) -> TokenStream {
         )
         .to_compile_error();
     };
-    let (Op::Recurrent(rnn), Some(plan)) = (&net.layers[r].op, Plan::new(&net.layers[r + 1..], r + 1, Buf::Act(r)))
-    else {
+    let (Op::Recurrent(rnn), Some(plan)) = (
+        &net.layers[r].op,
+        Plan::new(&net.layers[r + 1..], r + 1, Buf::Act(r), Src::Layer(r), &net.layers[r].out_shape),
+    ) else {
         return syn::Error::new(net.name.span(), "the network computes nothing").to_compile_error();
     };
     let p = Parts {

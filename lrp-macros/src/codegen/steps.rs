@@ -2,27 +2,49 @@
 //! with every size a constant.
 
 use super::len;
-use super::plan::{Plan, act_ident, idx_ident, rel_ident, writes_back};
-use crate::ir::Op;
+use super::plan::{Plan, act_ident, idx_ident};
+use crate::ir::{Layer, Op, Src};
 use proc_macro2::TokenStream;
 use quote::quote;
 
 /// The batch a linear layer's calls see: `n` samples, or `n * L` rows for a `Linear` on
 /// `[L, in_features]` (rows are independent; `n L` fits, as the buffers hold `n L in` elements).
-fn batch(layer: &crate::ir::Layer) -> TokenStream {
+fn batch(layer: &Layer) -> TokenStream {
     match layer.linear_rows() {
         Some(rows) => quote!(n * #rows),
         None => quote!(n),
     }
 }
 
-/// Forward pass: each layer reads its input buffer and writes its activation.
+/// The name of a merge in the errors of its kernels.
+fn merge_what(layer: &Layer) -> String {
+    format!("`{}` ({})", layer.name, layer.op.kind())
+}
+
+/// `[c_0, c_1, ...]`: the values each input of the concatenation `layer` gives per row (its
+/// sizes from the joined dimension on).
+fn concat_chunks(plan: &Plan, layer: &Layer) -> TokenStream {
+    let axis = layer.concat_axis().unwrap_or(0);
+    let chunks = layer.inputs.iter().map(|&s| len(&plan.shape(s)[axis.min(plan.shape(s).len())..]));
+    quote!(&[#(#chunks),*])
+}
+
+/// `&mut [&mut ws.rel_i_0[..], ...]`: the buffers of the merge `i` writes back into.
+fn merge_outputs(plan: &Plan, i: usize, layer: &Layer) -> TokenStream {
+    let outs = layer.inputs.iter().enumerate().map(|(p, &s)| {
+        let (id, n) = (plan.edge_ident(i, p), len(plan.shape(s)));
+        quote!(&mut ws.#id[..n * #n])
+    });
+    quote!(&mut [#(#outs),*])
+}
+
+/// Forward pass: each layer reads its input buffers and writes its activation.
 pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
     let mut steps = Vec::new();
     for (i, layer) in plan.indexed().filter(|(_, l)| !l.op.is_passthrough()) {
         let f = &layer.field;
         let (a, out_len, in_len) = (act_ident(i), len(&layer.out_shape), len(&layer.in_shape));
-        let x = plan.slice(plan.read(i), in_len);
+        let x = plan.slice(&plan.read(i), in_len);
         let y = quote!(&mut ws.#a[..n * #out_len]);
         steps.push(match &layer.op {
             Op::Linear { .. } | Op::Conv2d(_) => {
@@ -41,6 +63,14 @@ pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
                 let spatial = len(&layer.in_shape[1..]);
                 quote!(self.#f.forward(#x, n, #spatial, #y)?;)
             }
+            Op::Sum => {
+                let (what, xs) = (merge_what(layer), plan.read_all(i));
+                quote!(::lrp::runtime::kernels::merge::sum(#what, &[#(#xs),*], #y)?;)
+            }
+            Op::Concat { .. } => {
+                let (what, xs, chunks) = (merge_what(layer), plan.read_all(i), concat_chunks(plan, layer));
+                quote!(::lrp::runtime::kernels::merge::concat(#what, &[#(#xs),*], #chunks, #y)?;)
+            }
             // Sequence layers are driven by `sequence.rs`, never part of a feed-forward run.
             Op::Flatten | Op::Dropout | Op::Identity | Op::Embedding { .. } | Op::Recurrent(_) => continue,
         });
@@ -48,32 +78,30 @@ pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
     steps
 }
 
-/// Walks the layers backwards, from `ws.rel_out`, calling `step(layer index, output buffer)`
-/// for every layer; returns the statements.
+/// Walks the layers backwards, calling `step(layer index, its output's relevance buffer)` for
+/// every layer with run-time work, and summing the relevance of every fan-out once all its
+/// readers went back; returns the statements.
 fn backwards(plan: &Plan, mut step: impl FnMut(usize, &TokenStream) -> Option<TokenStream>) -> Vec<TokenStream> {
     let mut steps = Vec::new();
-    let mut current = quote!(ws.rel_out);
     for (i, layer) in plan.indexed().rev() {
-        if layer.op.is_passthrough() {
-            continue;
-        }
-        steps.extend(step(i, &current));
-        if writes_back(&layer.op) {
-            let r = rel_ident(i);
-            current = quote!(ws.#r);
+        steps.extend(plan.sum_step(Src::Layer(i)));
+        if !layer.op.is_passthrough() {
+            steps.extend(step(i, &plan.out_rel(Src::Layer(i))));
         }
     }
+    steps.extend(plan.sum_step(plan.input_src()));
     steps
 }
 
-/// LRP: each layer's rule turns the relevance of its output into that of its input; the
+/// LRP: each layer's rule turns the relevance of its output into that of its inputs; the
 /// activations (ReLU, Tanh, Sigmoid) pass it unchanged.
 pub(super) fn relevance(plan: &Plan) -> Vec<TokenStream> {
     backwards(plan, |i, r_out| {
         let layer = &plan.layers[i - plan.offset];
         let f = &layer.field;
-        let (a, r, out_len, in_len) = (act_ident(i), rel_ident(i), len(&layer.out_shape), len(&layer.in_shape));
-        let x = plan.slice(plan.read(i), in_len);
+        let (a, r, out_len, in_len) =
+            (act_ident(i), plan.edge_ident(i, 0), len(&layer.out_shape), len(&layer.in_shape));
+        let x = plan.slice(&plan.read(i), in_len);
         let (y, r_out, r_in) =
             (quote!(&ws.#a[..n * #out_len]), quote!(&#r_out[..n * #out_len]), quote!(&mut ws.#r[..n * #in_len]));
         Some(match &layer.op {
@@ -89,6 +117,15 @@ pub(super) fn relevance(plan: &Plan) -> Vec<TokenStream> {
             Op::BatchNorm(_) => {
                 let spatial = len(&layer.in_shape[1..]);
                 quote!(self.#f.relevance(#x, #y, #r_out, n, #spatial, ::lrp::runtime::rules::DEFAULT_STABILIZER, #r_in)?;)
+            }
+            Op::Sum => {
+                let (what, xs, outs) = (merge_what(layer), plan.read_all(i), merge_outputs(plan, i, layer));
+                quote!(::lrp::runtime::kernels::merge::sum_relevance(#what, &[#(#xs),*], #y, #r_out, ::lrp::runtime::rules::DEFAULT_STABILIZER, #outs)?;)
+            }
+            Op::Concat { .. } => {
+                let (what, chunks, outs) =
+                    (merge_what(layer), concat_chunks(plan, layer), merge_outputs(plan, i, layer));
+                quote!(::lrp::runtime::kernels::merge::split(#what, #r_out, #chunks, #outs)?;)
             }
             Op::ReLU
             | Op::Tanh
@@ -107,8 +144,8 @@ pub(super) fn gradient(plan: &Plan) -> Vec<TokenStream> {
     backwards(plan, |i, g_out| {
         let layer = &plan.layers[i - plan.offset];
         let f = &layer.field;
-        let (r, out_len, in_len) = (rel_ident(i), len(&layer.out_shape), len(&layer.in_shape));
-        let x = plan.slice(plan.read(i), in_len);
+        let (r, out_len, in_len) = (plan.edge_ident(i, 0), len(&layer.out_shape), len(&layer.in_shape));
+        let x = plan.slice(&plan.read(i), in_len);
         let (g_out_ref, g_in) = (quote!(&#g_out[..n * #out_len]), quote!(&mut ws.#r[..n * #in_len]));
         Some(match &layer.op {
             Op::Linear { .. } | Op::Conv2d(_) => {
@@ -133,6 +170,15 @@ pub(super) fn gradient(plan: &Plan) -> Vec<TokenStream> {
             Op::BatchNorm(_) => {
                 let spatial = len(&layer.in_shape[1..]);
                 quote!(self.#f.gradient(#g_out_ref, n, #spatial, #g_in)?;)
+            }
+            Op::Sum => {
+                let (what, outs) = (merge_what(layer), merge_outputs(plan, i, layer));
+                quote!(::lrp::runtime::kernels::merge::sum_gradient(#what, #g_out_ref, #outs)?;)
+            }
+            Op::Concat { .. } => {
+                let (what, chunks, outs) =
+                    (merge_what(layer), concat_chunks(plan, layer), merge_outputs(plan, i, layer));
+                quote!(::lrp::runtime::kernels::merge::split(#what, #g_out_ref, #chunks, #outs)?;)
             }
             Op::Flatten | Op::Dropout | Op::Identity | Op::Embedding { .. } | Op::Recurrent(_) => return None,
         })

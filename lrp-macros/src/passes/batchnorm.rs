@@ -8,26 +8,18 @@
 //!    `W' = W diag(s)`, `b' = b + W t` — exact, because no padded zero would have to become `t`.
 //! 3. Otherwise it stays an explicit per-channel affine layer, explained by the epsilon rule.
 
-use crate::ir::{BnPlacement, Network, Op};
+use super::sole_reader;
+use crate::ir::{BnPlacement, Layer, Network, Op, Src};
 
-/// Sets the placement of every BatchNorm (see the module docs).
+/// Sets the placement of every BatchNorm (see the module docs). A fold changes the values of
+/// the tensor between the two layers, so every layer on the way must be the only reader of the
+/// one before it (a tensor read by a second branch keeps its BatchNorm explicit).
 pub fn plan_batchnorm(net: &mut Network) {
     for i in 0..net.layers.len() {
         if !matches!(net.layers[i].op, Op::BatchNorm(_)) {
             continue;
         }
-        let skippable = |op: &Op| matches!(op, Op::Dropout | Op::Identity);
-        // A row-wise Linear (`[L, in]`) is no fold target: BatchNorm1d normalises its L rows.
-        let foldable = |l: &crate::ir::Layer| l.op.is_linear() && l.linear_rows().is_none();
-        let previous = net.layers[..i].iter().rposition(|l| !skippable(&l.op)).filter(|&p| foldable(&net.layers[p]));
-        let next = (i + 1..net.layers.len())
-            .find(|&j| !skippable(&net.layers[j].op) && net.layers[j].op != Op::Flatten)
-            .filter(|&j| match &net.layers[j].op {
-                Op::Linear { .. } => foldable(&net.layers[j]),
-                Op::Conv2d(c) => c.padding == [0, 0],
-                _ => false,
-            });
-        let placement = match (previous, next) {
+        let placement = match (fold_target_before(net, i), fold_target_after(net, i)) {
             (Some(p), _) => BnPlacement::IntoPrevious(p),
             (None, Some(n)) => BnPlacement::IntoNext(n),
             (None, None) => BnPlacement::Explicit,
@@ -36,6 +28,47 @@ pub fn plan_batchnorm(net: &mut Network) {
             norm.placement = placement;
         }
     }
+}
+
+/// Layers a fold looks past: the identity at inference.
+fn skippable(op: &Op) -> bool {
+    matches!(op, Op::Dropout | Op::Identity)
+}
+
+/// A flat Linear or a convolution (a row-wise Linear on `[L, in]` folds nothing: BatchNorm1d
+/// normalises its L rows).
+fn foldable(layer: &Layer) -> bool {
+    layer.op.is_linear() && layer.linear_rows().is_none()
+}
+
+/// The Linear or convolution BatchNorm `i` follows, read only by it (past skippable layers).
+fn fold_target_before(net: &Network, i: usize) -> Option<usize> {
+    let mut reader = i;
+    loop {
+        let Src::Layer(j) = *net.layers[reader].inputs.first()? else { return None };
+        if sole_reader(net, Src::Layer(j)) != Some(reader) {
+            return None;
+        }
+        if !skippable(&net.layers[j].op) {
+            return foldable(&net.layers[j]).then_some(j);
+        }
+        reader = j;
+    }
+}
+
+/// The flat Linear, or unpadded convolution, that alone reads BatchNorm `i`'s output (past
+/// skippable layers and Flatten).
+fn fold_target_after(net: &Network, i: usize) -> Option<usize> {
+    let mut j = sole_reader(net, Src::Layer(i))?;
+    while skippable(&net.layers[j].op) || net.layers[j].op == Op::Flatten {
+        j = sole_reader(net, Src::Layer(j))?;
+    }
+    let fits = match &net.layers[j].op {
+        Op::Linear { .. } => foldable(&net.layers[j]),
+        Op::Conv2d(c) => c.padding == [0, 0],
+        _ => false,
+    };
+    fits.then_some(j)
 }
 
 #[cfg(test)]

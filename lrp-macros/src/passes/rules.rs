@@ -4,7 +4,7 @@
 
 use super::producer;
 use crate::ctxt::Ctxt;
-use crate::ir::{BoundIr, Composite, Network, Op, RuleIr};
+use crate::ir::{BoundIr, Composite, Network, Op, RuleIr, Src};
 
 /// The composite's rule for the `k`-th linear layer (0-based), a convolution or not.
 pub fn composite_rule(composite: &Composite, k: usize, conv: bool) -> RuleIr {
@@ -52,7 +52,7 @@ pub fn assign_rules(cx: &mut Ctxt, net: &mut Network) {
         };
         k += 1;
         if let RuleIr::ZBox { low, high } = &rule {
-            let fed_by_input = net.layers[..i].iter().all(|l| matches!(l.op, Op::Flatten | Op::Dropout | Op::Identity));
+            let fed_by_input = matches!(net.producer_past(i, true), Src::Input(_));
             if !fed_by_input {
                 cx.error(
                     span,

@@ -1,10 +1,10 @@
 //! `infer_shapes`: the shape of every layer's input and output, checked against what each layer
 //! declares (channels, features, sizes).
 
-use super::producer;
+use super::{producer, value_name};
 use crate::ctxt::Ctxt;
 use crate::ir::limits::MAX_ELEMENTS;
-use crate::ir::{Network, Op};
+use crate::ir::{Network, Op, Src};
 
 /// Output positions of a window sliding over `input` (PyTorch's formula), in checked
 /// arithmetic; `None` when the window does not fit or a size is zero.
@@ -42,18 +42,34 @@ fn show(shape: &[usize]) -> String {
 /// error the layer's declared output (where it has one) is assumed, so later mismatches are
 /// reported too.
 pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
-    // The current shape (per step for a sequence), and whether it is a sequence.
-    let mut current: Option<(Vec<usize>, bool)> = if net.input_tokens {
+    // The input's shape (per step for a sequence), and whether it is a sequence.
+    let input: Value = if net.input_tokens {
         Some((Vec::new(), true))
     } else {
         (!net.input_shape.is_empty()).then(|| (net.input_shape.clone(), false))
     };
+    // The output of each layer so far; `None` where it is unknown after an error.
+    let mut values: Vec<Value> = Vec::with_capacity(net.layers.len());
     for i in 0..net.layers.len() {
+        let value_of = |src: Src| match src {
+            Src::Input(_) => input.clone(),
+            Src::Layer(j) => values.get(j).cloned().flatten(),
+        };
+        let current = value_of(net.layers[i].inputs.first().copied().unwrap_or(Src::Input(0)));
+        if net.layers[i].op.is_merge() {
+            let parts: Vec<Value> = net.layers[i].inputs.iter().map(|&s| value_of(s)).collect();
+            let out = merge_shape(cx, net, i, &parts);
+            let layer = &mut net.layers[i];
+            layer.in_shape = current.map(|(s, _)| s).unwrap_or_default();
+            layer.out_shape = out.as_ref().map(|(s, _)| s.clone()).unwrap_or_default();
+            values.push(out);
+            continue;
+        }
         let from = producer(net, i);
-        let after_rows = net.layers[..i]
-            .iter()
-            .rfind(|l| !matches!(l.op, Op::Dropout | Op::Identity))
-            .is_some_and(|l| l.linear_rows().is_some());
+        let after_rows = match net.producer_past(i, false) {
+            Src::Layer(j) => net.layers[j].linear_rows().is_some(),
+            Src::Input(_) => false,
+        };
         let layer = &mut net.layers[i];
         let (name, span) = (layer.name.clone(), layer.span);
         let (in_seq, input) = match &current {
@@ -94,6 +110,8 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                 Some((vec![r.out_features()], false))
             }
             Op::Dropout | Op::Identity => current.clone(),
+            // Merges are shaped by `merge_shape`.
+            Op::Sum | Op::Concat { .. } => None,
             _ if tokens => {
                 cx.error(span, format!("`{name}` ({kind}) cannot read token ids; start with an `Embedding`"));
                 None
@@ -238,9 +256,9 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
         let layer = &mut net.layers[i];
         layer.out_shape = out.as_ref().map(|(s, _)| s.clone()).unwrap_or_default();
         layer.out_seq = out.as_ref().is_some_and(|(_, seq)| *seq);
-        current = out;
+        values.push(out);
     }
-    if let (Some(last), Some((shape, seq))) = (net.layers.last(), &current)
+    if let (Some(last), Some(Some((shape, seq)))) = (net.layers.last(), values.last())
         && (shape.len() != 1 || *seq)
     {
         let what = if *seq { "a sequence".to_string() } else { show(shape) };
@@ -250,6 +268,69 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
         );
     }
     check_structure(cx, net);
+}
+
+/// A value's shape (per step for a sequence) and whether it is a sequence; `None` when unknown.
+type Value = Option<(Vec<usize>, bool)>;
+
+/// The output of the `Sum` or `Concat` layer `i` reading `parts`: a sum needs equal shapes; a
+/// concatenation equal ranks and sizes but along `dim`, which it adds up.
+fn merge_shape(cx: &mut Ctxt, net: &Network, i: usize, parts: &[Value]) -> Value {
+    let layer = &net.layers[i];
+    let (name, kind, span) = (&layer.name, layer.op.kind(), layer.span);
+    let named = |p: usize| value_name(net, layer.inputs[p]);
+    if let Some(p) = parts.iter().position(|v| v.as_ref().is_some_and(|(_, seq)| *seq)) {
+        cx.error(span, format!("`{name}` ({kind}) cannot merge sequences, but {} is one", named(p)));
+        return None;
+    }
+    let shapes: Vec<&Vec<usize>> = parts.iter().map(|v| v.as_ref().map(|(s, _)| s)).collect::<Option<_>>()?;
+    let first = shapes[0];
+    match layer.op {
+        Op::Concat { dim } => {
+            let rank = first.len();
+            let axis = if dim < 0 { i64::try_from(rank).ok()?.checked_add(dim) } else { Some(dim) };
+            let Some(axis) = axis.and_then(|a| usize::try_from(a).ok()).filter(|&a| a < rank) else {
+                let message = format!(
+                    "`{name}` (Concat): `dim = {dim}` is not a dimension of {} {}, which has {rank}",
+                    named(0),
+                    show(first)
+                );
+                cx.error(span, message);
+                return None;
+            };
+            let mut out = first.clone();
+            for (p, shape) in shapes.iter().enumerate().skip(1) {
+                let agrees = shape.len() == rank && (0..rank).all(|d| d == axis || shape[d] == first[d]);
+                if !agrees {
+                    let message = format!(
+                        "`{name}` (Concat) joins along dimension {axis}, so the other sizes must agree, but {} gives {} and {} gives {}",
+                        named(0),
+                        show(first),
+                        named(p),
+                        show(shape)
+                    );
+                    cx.error(span, message);
+                    return None;
+                }
+                out[axis] = out[axis].checked_add(shape[axis])?;
+            }
+            Some((out, false))
+        }
+        _ => {
+            if let Some(p) = shapes.iter().position(|s| *s != first) {
+                let message = format!(
+                    "`{name}` (Sum) adds tensors of one shape, but {} gives {} and {} gives {}",
+                    named(0),
+                    show(first),
+                    named(p),
+                    show(shapes[p])
+                );
+                cx.error(span, message);
+                return None;
+            }
+            Some((first.clone(), false))
+        }
+    }
 }
 
 /// What code generation relies on beyond shapes: a model of tokens starts with its `Embedding`
@@ -263,6 +344,12 @@ fn check_structure(cx: &mut Ctxt, net: &Network) {
         let message =
             format!("a model of tokens starts with its `Embedding`, but `{}` ({}) comes first", l.name, l.op.kind());
         cx.error(l.span, message);
+    }
+    if net.input_tokens
+        && !net.is_chain()
+        && let Some(l) = net.layers.iter().find(|l| l.op.is_merge() || l.inputs.len() != 1).or(net.layers.last())
+    {
+        cx.error(l.span, "a model of tokens is one chain of layers: branches, `Sum` and `Concat` read tensor inputs");
     }
     if first.is_some() && net.layers.iter().all(|l| matches!(l.op, Op::Flatten | Op::Dropout | Op::Identity)) {
         let message = format!("`{}` computes nothing: its layers only reshape; add a `Linear` or `Conv2d`", net.name);

@@ -1,63 +1,89 @@
 //! `analyse_signs`: marks layers whose input is provably non-negative (after a ReLU, through
 //! pooling and reshapes), so the rules can drop their terms for negative inputs.
 
-use crate::ir::{BnPlacement, Network, Op, RuleIr};
+use super::sole_reader;
+use crate::ir::{BnPlacement, Network, Op, RuleIr, Src};
 
-/// Sets `input_nonneg` of every layer.
+/// Sets `input_nonneg` of every layer: every value it reads is `>= 0`.
 pub fn analyse_signs(net: &mut Network) {
-    let mut nonneg = net.input_nonnegative;
+    // Whether each layer's output is provably `>= 0`.
+    let mut out_nonneg = Vec::with_capacity(net.layers.len());
     for layer in &mut net.layers {
+        let nonneg = layer.inputs.iter().all(|src| match *src {
+            Src::Input(_) => net.input_nonnegative,
+            Src::Layer(j) => out_nonneg.get(j).copied().unwrap_or(false),
+        });
         layer.input_nonneg = nonneg;
-        nonneg = match &layer.op {
+        out_nonneg.push(match &layer.op {
             // Sigmoid's output lies in (0, 1) (or is NaN); Tanh's in (-1, 1).
             Op::ReLU | Op::Sigmoid => true,
             Op::Linear { .. } | Op::Conv2d(_) | Op::Embedding { .. } | Op::Recurrent(_) | Op::Tanh => false,
             Op::BatchNorm(n) if n.placement == BnPlacement::Explicit => false,
-            // Max/avg of non-negative values, reshapes, and BatchNorm folded elsewhere.
+            // Max/avg/sum/concatenation of non-negative values, reshapes, and BatchNorm folded elsewhere.
             Op::BatchNorm(_)
             | Op::MaxPool2d(_)
             | Op::AvgPool2d(_)
             | Op::AdaptiveAvgPool2d(_)
             | Op::Flatten
             | Op::Dropout
-            | Op::Identity => nonneg,
+            | Op::Identity
+            | Op::Sum
+            | Op::Concat { .. } => nonneg,
+        });
+    }
+}
+
+/// For every layer, whether the relevance reaching its input is zero wherever that input is
+/// zero: the layer multiplies relevance by its input (linear rules other than flat, w² and
+/// z^B, average pooling, an explicit BatchNorm, a sum), or routes it on unchanged to readers
+/// that all do (max-pooling's winner of an all-zero window is zero; ReLU, Tanh (`tanh 0 = 0`),
+/// reshapes, concatenation). Sigmoid (`σ(0) = 1/2`) does not keep zeros; neither do the logits,
+/// whose given relevance may be anything. Readers come later, so one backward sweep decides all.
+fn scales_by_input(net: &Network) -> Vec<bool> {
+    let n = net.layers.len();
+    let mut scales = vec![false; n];
+    for i in (0..n).rev() {
+        let layer = &net.layers[i];
+        scales[i] = match &layer.op {
+            Op::Linear { .. } | Op::Conv2d(_) => {
+                !matches!(layer.rule, Some(RuleIr::Flat | RuleIr::WSquare | RuleIr::ZBox { .. }) | None)
+            }
+            Op::AvgPool2d(_) | Op::AdaptiveAvgPool2d(_) | Op::Sum => true,
+            Op::BatchNorm(b) if b.placement == BnPlacement::Explicit => true,
+            Op::MaxPool2d(_)
+            | Op::ReLU
+            | Op::Tanh
+            | Op::BatchNorm(_)
+            | Op::Flatten
+            | Op::Dropout
+            | Op::Identity
+            | Op::Concat { .. } => {
+                let readers = net.consumers(Src::Layer(i));
+                !readers.is_empty() && readers.iter().all(|&(r, _)| scales[r])
+            }
+            Op::Embedding { .. } | Op::Recurrent(_) | Op::Sigmoid => false,
         };
     }
+    scales
 }
 
-/// Whether the relevance reaching layer `i`'s input is zero wherever that input is zero: the
-/// layer multiplies relevance by its input (linear rules other than flat, w² and z^B, average
-/// pooling, an explicit BatchNorm), or routes it on unchanged to a layer that does (max-pooling's
-/// winner of an all-zero window is zero; ReLU, Tanh (`tanh 0 = 0`) and reshapes). Sigmoid
-/// (`σ(0) = 1/2`) does not keep zeros. A loop, not recursion: a spec may
-/// have any number of layers.
-fn scales_by_input(net: &Network, i: usize) -> bool {
-    for layer in &net.layers[i.min(net.layers.len())..] {
-        match &layer.op {
-            Op::Linear { .. } | Op::Conv2d(_) => {
-                return !matches!(layer.rule, Some(RuleIr::Flat | RuleIr::WSquare | RuleIr::ZBox { .. }) | None);
-            }
-            Op::AvgPool2d(_) | Op::AdaptiveAvgPool2d(_) => return true,
-            Op::BatchNorm(n) if n.placement == BnPlacement::Explicit => return true,
-            Op::MaxPool2d(_) | Op::ReLU | Op::Tanh | Op::BatchNorm(_) | Op::Flatten | Op::Dropout | Op::Identity => {}
-            Op::Embedding { .. } | Op::Recurrent(_) | Op::Sigmoid => return false,
-        }
-    }
-    // The logits: a given output relevance may be anything.
-    false
-}
-
-/// Sets `output_gated` of every linear layer followed by a ReLU (past reshapes and folded
-/// BatchNorms) whose consumer
-/// [`scales_by_input`]: the ReLU zeroes those outputs, so no relevance comes back to them.
+/// Sets `output_gated` of every linear layer whose output goes (past reshapes and folded
+/// BatchNorms, each read once) only to a ReLU whose readers all [`scales_by_input`]: the ReLU
+/// zeroes those outputs, so no relevance comes back to them.
 pub fn analyse_gating(net: &mut Network) {
+    let scales = scales_by_input(net);
     for i in 0..net.layers.len() {
         if !net.layers[i].op.is_linear() {
             continue;
         }
-        // Past reshapes and BatchNorms folded away (`conv -> BatchNorm -> ReLU`).
-        let next = (i + 1..net.layers.len()).find(|&j| !net.layers[j].op.is_passthrough());
-        let gated = next.is_some_and(|j| net.layers[j].op == Op::ReLU && scales_by_input(net, j + 1));
+        let mut next = sole_reader(net, Src::Layer(i));
+        while let Some(j) = next.filter(|&j| net.layers[j].op.is_passthrough()) {
+            next = sole_reader(net, Src::Layer(j));
+        }
+        let gated = next.is_some_and(|j| {
+            let readers = net.consumers(Src::Layer(j));
+            net.layers[j].op == Op::ReLU && !readers.is_empty() && readers.iter().all(|&(r, _)| scales[r])
+        });
         net.layers[i].output_gated = gated;
     }
 }

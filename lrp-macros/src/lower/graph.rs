@@ -1,0 +1,433 @@
+//! The entries of a spec become a graph of layers: each entry reads the one before it, or what
+//! `source ->` names; blocks nest names (`layer1.0.conv1`); `Sum` and `Concat` merge branches.
+//! Names are resolved once every entry is lowered (an entry may read one written after it),
+//! the layers are put in an order where each comes after what it reads (a cycle is an error),
+//! and a layer that never reaches the output is an error.
+
+use super::layers::lower_layer;
+use crate::ast::{Call, Entry, Name, Value};
+use crate::ctxt::Ctxt;
+use crate::ir::limits::MAX_DEPTH;
+use crate::ir::{Layer, Op, Src};
+use proc_macro2::Span;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use syn::Ident;
+
+/// The layers of a spec in an order where each reads only earlier ones (or the input).
+pub(super) struct Graph {
+    pub layers: Vec<Layer>,
+    /// Every layer was lowered and every name resolved: the passes may run.
+    pub complete: bool,
+}
+
+/// Builds the graph of `entries` (see the module docs).
+pub(super) fn build(cx: &mut Ctxt, entries: &[Entry]) -> Graph {
+    let mut b =
+        Builder { cx, layers: Vec::new(), reads: Vec::new(), refs: Vec::new(), scopes: Vec::new(), complete: true };
+    let top = b.new_scope(None);
+    let output = b.chain(entries, "", 0, top, Some(Val::Src(Src::Input(0))));
+    if !b.complete {
+        return Graph { layers: b.layers, complete: false };
+    }
+    let resolved: Vec<Option<Src>> = (0..b.refs.len()).map(|r| b.resolve(r)).collect();
+    if resolved.iter().any(Option::is_none) {
+        return Graph { layers: b.layers, complete: false };
+    }
+    for &(layer, port, r) in &b.reads {
+        b.layers[layer].inputs[port] = resolved[r].expect("every reference resolved");
+    }
+    let output = match output {
+        Some(Val::Ref(r)) => resolved[r],
+        Some(Val::Src(s)) => Some(s),
+        None => None,
+    };
+    let Some(order) = b.topological_order(&resolved) else {
+        return Graph { layers: b.layers, complete: false };
+    };
+    let mut layers = reorder(b.layers, &order);
+    let output = output.map(|s| match s {
+        Src::Layer(j) => Src::Layer(order.iter().position(|&o| o == j).expect("every layer is ordered")),
+        input => input,
+    });
+    check_reach(b.cx, &mut layers, output);
+    Graph { layers, complete: true }
+}
+
+/// An entry's output while names may be unresolved: a value, or the reference `refs[i]`.
+#[derive(Clone, Copy)]
+enum Val {
+    Src(Src),
+    Ref(usize),
+}
+
+/// `ident`, read in `scope`.
+struct Ref {
+    ident: Ident,
+    scope: usize,
+}
+
+/// The names of one block's (or merge's) entries, and the block it sits in.
+struct Scope {
+    parent: Option<usize>,
+    names: Vec<(String, Val)>,
+}
+
+struct Builder<'a> {
+    cx: &'a mut Ctxt,
+    /// In the order written.
+    layers: Vec<Layer>,
+    /// `(layer, port, reference)`: the layer's input `port` is what the reference names.
+    reads: Vec<(usize, usize, usize)>,
+    refs: Vec<Ref>,
+    scopes: Vec<Scope>,
+    complete: bool,
+}
+
+/// Layers written `Sum(...)` or `Concat(...)`: merges of branches.
+fn is_merge(call: &Call) -> bool {
+    call.name == "Sum" || call.name == "Concat"
+}
+
+/// The name of the `index`-th entry of a block: its own, or its index (as `nn.Sequential`).
+fn local_name(name: Option<&Name>, index: usize) -> String {
+    name.map_or_else(|| index.to_string(), |n| n.value.clone())
+}
+
+impl Builder<'_> {
+    fn new_scope(&mut self, parent: Option<usize>) -> usize {
+        self.scopes.push(Scope { parent, names: Vec::new() });
+        self.scopes.len() - 1
+    }
+
+    /// Records `name` for the entry's output in `scope`; a name written twice is an error.
+    fn define(&mut self, scope: usize, name: Option<&Name>, out: Option<Val>) {
+        let (Some(name), Some(out)) = (name, out) else { return };
+        if self.scopes[scope].names.iter().any(|(n, _)| *n == name.value) {
+            self.cx.error(name.span, format!("two entries of this block are named `{}`", name.value));
+            return;
+        }
+        self.scopes[scope].names.push((name.value.clone(), out));
+    }
+
+    fn reference(&mut self, ident: &Ident, scope: usize) -> Val {
+        self.refs.push(Ref { ident: ident.clone(), scope });
+        Val::Ref(self.refs.len() - 1)
+    }
+
+    /// Lowers a chain of entries reading `current` first; returns the output of the last.
+    fn chain(
+        &mut self,
+        entries: &[Entry],
+        prefix: &str,
+        depth: usize,
+        scope: usize,
+        mut current: Option<Val>,
+    ) -> Option<Val> {
+        for (index, entry) in entries.iter().enumerate() {
+            let out = self.entry(entry, index, prefix, depth, scope, current);
+            self.define(scope, entry.name(), out);
+            // A layer that could not be lowered: the next reads what it would have read.
+            current = out.or(current);
+        }
+        current
+    }
+
+    /// Lowers the `index`-th entry of a block whose layers' names start with `prefix`.
+    fn entry(
+        &mut self,
+        entry: &Entry,
+        index: usize,
+        prefix: &str,
+        depth: usize,
+        scope: usize,
+        current: Option<Val>,
+    ) -> Option<Val> {
+        let reads = match entry.source() {
+            Some(ident) => Some(self.reference(ident, scope)),
+            None => current,
+        };
+        if !matches!(entry, Entry::Layer { .. }) && depth >= MAX_DEPTH {
+            let span = entry.name().map_or_else(Span::call_site, |n| n.span);
+            self.cx.error(span, format!("blocks are nested more than {MAX_DEPTH} deep"));
+            self.complete = false;
+            return None;
+        }
+        match entry {
+            Entry::Block { name, entries, .. } => {
+                let prefix = match name {
+                    Some(n) => format!("{prefix}{}.", n.value),
+                    None => prefix.to_string(),
+                };
+                let inner = self.new_scope(Some(scope));
+                self.chain(entries, &prefix, depth + 1, inner, reads)
+            }
+            Entry::Merge { name, call, branches, .. } => {
+                let full = format!("{prefix}{}", local_name(name.as_ref(), index));
+                // A named merge is a block for its branches' names; an unnamed one adds nothing.
+                let branch_prefix = if name.is_some() { format!("{full}.") } else { prefix.to_string() };
+                let inner = self.new_scope(Some(scope));
+                let mut outs = Vec::with_capacity(branches.len());
+                for (j, branch) in branches.iter().enumerate() {
+                    let out = self.entry(branch, j, &branch_prefix, depth + 1, inner, reads);
+                    self.define(inner, branch.name(), out);
+                    outs.push(out);
+                }
+                let op = self.merge_op(call, true, branches.len())?;
+                let outs: Option<Vec<Val>> = outs.into_iter().collect();
+                let Some(outs) = outs else {
+                    self.complete = false;
+                    return None;
+                };
+                Some(self.push(merge_layer(op, full, name.as_ref(), call), &outs))
+            }
+            Entry::Layer { name, call, .. } if is_merge(call) => {
+                let full = format!("{prefix}{}", local_name(name.as_ref(), index));
+                if let Some(source) = entry.source() {
+                    let message = format!("`{}(...)` reads the branches it names; remove `{source} ->`", call.name);
+                    self.cx.error(source.span(), message);
+                }
+                let sources: Vec<&Ident> =
+                    call.args.iter().filter(|a| a.key.is_none()).filter_map(|a| self.branch_name(&a.value)).collect();
+                let op = self.merge_op(call, false, sources.len())?;
+                let outs: Vec<Val> = sources.into_iter().map(|ident| self.reference(ident, scope)).collect();
+                Some(self.push(merge_layer(op, full, name.as_ref(), call), &outs))
+            }
+            Entry::Layer { name, call, field, .. } => {
+                let full = format!("{prefix}{}", local_name(name.as_ref(), index));
+                let field = field.clone().unwrap_or_else(|| super::field_ident(&full, call.name.span()));
+                let Some(mut layer) = lower_layer(self.cx, call, full, field) else {
+                    self.complete = false;
+                    return None;
+                };
+                if let Some(n) = name {
+                    layer.span = n.span;
+                }
+                Some(self.push(layer, &reads.into_iter().collect::<Vec<_>>()))
+            }
+        }
+    }
+
+    /// `a` in `Sum(a, b)`: a bare name.
+    fn branch_name<'v>(&mut self, value: &'v Value) -> Option<&'v Ident> {
+        match value {
+            Value::Call(c) if c.args.is_empty() => Some(&c.name),
+            other => {
+                self.cx.error(other.span(), "a branch to merge is named by its entry, e.g. `Sum(main, shortcut)`");
+                None
+            }
+        }
+    }
+
+    /// `Sum` or `Concat(dim = d)` with `count` branches (from the braces, or named in the call
+    /// when `braced` is false).
+    fn merge_op(&mut self, call: &Call, braced: bool, count: usize) -> Option<Op> {
+        let kind = call.name.to_string();
+        let mut dim = None;
+        for arg in &call.args {
+            match (&arg.key, &arg.value) {
+                (Some(k), Value::Int(d, _)) if k == "dim" && kind == "Concat" => dim = Some(*d),
+                (Some(k), v) if k == "dim" && kind == "Concat" => {
+                    self.cx.error(v.span(), "`dim` must be an integer (dimensions of one sample, -1 the last)")
+                }
+                (Some(k), _) => {
+                    let expected = if kind == "Concat" { "expected `dim`" } else { "`Sum` takes none" };
+                    self.cx.error(k.span(), format!("unknown parameter `{k}` for `{kind}`; {expected}"));
+                }
+                (None, v) if braced => {
+                    let message = format!("`{kind} {{ ... }}` takes its branches from the braces, not as arguments");
+                    self.cx.error(v.span(), message);
+                }
+                (None, _) => {}
+            }
+        }
+        if count < 2 {
+            let example = if braced {
+                format!("`{kind} {{ main: {{ ... }}, shortcut: {{}} }}`")
+            } else {
+                format!("`{kind}(a, b)`")
+            };
+            self.cx.error(call.name.span(), format!("`{kind}` merges two or more branches, e.g. {example}"));
+            return None;
+        }
+        match kind.as_str() {
+            "Sum" => Some(Op::Sum),
+            _ => match dim {
+                Some(dim) => Some(Op::Concat { dim }),
+                None => {
+                    self.cx.error(
+                        call.name.span(),
+                        "`Concat` needs the dimension to join along, e.g. `Concat(a, b, dim = 0)`",
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    /// Adds `layer` reading `inputs`; returns its output.
+    fn push(&mut self, mut layer: Layer, inputs: &[Val]) -> Val {
+        let i = self.layers.len();
+        layer.inputs = inputs
+            .iter()
+            .enumerate()
+            .map(|(port, v)| match *v {
+                Val::Src(s) => s,
+                Val::Ref(r) => {
+                    self.reads.push((i, port, r));
+                    Src::Layer(usize::MAX)
+                }
+            })
+            .collect();
+        self.layers.push(layer);
+        Val::Src(Src::Layer(i))
+    }
+
+    /// What reference `r` names, looked up from its block outwards (then the input); an
+    /// unknown name, or names that only name each other, are errors at the reference.
+    fn resolve(&mut self, mut r: usize) -> Option<Src> {
+        let first = r;
+        for _ in 0..=self.refs.len() {
+            let Ref { ident, scope } = &self.refs[r];
+            let name = ident.to_string();
+            let mut scope = Some(*scope);
+            let mut found = None;
+            while let Some(s) = scope {
+                found = self.scopes[s].names.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+                if found.is_some() {
+                    break;
+                }
+                scope = self.scopes[s].parent;
+            }
+            match found {
+                Some(Val::Src(src)) => return Some(src),
+                Some(Val::Ref(next)) => r = next,
+                None if name == "input" => return Some(Src::Input(0)),
+                None => {
+                    let message =
+                        format!("unknown branch or input `{name}`: no entry of this block or around it has that name");
+                    self.cx.error(ident.span(), message);
+                    return None;
+                }
+            }
+        }
+        let ident = &self.refs[first].ident;
+        self.cx.error(ident.span(), format!("`{ident}` names an empty block reading itself: a cycle"));
+        None
+    }
+
+    /// The layers in an order where each comes after the layers it reads, the written order
+    /// kept where it may; `None` after reporting a cycle.
+    fn topological_order(&mut self, resolved: &[Option<Src>]) -> Option<Vec<usize>> {
+        let n = self.layers.len();
+        let mut waiting = vec![0usize; n];
+        let mut readers = vec![Vec::new(); n];
+        for (i, layer) in self.layers.iter().enumerate() {
+            for src in &layer.inputs {
+                if let Src::Layer(j) = *src {
+                    waiting[i] += 1;
+                    readers[j].push(i);
+                }
+            }
+        }
+        let mut ready: BinaryHeap<Reverse<usize>> = (0..n).filter(|&i| waiting[i] == 0).map(Reverse).collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(Reverse(i)) = ready.pop() {
+            order.push(i);
+            for &k in &readers[i] {
+                waiting[k] -= 1;
+                if waiting[k] == 0 {
+                    ready.push(Reverse(k));
+                }
+            }
+        }
+        if order.len() == n {
+            return Some(order);
+        }
+        // A reference into the cycle, read by a layer on it.
+        let stuck = |i: usize| waiting[i] > 0;
+        let on_cycle: Vec<String> =
+            (0..n).filter(|&i| stuck(i)).map(|i| format!("`{}`", self.layers[i].name)).collect();
+        let at = self
+            .reads
+            .iter()
+            .find(|&&(layer, _, r)| stuck(layer) && matches!(resolved[r], Some(Src::Layer(j)) if stuck(j)));
+        let span = at
+            .map_or(self.layers[(0..n).find(|&i| stuck(i)).unwrap_or(0)].span, |&(_, _, r)| self.refs[r].ident.span());
+        self.cx.error(span, format!("these layers read each other in a cycle: {}", on_cycle.join(", ")));
+        None
+    }
+}
+
+/// A `Sum` or `Concat` layer named `name` (no weights, no struct field of its own).
+fn merge_layer(op: Op, name: String, written: Option<&Name>, call: &Call) -> Layer {
+    let span = written.map_or(call.name.span(), |n| n.span);
+    let field = super::field_ident(&name, span);
+    Layer {
+        name,
+        field,
+        span,
+        op,
+        inputs: Vec::new(),
+        rule_override: None,
+        in_shape: Vec::new(),
+        out_shape: Vec::new(),
+        in_seq: false,
+        out_seq: false,
+        rule: None,
+        input_nonneg: false,
+        output_gated: false,
+    }
+}
+
+/// `layers` in `order`, their inputs renumbered.
+fn reorder(layers: Vec<Layer>, order: &[usize]) -> Vec<Layer> {
+    let mut position = vec![0; order.len()];
+    for (new, &old) in order.iter().enumerate() {
+        position[old] = new;
+    }
+    let mut slots: Vec<Option<Layer>> = layers.into_iter().map(Some).collect();
+    order
+        .iter()
+        .map(|&old| {
+            let mut layer = slots[old].take().expect("each layer is ordered once");
+            for src in &mut layer.inputs {
+                if let Src::Layer(j) = src {
+                    *j = position[*j];
+                }
+            }
+            layer
+        })
+        .collect()
+}
+
+/// Every layer must lead to the output (the last entry), and the input must be read: a layer
+/// computed for nothing is an error at that layer.
+fn check_reach(cx: &mut Ctxt, layers: &mut [Layer], output: Option<Src>) {
+    let n = layers.len();
+    let mut used = vec![false; n];
+    let mut input_read = output == Some(Src::Input(0));
+    if let Some(Src::Layer(j)) = output {
+        used[j] = true;
+    }
+    // Readers come after what they read: one sweep from the output back marks every layer used.
+    for i in (0..n).rev() {
+        if used[i] {
+            for src in &layers[i].inputs {
+                match *src {
+                    Src::Layer(j) => used[j] = true,
+                    Src::Input(_) => input_read = true,
+                }
+            }
+        }
+    }
+    let read = |j: usize| layers.iter().any(|l| l.inputs.contains(&Src::Layer(j)));
+    for i in (0..n).filter(|&i| !used[i] && !read(i)) {
+        let message =
+            format!("`{}` is computed but never used: no layer on the way to the output reads it", layers[i].name);
+        cx.error(layers[i].span, message);
+    }
+    if !input_read && n > 0 {
+        cx.error(layers[0].span, "no layer on the way to the output reads the input");
+    }
+}
