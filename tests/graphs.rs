@@ -1,0 +1,204 @@
+//! Graph specs: a residual sum whose shortcut is an empty branch, a fan-out (one tensor read by
+//! two layers), a concatenation of two branches, and the same graph written with named
+//! references. Against a naive `f64` forward and LRP written here (epsilon on the dense layers,
+//! Zennit's `Norm` rule at the sum, relevances of a fan-out added, a concatenation split);
+//! gradient x input against central finite differences; conservation with biases zero.
+
+mod common;
+use common::{assert_close, assert_conserved, f64s, finite_gxi, stab, values};
+use lrp::{Tensor, Weights};
+
+lrp::network! {
+    /// `s = relu(stem(x))`; `u = relu(s + main(s))`; `head([left(u); right(tanh u)])`.
+    Branchy(input = [6], composite = Epsilon(0.01)) {
+        stem: { Linear(6, 8), ReLU },
+        Sum {
+            main: { Linear(8, 8), ReLU, Linear(8, 8) },
+            {},
+        },
+        ReLU,
+        Concat(dim = 0) {
+            left: Linear(8, 4),
+            right: { Tanh, Linear(8, 3) },
+        },
+        head: Linear(7, 3),
+    }
+}
+
+lrp::network! {
+    /// [`Branchy`] with every branch named and merged by name, written in another order.
+    Named(input = [6], composite = Epsilon(0.01)) {
+        stem: { Linear(6, 8), ReLU },
+        main: stem -> { Linear(8, 8), ReLU, Linear(8, 8) },
+        right: u -> { Tanh, Linear(8, 3) },
+        u: { Sum(stem, main), ReLU },
+        left: u -> Linear(8, 4),
+        joined: Concat(left, right, dim = -1),
+        head: Linear(7, 3),
+    }
+}
+
+lrp::network! {
+    BranchyTight(input = [6]) {
+        stem: { Linear(6, 8), ReLU },
+        Sum { main: { Linear(8, 8), ReLU, Linear(8, 8) }, {} },
+        ReLU,
+        Concat(dim = 0) { left: Linear(8, 4), right: { Tanh, Linear(8, 3) } },
+        head: Linear(7, 3),
+    }
+}
+
+lrp::network! {
+    /// The input itself fans out: read by the stem and added back after it.
+    InputShortcut(input = [6]) {
+        Sum { { Linear(6, 6), ReLU, Linear(6, 6) }, {} },
+        head: Linear(6, 2),
+    }
+}
+
+const EPS: f64 = 0.01;
+const SUM_EPS: f64 = 1e-6;
+
+/// `(name, out, in)` of every dense layer of [`Branchy`].
+const DENSE: [(&str, usize, usize); 6] =
+    [("stem.0", 8, 6), ("main.0", 8, 8), ("main.2", 8, 8), ("left", 4, 8), ("right.1", 3, 8), ("head", 3, 7)];
+
+/// A dense layer in f64.
+struct Dense {
+    w: Vec<f64>,
+    b: Vec<f64>,
+    inputs: usize,
+}
+
+impl Dense {
+    fn forward(&self, x: &[f64]) -> Vec<f64> {
+        let row = |k: usize| (0..self.inputs).map(|j| self.w[k * self.inputs + j] * x[j]).sum::<f64>() + self.b[k];
+        (0..self.b.len()).map(row).collect()
+    }
+
+    /// LRP-epsilon: `R_j = x_j sum_k w_kj R_k / stab(z_k)`.
+    fn epsilon(&self, x: &[f64], r: &[f64], eps: f64) -> Vec<f64> {
+        let z = self.forward(x);
+        (0..self.inputs)
+            .map(|j| (0..self.b.len()).map(|k| x[j] * self.w[k * self.inputs + j] * r[k] / stab(z[k], eps)).sum())
+            .collect()
+    }
+}
+
+/// The weights of [`Branchy`] (biases zero if `!bias`), as tensors and as f64 layers.
+fn weights(bias: bool) -> (Weights, Vec<Dense>) {
+    let mut tensors = Vec::new();
+    let mut dense = Vec::new();
+    for (salt, (name, out, inp)) in DENSE.into_iter().enumerate() {
+        let w = values(out * inp, 11 + salt, 0.6);
+        let b = if bias { values(out, 31 + salt, 0.2) } else { vec![0.0; out] };
+        tensors.push((format!("{name}.weight"), Tensor { shape: vec![out, inp], data: w.clone() }));
+        tensors.push((format!("{name}.bias"), Tensor { shape: vec![out], data: b.clone() }));
+        dense.push(Dense { w: f64s(&w), b: f64s(&b), inputs: inp });
+    }
+    (Weights::from_tensors(tensors), dense)
+}
+
+/// Every intermediate value of the reference forward pass.
+struct Trace {
+    x: Vec<f64>,
+    s: Vec<f64>,
+    h: Vec<f64>,
+    m: Vec<f64>,
+    y: Vec<f64>,
+    u: Vec<f64>,
+    t: Vec<f64>,
+    c: Vec<f64>,
+    out: Vec<f64>,
+}
+
+fn relu(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|&a| a.max(0.0)).collect()
+}
+
+fn forward(d: &[Dense], x: &[f64]) -> Trace {
+    let s = relu(&d[0].forward(x));
+    let h = relu(&d[1].forward(&s));
+    let m = d[2].forward(&h);
+    let y: Vec<f64> = s.iter().zip(&m).map(|(a, b)| a + b).collect();
+    let u = relu(&y);
+    let t: Vec<f64> = u.iter().map(|v| v.tanh()).collect();
+    let c: Vec<f64> = d[3].forward(&u).into_iter().chain(d[4].forward(&t)).collect();
+    let out = d[5].forward(&c);
+    Trace { x: x.to_vec(), s, h, m, y, u, t, c, out }
+}
+
+/// LRP of `out[target]`: epsilon on the dense layers, the sum shared by contribution.
+fn lrp(d: &[Dense], tr: &Trace, target: usize, eps: f64) -> Vec<f64> {
+    let mut r_out = vec![0.0; 3];
+    r_out[target] = tr.out[target];
+    let r_c = d[5].epsilon(&tr.c, &r_out, eps);
+    let from_left = d[3].epsilon(&tr.u, &r_c[..4], eps);
+    let from_right = d[4].epsilon(&tr.t, &r_c[4..], eps);
+    // The fan-out of `u`: both consumers' relevance adds; ReLU passes it to `y`.
+    let r_y: Vec<f64> = from_left.iter().zip(&from_right).map(|(a, b)| a + b).collect();
+    let share = |part: &[f64]| -> Vec<f64> { (0..8).map(|i| part[i] * r_y[i] / stab(tr.y[i], SUM_EPS)).collect() };
+    let (r_shortcut, r_m) = (share(&tr.s), share(&tr.m));
+    let r_h = d[2].epsilon(&tr.h, &r_m, eps);
+    let r_main = d[1].epsilon(&tr.s, &r_h, eps);
+    let r_s: Vec<f64> = r_shortcut.iter().zip(&r_main).map(|(a, b)| a + b).collect();
+    d[0].epsilon(&tr.x, &r_s, eps)
+}
+
+fn argmax(v: &[f64]) -> usize {
+    (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
+}
+
+#[test]
+fn a_residual_fan_out_and_concatenation_match_the_naive_reference() {
+    let (mut w, d) = weights(true);
+    let model = Branchy::from_weights(&mut w, true).unwrap();
+    let mut ws = model.workspace(3).unwrap();
+    let input = values(3 * 6, 5, 1.5);
+    let e = model.explain_batch(&mut ws, &input, 3, lrp::Target::Predicted).unwrap();
+    let (logits, relevance, targets) = (e.logits.to_vec(), e.relevance.to_vec(), e.targets.to_vec());
+    for i in 0..3 {
+        let x = f64s(&input[i * 6..(i + 1) * 6]);
+        let tr = forward(&d, &x);
+        assert_close("logits", &logits[i * 3..(i + 1) * 3], &tr.out, 1e-5);
+        assert_eq!(targets[i], argmax(&tr.out));
+        let want = lrp(&d, &tr, targets[i], EPS);
+        assert_close(&format!("relevance of sample {i}"), &relevance[i * 6..(i + 1) * 6], &want, 1e-4);
+        let g = model.gradient_x_input_batch(&mut ws, &input, 3, lrp::Target::Predicted).unwrap().relevance.to_vec();
+        let f = |x: &[f64]| forward(&d, x).out;
+        assert_close(&format!("gradient x input of sample {i}"), &g[i * 6..(i + 1) * 6], &finite_gxi(f, &x, targets[i]), 1e-4);
+    }
+}
+
+#[test]
+fn named_references_compute_the_same_graph() {
+    let model = Branchy::from_weights(&mut weights(true).0, true).unwrap();
+    let named = Named::from_weights(&mut weights(true).0, true).unwrap();
+    let input = values(2 * 6, 7, 1.5);
+    let (mut ws, mut ws_named) = (model.workspace(2).unwrap(), named.workspace(2).unwrap());
+    let a = model.explain_batch(&mut ws, &input, 2, 1).unwrap();
+    let b = named.explain_batch(&mut ws_named, &input, 2, 1).unwrap();
+    assert_eq!(a.logits, b.logits);
+    assert_eq!(a.relevance, b.relevance);
+}
+
+#[test]
+fn relevance_is_conserved_through_sums_and_fan_outs_without_biases() {
+    let model = BranchyTight::from_weights(&mut weights(false).0, true).unwrap();
+    let mut ws = model.workspace(1).unwrap();
+    for salt in [3, 5, 8] {
+        let input = values(6, salt, 1.5);
+        assert_conserved(model.explain(&mut ws, &input, lrp::Target::Predicted));
+    }
+    let tensors = [("0", 6, 6, 1), ("2", 6, 6, 2), ("head", 2, 6, 3)].map(|(name, out, inp, salt)| {
+        [
+            (format!("{name}.weight"), Tensor { shape: vec![out, inp], data: values(out * inp, salt, 0.7) }),
+            (format!("{name}.bias"), Tensor { shape: vec![out], data: vec![0.0; out] }),
+        ]
+    });
+    let shortcut = InputShortcut::from_weights(&mut Weights::from_tensors(tensors.concat()), true).unwrap();
+    let mut ws = shortcut.workspace(1).unwrap();
+    for salt in [1, 4] {
+        assert_conserved(shortcut.explain(&mut ws, &values(6, salt, 2.0), lrp::Target::Predicted));
+    }
+}
