@@ -4,7 +4,7 @@
 //! spec    := attrs vis NAME ( options ) { entries }
 //! options := key = value, ...
 //! entries := entry, ...
-//! entry   := [name :] [source ->] body       (source: an input or a named entry)
+//! entry   := [name :] [source ->] body       (name: ident, "str" or int; source: an input or a named entry)
 //! body    := CALL | { entries } | CALL { entries }   (the last: `Sum { ... }`, `Concat(dim = 0) { ... }`)
 //! value   := int | float | bool | "str" | [ value, ... ] | CALL
 //! CALL    := Ident [ ( args ) ]        args := [key =] value, ...
@@ -103,10 +103,15 @@ fn parse_entries(input: ParseStream, depth: usize) -> syn::Result<Vec<Entry>> {
 
 fn parse_entry(input: ParseStream, depth: usize) -> syn::Result<Entry> {
     let mut name = None;
-    if (input.peek(Ident) || input.peek(LitStr)) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
+    let named = input.peek(Ident) || input.peek(LitStr) || input.peek(LitInt);
+    if named && input.peek2(Token![:]) && !input.peek2(Token![::]) {
         name = Some(if input.peek(LitStr) {
             let lit: LitStr = input.parse()?;
             Name { value: lit.value(), span: lit.span() }
+        } else if input.peek(LitInt) {
+            // `0: { ... }`, as `nn.Sequential` numbers its modules.
+            let lit: LitInt = input.parse()?;
+            Name { value: lit.base10_digits().to_string(), span: lit.span() }
         } else {
             let id: Ident = input.parse()?;
             Name { value: id.to_string(), span: id.span() }

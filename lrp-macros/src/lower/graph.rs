@@ -70,7 +70,8 @@ struct Ref {
 /// The names of one block's (or merge's) entries, and the block it sits in.
 struct Scope {
     parent: Option<usize>,
-    names: Vec<(String, Val)>,
+    /// `None` for a name given to several entries.
+    names: Vec<(String, Option<Val>)>,
 }
 
 struct Builder<'a> {
@@ -100,14 +101,15 @@ impl Builder<'_> {
         self.scopes.len() - 1
     }
 
-    /// Records `name` for the entry's output in `scope`; a name written twice is an error.
+    /// Records `name` for the entry's output in `scope`. A name written twice (torchvision's
+    /// blocks apply one `relu` twice) names nothing: only a reference to it is an error.
     fn define(&mut self, scope: usize, name: Option<&Name>, out: Option<Val>) {
         let (Some(name), Some(out)) = (name, out) else { return };
-        if self.scopes[scope].names.iter().any(|(n, _)| *n == name.value) {
-            self.cx.error(name.span, format!("two entries of this block are named `{}`", name.value));
-            return;
+        let names = &mut self.scopes[scope].names;
+        match names.iter_mut().find(|(n, _)| *n == name.value) {
+            Some((_, val)) => *val = None,
+            None => names.push((name.value.clone(), Some(out))),
         }
-        self.scopes[scope].names.push((name.value.clone(), out));
     }
 
     fn reference(&mut self, ident: &Ident, scope: usize) -> Val {
@@ -300,8 +302,13 @@ impl Builder<'_> {
                 scope = self.scopes[s].parent;
             }
             match found {
-                Some(Val::Src(src)) => return Some(src),
-                Some(Val::Ref(next)) => r = next,
+                Some(Some(Val::Src(src))) => return Some(src),
+                Some(Some(Val::Ref(next))) => r = next,
+                Some(None) => {
+                    let message = format!("`{name}` names several entries of its block: rename the one to read");
+                    self.cx.error(ident.span(), message);
+                    return None;
+                }
                 None if name == "input" => return Some(Src::Input(0)),
                 None => {
                     let message =

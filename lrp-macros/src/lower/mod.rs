@@ -12,8 +12,9 @@ use crate::args::{Args, as_size};
 use crate::ast::{Call, Spec, Value};
 use crate::ctxt::Ctxt;
 use crate::ir::limits::MAX_ELEMENTS;
-use crate::ir::{Composite, Layer, Network, RuleIr};
+use crate::ir::{Composite, Layer, Network, Op, RuleIr};
 use proc_macro2::Span;
+use std::collections::HashSet;
 use syn::Ident;
 
 /// Layer kinds the spec language knows, as PyTorch names them.
@@ -91,8 +92,8 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
     let input_nonnegative = args.bool_or(cx, "input_nonnegative", false);
     args.finish(cx, &["input", "composite", "input_nonnegative"]);
 
-    let graph::Graph { layers, complete } = graph::build(cx, &spec.entries);
-    check_unique(cx, &layers);
+    let graph::Graph { mut layers, complete } = graph::build(cx, &spec.entries);
+    check_unique(cx, &mut layers);
     if layers.is_empty() && complete {
         cx.error(spec.name.span(), format!("`{}` has no layers", spec.name));
     }
@@ -133,13 +134,22 @@ pub struct Lowered {
     pub complete: bool,
 }
 
-/// Two layers with one PyTorch name, or whose names map to one struct field, are an error
-/// (`Sum` and `Concat` have neither weights nor a field).
-fn check_unique(cx: &mut Ctxt, layers: &[Layer]) {
-    let (mut names, mut fields) = (std::collections::HashSet::new(), std::collections::HashSet::new());
-    for layer in layers.iter().filter(|l| !l.op.is_merge()) {
-        if !names.insert(layer.name.as_str()) {
+/// Two layers with one PyTorch name, or whose names map to one struct field, are an error —
+/// but for layers without tensors (a ReLU applied twice, as torchvision's blocks do), which
+/// then get fields of their own (`relu`, `relu_2`, ...). `Sum` and `Concat` have neither
+/// tensors nor a field.
+fn check_unique(cx: &mut Ctxt, layers: &mut [Layer]) {
+    let (mut names, mut fields) = (HashSet::new(), HashSet::new());
+    for layer in layers.iter_mut().filter(|l| !l.op.is_merge()) {
+        let holds_tensors =
+            layer.op.is_linear() || matches!(layer.op, Op::BatchNorm(_) | Op::Embedding { .. } | Op::Recurrent(_));
+        if !names.insert(layer.name.clone()) && holds_tensors {
             cx.error(layer.span, format!("two layers are named `{}`", layer.name));
+        } else if fields.contains(&layer.field.to_string()) && !holds_tensors {
+            let base = layer.field.to_string();
+            let free = (2..).map(|k| format!("{base}_{k}")).find(|f| !fields.contains(f)).expect("a free field name");
+            layer.field = Ident::new(&free, layer.field.span());
+            fields.insert(free);
         } else if !fields.insert(layer.field.to_string()) {
             cx.error(layer.span, format!("`{}` and another layer both become the field `{}`", layer.name, layer.field));
         }
@@ -250,7 +260,20 @@ mod tests {
 
     #[test]
     fn keyword_and_clashing_layer_names_are_handled() {
-        let e = errors(r#"Net(input = [4]) { "fn": Linear(4, 4), "_": ReLU, "a.b": ReLU, a_b: ReLU, Linear(4, 2) }"#);
-        assert_eq!(e, ["1:64: `a_b` and another layer both become the field `a_b`"]);
+        let e = errors(
+            r#"Net(input = [4]) { "fn": Linear(4, 4), "_": ReLU, "a.b": Linear(4, 4), a_b: Linear(4, 4), Linear(4, 2) }"#,
+        );
+        assert_eq!(e, ["1:72: `a_b` and another layer both become the field `a_b`"]);
+    }
+
+    #[test]
+    fn only_layers_without_tensors_may_share_a_name() {
+        // torchvision's blocks apply one `relu` twice; a `Linear` named twice would be ambiguous.
+        assert!(errors("Net(input = [4]) { b: { relu: ReLU, fc: Linear(4, 4), relu: ReLU, \"a.b\": ReLU, a_b: ReLU }, Linear(4, 2) }").is_empty());
+        let e = errors("Net(input = [4]) { fc: Linear(4, 4), ReLU, fc: Linear(4, 2) }");
+        assert_eq!(e, ["1:44: two layers are named `fc`"]);
+        // A reference to a name given twice is ambiguous.
+        let e = errors("Net(input = [4]) { relu: ReLU, fc: Linear(4, 4), relu: ReLU, Sum(relu, fc), Linear(4, 2) }");
+        assert_eq!(e, ["1:66: `relu` names several entries of its block: rename the one to read"]);
     }
 }
