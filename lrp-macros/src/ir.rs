@@ -26,11 +26,9 @@ pub struct Network {
     pub name: Ident,
     /// The struct is the user's (derive): only impls are generated.
     pub user_struct: bool,
-    /// Shape of one input sample, e.g. `[3, 224, 224]`; empty for token sequences.
-    pub input_shape: Vec<usize>,
-    /// The input is a sequence of token ids (`input = tokens`).
-    pub input_tokens: bool,
-    /// The user declared inputs non-negative (`input_nonnegative = true`).
+    /// The inputs, in the order declared (`Src::Input(k)` is `inputs[k]`): one for `input = ...`.
+    pub inputs: Vec<Input>,
+    /// The user declared the tensor inputs non-negative (`input_nonnegative = true`).
     pub input_nonnegative: bool,
     pub composite: Composite,
     pub layers: Vec<Layer>,
@@ -38,7 +36,57 @@ pub struct Network {
     pub source_file: Option<String>,
 }
 
+/// One input of a network.
+pub struct Input {
+    /// `input` for `input = ...`; else the name given in `inputs(name = ..., ...)`.
+    pub name: String,
+    pub span: Span,
+    pub kind: InputKind,
+}
+
+/// What an input holds, per sample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    /// Values of this shape, e.g. `[3, 224, 224]`.
+    Tensor(Vec<usize>),
+    /// `tokens(L)`: exactly `L` token ids.
+    Tokens(usize),
+    /// `tokens`: a sequence of token ids of any length (an LSTM or GRU reduces it).
+    Sequence,
+}
+
+impl Input {
+    /// Elements of one sample: values, or token ids (0 for a sequence).
+    pub fn len(&self) -> usize {
+        match &self.kind {
+            InputKind::Tensor(shape) => shape.iter().product(),
+            InputKind::Tokens(len) => *len,
+            InputKind::Sequence => 0,
+        }
+    }
+
+    /// The shape of one sample (`[L]` token ids; empty for a sequence).
+    pub fn shape(&self) -> Vec<usize> {
+        match &self.kind {
+            InputKind::Tensor(shape) => shape.clone(),
+            InputKind::Tokens(len) => vec![*len],
+            InputKind::Sequence => Vec::new(),
+        }
+    }
+}
+
 impl Network {
+    /// The model reads one sequence of token ids of any length (`input = tokens`): an
+    /// Embedding, then an LSTM or GRU, then a head.
+    pub fn input_tokens(&self) -> bool {
+        self.inputs.iter().any(|i| i.kind == InputKind::Sequence)
+    }
+
+    /// The shape of the first input (empty if there is none).
+    pub fn input_shape(&self) -> Vec<usize> {
+        self.inputs.first().map(Input::shape).unwrap_or_default()
+    }
+
     /// Number of outputs: the elements of the last layer's output.
     pub fn classes(&self) -> usize {
         self.layers.last().map_or(0, |l| l.out_shape.iter().product())

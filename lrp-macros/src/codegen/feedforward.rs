@@ -20,7 +20,7 @@ struct Parts<'a> {
 
 /// The model, its workspace, and `impl lrp::Model` and `lrp::TensorModel` for it.
 pub(super) fn generate(net: &Network) -> TokenStream {
-    let Some(plan) = Plan::new(&net.layers, 0, super::plan::Buf::Input, Src::Input(0), &net.input_shape) else {
+    let Some(plan) = Plan::new(&net.layers, 0, super::plan::Buf::Input, Src::Input(0), &net.input_shape()) else {
         // The shape pass refuses a network that computes nothing.
         return syn::Error::new(net.name.span(), "the network computes nothing").to_compile_error();
     };
@@ -28,11 +28,11 @@ pub(super) fn generate(net: &Network) -> TokenStream {
         net,
         plan: &plan,
         ws_name: format_ident!("{}Workspace", net.name),
-        in_len: len(&net.input_shape),
+        in_len: len(&net.input_shape()),
         classes: net.classes(),
         rt: quote!(::lrp::runtime),
     };
-    let (name, input_shape, in_len) = (&net.name, &net.input_shape, p.in_len);
+    let (name, input_shape, in_len) = (&net.name, net.input_shape(), p.in_len);
     let (struct_def, loaders) = (model::struct_def(net), model::loaders(net));
     let (workspace_struct, workspace_fn, passes) = (p.workspace_struct(), p.workspace_fn(), p.passes());
     let (one_sample, batch_methods, occlusion) =

@@ -22,11 +22,21 @@ pub(super) struct Graph {
 }
 
 /// Builds the graph of `entries` (see the module docs).
-pub(super) fn build(cx: &mut Ctxt, entries: &[Entry]) -> Graph {
-    let mut b =
-        Builder { cx, layers: Vec::new(), reads: Vec::new(), refs: Vec::new(), scopes: Vec::new(), complete: true };
+pub(super) fn build(cx: &mut Ctxt, entries: &[Entry], inputs: &[&str]) -> Graph {
+    let inputs: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
+    let mut b = Builder {
+        cx,
+        layers: Vec::new(),
+        reads: Vec::new(),
+        refs: Vec::new(),
+        scopes: Vec::new(),
+        inputs,
+        complete: true,
+    };
     let top = b.new_scope(None);
-    let output = b.chain(entries, "", 0, top, Some(Val::Src(Src::Input(0))));
+    // With several inputs, the first entry says which it reads (none: an error was reported).
+    let first = (b.inputs.len() <= 1).then_some(Val::Src(Src::Input(0)));
+    let output = b.chain(entries, "", 0, top, first);
     if !b.complete {
         return Graph { layers: b.layers, complete: false };
     }
@@ -50,7 +60,7 @@ pub(super) fn build(cx: &mut Ctxt, entries: &[Entry]) -> Graph {
         Src::Layer(j) => Src::Layer(order.iter().position(|&o| o == j).expect("every layer is ordered")),
         input => input,
     });
-    check_reach(b.cx, &mut layers, output);
+    check_reach(b.cx, &mut layers, output, &b.inputs);
     Graph { layers, complete: true }
 }
 
@@ -82,6 +92,8 @@ struct Builder<'a> {
     reads: Vec<(usize, usize, usize)>,
     refs: Vec<Ref>,
     scopes: Vec<Scope>,
+    /// The network's inputs, by name.
+    inputs: Vec<String>,
     complete: bool,
 }
 
@@ -205,7 +217,17 @@ impl Builder<'_> {
                 if let Some(n) = name {
                     layer.span = n.span;
                 }
-                Some(self.push(layer, &reads.into_iter().collect::<Vec<_>>()))
+                let Some(reads) = reads else {
+                    let example = self.inputs.first().map_or("input", String::as_str);
+                    let message = format!(
+                        "the network has several inputs: say which `{}` reads, e.g. `{example} -> ...`",
+                        layer.name
+                    );
+                    self.cx.error(layer.span, message);
+                    self.complete = false;
+                    return None;
+                };
+                Some(self.push(layer, &[reads]))
             }
         }
     }
@@ -309,7 +331,9 @@ impl Builder<'_> {
                     self.cx.error(ident.span(), message);
                     return None;
                 }
-                None if name == "input" => return Some(Src::Input(0)),
+                None if self.inputs.contains(&name) => {
+                    return Some(Src::Input(self.inputs.iter().position(|i| *i == name).expect("an input")));
+                }
                 None => {
                     let message =
                         format!("unknown branch or input `{name}`: no entry of this block or around it has that name");
@@ -408,14 +432,22 @@ fn reorder(layers: Vec<Layer>, order: &[usize]) -> Vec<Layer> {
         .collect()
 }
 
-/// Every layer must lead to the output (the last entry), and the input must be read: a layer
-/// computed for nothing is an error at that layer.
-fn check_reach(cx: &mut Ctxt, layers: &mut [Layer], output: Option<Src>) {
+/// Every layer must lead to the output (the last entry), and every input must be read: a
+/// layer computed for nothing, or an input nothing reads, is an error.
+fn check_reach(cx: &mut Ctxt, layers: &mut [Layer], output: Option<Src>, inputs: &[String]) {
     let n = layers.len();
     let mut used = vec![false; n];
-    let mut input_read = output == Some(Src::Input(0));
-    if let Some(Src::Layer(j)) = output {
-        used[j] = true;
+    let mut input_read = vec![false; inputs.len()];
+    // No input at all when its declaration failed.
+    let mark = |read: &mut [bool], k: usize| {
+        if let Some(r) = read.get_mut(k) {
+            *r = true;
+        }
+    };
+    match output {
+        Some(Src::Layer(j)) => used[j] = true,
+        Some(Src::Input(k)) => mark(&mut input_read, k),
+        None => {}
     }
     // Readers come after what they read: one sweep from the output back marks every layer used.
     for i in (0..n).rev() {
@@ -423,7 +455,7 @@ fn check_reach(cx: &mut Ctxt, layers: &mut [Layer], output: Option<Src>) {
             for src in &layers[i].inputs {
                 match *src {
                     Src::Layer(j) => used[j] = true,
-                    Src::Input(_) => input_read = true,
+                    Src::Input(k) => mark(&mut input_read, k),
                 }
             }
         }
@@ -434,7 +466,10 @@ fn check_reach(cx: &mut Ctxt, layers: &mut [Layer], output: Option<Src>) {
             format!("`{}` is computed but never used: no layer on the way to the output reads it", layers[i].name);
         cx.error(layers[i].span, message);
     }
-    if !input_read && n > 0 {
-        cx.error(layers[0].span, "no layer on the way to the output reads the input");
+    if n > 0 {
+        for (name, _) in inputs.iter().zip(&input_read).filter(|(_, read)| !**read) {
+            let span = layers[n - 1].span;
+            cx.error(span, format!("no layer on the way to the output reads the input `{name}`"));
+        }
     }
 }

@@ -12,7 +12,7 @@ use crate::args::{Args, as_size};
 use crate::ast::{Call, Spec, Value};
 use crate::ctxt::Ctxt;
 use crate::ir::limits::MAX_ELEMENTS;
-use crate::ir::{Composite, Layer, Network, Op, RuleIr};
+use crate::ir::{Composite, Input, InputKind, Layer, Network, Op, RuleIr};
 use proc_macro2::Span;
 use std::collections::HashSet;
 use syn::Ident;
@@ -53,31 +53,22 @@ pub const COMPOSITES: &[&str] = &["EpsilonGammaBox", "EpsilonPlus", "EpsilonAlph
 /// Lowers a spec (errors go to `cx`). `complete` is false when some layer could not be lowered
 /// at all, so that the passes would report follow-on errors.
 pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered {
-    let header = Call { name: spec.name.clone(), args: spec.options.clone() };
+    // `inputs(image = [...], question = tokens)` is the one positional option.
+    let is_inputs =
+        |arg: &&crate::ast::Arg| arg.key.is_none() && matches!(&arg.value, Value::Call(c) if c.name == "inputs");
+    let named_inputs: Vec<&Call> = spec
+        .options
+        .iter()
+        .filter(is_inputs)
+        .filter_map(|a| match &a.value {
+            Value::Call(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let others = spec.options.iter().filter(|a| !is_inputs(a)).cloned().collect();
+    let header = Call { name: spec.name.clone(), args: others };
     let mut args = Args::new(cx, &header, &[]);
-    let mut input_tokens = false;
-    let input_shape = match args.get("input") {
-        Some(arg) => match &arg.value {
-            Value::Call(c) if c.name == "tokens" && c.args.is_empty() => {
-                input_tokens = true;
-                Vec::new()
-            }
-            Value::List(items, span) => input_dims(cx, items, *span),
-            other => {
-                cx.error(other.span(), "`input` must be a list of sizes, e.g. `input = [3, 32, 32]`, or `tokens`");
-                Vec::new()
-            }
-        },
-        None => {
-            let hint = if spec.user_struct {
-                "add `#[lrp(input = [1, 28, 28])]` to the struct"
-            } else {
-                "e.g. `input = [1, 28, 28]`"
-            };
-            cx.error(spec.name.span(), format!("`{}` needs an input shape: {hint}", spec.name));
-            Vec::new()
-        }
-    };
+    let inputs = lower_inputs(cx, spec, args.get("input"), &named_inputs);
     let composite = match args.get("composite") {
         Some(arg) => match &arg.value {
             Value::Call(call) => lower_composite(cx, call),
@@ -92,7 +83,8 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
     let input_nonnegative = args.bool_or(cx, "input_nonnegative", false);
     args.finish(cx, &["input", "composite", "input_nonnegative"]);
 
-    let graph::Graph { mut layers, complete } = graph::build(cx, &spec.entries);
+    let input_names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+    let graph::Graph { mut layers, complete } = graph::build(cx, &spec.entries, &input_names);
     check_unique(cx, &mut layers);
     if layers.is_empty() && complete {
         cx.error(spec.name.span(), format!("`{}` has no layers", spec.name));
@@ -102,14 +94,89 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
         vis: spec.vis.clone(),
         name: spec.name.clone(),
         user_struct: spec.user_struct,
-        input_shape,
-        input_tokens,
+        inputs,
         input_nonnegative,
         composite,
         layers,
         source_file,
     };
     Lowered { net, complete }
+}
+
+/// The inputs: `input = ...` (one, named `input`) or `inputs(name = ..., ...)`, each a shape
+/// `[3, 32, 32]`, `tokens(L)` (L token ids) or `tokens` (a sequence of any length).
+fn lower_inputs(cx: &mut Ctxt, spec: &Spec, single: Option<&crate::ast::Arg>, named: &[&Call]) -> Vec<Input> {
+    match (single, named) {
+        (Some(arg), []) => {
+            let span = arg.span();
+            input_kind(cx, "input", &arg.value)
+                .map(|kind| Input { name: "input".into(), span, kind })
+                .into_iter()
+                .collect()
+        }
+        (None, [call]) => {
+            let mut inputs: Vec<Input> = Vec::new();
+            for arg in &call.args {
+                let Some(key) = &arg.key else {
+                    cx.error(arg.value.span(), "each input is named: `inputs(image = [3, 32, 32], question = tokens)`");
+                    continue;
+                };
+                let name = key.to_string();
+                if inputs.iter().any(|i| i.name == name) {
+                    cx.error(key.span(), format!("two inputs are named `{name}`"));
+                    continue;
+                }
+                if let Some(kind) = input_kind(cx, &name, &arg.value) {
+                    inputs.push(Input { name, span: key.span(), kind });
+                }
+            }
+            if call.args.is_empty() {
+                cx.error(
+                    call.name.span(),
+                    "`inputs(...)` names at least one input, e.g. `inputs(image = [3, 32, 32])`",
+                );
+            }
+            inputs
+        }
+        (Some(_), [call, ..]) | (None, [_, call, ..]) => {
+            let span = single.map_or_else(|| call.name.span(), |a| a.span());
+            cx.error(span, "declare the inputs once: `input = [...]`, or `inputs(a = [...], b = tokens)` for several");
+            Vec::new()
+        }
+        (None, []) => {
+            let hint = if spec.user_struct {
+                "add `#[lrp(input = [1, 28, 28])]` to the struct"
+            } else {
+                "e.g. `input = [1, 28, 28]`"
+            };
+            cx.error(spec.name.span(), format!("`{}` needs an input shape: {hint}", spec.name));
+            Vec::new()
+        }
+    }
+}
+
+/// `[3, 32, 32]`, `tokens(L)` or `tokens`; `None` after an error.
+fn input_kind(cx: &mut Ctxt, name: &str, value: &Value) -> Option<InputKind> {
+    match value {
+        Value::Call(c) if c.name == "tokens" && c.args.is_empty() => Some(InputKind::Sequence),
+        Value::Call(c) if c.name == "tokens" => {
+            let mut a = Args::new(cx, c, &["length"]);
+            let len = a.size(cx, "length");
+            a.finish(cx, &["length"]);
+            len.map(InputKind::Tokens)
+        }
+        Value::List(items, span) => {
+            let dims = input_dims(cx, items, *span);
+            (!dims.is_empty()).then_some(InputKind::Tensor(dims))
+        }
+        other => {
+            let message = format!(
+                "`{name}` must be a list of sizes, e.g. `{name} = [3, 32, 32]`, `tokens(L)` (L token ids) or `tokens` (a sequence)"
+            );
+            cx.error(other.span(), message);
+            None
+        }
+    }
 }
 
 /// `input = [3, 32, 32]`: positive sizes, at most `MAX_ELEMENTS` in all; empty after an error

@@ -52,7 +52,13 @@ pub fn assign_rules(cx: &mut Ctxt, net: &mut Network) {
         };
         k += 1;
         if let RuleIr::ZBox { low, high } = &rule {
-            let fed_by_input = matches!(net.producer_past(i, true), Src::Input(_));
+            let source = net.producer_past(i, true);
+            let fed_by_input = matches!(source, Src::Input(_));
+            // The shape of the input the layer reads (through reshapes), if it reads one.
+            let fed = match source {
+                Src::Input(k) => net.inputs.get(k).map(|i| i.shape()).unwrap_or_default(),
+                Src::Layer(_) => Vec::new(),
+            };
             if !fed_by_input {
                 cx.error(
                     span,
@@ -69,7 +75,7 @@ pub fn assign_rules(cx: &mut Ctxt, net: &mut Network) {
             let channels = match &net.layers[i].op {
                 Op::Conv2d(c) => c.in_channels,
                 Op::Linear { in_features, .. } if net.layers[i].linear_rows().is_some() => *in_features,
-                _ if net.input_shape.len() >= 2 => net.input_shape[0],
+                _ if fed.len() >= 2 => fed[0],
                 _ => net.layers[i].in_shape.first().copied().unwrap_or(0),
             };
             let wrong = [low, high].into_iter().find_map(|b| match b {

@@ -4,7 +4,7 @@
 use super::{producer, value_name};
 use crate::ctxt::Ctxt;
 use crate::ir::limits::MAX_ELEMENTS;
-use crate::ir::{Network, Op, Src};
+use crate::ir::{InputKind, Network, Op, Src};
 
 /// Output positions of a window sliding over `input` (PyTorch's formula), in checked
 /// arithmetic; `None` when the window does not fit or a size is zero.
@@ -42,17 +42,21 @@ fn show(shape: &[usize]) -> String {
 /// error the layer's declared output (where it has one) is assumed, so later mismatches are
 /// reported too.
 pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
-    // The input's shape (per step for a sequence), and whether it is a sequence.
-    let input: Value = if net.input_tokens {
-        Some((Vec::new(), true))
-    } else {
-        (!net.input_shape.is_empty()).then(|| (net.input_shape.clone(), false))
-    };
+    // Each input's shape (per step for a sequence: none), and whether it is a sequence.
+    let inputs: Vec<Value> = net
+        .inputs
+        .iter()
+        .map(|input| match &input.kind {
+            InputKind::Sequence => Some((Vec::new(), true)),
+            InputKind::Tokens(len) => Some((vec![*len], false)),
+            InputKind::Tensor(shape) => Some((shape.clone(), false)),
+        })
+        .collect();
     // The output of each layer so far; `None` where it is unknown after an error.
     let mut values: Vec<Value> = Vec::with_capacity(net.layers.len());
     for i in 0..net.layers.len() {
         let value_of = |src: Src| match src {
-            Src::Input(_) => input.clone(),
+            Src::Input(k) => inputs.get(k).cloned().flatten(),
             Src::Layer(j) => values.get(j).cloned().flatten(),
         };
         let current = value_of(net.layers[i].inputs.first().copied().unwrap_or(Src::Input(0)));
@@ -338,14 +342,14 @@ fn merge_shape(cx: &mut Ctxt, net: &Network, i: usize, parts: &[Value]) -> Value
 /// only reshapes).
 fn check_structure(cx: &mut Ctxt, net: &Network) {
     let first = net.layers.first();
-    if net.input_tokens
+    if net.input_tokens()
         && let Some(l) = first.filter(|l| !matches!(l.op, Op::Embedding { .. }))
     {
         let message =
             format!("a model of tokens starts with its `Embedding`, but `{}` ({}) comes first", l.name, l.op.kind());
         cx.error(l.span, message);
     }
-    if net.input_tokens
+    if net.input_tokens()
         && !net.is_chain()
         && let Some(l) = net.layers.iter().find(|l| l.op.is_merge() || l.inputs.len() != 1).or(net.layers.last())
     {

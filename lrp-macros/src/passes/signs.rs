@@ -2,7 +2,7 @@
 //! pooling and reshapes), so the rules can drop their terms for negative inputs.
 
 use super::sole_reader;
-use crate::ir::{BnPlacement, Network, Op, RuleIr, Src};
+use crate::ir::{BnPlacement, InputKind, Network, Op, RuleIr, Src};
 
 /// Sets `input_nonneg` of every layer: every value it reads is `>= 0`.
 pub fn analyse_signs(net: &mut Network) {
@@ -10,7 +10,9 @@ pub fn analyse_signs(net: &mut Network) {
     let mut out_nonneg = Vec::with_capacity(net.layers.len());
     for layer in &mut net.layers {
         let nonneg = layer.inputs.iter().all(|src| match *src {
-            Src::Input(_) => net.input_nonnegative,
+            Src::Input(k) => {
+                net.input_nonnegative && net.inputs.get(k).is_some_and(|i| matches!(i.kind, InputKind::Tensor(_)))
+            }
             Src::Layer(j) => out_nonneg.get(j).copied().unwrap_or(false),
         });
         layer.input_nonneg = nonneg;
