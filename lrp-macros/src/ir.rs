@@ -82,11 +82,6 @@ impl Network {
         self.inputs.iter().any(|i| i.kind == InputKind::Sequence)
     }
 
-    /// The shape of the first input (empty if there is none).
-    pub fn input_shape(&self) -> Vec<usize> {
-        self.inputs.first().map(Input::shape).unwrap_or_default()
-    }
-
     /// Number of outputs: the elements of the last layer's output.
     pub fn classes(&self) -> usize {
         self.layers.last().map_or(0, |l| l.out_shape.iter().product())

@@ -26,9 +26,15 @@ pub fn generate(net: &Network) -> TokenStream {
 
 /// The one-sample methods (`predict`, `explain`, ...), each `*_batch` with `n = 1`: one sample is
 /// exactly `INPUT_LEN` values, never a batch inferred from the length.
-pub(super) fn one_sample_methods(ws_name: &syn::Ident) -> Vec<TokenStream> {
+pub(super) fn one_sample_methods(
+    ws_name: &syn::Ident,
+    input: &TokenStream,
+    explanation: &TokenStream,
+    occlusion: bool,
+) -> Vec<TokenStream> {
     let rt = quote!(::lrp::runtime);
-    let (target, explanation) = (quote!(impl ::core::convert::Into<#rt::Target>), quote!(#rt::Explanation<'w>));
+    let target = quote!(impl ::core::convert::Into<#rt::Target>);
+    let explanation = explanation.clone();
     let methods = [
         (
             "predict",
@@ -68,11 +74,12 @@ pub(super) fn one_sample_methods(ws_name: &syn::Ident) -> Vec<TokenStream> {
     ];
     methods
         .into_iter()
+        .filter(|(name, ..)| occlusion || *name != "occlusion")
         .map(|(name, doc, params, args, ret)| {
             let (method, batch) = (format_ident!("{name}"), format_ident!("{name}_batch"));
             quote! {
                 #[doc = #doc]
-                pub fn #method<'w>(&self, ws: &'w mut #ws_name, input: &[f32], #params) -> #rt::Result<#ret> {
+                pub fn #method<'w>(&self, ws: &'w mut #ws_name, input: &#input, #params) -> #rt::Result<#ret> {
                     self.#batch(ws, input, 1, #args)
                 }
             }

@@ -31,13 +31,13 @@ pub(super) fn forward_check(net: &Network, plan: &Plan) -> TokenStream {
 }
 
 /// The statements ending a backward pass named by the local `pass` (a `Result<()>`
-/// expression): `result` (the relevance or gradient of the run's input) is finite, or the error
-/// names the first layer, from the output back, whose buffer is not.
-pub(super) fn backward_check(plan: &Plan, result: TokenStream) -> TokenStream {
+/// expression): `results` (the relevance or gradient of each of the run's inputs) are finite,
+/// or the error names the first layer, from the output back, whose buffer is not.
+pub(super) fn backward_check(plan: &Plan, results: &[TokenStream]) -> TokenStream {
     let buffers = buffer_list(&plan.backward_buffers());
     let rt = quote!(::lrp::runtime);
     quote! {
-        if #result.iter().all(|v| v.is_finite()) {
+        if #(#results.iter().all(|v| v.is_finite()))&&* {
             return ::core::result::Result::Ok(());
         }
         ::core::result::Result::Err(#rt::checks::locate_overflow(pass, n, #buffers).unwrap_or_else(|| {

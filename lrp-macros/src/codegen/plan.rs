@@ -17,8 +17,8 @@ use syn::Ident;
 /// Where a layer's input comes from.
 #[derive(Clone)]
 pub(super) enum Buf {
-    /// The caller's input slice.
-    Input,
+    /// The caller's input `k` (its slice expression is `RunInput::expr`).
+    Input(usize),
     /// The activation written by layer `i`.
     Act(usize),
 }
@@ -38,9 +38,10 @@ pub(super) fn buffer_init(field: &Ident, count: TokenStream, per_item: usize) ->
     quote!(#field: ::lrp::runtime::buffer::zeroed(#what, #count, #per_item)?)
 }
 
-/// Layers whose backward step writes a new buffer (all but the activations and the passthrough ones).
+/// Layers whose backward step writes a new buffer (all but the activations and the passthrough
+/// ones, and an Embedding, where relevance stops: it is the explanation of the tokens).
 pub(super) fn writes_back(op: &Op) -> bool {
-    !op.is_passthrough() && !op.is_activation()
+    !op.is_passthrough() && !op.is_activation() && !matches!(op, Op::Embedding { .. })
 }
 
 /// Layers whose input's relevance is their output's (nothing is written going back).
@@ -48,15 +49,26 @@ fn passes_back(op: &Op) -> bool {
     op.is_passthrough() || op.is_activation()
 }
 
+/// A value a run reads that it does not compute: a network input, or (a head) the output of the
+/// recurrent layer before it.
+pub(super) struct RunInput {
+    pub src: Src,
+    pub buf: Buf,
+    /// What errors call it.
+    pub name: String,
+    /// One sample's shape (token ids: `[L]`).
+    pub shape: Vec<usize>,
+    /// The expression of the whole slice, for `Buf::Input`: `input`, or `input.image`.
+    pub expr: TokenStream,
+}
+
 /// The buffers of a run of feed-forward layers (a whole network, or the head after a
-/// recurrent layer). Layer `j` of the run is layer `offset + j` of the network; the run's
-/// input is `input_src` of the network, held in `input`.
+/// recurrent layer). Layer `j` of the run is layer `offset + j` of the network.
 pub(super) struct Plan<'a> {
     pub layers: &'a [Layer],
     pub offset: usize,
-    input: Buf,
-    input_src: Src,
-    input_shape: Vec<usize>,
+    /// What the run reads; `Buf::Input(k)` is `inputs[k]`.
+    inputs: Vec<RunInput>,
     /// The buffer holding each layer's output: its own, or (passthrough) what it reads.
     outs: Vec<Buf>,
     /// The buffer holding the logits.
@@ -66,33 +78,24 @@ pub(super) struct Plan<'a> {
     pub inits: Vec<TokenStream>,
     /// Scratch elements the linear layers need for `capacity` samples.
     pub scratch: TokenStream,
-    /// The buffer the relevance (or gradient) of the input ends in.
-    pub input_rel: TokenStream,
+    /// The buffer the relevance (or gradient) of each input ends in.
+    pub input_rels: Vec<TokenStream>,
 }
 
 impl<'a> Plan<'a> {
-    /// The plan of `layers` (network indices from `offset`) reading `input_src` (of shape
-    /// `input_shape`, held in `input`) first; `None` when nothing in the run or before it
-    /// computes anything.
-    pub fn new(
-        layers: &'a [Layer],
-        offset: usize,
-        input: Buf,
-        input_src: Src,
-        input_shape: &[usize],
-    ) -> Option<Plan<'a>> {
+    /// The plan of `layers` (network indices from `offset`) reading `inputs`; `None` when
+    /// nothing in the run or before it computes anything.
+    pub fn new(layers: &'a [Layer], offset: usize, inputs: Vec<RunInput>) -> Option<Plan<'a>> {
         let mut plan = Plan {
             layers,
             offset,
-            input,
-            input_src,
-            input_shape: input_shape.to_vec(),
+            inputs,
             outs: Vec::with_capacity(layers.len()),
             logits: act_ident(0),
             fields: Vec::new(),
             inits: Vec::new(),
             scratch: TokenStream::new(),
-            input_rel: TokenStream::new(),
+            input_rels: Vec::new(),
         };
         for (i, layer) in (offset..).zip(layers) {
             let out = match layer.inputs.first() {
@@ -104,7 +107,7 @@ impl<'a> Plan<'a> {
         let Buf::Act(last) = plan.buf(plan.output()) else { return None };
         plan.logits = act_ident(last);
         plan.workspace_buffers();
-        plan.input_rel = plan.out_rel(plan.input_src);
+        plan.input_rels = plan.inputs.iter().map(|i| plan.out_rel(i.src)).collect();
         Some(plan)
     }
 
@@ -157,7 +160,7 @@ impl<'a> Plan<'a> {
     /// The value the run computes: its last layer's output (its input, if it has no layers).
     fn output(&self) -> Src {
         match self.layers.len() {
-            0 => self.input_src,
+            0 => self.inputs.first().map_or(Src::Input(0), |i| i.src),
             n => Src::Layer(self.offset + n - 1),
         }
     }
@@ -165,16 +168,16 @@ impl<'a> Plan<'a> {
     /// The buffer holding value `src`.
     fn buf(&self, src: Src) -> Buf {
         match src {
-            Src::Layer(j) if j >= self.offset && src != self.input_src => self.outs[j - self.offset].clone(),
-            _ => self.input.clone(),
+            Src::Layer(j) if j >= self.offset => self.outs[j - self.offset].clone(),
+            _ => self.run_input(src).map_or(Buf::Input(0), |i| i.buf.clone()),
         }
     }
 
     /// The shape of one sample of value `src`.
     pub fn shape(&self, src: Src) -> &[usize] {
         match src {
-            Src::Layer(j) if j >= self.offset && src != self.input_src => &self.layer(j).out_shape,
-            _ => &self.input_shape,
+            Src::Layer(j) if j >= self.offset => &self.layer(j).out_shape,
+            _ => self.run_input(src).map_or(&[], |i| &i.shape),
         }
     }
 
@@ -190,7 +193,7 @@ impl<'a> Plan<'a> {
     /// Values read more than once: the input, then layers in forward order.
     fn fan_outs(&self) -> Vec<Src> {
         let layers = self.indexed().map(|(i, _)| Src::Layer(i));
-        std::iter::once(self.input_src).chain(layers).filter(|&s| self.readers(s).len() > 1).collect()
+        self.inputs.iter().map(|i| i.src).chain(layers).filter(|&s| self.readers(s).len() > 1).collect()
     }
 
     /// Whether `src` is read more than once, so that its relevance is summed in its own buffer.
@@ -206,8 +209,8 @@ impl<'a> Plan<'a> {
     /// The buffer the relevance of fan-out `src` is summed into.
     pub fn sum_ident(&self, src: Src) -> Ident {
         match src {
-            Src::Layer(j) if src != self.input_src => format_ident!("rel_sum_{}", j),
-            _ => format_ident!("rel_sum_input"),
+            Src::Layer(j) => format_ident!("rel_sum_{}", j),
+            Src::Input(k) => format_ident!("rel_sum_input_{}", k),
         }
     }
 
@@ -271,8 +274,8 @@ impl<'a> Plan<'a> {
                 }
             }
         }
-        if self.is_fan_out(self.input_src) {
-            buffers.push(("input".to_string(), sum(self.input_src)));
+        for input in self.inputs.iter().filter(|i| self.is_fan_out(i.src)) {
+            buffers.push((input.name.clone(), sum(input.src)));
         }
         buffers
     }
@@ -290,20 +293,28 @@ impl<'a> Plan<'a> {
             quote!(&#b[..n * #n])
         });
         let what = match src {
-            Src::Layer(j) if src != self.input_src => format!("relevance reaching `{}`", self.layer(j).name),
-            _ => "relevance reaching the input".to_string(),
+            _ if self.run_input(src).is_some() => {
+                format!("relevance reaching {}", self.run_input(src).map_or("", |i| i.name.as_str()))
+            }
+            Src::Layer(j) => format!("relevance reaching `{}`", self.layer(j).name),
+            Src::Input(k) => format!("relevance reaching input {k}"),
         };
         Some(quote!(::lrp::runtime::kernels::merge::sum(#what, &[#(#parts),*], &mut ws.#id[..n * #n])?;))
     }
 
-    /// The value the run reads.
-    pub fn input_src(&self) -> Src {
-        self.input_src
+    /// The values the run reads.
+    pub fn inputs(&self) -> &[RunInput] {
+        &self.inputs
+    }
+
+    /// The run input holding `src`, if the run does not compute it.
+    fn run_input(&self, src: Src) -> Option<&RunInput> {
+        self.inputs.iter().find(|i| i.src == src)
     }
 
     /// The buffer layer `i` (a network index) reads first.
     pub fn read(&self, i: usize) -> Buf {
-        self.buf(self.layer(i).inputs.first().copied().unwrap_or(self.input_src))
+        self.buf(self.layer(i).inputs.first().copied().unwrap_or(Src::Input(0)))
     }
 
     /// The first `n` samples of every input of layer `i`.
@@ -314,7 +325,10 @@ impl<'a> Plan<'a> {
     /// The first `n` samples of buffer `b`, `sample_len` elements each.
     pub fn slice(&self, b: &Buf, sample_len: usize) -> TokenStream {
         match b {
-            Buf::Input => quote!(&input[..n * #sample_len]),
+            Buf::Input(k) => {
+                let expr = self.inputs.get(*k).map_or_else(|| quote!(input), |i| i.expr.clone());
+                quote!(&#expr[..n * #sample_len])
+            }
             Buf::Act(j) => {
                 let id = act_ident(*j);
                 quote!(&ws.#id[..n * #sample_len])

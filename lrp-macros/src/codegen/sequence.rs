@@ -5,7 +5,7 @@
 //! Explanations end at the embeddings: relevance `[steps, embedding_dim]` for LRP and gradient x
 //! input; occlusion (a token's embedding set to zero) gives one score per token.
 
-use super::plan::{Buf, Plan, act_ident, buffer_init};
+use super::plan::{Buf, Plan, RunInput, act_ident, buffer_init};
 use super::{model, overflow, steps};
 use crate::ir::{Network, Op, Src};
 use proc_macro2::TokenStream;
@@ -40,10 +40,9 @@ pub(super) fn generate(net: &Network) -> TokenStream {
         )
         .to_compile_error();
     };
-    let (Op::Recurrent(rnn), Some(plan)) = (
-        &net.layers[r].op,
-        Plan::new(&net.layers[r + 1..], r + 1, Buf::Act(r), Src::Layer(r), &net.layers[r].out_shape),
-    ) else {
+    let (Op::Recurrent(rnn), Some(plan)) =
+        (&net.layers[r].op, Plan::new(&net.layers[r + 1..], r + 1, vec![head_input(net, r)]))
+    else {
         return syn::Error::new(net.name.span(), "the network computes nothing").to_compile_error();
     };
     let p = Parts {
@@ -195,12 +194,12 @@ impl Parts<'_> {
         let (rt, name, ws_name, rec, e) = (&self.rt, &self.net.name, &self.ws_name, self.rec, self.e);
         let (rnn_out, out_len, classes, emb_name) =
             (&self.rnn_out, self.out_len, self.classes, &self.net.layers[0].name);
-        let (logits, head_rel) = (&self.plan.logits, &self.plan.input_rel);
+        let (logits, head_rel) = (&self.plan.logits, &self.plan.input_rels[0]);
         let (forward, relevance, gradient) =
             (steps::forward(self.plan), steps::relevance(self.plan), steps::gradient(self.plan));
         let touch_idle = model::touch_idle_layers(self.net);
         let forward_check = overflow::forward_check(self.net, self.plan);
-        let backward_check = overflow::backward_check(self.plan, quote!(#head_rel[..#out_len]));
+        let backward_check = overflow::backward_check(self.plan, &[quote!(#head_rel[..#out_len])]);
         let batch_what = format!("batch size of `{name}`");
         quote! {
             /// The length of `tokens`, checked against the workspace.
@@ -445,4 +444,10 @@ impl Parts<'_> {
         };
         model::model_trait_impl(self.net, ws_name, kind)
     }
+}
+
+/// What the head after recurrent layer `r` reads: its output vector.
+fn head_input(net: &Network, r: usize) -> RunInput {
+    let name = format!("`{}`", net.layers[r].name);
+    RunInput { src: Src::Layer(r), buf: Buf::Act(r), name, shape: net.layers[r].out_shape.clone(), expr: quote!() }
 }

@@ -71,8 +71,10 @@ pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
                 let (what, xs, chunks) = (merge_what(layer), plan.read_all(i), concat_chunks(plan, layer));
                 quote!(::lrp::runtime::kernels::merge::concat(#what, &[#(#xs),*], #chunks, #y)?;)
             }
-            // Sequence layers are driven by `sequence.rs`, never part of a feed-forward run.
-            Op::Flatten | Op::Dropout | Op::Identity | Op::Embedding { .. } | Op::Recurrent(_) => continue,
+            // Token ids of a `tokens(L)` input become `[L, E]`.
+            Op::Embedding { .. } => quote!(self.#f.forward(#x, #y)?;),
+            // Recurrent layers are driven by `sequence.rs`, never part of a feed-forward run.
+            Op::Flatten | Op::Dropout | Op::Identity | Op::Recurrent(_) => continue,
         });
     }
     steps
@@ -89,7 +91,7 @@ fn backwards(plan: &Plan, mut step: impl FnMut(usize, &TokenStream) -> Option<To
             steps.extend(step(i, &plan.out_rel(Src::Layer(i))));
         }
     }
-    steps.extend(plan.sum_step(plan.input_src()));
+    steps.extend(plan.inputs().iter().filter_map(|input| plan.sum_step(input.src)));
     steps
 }
 

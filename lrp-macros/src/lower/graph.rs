@@ -22,8 +22,9 @@ pub(super) struct Graph {
 }
 
 /// Builds the graph of `entries` (see the module docs).
-pub(super) fn build(cx: &mut Ctxt, entries: &[Entry], inputs: &[&str]) -> Graph {
-    let inputs: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
+pub(super) fn build(cx: &mut Ctxt, entries: &[Entry], inputs: &[(&str, Span)]) -> Graph {
+    let spans: Vec<Span> = inputs.iter().map(|(_, span)| *span).collect();
+    let inputs: Vec<String> = inputs.iter().map(|(name, _)| name.to_string()).collect();
     let mut b = Builder {
         cx,
         layers: Vec::new(),
@@ -60,7 +61,8 @@ pub(super) fn build(cx: &mut Ctxt, entries: &[Entry], inputs: &[&str]) -> Graph 
         Src::Layer(j) => Src::Layer(order.iter().position(|&o| o == j).expect("every layer is ordered")),
         input => input,
     });
-    check_reach(b.cx, &mut layers, output, &b.inputs);
+    let inputs: Vec<(String, Span)> = b.inputs.iter().cloned().zip(spans).collect();
+    check_reach(b.cx, &mut layers, output, &inputs);
     Graph { layers, complete: true }
 }
 
@@ -434,7 +436,7 @@ fn reorder(layers: Vec<Layer>, order: &[usize]) -> Vec<Layer> {
 
 /// Every layer must lead to the output (the last entry), and every input must be read: a
 /// layer computed for nothing, or an input nothing reads, is an error.
-fn check_reach(cx: &mut Ctxt, layers: &mut [Layer], output: Option<Src>, inputs: &[String]) {
+fn check_reach(cx: &mut Ctxt, layers: &mut [Layer], output: Option<Src>, inputs: &[(String, Span)]) {
     let n = layers.len();
     let mut used = vec![false; n];
     let mut input_read = vec![false; inputs.len()];
@@ -467,9 +469,8 @@ fn check_reach(cx: &mut Ctxt, layers: &mut [Layer], output: Option<Src>, inputs:
         cx.error(layers[i].span, message);
     }
     if n > 0 {
-        for (name, _) in inputs.iter().zip(&input_read).filter(|(_, read)| !**read) {
-            let span = layers[n - 1].span;
-            cx.error(span, format!("no layer on the way to the output reads the input `{name}`"));
+        for ((name, span), _) in inputs.iter().zip(&input_read).filter(|(_, read)| !**read) {
+            cx.error(*span, format!("no layer on the way to the output reads the input `{name}`"));
         }
     }
 }

@@ -83,7 +83,7 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
     let input_nonnegative = args.bool_or(cx, "input_nonnegative", false);
     args.finish(cx, &["input", "composite", "input_nonnegative"]);
 
-    let input_names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+    let input_names: Vec<(&str, Span)> = inputs.iter().map(|i| (i.name.as_str(), i.span)).collect();
     let graph::Graph { mut layers, complete } = graph::build(cx, &spec.entries, &input_names);
     check_unique(cx, &mut layers);
     if layers.is_empty() && complete {
