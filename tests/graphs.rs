@@ -166,7 +166,12 @@ fn a_residual_fan_out_and_concatenation_match_the_naive_reference() {
         assert_close(&format!("relevance of sample {i}"), &relevance[i * 6..(i + 1) * 6], &want, 1e-4);
         let g = model.gradient_x_input_batch(&mut ws, &input, 3, lrp::Target::Predicted).unwrap().relevance.to_vec();
         let f = |x: &[f64]| forward(&d, x).out;
-        assert_close(&format!("gradient x input of sample {i}"), &g[i * 6..(i + 1) * 6], &finite_gxi(f, &x, targets[i]), 1e-4);
+        assert_close(
+            &format!("gradient x input of sample {i}"),
+            &g[i * 6..(i + 1) * 6],
+            &finite_gxi(f, &x, targets[i]),
+            1e-4,
+        );
     }
 }
 
@@ -201,4 +206,110 @@ fn relevance_is_conserved_through_sums_and_fan_outs_without_biases() {
     for salt in [1, 4] {
         assert_conserved(shortcut.explain(&mut ws, &values(6, salt, 2.0), lrp::Target::Predicted));
     }
+}
+
+lrp::network! {
+    /// Two inputs: `a` through a ReLU tower, `b` through a Tanh tower, concatenated.
+    Towers(inputs(a = [6], b = [3]), composite = Epsilon(0.01)) {
+        left: a -> { Linear(6, 4), ReLU },
+        right: b -> { Linear(3, 4), Tanh },
+        joined: Concat(left, right, dim = 0),
+        head: Linear(8, 2),
+    }
+}
+
+lrp::network! {
+    /// Two inputs projected to one size and added.
+    Added(inputs(a = [6], b = [3])) {
+        pa: a -> Linear(6, 5),
+        pb: b -> Linear(3, 5),
+        Sum(pa, pb),
+        ReLU,
+        head: Linear(5, 2),
+    }
+}
+
+/// `(name, out, in)` of the dense layers of [`Towers`] and [`Added`].
+const TOWERS: [(&str, usize, usize); 3] = [("left.0", 4, 6), ("right.0", 4, 3), ("head", 2, 8)];
+const ADDED: [(&str, usize, usize); 3] = [("pa", 5, 6), ("pb", 5, 3), ("head", 2, 5)];
+
+fn dense_weights(layers: &[(&str, usize, usize)], bias: bool) -> (Weights, Vec<Dense>) {
+    let mut tensors = Vec::new();
+    let mut dense = Vec::new();
+    for (salt, &(name, out, inp)) in layers.iter().enumerate() {
+        let w = values(out * inp, 41 + salt, 0.7);
+        let b = if bias { values(out, 61 + salt, 0.2) } else { vec![0.0; out] };
+        tensors.push((format!("{name}.weight"), Tensor { shape: vec![out, inp], data: w.clone() }));
+        tensors.push((format!("{name}.bias"), Tensor { shape: vec![out], data: b.clone() }));
+        dense.push(Dense { w: f64s(&w), b: f64s(&b), inputs: inp });
+    }
+    (Weights::from_tensors(tensors), dense)
+}
+
+#[test]
+fn two_inputs_are_explained_each_against_the_naive_reference() {
+    let (mut w, d) = dense_weights(&TOWERS, true);
+    let model = Towers::from_weights(&mut w, true).unwrap();
+    let (a, b) = (values(2 * 6, 3, 1.5), values(2 * 3, 4, 1.5));
+    let mut ws = model.workspace(2).unwrap();
+    let e = model.explain_batch(&mut ws, &TowersInput { a: &a, b: &b }, 2, 1).unwrap();
+    assert_eq!(e.a.logits, e.b.logits);
+    assert_eq!((e.a.relevance.len(), e.b.relevance.len()), (12, 6));
+    let forward = |x: &[f64], y: &[f64]| {
+        let u = relu(&d[0].forward(x));
+        let t: Vec<f64> = d[1].forward(y).iter().map(|v| v.tanh()).collect();
+        let c: Vec<f64> = u.iter().chain(&t).copied().collect();
+        (u, t, c.clone(), d[2].forward(&c))
+    };
+    for i in 0..2 {
+        let (x, y) = (f64s(&a[i * 6..(i + 1) * 6]), f64s(&b[i * 3..(i + 1) * 3]));
+        let (_, _, c, out) = forward(&x, &y);
+        assert_close("logits", &e.a.logits[i * 2..(i + 1) * 2], &out, 1e-5);
+        let r_c = d[2].epsilon(&c, &[0.0, out[1]], EPS);
+        // The concatenation splits; the ReLU and the Tanh pass relevance on.
+        let (r_a, r_b) = (d[0].epsilon(&x, &r_c[..4], EPS), d[1].epsilon(&y, &r_c[4..], EPS));
+        assert_close("relevance of a", &e.a.relevance[i * 6..(i + 1) * 6], &r_a, 1e-4);
+        assert_close("relevance of b", &e.b.relevance[i * 3..(i + 1) * 3], &r_b, 1e-4);
+    }
+    let g = model.gradient_x_input_batch(&mut ws, &TowersInput { a: &a, b: &b }, 2, 1).unwrap();
+    let (ga, gb) = (g.a.relevance.to_vec(), g.b.relevance.to_vec());
+    for i in 0..2 {
+        let (x, y) = (f64s(&a[i * 6..(i + 1) * 6]), f64s(&b[i * 3..(i + 1) * 3]));
+        let joint: Vec<f64> = x.iter().chain(&y).copied().collect();
+        let f = |v: &[f64]| forward(&v[..6], &v[6..]).3;
+        let want = finite_gxi(f, &joint, 1);
+        assert_close("gradient x input of a", &ga[i * 6..(i + 1) * 6], &want[..6], 1e-4);
+        assert_close("gradient x input of b", &gb[i * 3..(i + 1) * 3], &want[6..], 1e-4);
+    }
+}
+
+#[test]
+fn relevance_of_several_inputs_sums_to_the_logit_without_biases() {
+    let model = Added::from_weights(&mut dense_weights(&ADDED, false).0, true).unwrap();
+    let mut ws = model.workspace(1).unwrap();
+    let mut checked = 0;
+    for salt in 0..12 {
+        let (a, b) = (values(6, salt, 2.0), values(3, salt + 1, 2.0));
+        let e = model.explain(&mut ws, &AddedInput { a: &a, b: &b }, lrp::Target::Predicted).unwrap();
+        let logit = e.a.logits[e.a.targets[0]] as f64;
+        let total: f64 = e.a.relevance.iter().chain(e.b.relevance).map(|&r| r as f64).sum();
+        // Only a logit far from zero makes the check mean something.
+        if logit.abs() > 0.05 {
+            assert!((total - logit).abs() <= 1e-4 * logit.abs(), "sum {total} vs logit {logit}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "{checked} inputs with a logit far from zero");
+}
+
+#[test]
+fn each_input_of_several_is_checked() {
+    let model = Added::from_weights(&mut dense_weights(&ADDED, true).0, true).unwrap();
+    let mut ws = model.workspace(2).unwrap();
+    let (a, b) = ([0.5f32; 6], [0.5f32; 3]);
+    let short = model.predict(&mut ws, &AddedInput { a: &a, b: &b[..2] }).unwrap_err();
+    assert_eq!(short, lrp::Error::Length { what: "input `b` of `Added`".into(), expected: 3, found: 2 });
+    let nan = [0.5, f32::NAN, 0.5];
+    assert!(matches!(model.predict(&mut ws, &AddedInput { a: &a, b: &nan }), Err(lrp::Error::NonFiniteInput { .. })));
+    assert_eq!(Added::INPUTS, &[("a", &[6usize][..]), ("b", &[3usize][..])]);
 }

@@ -149,3 +149,58 @@ fn tanh_mlp_alpha2_beta1() {
 fn tanh_mlp_gradient_x_input() {
     check!(TanhEpsilon, MLP_WEIGHTS, MLP_CASES, "rel.gradient", gradient_x_input_batch);
 }
+
+const TEXT_WEIGHTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/text_cnn.weights.safetensors");
+const TEXT_CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/text_cnn.cases.safetensors");
+
+// The shipped spec: EpsilonPlus (z+ on the Conv1d, epsilon on the Linear).
+lrp::network!(file = "specs/text_cnn.lrp");
+
+lrp::network! {
+    TextCnnEpsilon(input = tokens(12)) {
+        embedding: Embedding(20, 6), Transpose(0, 1), conv: Conv1d(6, 8, kernel_size = 3), relu: ReLU,
+        pool: MaxPool1d(kernel_size = 10), Flatten, fc: Linear(8, 3),
+    }
+}
+
+/// The text CNN's explanation of every case, per embedded token and summed per token.
+macro_rules! check_text {
+    ($model:ty, $config:expr, $method:ident) => {{
+        let model = <$model>::load_strict(TEXT_WEIGHTS).expect("the fixture's state_dict loads as it is");
+        let cases = Cases::load(TEXT_CASES);
+        let n = cases.batch();
+        let mut ws = model.workspace(n).unwrap();
+        let e = model.$method(&mut ws, cases.ints("tokens"), n, lrp::Target::Predicted).expect("explain");
+        assert_eq!(e.targets, &cases.target[..]);
+        assert_rel_close("logits", e.logits, cases.get("logits"), 1e-5);
+        assert_close_per_sample($config, e.relevance, cases.get($config), n, 1e-4);
+        let per_token: Vec<f32> = (0..n).flat_map(|i| e.token_relevance(i).collect::<Vec<_>>()).collect();
+        assert_close_per_sample("per token", &per_token, cases.get(&format!("{}.tokens", $config)), n, 1e-4);
+    }};
+}
+
+#[test]
+fn text_cnn_epsilon_plus() {
+    check_text!(TextCnn, "rel.epsilon_plus", explain_batch);
+}
+
+#[test]
+fn text_cnn_epsilon() {
+    check_text!(TextCnnEpsilon, "rel.epsilon", explain_batch);
+}
+
+#[test]
+fn text_cnn_gradient_x_input() {
+    check_text!(TextCnnEpsilon, "rel.gradient", gradient_x_input_batch);
+}
+
+#[test]
+fn text_cnn_token_ids_are_checked() {
+    let model = TextCnn::load_strict(TEXT_WEIGHTS).unwrap();
+    let mut ws = model.workspace(1).unwrap();
+    let mut tokens = [1usize; 12];
+    tokens[5] = 20;
+    let e = model.explain(&mut ws, &tokens, 0).unwrap_err();
+    assert!(e.to_string().contains("20"), "{e}");
+    assert!(matches!(model.predict(&mut ws, &tokens[..11]), Err(lrp::Error::Length { expected: 12, found: 11, .. })));
+}

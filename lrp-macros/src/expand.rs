@@ -189,9 +189,12 @@ fn declares_tokens(tokens: TokenStream) -> bool {
 
 fn declares_tokens_within(tokens: TokenStream, depth: usize) -> bool {
     let trees: Vec<TokenTree> = tokens.into_iter().collect();
-    let here = trees.windows(3).any(|w| match w {
+    // `input = tokens`, not `input = tokens(L)` (a fixed-size model).
+    let here = trees.windows(3).enumerate().any(|(i, w)| match w {
         [TokenTree::Ident(a), TokenTree::Punct(eq), TokenTree::Ident(b)] => {
-            a == "input" && eq.as_char() == '=' && b == "tokens"
+            let sized =
+                matches!(trees.get(i + 3), Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Parenthesis);
+            a == "input" && eq.as_char() == '=' && b == "tokens" && !sized
         }
         _ => false,
     });

@@ -204,6 +204,8 @@ pub enum Op {
         weight: String,
     },
     Recurrent(Rnn),
+    /// The transpose of a `[rows, cols]` sample (PyTorch's `x.transpose(1, 2)` of a batch).
+    Transpose,
     /// The element-wise sum of its inputs (a residual connection).
     Sum,
     /// The concatenation of its inputs along dimension `dim` of a sample (`-1`: the last).
@@ -332,6 +334,7 @@ impl Op {
             Op::Embedding { .. } => "Embedding",
             Op::Recurrent(r) if r.cell == Cell::Lstm => "LSTM",
             Op::Recurrent(_) => "GRU",
+            Op::Transpose => "Transpose",
             Op::Sum => "Sum",
             Op::Concat { .. } => "Concat",
         }
@@ -341,6 +344,12 @@ impl Op {
     /// backward step writes no buffer of its own (a gradient is scaled in place).
     pub fn is_activation(&self) -> bool {
         matches!(self, Op::ReLU | Op::Tanh | Op::Sigmoid)
+    }
+
+    /// Operations that are no PyTorch modules (`Sum`, `Concat`, `Transpose`): they hold no
+    /// tensors, and the model struct has no field for them.
+    pub fn is_module(&self) -> bool {
+        !matches!(self, Op::Sum | Op::Concat { .. } | Op::Transpose)
     }
 
     /// Where branches meet: `Sum` and `Concat`, the layers with several inputs.

@@ -33,10 +33,16 @@ impl LoadOptions {
 
     /// Applies the options to parsed weights and builds `M` from them.
     pub fn build<M: Model>(&self, weights: &mut Weights) -> Result<M> {
-        if let Some(prefix) = &self.strip_prefix {
-            weights.strip_prefix(prefix)?;
-        }
+        self.apply(weights)?;
         M::from_weights(weights, self.strict)
+    }
+
+    /// Renames the weights as the options say (`strip_prefix`); `strict` is for the model.
+    pub fn apply(&self, weights: &mut Weights) -> Result<()> {
+        match &self.strip_prefix {
+            Some(prefix) => weights.strip_prefix(prefix).map(drop),
+            None => Ok(()),
+        }
     }
 }
 

@@ -69,7 +69,7 @@ fn rule_doc(rule: &RuleIr) -> String {
 /// The runtime type of a layer's field (merges have none: see [`held_layers`]).
 fn field_type(op: &Op) -> TokenStream {
     match op {
-        Op::Sum | Op::Concat { .. } => quote!(()),
+        Op::Sum | Op::Concat { .. } | Op::Transpose => quote!(()),
         Op::Linear { .. } | Op::Conv2d(_) => quote!(::lrp::runtime::layers::LinearMap),
         Op::BatchNorm(_) => quote!(::lrp::runtime::layers::BatchNorm),
         Op::ReLU => quote!(::lrp::runtime::layers::ReLU),
@@ -192,7 +192,7 @@ fn load_expr(layer: &Layer) -> TokenStream {
         Op::Flatten => quote!(::lrp::runtime::layers::Flatten),
         Op::Dropout => quote!(::lrp::runtime::layers::Dropout),
         Op::Identity => quote!(::lrp::runtime::layers::Identity),
-        Op::Sum | Op::Concat { .. } => quote!(()),
+        Op::Sum | Op::Concat { .. } | Op::Transpose => quote!(()),
         Op::Embedding { num_embeddings, embedding_dim, weight } => quote!(::lrp::runtime::layers::Embedding::load(
             weights, #name, #num_embeddings, #embedding_dim, #weight,
         )?),
@@ -260,10 +260,10 @@ pub(super) fn struct_def(net: &Network) -> TokenStream {
     }
 }
 
-/// The layers the model struct holds, with their indices: every layer but the merges (`Sum`,
-/// `Concat`), which are no PyTorch modules and hold nothing.
+/// The layers the model struct holds, with their indices: the PyTorch modules (not `Sum`,
+/// `Concat` or `Transpose`, which hold nothing).
 fn held_layers(net: &Network) -> impl Iterator<Item = (usize, &Layer)> {
-    net.layers.iter().enumerate().filter(|(_, l)| !l.op.is_merge())
+    net.layers.iter().enumerate().filter(|(_, l)| l.op.is_module())
 }
 
 /// A statement reading the fields of layers without run-time work (activations are kernel calls,
@@ -323,14 +323,13 @@ fn from_weights_body(net: &Network) -> TokenStream {
     }
 }
 
-/// The items every model has: `TENSORS`, `CLASSES`, `from_weights` and the loaders, which
-/// are [`Model`](lrp_runtime::Model)'s, here too so that no import is needed.
+/// The items every model has: `TENSORS`, `CLASSES`, `from_weights` and the loaders (as
+/// [`Model`](lrp_runtime::Model)'s, which models of several inputs do not implement).
 pub(super) fn loaders(net: &Network) -> TokenStream {
     let tensors = tensors(net);
     let body = from_weights_body(net);
     let classes = net.classes();
     let rt = quote!(::lrp::runtime);
-    let model = quote!(<Self as #rt::Model>);
     quote! {
         /// Number of outputs (classes).
         pub const CLASSES: usize = #classes;
@@ -340,22 +339,24 @@ pub(super) fn loaders(net: &Network) -> TokenStream {
         /// Loads the weights from a safetensors file (a PyTorch `state_dict`); tensors the
         /// network does not use are ignored.
         pub fn load(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> {
-            #model::load(path)
+            Self::load_with(path, &#rt::LoadOptions::default())
         }
 
         /// Like [`Self::load`], but a tensor the network does not use is an error.
         pub fn load_strict(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> {
-            #model::load_strict(path)
+            Self::load_with(path, &#rt::LoadOptions::default().strict())
         }
 
         /// Loads a safetensors file as `options` say (strict, a prefix to strip from the names).
         pub fn load_with(path: impl ::core::convert::AsRef<::std::path::Path>, options: &#rt::LoadOptions) -> #rt::Result<Self> {
-            #model::load_with(path, options)
+            let mut weights = #rt::Weights::from_file(path)?;
+            options.apply(&mut weights)?;
+            Self::from_weights(&mut weights, options.strict)
         }
 
         /// Loads the weights from the bytes of a safetensors file.
         pub fn from_bytes(bytes: &[u8]) -> #rt::Result<Self> {
-            #model::from_bytes(bytes)
+            Self::from_weights(&mut #rt::Weights::from_bytes(bytes)?, false)
         }
 
         /// Builds the model from loaded tensors: folds BatchNorm and prepares every rule's

@@ -29,6 +29,14 @@ fn concat_chunks(plan: &Plan, layer: &Layer) -> TokenStream {
     quote!(&[#(#chunks),*])
 }
 
+/// `transpose(what, rows, cols, from, to)?;` for the `[rows, cols]` samples of `layer`'s
+/// input (`back`: its output's, going back).
+fn transpose(layer: &Layer, from: &TokenStream, to: &TokenStream, back: bool) -> TokenStream {
+    let (what, s) = (merge_what(layer), &layer.in_shape);
+    let (rows, cols) = if back { (s[1], s[0]) } else { (s[0], s[1]) };
+    quote!(::lrp::runtime::kernels::layout::transpose(#what, #rows, #cols, #from, #to)?;)
+}
+
 /// `&mut [&mut ws.rel_i_0[..], ...]`: the buffers of the merge `i` writes back into.
 fn merge_outputs(plan: &Plan, i: usize, layer: &Layer) -> TokenStream {
     let outs = layer.inputs.iter().enumerate().map(|(p, &s)| {
@@ -71,6 +79,7 @@ pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
                 let (what, xs, chunks) = (merge_what(layer), plan.read_all(i), concat_chunks(plan, layer));
                 quote!(::lrp::runtime::kernels::merge::concat(#what, &[#(#xs),*], #chunks, #y)?;)
             }
+            Op::Transpose => transpose(layer, &x, &y, false),
             // Token ids of a `tokens(L)` input become `[L, E]`.
             Op::Embedding { .. } => quote!(self.#f.forward(#x, #y)?;),
             // Recurrent layers are driven by `sequence.rs`, never part of a feed-forward run.
@@ -129,6 +138,7 @@ pub(super) fn relevance(plan: &Plan) -> Vec<TokenStream> {
                     (merge_what(layer), concat_chunks(plan, layer), merge_outputs(plan, i, layer));
                 quote!(::lrp::runtime::kernels::merge::split(#what, #r_out, #chunks, #outs)?;)
             }
+            Op::Transpose => transpose(layer, &r_out, &r_in, true),
             Op::ReLU
             | Op::Tanh
             | Op::Sigmoid
@@ -182,6 +192,7 @@ pub(super) fn gradient(plan: &Plan) -> Vec<TokenStream> {
                     (merge_what(layer), concat_chunks(plan, layer), merge_outputs(plan, i, layer));
                 quote!(::lrp::runtime::kernels::merge::split(#what, #g_out_ref, #chunks, #outs)?;)
             }
+            Op::Transpose => transpose(layer, &g_out_ref, &g_in, true),
             Op::Flatten | Op::Dropout | Op::Identity | Op::Embedding { .. } | Op::Recurrent(_) => return None,
         })
     })

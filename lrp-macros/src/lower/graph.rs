@@ -377,17 +377,33 @@ impl Builder<'_> {
         if order.len() == n {
             return Some(order);
         }
-        // A reference into the cycle, read by a layer on it.
+        // Walk back from a stuck layer through stuck inputs until a layer repeats: the cycle.
         let stuck = |i: usize| waiting[i] > 0;
-        let on_cycle: Vec<String> =
-            (0..n).filter(|&i| stuck(i)).map(|i| format!("`{}`", self.layers[i].name)).collect();
+        let stuck_input = |i: usize| {
+            self.layers[i].inputs.iter().find_map(|s| match *s {
+                Src::Layer(j) if stuck(j) => Some(j),
+                _ => None,
+            })
+        };
+        let mut path = vec![(0..n).find(|&i| stuck(i)).unwrap_or(0)];
+        while let Some(j) = path.last().and_then(|&i| stuck_input(i)) {
+            if let Some(at) = path.iter().position(|&p| p == j) {
+                path.drain(..at);
+                break;
+            }
+            path.push(j);
+        }
+        path.reverse();
+        // Data flows along the path, back to where it started.
+        let names: Vec<String> =
+            path.iter().chain(path.first()).map(|&i| format!("`{}`", self.layers[i].name)).collect();
+        let on_cycle = |i: usize| path.contains(&i);
         let at = self
             .reads
             .iter()
-            .find(|&&(layer, _, r)| stuck(layer) && matches!(resolved[r], Some(Src::Layer(j)) if stuck(j)));
-        let span = at
-            .map_or(self.layers[(0..n).find(|&i| stuck(i)).unwrap_or(0)].span, |&(_, _, r)| self.refs[r].ident.span());
-        self.cx.error(span, format!("these layers read each other in a cycle: {}", on_cycle.join(", ")));
+            .find(|&&(layer, _, r)| on_cycle(layer) && matches!(resolved[r], Some(Src::Layer(j)) if on_cycle(j)));
+        let span = at.map_or(self.layers[path[0]].span, |&(_, _, r)| self.refs[r].ident.span());
+        self.cx.error(span, format!("these layers read each other in a cycle: {}", names.join(" -> ")));
         None
     }
 }

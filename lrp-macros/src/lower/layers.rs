@@ -27,6 +27,7 @@ pub(super) fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident
         "Flatten" => flatten(cx, call)?,
         "Dropout" => dropout(cx, call)?,
         "Identity" => identity(cx, call)?,
+        "Transpose" => transpose(cx, call)?,
         "Embedding" => embedding(cx, call, &name)?,
         "LSTM" | "GRU" => recurrent(cx, call, &kind)?,
         _ => {
@@ -206,6 +207,34 @@ fn dropout(cx: &mut Ctxt, call: &Call) -> Option<Op> {
 fn identity(cx: &mut Ctxt, call: &Call) -> Option<Op> {
     Args::new(cx, call, &[]).finish(cx, &[]);
     Some(Op::Identity)
+}
+
+/// `Transpose(dim0, dim1)`: the two dimensions of a `[rows, cols]` sample swap (counted within
+/// a sample, as `input = [...]` is: PyTorch's `x.transpose(1, 2)` of a batch is `Transpose(0, 1)`).
+fn transpose(cx: &mut Ctxt, call: &Call) -> Option<Op> {
+    let mut a = Args::new(cx, call, &["dim0", "dim1"]);
+    let dims: Vec<Option<i64>> = ["dim0", "dim1"]
+        .iter()
+        .map(|key| match a.get(key).map(|arg| &arg.value) {
+            Some(Value::Int(v, _)) => Some(*v),
+            Some(other) => {
+                cx.error(other.span(), format!("`{key}` must be an integer"));
+                None
+            }
+            None => {
+                cx.error(call.name.span(), format!("`Transpose` needs `{key}`, e.g. `Transpose(0, 1)`"));
+                None
+            }
+        })
+        .collect();
+    a.finish(cx, &["dim0", "dim1"]);
+    let (d0, d1) = (dims[0]?, dims[1]?);
+    let axis = |d: i64| if d < 0 { d + 2 } else { d };
+    if !matches!((axis(d0), axis(d1)), (0, 1) | (1, 0)) {
+        cx.error(call.name.span(), "`Transpose` swaps the two dimensions of a [rows, cols] sample: `Transpose(0, 1)`");
+        return None;
+    }
+    Some(Op::Transpose)
 }
 
 /// `Embedding(num_embeddings, embedding_dim)`: token ids become rows of its weight.

@@ -35,6 +35,7 @@ pub const LAYER_KINDS: &[&str] = &[
     "Flatten",
     "Dropout",
     "Identity",
+    "Transpose",
     "Embedding",
     "LSTM",
     "GRU",
@@ -203,11 +204,11 @@ pub struct Lowered {
 
 /// Two layers with one PyTorch name, or whose names map to one struct field, are an error —
 /// but for layers without tensors (a ReLU applied twice, as torchvision's blocks do), which
-/// then get fields of their own (`relu`, `relu_2`, ...). `Sum` and `Concat` have neither
-/// tensors nor a field.
+/// then get fields of their own (`relu`, `relu_2`, ...). `Sum`, `Concat` and `Transpose` have
+/// neither tensors nor a field.
 fn check_unique(cx: &mut Ctxt, layers: &mut [Layer]) {
     let (mut names, mut fields) = (HashSet::new(), HashSet::new());
-    for layer in layers.iter_mut().filter(|l| !l.op.is_merge()) {
+    for layer in layers.iter_mut().filter(|l| l.op.is_module()) {
         let holds_tensors =
             layer.op.is_linear() || matches!(layer.op, Op::BatchNorm(_) | Op::Embedding { .. } | Op::Recurrent(_));
         if !names.insert(layer.name.clone()) && holds_tensors {

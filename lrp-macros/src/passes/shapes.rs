@@ -70,6 +70,11 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
             continue;
         }
         let from = producer(net, i);
+        // `tokens(L)`: L token ids, which only an Embedding reads.
+        let fixed_ids = match net.layers[i].inputs.first() {
+            Some(Src::Input(k)) => matches!(net.inputs.get(*k).map(|x| &x.kind), Some(InputKind::Tokens(_))),
+            _ => false,
+        };
         let after_rows = match net.producer_past(i, false) {
             Src::Layer(j) => net.layers[j].linear_rows().is_some(),
             Src::Input(_) => false,
@@ -82,7 +87,7 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
         };
         layer.in_shape = input.clone().unwrap_or_default();
         layer.in_seq = in_seq;
-        let tokens = in_seq && input.as_ref().is_some_and(|s| s.is_empty());
+        let tokens = fixed_ids || (in_seq && input.as_ref().is_some_and(|s| s.is_empty()));
         let kind = layer.op.kind();
         let out: Option<(Vec<usize>, bool)> = match &layer.op {
             // Sequences: token ids become vectors, a recurrent layer reduces them to one vector.
@@ -93,7 +98,11 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                         format!("`{name}` (Embedding) reads token ids: it must come first, with `input = tokens`"),
                     );
                 }
-                Some((vec![*embedding_dim], true))
+                match (&input, fixed_ids) {
+                    // `[L]` ids become `[L, embedding_dim]`.
+                    (Some(s), true) => Some((vec![s[0], *embedding_dim], false)),
+                    _ => Some((vec![*embedding_dim], true)),
+                }
             }
             Op::Recurrent(r) => {
                 match &input {
@@ -235,6 +244,18 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
             },
             Op::Flatten => input.as_ref().and_then(|s| Some((vec![elements(s)?], false))),
             Op::ReLU | Op::Tanh | Op::Sigmoid => input.clone().map(|s| (s, false)),
+            Op::Transpose => match &input {
+                Some(s) if s.len() == 2 => Some((vec![s[1], s[0]], false)),
+                Some(s) => {
+                    let message = format!(
+                        "`{name}` (Transpose) swaps the dimensions of a [rows, cols] sample, but {from} gives {}",
+                        show(s)
+                    );
+                    cx.error(span, message);
+                    None
+                }
+                None => None,
+            },
             // Any output size: windows overlap when sizes do not divide, and repeat inputs when
             // the output is larger (PyTorch's behaviour).
             Op::AdaptiveAvgPool2d([h, w]) => match &input {
@@ -330,8 +351,8 @@ fn merge_shape(cx: &mut Ctxt, net: &Network, i: usize, parts: &[Value]) -> Value
                     show(shapes[p])
                 );
                 cx.error(span, message);
-                return None;
             }
+            // After an error, the first summand's shape: later mismatches are reported too.
             Some((first.clone(), false))
         }
     }

@@ -29,6 +29,7 @@ pub fn analyse_signs(net: &mut Network) {
             | Op::Flatten
             | Op::Dropout
             | Op::Identity
+            | Op::Transpose
             | Op::Sum
             | Op::Concat { .. } => nonneg,
         });
@@ -59,6 +60,7 @@ fn scales_by_input(net: &Network) -> Vec<bool> {
             | Op::Flatten
             | Op::Dropout
             | Op::Identity
+            | Op::Transpose
             | Op::Concat { .. } => {
                 let readers = net.consumers(Src::Layer(i));
                 !readers.is_empty() && readers.iter().all(|&(r, _)| scales[r])

@@ -7,6 +7,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod gemv;
 pub mod im2col;
+pub mod layout;
 pub mod merge;
 pub mod parallel;
 pub mod pool;
