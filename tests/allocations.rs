@@ -1,5 +1,6 @@
 //! Zero overhead: once a workspace is built, `predict` and `explain` allocate nothing, for a
-//! CNN (conv, BatchNorm, pooling, dense), an MLP and a bidirectional LSTM. A counting global
+//! CNN (conv, BatchNorm, pooling, dense), an MLP, a bidirectional LSTM, graphs (residual
+//! blocks with a downsample shortcut, a concatenation, two inputs) and a text CNN. A counting global
 //! allocator sees every heap allocation of this test binary.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -43,6 +44,38 @@ lrp::network! {
     WideCnn(input = [8, 64, 64], composite = EpsilonGammaBox(low = 0.0, high = 1.0)) {
         Conv2d(8, 64, kernel_size = 3, padding = 1), ReLU, MaxPool2d(4),
         Flatten, Linear(16384, 64), ReLU, Linear(64, 10),
+    }
+}
+
+lrp::network!(file = "specs/text_cnn.lrp");
+
+// Two residual blocks (identity and downsample shortcuts: fan-outs and sums), a concatenation.
+lrp::network! {
+    Residual(input = [3, 16, 16], composite = EpsilonGammaBox(low = -1.0, high = 1.0)) {
+        conv1: Conv2d(3, 8, kernel_size = 3, padding = 1, bias = false), bn1: BatchNorm2d(8), relu: ReLU,
+        layer1: {
+            Sum { { Conv2d(8, 8, 3, padding = 1), ReLU, Conv2d(8, 8, 3, padding = 1) }, {} },
+            relu: ReLU,
+        },
+        layer2: {
+            Sum {
+                { Conv2d(8, 16, 3, stride = 2, padding = 1), ReLU, Conv2d(16, 16, 3, padding = 1) },
+                downsample: { Conv2d(8, 16, 1, stride = 2, bias = false), BatchNorm2d(16) },
+            },
+            relu: ReLU,
+        },
+        Concat(dim = 0) { AvgPool2d(8), MaxPool2d(8) },
+        Flatten,
+        fc: Linear(32, 4),
+    }
+}
+
+lrp::network! {
+    TwoInputs(inputs(image = [2, 8, 8], features = [5]), composite = EpsilonPlus) {
+        img: image -> { Conv2d(2, 4, kernel_size = 3), ReLU, Flatten, Linear(144, 6) },
+        feat: features -> { Linear(5, 6), Tanh },
+        Sum(img, feat),
+        head: Linear(6, 3),
     }
 }
 
@@ -137,6 +170,65 @@ fn predict_and_explain_allocate_nothing() {
         }),
         0,
         "MLP explain"
+    );
+
+    let residual = Residual::from_bytes(&random_weights(Residual::TENSORS)).unwrap();
+    let mut ws = residual.workspace(2).unwrap();
+    let pictures: Vec<f32> = (0..2 * 3 * 256).map(|i| (i % 97) as f32 / 48.5 - 1.0).collect();
+    assert_eq!(
+        allocations(|| {
+            let _ = residual.predict_batch(&mut ws, &pictures, 2).unwrap();
+        }),
+        0,
+        "Residual predict"
+    );
+    assert_eq!(
+        allocations(|| {
+            let _ = residual.explain_batch(&mut ws, &pictures, 2, 1).unwrap();
+        }),
+        0,
+        "Residual explain"
+    );
+    let gxi = allocations(|| {
+        let _ = residual.gradient_x_input_batch(&mut ws, &pictures, 2, 1).unwrap();
+    });
+    assert_eq!(gxi, 0, "Residual gradient x input");
+
+    let two = TwoInputs::from_bytes(&random_weights(TwoInputs::TENSORS)).unwrap();
+    let mut ws = two.workspace(1).unwrap();
+    let (image, features) = (&images[..128], &images[200..205]);
+    let input = TwoInputsInput { image, features };
+    assert_eq!(
+        allocations(|| {
+            let _ = two.predict(&mut ws, &input).unwrap();
+        }),
+        0,
+        "TwoInputs predict"
+    );
+    assert_eq!(
+        allocations(|| {
+            let _ = two.explain(&mut ws, &input, 2).unwrap();
+        }),
+        0,
+        "TwoInputs explain"
+    );
+
+    let text = TextCnn::from_bytes(&random_weights(TextCnn::TENSORS)).unwrap();
+    let mut ws = text.workspace(1).unwrap();
+    let tokens: Vec<usize> = (0..12).map(|t| (t * 7) % 20).collect();
+    assert_eq!(
+        allocations(|| {
+            let _ = text.predict(&mut ws, &tokens).unwrap();
+        }),
+        0,
+        "TextCnn predict"
+    );
+    assert_eq!(
+        allocations(|| {
+            let _ = text.explain(&mut ws, &tokens, 0).unwrap();
+        }),
+        0,
+        "TextCnn explain"
     );
 
     let lstm = BiLstm::from_bytes(&random_weights(BiLstm::TENSORS)).unwrap();

@@ -313,3 +313,32 @@ fn each_input_of_several_is_checked() {
     assert!(matches!(model.predict(&mut ws, &AddedInput { a: &a, b: &nan }), Err(lrp::Error::NonFiniteInput { .. })));
     assert_eq!(Added::INPUTS, &[("a", &[6usize][..]), ("b", &[3usize][..])]);
 }
+
+#[test]
+fn occlusion_of_a_graph_is_the_drop_of_its_predictions() {
+    let model = Branchy::from_weights(&mut weights(true).0, true).unwrap();
+    let mut ws = model.workspace(2).unwrap();
+    let input = values(2 * 6, 13, 1.5);
+    let e = model.occlusion_batch(&mut ws, &input, 2, 2, &[2]).unwrap();
+    let (got, logits) = (e.relevance.to_vec(), e.logits.to_vec());
+    let softmax = |z: &[f32], c: usize| {
+        let m = z.iter().fold(f32::MIN, |a, &b| a.max(b));
+        (z[c] - m).exp() / z.iter().map(|v| (v - m).exp()).sum::<f32>()
+    };
+    for i in 0..2 {
+        let sample = &input[i * 6..(i + 1) * 6];
+        // The batch's logits are restored (a batch of one rounds a little differently).
+        let alone = model.predict(&mut ws, sample).unwrap().to_vec();
+        assert!(
+            logits[i * 3..(i + 1) * 3].iter().zip(&alone).all(|(a, b)| (a - b).abs() < 1e-5),
+            "{logits:?} {alone:?}"
+        );
+        let p = softmax(&logits[i * 3..(i + 1) * 3], 2);
+        for w in 0..3 {
+            let mut occluded = sample.to_vec();
+            occluded[2 * w..2 * w + 2].fill(0.0);
+            let drop = p - softmax(model.predict(&mut ws, &occluded).unwrap(), 2);
+            assert!((got[i * 6 + 2 * w] - drop).abs() < 1e-6 && got[i * 6 + 2 * w + 1] == got[i * 6 + 2 * w]);
+        }
+    }
+}
