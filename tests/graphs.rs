@@ -234,6 +234,11 @@ const TOWERS: [(&str, usize, usize); 3] = [("left.0", 4, 6), ("right.0", 4, 3), 
 const ADDED: [(&str, usize, usize); 3] = [("pa", 5, 6), ("pb", 5, 3), ("head", 2, 5)];
 
 fn dense_weights(layers: &[(&str, usize, usize)], bias: bool) -> (Weights, Vec<Dense>) {
+    let (tensors, dense) = dense_tensors(layers, bias);
+    (Weights::from_tensors(tensors), dense)
+}
+
+fn dense_tensors(layers: &[(&str, usize, usize)], bias: bool) -> (Vec<(String, Tensor)>, Vec<Dense>) {
     let mut tensors = Vec::new();
     let mut dense = Vec::new();
     for (salt, &(name, out, inp)) in layers.iter().enumerate() {
@@ -243,7 +248,7 @@ fn dense_weights(layers: &[(&str, usize, usize)], bias: bool) -> (Weights, Vec<D
         tensors.push((format!("{name}.bias"), Tensor { shape: vec![out], data: b.clone() }));
         dense.push(Dense { w: f64s(&w), b: f64s(&b), inputs: inp });
     }
-    (Weights::from_tensors(tensors), dense)
+    (tensors, dense)
 }
 
 #[test]
@@ -341,4 +346,43 @@ fn occlusion_of_a_graph_is_the_drop_of_its_predictions() {
             assert!((got[i * 6 + 2 * w] - drop).abs() < 1e-6 && got[i * 6 + 2 * w + 1] == got[i * 6 + 2 * w]);
         }
     }
+}
+
+lrp::network! {
+    /// Values and token ids: both explained, the tokens by their embeddings' relevance.
+    Mixed(inputs(image = [4], words = tokens(3))) {
+        img: image -> Linear(4, 5),
+        txt: words -> { emb: Embedding(7, 2), Flatten, fc: Linear(6, 5) },
+        Sum(img, txt),
+        ReLU,
+        head: Linear(5, 2),
+    }
+}
+
+#[test]
+fn values_and_token_ids_are_explained_together() {
+    let layers = [("img", 5, 4), ("txt.fc", 5, 6), ("head", 2, 5)];
+    let (mut tensors, _) = dense_tensors(&layers, false);
+    tensors.push(("txt.emb.weight".into(), Tensor { shape: vec![7, 2], data: values(14, 71, 1.0) }));
+    let model = Mixed::from_weights(&mut Weights::from_tensors(tensors), true).unwrap();
+    let mut ws = model.workspace(2).unwrap();
+    let (image, words) = (values(8, 5, 1.5), [1usize, 6, 3, 0, 2, 5]);
+    let e =
+        model.explain_batch(&mut ws, &MixedInput { image: &image, words: &words }, 2, lrp::Target::Predicted).unwrap();
+    assert_eq!((e.image.relevance.len(), e.words.relevance.len(), e.words.lengths), (8, 12, &[3usize, 3][..]));
+    let mut checked = 0;
+    for i in 0..2 {
+        let logit = e.image.logits[i * 2 + e.image.targets[i]] as f64;
+        let per_token: Vec<f32> = e.words.token_relevance(i).collect();
+        assert_eq!(per_token.len(), 3);
+        let total: f64 = e.image.sample(i).iter().chain(&per_token).map(|&r| r as f64).sum();
+        if logit.abs() > 0.05 {
+            assert!((total - logit).abs() <= 1e-4 * logit.abs(), "sample {i}: sum {total} vs logit {logit}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+    let out_of_range = [1usize, 7, 3];
+    let err = model.predict(&mut ws, &MixedInput { image: &image[..4], words: &out_of_range }).unwrap_err();
+    assert!(matches!(err, lrp::Error::TokenOutOfRange { token: 7, vocab: 7, .. }), "{err}");
 }
