@@ -157,6 +157,25 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// A layer as lowering makes it: what it reads, its shapes, rule and signs still to come.
+    pub fn new(name: String, field: Ident, span: Span, op: Op) -> Layer {
+        Layer {
+            name,
+            field,
+            span,
+            op,
+            inputs: Vec::new(),
+            rule_override: None,
+            in_shape: Vec::new(),
+            out_shape: Vec::new(),
+            in_seq: false,
+            out_seq: false,
+            rule: None,
+            input_nonneg: false,
+            output_gated: false,
+        }
+    }
+
     /// The dimension a `Concat` joins along, counted within a sample (`dim = -1`: the last);
     /// `None` for another layer, or a `dim` beyond its inputs' rank.
     pub fn concat_axis(&self) -> Option<usize> {

@@ -189,9 +189,10 @@ impl Builder<'_> {
                     self.define(inner, branch.name(), out);
                     outs.push(out);
                 }
-                let op = self.merge_op(call, true, branches.len())?;
+                let op = self.merge_op(call, true, branches.len());
                 let outs: Option<Vec<Val>> = outs.into_iter().collect();
-                let Some(outs) = outs else {
+                // Without the merge its branches lead nowhere: stop before the graph checks.
+                let (Some(op), Some(outs)) = (op, outs) else {
                     self.complete = false;
                     return None;
                 };
@@ -205,7 +206,10 @@ impl Builder<'_> {
                 }
                 let sources: Vec<&Ident> =
                     call.args.iter().filter(|a| a.key.is_none()).filter_map(|a| self.branch_name(&a.value)).collect();
-                let op = self.merge_op(call, false, sources.len())?;
+                let Some(op) = self.merge_op(call, false, sources.len()) else {
+                    self.complete = false;
+                    return None;
+                };
                 let outs: Vec<Val> = sources.into_iter().map(|ident| self.reference(ident, scope)).collect();
                 Some(self.push(merge_layer(op, full, name.as_ref(), call), &outs))
             }
@@ -226,8 +230,9 @@ impl Builder<'_> {
                         layer.name
                     );
                     self.cx.error(layer.span, message);
+                    // Kept (reading a stand-in), so the entries after it read it without an error.
                     self.complete = false;
-                    return None;
+                    return Some(self.push(layer, &[Val::Src(Src::Input(0))]));
                 };
                 Some(self.push(layer, &[reads]))
             }
@@ -412,21 +417,7 @@ impl Builder<'_> {
 fn merge_layer(op: Op, name: String, written: Option<&Name>, call: &Call) -> Layer {
     let span = written.map_or(call.name.span(), |n| n.span);
     let field = super::field_ident(&name, span);
-    Layer {
-        name,
-        field,
-        span,
-        op,
-        inputs: Vec::new(),
-        rule_override: None,
-        in_shape: Vec::new(),
-        out_shape: Vec::new(),
-        in_seq: false,
-        out_seq: false,
-        rule: None,
-        input_nonneg: false,
-        output_gated: false,
-    }
+    Layer::new(name, field, span, op)
 }
 
 /// `layers` in `order`, their inputs renumbered.
@@ -488,5 +479,111 @@ fn check_reach(cx: &mut Ctxt, layers: &mut [Layer], output: Option<Src>, inputs:
         for ((name, span), _) in inputs.iter().zip(&input_read).filter(|(_, read)| !**read) {
             cx.error(*span, format!("no layer on the way to the output reads the input `{name}`"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::{Op, Src};
+    use quote::quote;
+
+    /// The layers of a lowered spec as `(name, what each reads)`, or the errors.
+    fn graph(tokens: proc_macro2::TokenStream) -> Result<Vec<(String, Vec<Src>)>, Vec<String>> {
+        let spec = syn::parse2(tokens).unwrap();
+        let mut cx = crate::ctxt::Ctxt::default();
+        let net = super::super::lower(&mut cx, &spec, None).net;
+        match cx.check() {
+            Ok(()) => Ok(net.layers.iter().map(|l| (l.name.clone(), l.inputs.clone())).collect()),
+            Err(e) => Err(e.into_iter().map(|e| e.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn entries_read_the_one_before_them_or_what_they_name_in_any_order() {
+        let layers = graph(quote! {
+            Net(input = [4]) {
+                late: early -> Linear(4, 4),
+                early: input -> Linear(4, 4),
+                s: Sum { a: Linear(4, 4), { ReLU }, {} },
+                Sum(late, s),
+                head: Linear(4, 2),
+            }
+        })
+        .unwrap();
+        let names: Vec<&str> = layers.iter().map(|(n, _)| n.as_str()).collect();
+        // `late` reads `early`, so it comes after it (and before what is written after it); a
+        // named merge prefixes its branches, and an unnamed block adds nothing.
+        assert_eq!(names, ["early", "late", "s.a", "s.0", "s", "3", "head"]);
+        let reads = |name: &str| layers.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        assert_eq!(reads("early"), [Src::Input(0)]);
+        assert_eq!(reads("late"), [Src::Layer(0)]);
+        assert_eq!(reads("s"), [Src::Layer(2), Src::Layer(3), Src::Layer(0)]);
+        assert_eq!(reads("3"), [Src::Layer(1), Src::Layer(4)]);
+        assert_eq!(reads("head"), [Src::Layer(5)]);
+    }
+
+    #[test]
+    fn names_resolve_from_the_block_outwards() {
+        let layers = graph(quote! {
+            Net(input = [4]) {
+                x: Linear(4, 4),
+                block: { x: Linear(4, 4), y: x -> ReLU, Sum(x, y) },
+                Sum(x, block),
+                head: Linear(4, 2),
+            }
+        })
+        .unwrap();
+        // Inside the block, `x` is `block.x` (index 1); outside, the top-level `x` (index 0).
+        assert_eq!(layers[2], ("block.y".to_string(), vec![Src::Layer(1)]));
+        assert_eq!(layers[3].1, [Src::Layer(1), Src::Layer(2)]);
+        assert_eq!(layers[4].1, [Src::Layer(0), Src::Layer(3)]);
+    }
+
+    #[test]
+    fn merges_and_several_inputs_are_checked() {
+        let errs = |tokens| graph(tokens).unwrap_err();
+        assert_eq!(
+            errs(quote!(Net(input = [4]) { Sum { Linear(4, 4) }, Linear(4, 2) })),
+            ["`Sum` merges two or more branches, e.g. `Sum { main: { ... }, shortcut: {} }`"]
+        );
+        assert_eq!(
+            errs(quote!(Net(input = [4]) { Concat { {}, {} }, Linear(8, 2) })),
+            ["`Concat` needs the dimension to join along, e.g. `Concat(a, b, dim = 0)`"]
+        );
+        assert_eq!(
+            errs(
+                quote!(Net(input = [4]) { a: Linear(4, 4), Sum(a, input, scale = 2), Sum(a) { {}, {} }, Linear(4, 2) })
+            ),
+            [
+                "unknown parameter `scale` for `Sum`; `Sum` takes none",
+                "`Sum { ... }` takes its branches from the braces, not as arguments",
+            ]
+        );
+        assert_eq!(
+            errs(quote!(Net(inputs(a = [4], b = [4])) { Linear(4, 4), Linear(4, 2) })),
+            ["the network has several inputs: say which `0` reads, e.g. `a -> ...`"]
+        );
+        assert_eq!(
+            errs(quote!(Net(input = [4], inputs(a = [4])) { Linear(4, 2) })),
+            ["declare the inputs once: `input = [...]`, or `inputs(a = [...], b = tokens)` for several"]
+        );
+        assert_eq!(
+            errs(quote!(Net(input = [4]) { a: a -> {}, Linear(4, 2) })),
+            ["`a` names an empty block reading itself: a cycle"]
+        );
+        let layers =
+            graph(quote!(Net(inputs(a = [4], b = [4])) { x: b -> Linear(4, 4), Sum(x, a), Linear(4, 2) })).unwrap();
+        assert_eq!(layers[0].1, [Src::Input(1)]);
+        assert_eq!(layers[1].1, [Src::Layer(0), Src::Input(0)]);
+    }
+
+    #[test]
+    fn merges_have_no_field_and_cannot_clash() {
+        // An unnamed merge and an unnamed layer of its branch share the name `0`: only modules count.
+        let spec = syn::parse2(quote!(Net(input = [4]) { Sum { Linear(4, 4), {} }, Linear(4, 2) })).unwrap();
+        let mut cx = crate::ctxt::Ctxt::default();
+        let net = super::super::lower(&mut cx, &spec, None).net;
+        assert!(cx.check().is_ok());
+        assert_eq!(net.layers.iter().filter(|l| l.op == Op::Sum).count(), 1);
     }
 }

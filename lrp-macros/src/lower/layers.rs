@@ -40,21 +40,9 @@ pub(super) fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident
         cx.error(call.name.span(), format!("`{name}` has a weight tensor of more than {max} (2^31) elements"));
         return None;
     }
-    Some(Layer {
-        name,
-        field,
-        span: call.name.span(),
-        op,
-        inputs: Vec::new(),
-        rule_override,
-        in_shape: Vec::new(),
-        out_shape: Vec::new(),
-        in_seq: false,
-        out_seq: false,
-        rule: None,
-        input_nonneg: false,
-        output_gated: false,
-    })
+    let mut layer = Layer::new(name, field, call.name.span(), op);
+    layer.rule_override = rule_override;
+    Some(layer)
 }
 
 /// `Linear(in_features, out_features, bias = true)`: a dense layer, `y = W x + b`.
