@@ -5,6 +5,7 @@
 //! Every function checks its lengths and returns [`Error::Length`] naming `what` on a mismatch.
 
 use super::elementwise::stabilize;
+use super::parallel;
 use crate::error::{Error, Result, check_len};
 
 /// Every slice of `parts` holds `len` elements.
@@ -12,18 +13,22 @@ fn check_parts(what: &str, len: usize, parts: &[&[f32]]) -> Result<()> {
     parts.iter().try_for_each(|p| check_len(what, len, p.len()))
 }
 
-/// `y = Σ_p x_p`, element-wise (the parts in order, so the result is reproducible).
+/// `y = Σ_p x_p`, element-wise (the parts in order, so the result is reproducible), over the
+/// worker threads when large.
 pub fn sum(what: &str, parts: &[&[f32]], y: &mut [f32]) -> Result<()> {
     check_parts(what, y.len(), parts)?;
     let Some((first, rest)) = parts.split_first() else {
         return Err(Error::InvalidParameter { what: what.to_string(), message: "a sum of no tensors".into() });
     };
-    y.copy_from_slice(first);
-    for part in rest {
-        for (y, x) in y.iter_mut().zip(part.iter()) {
-            *y += x;
+    parallel::elementwise(y, &|start, y| {
+        let end = start + y.len();
+        y.copy_from_slice(&first[start..end]);
+        for part in rest {
+            for (y, x) in y.iter_mut().zip(&part[start..end]) {
+                *y += x;
+            }
         }
-    }
+    });
     Ok(())
 }
 
@@ -42,9 +47,13 @@ pub fn sum_relevance(
     check_len(what, parts.len(), r_in.len())?;
     for (x, r) in parts.iter().zip(r_in.iter_mut()) {
         check_len(what, y.len(), r.len())?;
-        for (((r, &x), &y), &r_out) in r.iter_mut().zip(x.iter()).zip(y).zip(r_out) {
-            *r = x * (r_out / stabilize(y, eps));
-        }
+        parallel::elementwise(r, &|start, r| {
+            let end = start + r.len();
+            for (((r, &x), &y), &r_out) in r.iter_mut().zip(&x[start..end]).zip(&y[start..end]).zip(&r_out[start..end])
+            {
+                *r = x * (r_out / stabilize(y, eps));
+            }
+        });
     }
     Ok(())
 }
