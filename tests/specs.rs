@@ -1,11 +1,14 @@
 //! The specs shipped in `specs/` compile from their files and run: batches agree with single
-//! samples, `explain_from` agrees with `explain`, nalgebra interop, and VGG-16's layout.
+//! samples, `explain_from` agrees with `explain`, nalgebra interop, and VGG-16's and the ResNets'
+//! layouts (torchvision's `state_dict` names and shapes).
 
 use lrp::runtime::weights::serialize_f32;
 
 lrp::network!(file = "specs/mlp.lrp");
 lrp::network!(file = "specs/lenet.lrp");
 lrp::network!(file = "specs/vgg16.lrp");
+lrp::network!(file = "specs/resnet18.lrp");
+lrp::network!(file = "specs/resnet50.lrp");
 
 /// Deterministic pseudo-random values in [-scale, scale].
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
@@ -114,4 +117,30 @@ fn vgg16_has_torchvision_layout() {
     assert!(Vgg16::TENSORS.contains(&("features.28.weight", &[512, 512, 3, 3])));
     assert!(Vgg16::TENSORS.contains(&("classifier.0.weight", &[4096, 25088])));
     assert!(Vgg16::TENSORS.contains(&("classifier.6.bias", &[1000])));
+}
+
+/// `(name, shape)` of every tensor of torchvision's `state_dict` (`tests/fixtures/*.state_dict.txt`).
+fn torchvision_state_dict(model: &str) -> Vec<(String, Vec<usize>)> {
+    let path = format!("{}/tests/fixtures/{model}.state_dict.txt", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let entry = |line: &str| {
+        let (name, shape) = line.split_once(' ').expect("name and shape");
+        (name.to_string(), shape.split(',').map(|d| d.parse().expect("a size")).collect())
+    };
+    text.lines().filter(|l| !l.starts_with('#')).map(entry).collect()
+}
+
+#[test]
+fn resnets_read_torchvisions_state_dicts() {
+    for (model, tensors) in [("resnet18", ResNet18::TENSORS), ("resnet50", ResNet50::TENSORS)] {
+        let mut ours: Vec<(String, Vec<usize>)> = tensors.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect();
+        let mut theirs = torchvision_state_dict(model);
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours, theirs, "{model}");
+    }
+    assert_eq!((ResNet18::INPUT_SHAPE, ResNet18::CLASSES, ResNet50::CLASSES), (&[3usize, 224, 224][..], 1000, 1000));
+    // Every BatchNorm folds: a strict load of random weights succeeds and uses every tensor.
+    let model = ResNet18::from_weights(&mut lrp::Weights::from_bytes(&weights(ResNet18::TENSORS)).unwrap(), true);
+    assert!(model.is_ok(), "{:?}", model.err());
 }
