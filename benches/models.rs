@@ -1,7 +1,8 @@
 //! Benchmarks of `predict` and `explain`, batch 1 and 8: an MLP 784-512-512-10, LeNet-5 with
-//! BatchNorm, VGG-16 (3x224x224, torchvision's layout) with EpsilonGammaBox and EpsilonPlus, and
-//! a bidirectional LSTM text classifier (embedding 60, hidden 60, 5 classes, 50 tokens) with
-//! LRP-all. Random weights. `cargo bench --bench models [-- FILTER]`; see BENCHMARKS.md.
+//! BatchNorm, VGG-16 and ResNet-50 (3x224x224, torchvision's layouts) with EpsilonGammaBox and
+//! EpsilonPlus, and a bidirectional LSTM text classifier (embedding 60, hidden 60, 5 classes, 50
+//! tokens) with LRP-all. Random weights. `cargo bench --bench models [-- FILTER]`; see
+//! BENCHMARKS.md.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use lrp::runtime::weights::serialize_f32;
@@ -17,6 +18,10 @@ lrp::network! {
 }
 lrp::network!(file = "specs/lenet.lrp");
 lrp::network!(file = "specs/vgg16.lrp");
+lrp::network!(file = "specs/resnet50.lrp");
+// `specs/resnet50.lrp`'s layers with `composite = EpsilonPlus` (a file's composite cannot be
+// overridden, so the spec is a copy).
+lrp::network!(file = "benches/resnet50_plus.lrp");
 
 lrp::network! {
     LeNetPlus(input = [1, 28, 28], composite = EpsilonPlus, input_nonnegative = true) {
@@ -126,6 +131,11 @@ fn vgg16(c: &mut Criterion) {
     bench_tensor_model::<Vgg16Plus>(c, "vgg16/epsilon_plus", &[1, 8], 10);
 }
 
+fn resnet50(c: &mut Criterion) {
+    bench_tensor_model::<ResNet50>(c, "resnet50/epsilon_gamma_box", &[1, 8], 10);
+    bench_tensor_model::<ResNet50Plus>(c, "resnet50/epsilon_plus", &[1, 8], 10);
+}
+
 /// `predict_batch` and `explain_batch` of any token model `M` on `batch` sequences of 50 tokens.
 fn bench_token_model<M: lrp::TokenModel>(c: &mut Criterion, group: &str, batches: &[usize]) {
     let model = M::from_bytes(&random_weights(M::TENSORS)).expect("load");
@@ -154,5 +164,5 @@ fn bilstm(c: &mut Criterion) {
     bench_token_model::<BiLstmBench>(c, "bilstm", &[1, 8]);
 }
 
-criterion_group!(benches, mlp, lenet, bilstm, vgg16);
+criterion_group!(benches, mlp, lenet, bilstm, vgg16, resnet50);
 criterion_main!(benches);

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Reference timings for BENCHMARKS.md: the architectures of `benches/models.rs` in PyTorch on
 CPU (forward under `torch.no_grad()`) and explained with Zennit (same composites, BatchNorm
-canonizer), batch 1 and 8, `torch.set_num_threads(<cores>)`, random weights.
+canonizer; for ResNet-50 Zennit's ResNet canonizer), batch 1 and 8,
+`torch.set_num_threads(<cores>)`, random weights.
 
-Optional to run; needs `pip install torch zennit`. From the repository root:
+Optional to run; needs `pip install torch zennit` (and `torchvision` for resnet50). From the
+repository root:
 
-    python3 benches/reference/bench_pytorch.py [--models mlp,lenet,vgg16] [--threads N] [--batches 1,8]
+    python3 benches/reference/bench_pytorch.py [--models mlp,lenet,vgg16,resnet50] [--threads N] [--batches 1,8]
 
 Prints one line per measurement: `<model>/<composite>/<predict|explain>/<batch> median_ms`.
 """
@@ -47,6 +49,18 @@ def vgg16():
     return nn.Sequential(nn.Sequential(*layers), nn.Flatten(), classifier), (3, 224, 224)
 
 
+def resnet50():
+    """torchvision's ResNet-50 (its own random initialisation), as `specs/resnet50.lrp`."""
+    import torchvision
+    return torchvision.models.resnet50(weights=None), (3, 224, 224)
+
+
+# ImageNet's [0, 1] pixel range after torchvision's normalisation, per channel: the bounds of
+# `specs/resnet50.lrp`'s EpsilonGammaBox.
+IMAGENET_LOW = (-2.1179, -2.0357, -1.8044)
+IMAGENET_HIGH = (2.2489, 2.4286, 2.6400)
+
+
 def median_ms(fn, repeats, warmup=2):
     for _ in range(warmup):
         fn()
@@ -60,13 +74,13 @@ def median_ms(fn, repeats, warmup=2):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="mlp,lenet,vgg16")
+    ap.add_argument("--models", default="mlp,lenet,vgg16,resnet50")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batches", default="1,8")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    builders = {"mlp": (mlp, 200), "lenet": (lenet, 200), "vgg16": (vgg16, 5)}
+    builders = {"mlp": (mlp, 200), "lenet": (lenet, 200), "vgg16": (vgg16, 5), "resnet50": (resnet50, 10)}
     for name in a.models.split(","):
         build, repeats = builders[name]
         model, shape = build()
@@ -74,13 +88,23 @@ def main():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_var.data = 1.0 + torch.rand_like(m.running_var)
-        composites = {"epsilon_plus": lambda: EpsilonPlus(canonizers=[SequentialMergeBatchNorm()])}
-        if name != "mlp":
-            low, high = (0.0, 1.0) if name == "lenet" else (-2.1179, 2.64)
-            composites["epsilon_gamma_box"] = lambda: EpsilonGammaBox(low=low, high=high,
-                                                                       canonizers=[SequentialMergeBatchNorm()])
         for batch in [int(b) for b in a.batches.split(",")]:
             x = torch.rand(batch, *shape)
+            if name == "resnet50":
+                # ResNetCanonizer: BatchNorm merged into the convolutions, and each Bottleneck's
+                # residual addition made a Sum module (explained by its Norm rule). The bounds
+                # are tensors shaped like the input, per channel.
+                from zennit.torchvision import ResNetCanonizer
+                canonizers = lambda: [ResNetCanonizer()]
+                low = torch.tensor(IMAGENET_LOW).view(1, 3, 1, 1).expand_as(x).contiguous()
+                high = torch.tensor(IMAGENET_HIGH).view(1, 3, 1, 1).expand_as(x).contiguous()
+            else:
+                canonizers = lambda: [SequentialMergeBatchNorm()]
+                low, high = (0.0, 1.0) if name == "lenet" else (-2.1179, 2.64)
+            composites = {"epsilon_plus": lambda: EpsilonPlus(canonizers=canonizers())}
+            if name != "mlp":
+                composites["epsilon_gamma_box"] = lambda: EpsilonGammaBox(low=low, high=high,
+                                                                           canonizers=canonizers())
             with torch.no_grad():
                 t = median_ms(lambda: model(x), repeats)
             print(f"{name}/predict/{batch} {t:.3f}", flush=True)
