@@ -158,6 +158,16 @@ pub struct GroupSpec {
     /// The denominator starts from the forward pre-activation `x W + b`, which then stands for
     /// the term reading `x` with unmodified parameters; the other terms are added to it.
     pub from_forward: bool,
+    /// The denominator is `forward z + previous d` of the forward pre-activation and the
+    /// previous group's denominator, with no product of its own (its terms only go back).
+    pub derived: Option<Derived>,
+}
+
+/// `d = forward · z + previous · d_previous` (see [`GroupSpec::derived`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Derived {
+    pub forward: f32,
+    pub previous: f32,
 }
 
 const fn term(input: InputMod, weight: ParamMod, bias: ParamMod, sign: f32) -> TermSpec {
@@ -180,6 +190,7 @@ impl Rule {
             mask,
             eps,
             from_forward: false,
+            derived: None,
         };
         let alpha_beta = |alpha: f32, beta: f32| {
             let mut groups = vec![group(
@@ -206,11 +217,15 @@ impl Rule {
                 if *ignore_bias {
                     terms.push(TermSpec { backward: false, ..term(I::Ones, P::Zero, P::Identity, -1.0) });
                 }
-                vec![GroupSpec { terms, coef: 1.0, mask: Mask::All, eps: *epsilon, from_forward: true }]
+                vec![GroupSpec { terms, coef: 1.0, mask: Mask::All, eps: *epsilon, from_forward: true, derived: None }]
             }
             Rule::Gamma { gamma } => {
                 let g = *gamma;
-                vec![
+                // With x >= 0, `W^- x + b^- = z - (W^+ x + b^+)`: the second denominator
+                // `z + g (W^- x + b^-)` is `(2 + g) z - d_1`, `d_1 = z + g (W^+ x + b^+)` — no
+                // product of its own, and no cancellation (for z < 0 both parts are negative).
+                let derived = input_nonneg.then_some(Derived { forward: 2.0 + g, previous: -1.0 });
+                let mut groups = vec![
                     group(
                         vec![
                             Some(term(pos, P::GammaPositive(g), P::GammaPositive(g), 1.0)),
@@ -227,7 +242,9 @@ impl Rule {
                         1.0,
                         Mask::Negative,
                     ),
-                ]
+                ];
+                groups[1].derived = derived;
+                groups
             }
             Rule::AlphaBeta { alpha, beta } => alpha_beta(*alpha, *beta),
             Rule::ZPlus => alpha_beta(1.0, 0.0),
@@ -243,6 +260,7 @@ impl Rule {
                 mask: Mask::All,
                 eps,
                 from_forward: true,
+                derived: None,
             }],
         }
     }

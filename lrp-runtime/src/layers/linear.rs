@@ -9,7 +9,7 @@ use crate::kernels::gemm::conv_gemm;
 use crate::kernels::im2col::ConvCols;
 use crate::kernels::parallel;
 use crate::kernels::{Conv2dGeom, MatMut, MatRef, col2im, elementwise::stabilize, gemm};
-use crate::rules::{Bound, DEFAULT_STABILIZER, GroupSpec, InputMod, Mask, ParamMod, Rule, TermSpec};
+use crate::rules::{Bound, DEFAULT_STABILIZER, Derived, GroupSpec, InputMod, Mask, ParamMod, Rule, TermSpec};
 use crate::weights::Weights;
 
 /// The shape of a linear map.
@@ -58,7 +58,7 @@ impl LinearKind {
     /// samples.
     pub fn scratch_len(&self, batch: usize) -> usize {
         // Saturates: a capacity too large then fails the buffer's size check instead of wrapping.
-        let per_sample = self.in_len().saturating_mul(2).saturating_add(self.out_len());
+        let per_sample = self.in_len().saturating_mul(2).saturating_add(self.out_len().saturating_mul(MAX_GROUPS));
         batch.saturating_mul(per_sample).saturating_add(self.columns_len())
     }
 
@@ -81,6 +81,10 @@ impl LinearKind {
         }
     }
 }
+
+/// Groups of terms a rule has at most (alpha-beta and gamma: two), each with a denominator
+/// buffer in the scratch.
+const MAX_GROUPS: usize = 2;
 
 /// Input channels per group from which a convolution's transposed pass runs as a convolution
 /// (they are the columns of its GEMM: fewer would leave the micro-kernel's 12-wide tiles mostly
@@ -323,6 +327,14 @@ impl LinearMap {
             }
             groups.push(group);
         }
+        // Every rule has at most `MAX_GROUPS` groups, and a derived one follows another.
+        let derived_first = groups.first().is_some_and(|g| g.spec.derived.is_some());
+        if groups.len() > MAX_GROUPS || derived_first {
+            return Err(Error::InvalidParameter {
+                what: format!("rule of layer `{}`", self.name),
+                message: format!("{} groups of terms, of which the first derived", groups.len()),
+            });
+        }
         self.groups = groups;
         self.weight_t = self.transposed_weights(&self.weight);
         self.rule = rule.clone();
@@ -507,72 +519,98 @@ impl LinearMap {
         )?;
         check_buffers(&self.name, &[("scratch", self.kind.scratch_len(n), scratch.len())])?;
         let (x, z, r_out, r_in) = (&x[..n * in_len], &z[..n * out_len], &r_out[..n * out_len], &mut r_in[..n * in_len]);
-        let (denom, rest) = scratch.split_at_mut(n * out_len);
+        let (denoms, rest) = scratch.split_at_mut(MAX_GROUPS * n * out_len);
         let (x_mod, rest) = rest.split_at_mut(n * in_len);
         let (c, cols) = rest.split_at_mut(n * in_len);
-        // The element-wise passes below run over the worker threads when large.
-        parallel::elementwise(r_in, &|_, r| r.fill(0.0));
-        for group in &self.groups {
-            // Denominator z_g.
-            let constant = group.constant.as_deref();
-            let from_forward = group.spec.from_forward;
-            parallel::elementwise(denom, &|start, d| {
-                if from_forward {
-                    d.copy_from_slice(&z[start..start + d.len()]);
-                } else {
-                    d.fill(0.0);
-                }
-                if let Some(k) = constant {
-                    for_each_repeating(d, start, k, |_, d, k| *d += k);
-                }
-            });
-            for t in &group.terms {
-                let covered_by_forward = group.spec.from_forward
-                    && t.spec.input == InputMod::Identity
-                    && t.spec.weight == ParamMod::Identity
-                    && t.spec.bias == ParamMod::Identity;
-                if t.spec.input.is_constant() || covered_by_forward {
-                    continue;
-                }
-                let input = if t.spec.input == InputMod::Identity {
-                    x
-                } else {
-                    let modify = t.spec.input;
-                    parallel::elementwise(x_mod, &|start, m| {
-                        m.iter_mut().zip(&x[start..]).for_each(|(m, &v)| *m = modify.apply(v));
+        // Each group's denominator z_g in its own buffer: a derived one reads the one before.
+        let (d_first, d_second) = denoms.split_at_mut(n * out_len);
+        let mut buffers = [d_first, d_second];
+        for (gi, group) in self.groups.iter().enumerate().take(MAX_GROUPS) {
+            let [first, second] = &mut buffers;
+            let (previous, denom): (&[f32], &mut [f32]) =
+                if gi == 0 { (&[], &mut **first) } else { (&**first, &mut **second) };
+            match group.spec.derived {
+                Some(Derived { forward, previous: by }) if previous.len() == denom.len() => {
+                    parallel::elementwise(denom, &|start, d| {
+                        let end = start + d.len();
+                        for ((d, &zf), &p) in d.iter_mut().zip(&z[start..end]).zip(&previous[start..end]) {
+                            *d = forward * zf + by * p;
+                        }
                     });
-                    &*x_mod
-                };
-                self.apply(self.term_weight(t), self.term_bias(t), input, n, denom, t.spec.sign, 1.0);
+                }
+                _ => self.denominator(group, x, z, n, denom, x_mod),
             }
-            // s = mask(z) R / stab(z_g), in place.
+        }
+        // R_in = Σ_g coef_g Σ_t sign_t in_t(x) ⊙ (W_t^T s_g), s_g = mask_g(z) R / stab(z_g).
+        let mut written = false;
+        for (group, denom) in self.groups.iter().zip(buffers) {
             let (mask, eps) = (group.spec.mask, group.spec.eps);
             parallel::elementwise(denom, &|start, d| {
-                for ((d, &zf), &r) in d.iter_mut().zip(&z[start..]).zip(&r_out[start..]) {
-                    *d = if mask.keeps(zf) { r / stabilize(*d, eps) } else { 0.0 };
-                }
+                let end = start + d.len();
+                masked_ratio(d, &z[start..end], &r_out[start..end], mask, eps);
             });
-            // R_in += coef sign in(x) ⊙ (W^T s).
+            let denom = &*denom;
             for t in group.terms.iter().filter(|t| t.spec.backward) {
                 self.apply_transposed(self.term_weight(t), self.term_weight_t(t), denom, n, c, cols);
-                let factor = group.spec.coef * t.spec.sign;
-                let c = &*c;
+                let (factor, c, overwrite) = (group.spec.coef * t.spec.sign, &*c, !written);
                 match &t.constant_input {
                     Some(k) => parallel::elementwise(r_in, &|start, r| {
-                        for_each_repeating(r, start, k, |i, r, ki| *r += factor * ki * c[start + i]);
+                        for_each_repeating(r, start, k, |i, r, ki| {
+                            let v = factor * ki * c[start + i];
+                            *r = if overwrite { v } else { *r + v };
+                        });
                     }),
                     None => {
                         let input = t.spec.input;
                         parallel::elementwise(r_in, &|start, r| {
-                            for ((r, &ci), &xi) in r.iter_mut().zip(&c[start..]).zip(&x[start..]) {
-                                *r += factor * input.apply(xi) * ci;
-                            }
+                            let end = start + r.len();
+                            accumulate(r, &c[start..end], &x[start..end], input, factor, overwrite);
                         });
                     }
                 }
+                written = true;
             }
         }
+        if !written {
+            parallel::elementwise(r_in, &|_, r| r.fill(0.0));
+        }
         Ok(())
+    }
+
+    /// The denominator `z_g` of `group` into `denom`: the forward `z` or zero, its constant
+    /// part, and a product per variable term (`x_mod` holds a modified input).
+    fn denominator(&self, group: &Group, x: &[f32], z: &[f32], n: usize, denom: &mut [f32], x_mod: &mut [f32]) {
+        let constant = group.constant.as_deref();
+        let from_forward = group.spec.from_forward;
+        parallel::elementwise(denom, &|start, d| {
+            if from_forward {
+                d.copy_from_slice(&z[start..start + d.len()]);
+            } else {
+                d.fill(0.0);
+            }
+            if let Some(k) = constant {
+                for_each_repeating(d, start, k, |_, d, k| *d += k);
+            }
+        });
+        for t in &group.terms {
+            let covered_by_forward = group.spec.from_forward
+                && t.spec.input == InputMod::Identity
+                && t.spec.weight == ParamMod::Identity
+                && t.spec.bias == ParamMod::Identity;
+            if t.spec.input.is_constant() || covered_by_forward {
+                continue;
+            }
+            let input = if t.spec.input == InputMod::Identity {
+                x
+            } else {
+                let modify = t.spec.input;
+                parallel::elementwise(x_mod, &|start, m| {
+                    m.iter_mut().zip(&x[start..]).for_each(|(m, &v)| *m = modify.apply(v));
+                });
+                &*x_mod
+            };
+            self.apply(self.term_weight(t), self.term_bias(t), input, n, denom, t.spec.sign, 1.0);
+        }
     }
 
     /// Gradient with respect to the input, for `n` samples: `g_in = g_out W` (the transposed pass).
@@ -603,6 +641,42 @@ fn convolve(g: &Conv2dGeom, w: &[f32], x: &[f32], alpha: f32, beta: f32, z: &mut
             beta,
             MatMut::row_major(&mut z[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
         );
+    }
+}
+
+/// `d = r / stab(d)` where `mask` keeps `z`, else `0` (`stab(d) = d + eps sign(d)`, `sign(0) =
+/// +1`): the mask is matched once and the loop selects rather than branches, so it vectorises.
+fn masked_ratio(d: &mut [f32], z: &[f32], r: &[f32], mask: Mask, eps: f32) {
+    let ratio = |d: f32, r: f32| r / stabilize(d, eps);
+    let rows = d.iter_mut().zip(z).zip(r);
+    match mask {
+        Mask::All => rows.for_each(|((d, _), &r)| *d = ratio(*d, r)),
+        Mask::Positive => rows.for_each(|((d, &z), &r)| {
+            let q = ratio(*d, r);
+            *d = if z > 0.0 { q } else { 0.0 };
+        }),
+        Mask::Negative => rows.for_each(|((d, &z), &r)| {
+            let q = ratio(*d, r);
+            *d = if z < 0.0 { q } else { 0.0 };
+        }),
+    }
+}
+
+/// `r = factor in(x) c` (`overwrite`) or `r += factor in(x) c`, the input modifier matched once.
+fn accumulate(r: &mut [f32], c: &[f32], x: &[f32], input: InputMod, factor: f32, overwrite: bool) {
+    fn each(r: &mut [f32], c: &[f32], x: &[f32], overwrite: bool, f: impl Fn(f32, f32) -> f32) {
+        let rows = r.iter_mut().zip(c).zip(x);
+        if overwrite {
+            rows.for_each(|((r, &c), &x)| *r = f(x, c));
+        } else {
+            rows.for_each(|((r, &c), &x)| *r += f(x, c));
+        }
+    }
+    match input {
+        InputMod::Identity => each(r, c, x, overwrite, |x, c| factor * x * c),
+        InputMod::Positive => each(r, c, x, overwrite, |x, c| factor * x.max(0.0) * c),
+        InputMod::Negative => each(r, c, x, overwrite, |x, c| factor * x.min(0.0) * c),
+        InputMod::Ones | InputMod::Low | InputMod::High => each(r, c, x, overwrite, |_, c| factor * c),
     }
 }
 
@@ -682,5 +756,36 @@ mod tests {
         assert!(matches!(err, Error::SizeOverflow { .. }), "{err}");
         let err = fc.gradient(&[1.0; 4], n, &mut [0.0; 4], &mut []).unwrap_err();
         assert!(matches!(err, Error::SizeOverflow { .. }), "{err}");
+    }
+
+    /// The relevance of `x` under `rule`, prepared for non-negative inputs or for any.
+    fn relevance_of(fc: &mut LinearMap, rule: &Rule, nonneg: bool, x: &[f32], n: usize) -> Vec<f32> {
+        fc.prepare(rule, nonneg).unwrap();
+        let (in_len, out_len) = (fc.kind.in_len(), fc.kind.out_len());
+        let mut z = vec![0.0; n * out_len];
+        fc.forward(x, n, &mut z).unwrap();
+        let r_out: Vec<f32> = z.iter().map(|v| v * 0.5 + 0.1).collect();
+        let (mut r_in, mut scratch) = (vec![f32::NAN; n * in_len], vec![0.0; fc.kind.scratch_len(n)]);
+        fc.relevance(x, &z, &r_out, n, &mut r_in, &mut scratch).unwrap();
+        r_in
+    }
+
+    #[test]
+    fn gamma_derives_its_negative_denominator_on_nonnegative_inputs() {
+        // 5 -> 4 with mixed signs; outputs of both signs, none gated.
+        let weight: Vec<f32> = (0..20).map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0).collect();
+        let bias = vec![0.3, -0.2, 0.1, -0.4];
+        let mut fc =
+            LinearMap::new("fc", LinearKind::Dense { in_features: 5, out_features: 4 }, weight, Some(bias)).unwrap();
+        let x: Vec<f32> = (0..15).map(|i| (i * 5 % 7) as f32 / 3.0).collect();
+        for gamma in [0.0, 0.25, 2.0] {
+            let rule = Rule::Gamma { gamma };
+            assert!(rule.groups(true)[1].derived.is_some() && rule.groups(false)[1].derived.is_none());
+            let derived = relevance_of(&mut fc, &rule, true, &x, 3);
+            let direct = relevance_of(&mut fc, &rule, false, &x, 3);
+            for (a, b) in derived.iter().zip(&direct) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "gamma {gamma}: {a} vs {b}");
+            }
+        }
     }
 }
