@@ -126,7 +126,7 @@ impl Window {
 }
 
 /// `y[w] = max_{j in w} x[j]`, remembering the winner `argmax[w]` (first maximum in row-major
-/// order, as PyTorch's CPU kernel; NaN wins).
+/// order, as PyTorch's CPU kernel; NaN wins, the last NaN in row-major order if several).
 ///
 /// Panics if the geometry is invalid ([`Pool2dGeom::validate_max`]) or a slice is shorter
 /// than `g.in_len()` (input) or `g.out_len()` (output, winners).
@@ -139,51 +139,201 @@ pub fn maxpool_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32], argmax: &mut [u
     super::parallel::for_each_piece_pair(y, argmax, plane, work, &|start, y, argmax| {
         let c0 = start / plane.max(1);
         let channels = c0..c0 + y.len() / plane.max(1);
-        if g.kernel == [2, 2] && g.stride == [2, 2] && g.padding == [0, 0] {
-            maxpool_2x2(g, x, channels, y, argmax);
-            return;
-        }
-        g.for_each_window_in(channels, |o, win| {
-            let (mut best, mut best_j) = (f32::NEG_INFINITY, 0usize);
-            let mut first = true;
-            for yy in win.ys.clone() {
-                let row = win.base + yy * win.w;
-                for (j, &v) in x[row + win.xs.start..row + win.xs.end].iter().enumerate() {
-                    if first || v > best || v.is_nan() {
-                        (best, best_j, first) = (v, row + win.xs.start + j, false);
-                    }
-                }
-            }
-            y[o - start] = best;
-            argmax[o - start] = best_j as u32;
-        });
+        maxpool_rows(g, x, channels, y, argmax);
     });
 }
 
-/// [`maxpool_forward`] for 2x2 windows with stride 2 and no padding (VGG's, LeNet's), over
-/// `channels`, `y` and `argmax` holding just their outputs: the same winners, without the
-/// per-window bookkeeping of the general loop.
-fn maxpool_2x2(g: &Pool2dGeom, x: &[f32], channels: std::ops::Range<usize>, y: &mut [f32], argmax: &mut [u32]) {
-    let (oh, ow, w) = (g.out_h(), g.out_w(), g.in_w);
-    let plane = g.in_h * w;
+/// [`maxpool_forward`] for any geometry, over `channels`, `y` and `argmax` holding just their
+/// outputs, one output row at a time.
+///
+/// The columns whose windows lie inside the input horizontally (all but a few at the edges)
+/// go together: their windows' taps at one (row, column) offset are a slice of the input (after
+/// splitting the rows by column modulo the stride, [`deinterleave`], so that columns `sw` apart
+/// in the input are adjacent), and [`merge_taps`] merges such slices, in the row-major order
+/// of their offsets, into every column's running maximum at once, as a vector loop can. The
+/// columns at the edges go window by window ([`window_max`]). Either way a window's taps are
+/// seen in row-major order, as the plain loop over them in the reference sees them, so the
+/// winners are the same, ties and NaNs included.
+fn maxpool_rows(g: &Pool2dGeom, x: &[f32], channels: std::ops::Range<usize>, y: &mut [f32], argmax: &mut [u32]) {
+    let (oh, ow, h, w) = (g.out_h(), g.out_w(), g.in_h, g.in_w);
+    let ([kh, kw], [sh, sw], [ph, pw]) = (g.kernel, g.stride, g.padding);
+    // Columns `lo..hi` have their windows inside the row: `ox sw >= pw`, `ox sw - pw + kw <= w`.
+    let lo = pw.div_ceil(sw).min(ow);
+    let hi = (w + pw).checked_sub(kw).map_or(0, |room| room / sw + 1).clamp(lo, ow);
+    let clip = |start: usize, pad: usize, k: usize, len: usize| start.saturating_sub(pad)..(start + k - pad).min(len);
+    // Input column `m sw + r` of row `yy` at `(yy sw + r) span + m` of a channel's `split`.
+    let span = w.div_ceil(sw);
+    let mut split = vec![0.0f32; if sw > 1 && lo < hi { h * sw * span } else { 0 }];
+    // The taps of the columns `lo..hi` at each offset of a window: where they start in `split`
+    // and the input index of column `lo`'s.
+    let mut taps = Vec::with_capacity(kh * kw);
+    // For each column offset of a window: where the tap of column `lo` is in its row's part of
+    // `split`, and its input column.
+    let offsets: Vec<(usize, usize)> = if lo < hi {
+        (lo * sw - pw..lo * sw - pw + kw).map(|col| ((col % sw) * span + col / sw, col)).collect()
+    } else {
+        Vec::new()
+    };
     for (k, c) in channels.enumerate() {
+        let plane = c * h * w;
+        let split: &[f32] = if sw > 1 && lo < hi {
+            deinterleave(&x[plane..plane + h * w], w, sw, &mut split);
+            &split
+        } else {
+            &x[plane..plane + h * w]
+        };
         for oy in 0..oh {
-            let top = c * plane + 2 * oy * w;
-            let (r0, r1) = (&x[top..top + w], &x[top + w..top + 2 * w]);
+            let rows = clip(oy * sh, ph, kh, h);
             let o = (k * oh + oy) * ow;
-            let (y, argmax) = (&mut y[o..o + ow], &mut argmax[o..o + ow]);
-            for (ox, (y, am)) in y.iter_mut().zip(argmax.iter_mut()).enumerate() {
-                let i = 2 * ox;
-                // Row-major order; a later tap wins if larger or NaN, as in the general loop.
-                let (mut best, mut at) = (r0[i], top + i);
-                for (v, j) in [(r0[i + 1], top + i + 1), (r1[i], top + w + i), (r1[i + 1], top + w + i + 1)] {
-                    if v > best || v.is_nan() {
-                        (best, at) = (v, j);
-                    }
-                }
-                (*y, *am) = (best, at as u32);
+            let (best, at) = (&mut y[o..o + ow], &mut argmax[o..o + ow]);
+            for ox in (0..lo).chain(hi..ow) {
+                let cols = clip(ox * sw, pw, kw, w);
+                (best[ox], at[ox]) = window_max(x, plane, w, rows.clone(), cols);
+            }
+            if lo == hi {
+                continue;
+            }
+            taps.clear();
+            for yy in rows {
+                let row = plane + yy * w;
+                taps.extend(offsets.iter().map(|&(at_split, col)| (yy * sw * span + at_split, (row + col) as u32)));
+            }
+            merge_taps(&mut best[lo..hi], &mut at[lo..hi], split, &taps, sw as u32);
+        }
+    }
+}
+
+/// The maximum of one window clipped to the input, rows `ys` and columns `xs` of the channel
+/// plane starting at `base`, `w` wide, and its winner: the taps in row-major order, the first
+/// taken as is and each later one if larger or NaN, as in [`merge_lanes`].
+fn window_max(x: &[f32], base: usize, w: usize, ys: std::ops::Range<usize>, xs: std::ops::Range<usize>) -> (f32, u32) {
+    let (mut best, mut at, mut first) = (f32::NEG_INFINITY, 0u32, true);
+    for yy in ys {
+        let row = base + yy * w;
+        for (j, &v) in (row + xs.start..).zip(&x[row + xs.start..row + xs.end]) {
+            if first || v > best || v.is_nan() {
+                (best, at, first) = (v, j as u32, false);
             }
         }
+    }
+    (best, at)
+}
+
+/// Splits the rows of `plane` (`w` wide) by column modulo `step`: column `m step + r` of row
+/// `yy` goes to `split[(yy step + r) span + m]`, `span = ceil(w / step)`; the slots past a row's
+/// end keep what they held.
+fn deinterleave(plane: &[f32], w: usize, step: usize, split: &mut [f32]) {
+    let span = w.div_ceil(step);
+    for (row, out) in plane.chunks_exact(w).zip(split.chunks_exact_mut(step * span)) {
+        if step == 2 {
+            let (even, odd) = out.split_at_mut(span);
+            split_pairs(row, even, odd);
+        } else {
+            split_columns(row, step, out);
+        }
+    }
+}
+
+/// One row of [`deinterleave`] by 2: even columns to `even`, odd ones to `odd`. (Out of line:
+/// inlined into its caller, the copy was left scalar, a quarter of the pooling's time.)
+#[inline(never)]
+fn split_pairs(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let (pairs, rest) = row.as_chunks::<2>();
+    if let Some(&v) = rest.first() {
+        even[pairs.len()] = v;
+    }
+    for ((e, o), &[a, b]) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+        (*e, *o) = (a, b);
+    }
+}
+
+/// One row of [`deinterleave`] by any `step`: column `m step + r` to `out[r span + m]`.
+fn split_columns(row: &[f32], step: usize, out: &mut [f32]) {
+    let span = row.len().div_ceil(step);
+    for (r, out) in out.chunks_exact_mut(span).enumerate() {
+        let columns = row.chunks_exact(step);
+        // The last column, past the whole chunks of `step`, when `step` does not divide `w`.
+        if let Some(&v) = columns.remainder().get(r) {
+            out[columns.len()] = v;
+        }
+        for (o, c) in out.iter_mut().zip(columns) {
+            *o = c[r];
+        }
+    }
+}
+
+/// For each lane `i`, the maximum of the taps `split[taps[t].0 + i]` (input index
+/// `taps[t].1 + i * step`) and its winner, taken in the order of `taps` (a window's, in row-major
+/// order), into `best[i]` and `at[i]`: the first tap as is, a later one if larger or NaN, so
+/// ties keep the first maximum and the last NaN wins. Up to [`GROUP`] taps at a time.
+///
+/// Panics unless `at` is as long as `best`, there is at least one tap and `split` holds
+/// `best.len()` values from each tap's start.
+fn merge_taps(best: &mut [f32], at: &mut [u32], split: &[f32], taps: &[(usize, u32)], step: u32) {
+    let n = best.len();
+    let at = &mut at[..n];
+    for (g, group) in taps.chunks(GROUP).enumerate() {
+        let lanes = |best: &mut [f32], at: &mut [u32], from: usize| {
+            let init = g == 0;
+            let tap =
+                |t: usize| (&split[group[t].0 + from..][..best.len()], group[t].1.wrapping_add(from as u32 * step));
+            match (group.len(), init) {
+                (1, true) => merge_lanes::<1, true>(best, at, [tap(0)], step),
+                (1, false) => merge_lanes::<1, false>(best, at, [tap(0)], step),
+                (2, true) => merge_lanes::<2, true>(best, at, [tap(0), tap(1)], step),
+                (2, false) => merge_lanes::<2, false>(best, at, [tap(0), tap(1)], step),
+                (3, true) => merge_lanes::<3, true>(best, at, [tap(0), tap(1), tap(2)], step),
+                (3, false) => merge_lanes::<3, false>(best, at, [tap(0), tap(1), tap(2)], step),
+                (_, true) => merge_lanes::<4, true>(best, at, [tap(0), tap(1), tap(2), tap(3)], step),
+                (_, false) => merge_lanes::<4, false>(best, at, [tap(0), tap(1), tap(2), tap(3)], step),
+            }
+        };
+        if n >= BLOCK {
+            // Whole blocks, then the last `BLOCK` lanes again: merging the taps it has just
+            // merged leaves a lane as it is (it holds their maximum, or their last NaN), so all
+            // lanes go through the vector loop and none through its scalar remainder.
+            let blocks = n / BLOCK * BLOCK;
+            lanes(&mut best[..blocks], &mut at[..blocks], 0);
+            if blocks < n {
+                lanes(&mut best[n - BLOCK..], &mut at[n - BLOCK..], n - BLOCK);
+            }
+        } else {
+            lanes(best, at, 0);
+        }
+    }
+}
+
+/// Taps [`merge_taps`] merges in one pass over the lanes.
+const GROUP: usize = 4;
+
+/// Lanes [`merge_taps`] takes together: a multiple of the vector loop's width (4 lanes of
+/// SSE2 or NEON, interleaved twice).
+const BLOCK: usize = 8;
+
+/// [`merge_taps`] for `G` taps (each a slice as long as `best`, and the input index of its
+/// first value), the first stored as is with `INIT`; the taps are indexed by a bound the
+/// compiler knows and the select is branch-free, so that the loop over lanes vectorises.
+#[inline(always)]
+fn merge_lanes<const G: usize, const INIT: bool>(
+    best: &mut [f32],
+    at: &mut [u32],
+    taps: [(&[f32], u32); G],
+    step: u32,
+) {
+    let n = best.len();
+    let at = &mut at[..n];
+    let src = taps.map(|(s, _)| &s[..n]);
+    let first = taps.map(|(_, j)| j);
+    let mut offset = 0u32;
+    for i in 0..n {
+        let (mut b, mut a) = (best[i], at[i]);
+        for t in 0..G {
+            let (v, j) = (src[t][i], first[t].wrapping_add(offset));
+            let take = (INIT && t == 0) | (v > b) | v.is_nan();
+            (b, a) = if take { (v, j) } else { (b, a) };
+        }
+        (best[i], at[i]) = (b, a);
+        offset = offset.wrapping_add(step);
     }
 }
 
@@ -276,14 +426,34 @@ mod tests {
         out
     }
 
+    /// The per-window loop `maxpool_forward` ran (for all but 2x2 / stride 2 windows) before it
+    /// went a row of windows at a time, kept as its reference: each window's taps in row-major
+    /// order, the first taken as is and a later one if larger or NaN.
+    fn maxpool_reference(g: &Pool2dGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+        g.for_each_window(|o, win| {
+            let (mut best, mut best_j) = (f32::NEG_INFINITY, 0usize);
+            let mut first = true;
+            for yy in win.ys.clone() {
+                let row = win.base + yy * win.w;
+                for (j, &v) in x[row + win.xs.start..row + win.xs.end].iter().enumerate() {
+                    if first || v > best || v.is_nan() {
+                        (best, best_j, first) = (v, row + win.xs.start + j, false);
+                    }
+                }
+            }
+            y[o] = best;
+            argmax[o] = best_j as u32;
+        });
+    }
+
     fn data(n: usize) -> Vec<f32> {
         (0..n).map(|i| ((i * 7919 % 101) as f32 - 50.0) / 10.0).collect()
     }
 
     #[test]
     fn pools_match_naive_including_overlap_and_padding() {
-        // 2x2 / stride 2 windows take their own loop (odd sizes included); the last geometry is
-        // large enough for max-pooling to be split over the worker threads.
+        // Odd sizes included; the last geometry is large enough for max-pooling to be split over
+        // the worker threads.
         for geom in [
             g(2, 4, 4, 2, 2, 0),
             g(3, 7, 9, 2, 2, 0),
@@ -349,8 +519,8 @@ mod tests {
     }
 
     #[test]
-    fn maxpool_nan_wins_in_both_loops() {
-        // The 2x2 loop and the general one (3x3 here) agree: the last NaN of a window wins.
+    fn maxpool_the_last_nan_wins() {
+        // 2x2 and 3x3 windows alike: the last NaN of a window in row-major order wins.
         let nan = f32::NAN;
         let cases = [
             (g(1, 2, 2, 2, 2, 0), vec![1.0, nan, nan, 0.0], 2u32),
@@ -360,6 +530,183 @@ mod tests {
             let (mut y, mut idx) = ([0.0], [9u32]);
             maxpool_forward(&geom, &x, &mut y, &mut idx);
             assert!(y[0].is_nan() && idx[0] == winner, "{geom:?}: {idx:?}");
+        }
+    }
+
+    /// SplitMix64: a deterministic stream for the randomised comparisons.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        /// Uniform in `lo..=hi`.
+        fn range(&mut self, lo: usize, hi: usize) -> usize {
+            lo + (self.next() % (hi - lo + 1) as u64) as usize
+        }
+    }
+
+    /// NaNs told apart by their payload and sign, so that a bitwise comparison sees which won.
+    fn nan(k: u64) -> f32 {
+        f32::from_bits(0x7fc0_0000 | (k as u32 & 0x3f_ffff) | if k & 1 == 0 { 0 } else { 0x8000_0000 })
+    }
+
+    /// Input values of one of several kinds: spread out, few distinct (ties, both zeros), with
+    /// NaNs and infinities sprinkled in, all equal, all NaN, all -inf.
+    fn values(rng: &mut Rng, kind: usize, n: usize) -> Vec<f32> {
+        let few = [-2.0, -1.0, -0.0, 0.0, 1.0, 2.0];
+        (0..n)
+            .map(|_| {
+                let r = rng.next();
+                match kind {
+                    0 => (r >> 40) as f32 / (1u64 << 20) as f32 - 8.0,
+                    1 => few[(r % 6) as usize],
+                    2 => match r % 10 {
+                        0 => nan(r >> 8),
+                        1 => f32::NEG_INFINITY,
+                        2 => f32::INFINITY,
+                        3 => -0.0,
+                        _ => few[((r >> 8) % 6) as usize] - 10.0,
+                    },
+                    3 => -3.5,
+                    4 => nan(r >> 8),
+                    _ => f32::NEG_INFINITY,
+                }
+            })
+            .collect()
+    }
+
+    /// `maxpool_forward` against [`maxpool_reference`] on `batch` samples of `x`, bitwise (values
+    /// and winners), and the relevance its winners route against the reference's.
+    fn assert_matches_reference(geom: &Pool2dGeom, x: &[f32], batch: usize, r_out: &[f32]) {
+        let (n_in, n_out) = (geom.in_len(), geom.out_len());
+        for b in 0..batch {
+            let x = &x[b * n_in..(b + 1) * n_in];
+            let (mut y, mut idx) = (vec![0.0; n_out], vec![u32::MAX; n_out]);
+            maxpool_forward(geom, x, &mut y, &mut idx);
+            let (mut want_y, mut want_idx) = (vec![0.0; n_out], vec![u32::MAX; n_out]);
+            maxpool_reference(geom, x, &mut want_y, &mut want_idx);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(idx, want_idx, "{geom:?}, sample {b}, input {x:?}");
+            assert_eq!(bits(&y), bits(&want_y), "{geom:?}, sample {b}, input {x:?}");
+            let (mut r_in, mut want_r_in) = (vec![0.0; n_in], vec![0.0; n_in]);
+            maxpool_relevance(geom, &idx, &r_out[..n_out], &mut r_in);
+            maxpool_relevance(geom, &want_idx, &r_out[..n_out], &mut want_r_in);
+            assert_eq!(bits(&r_in), bits(&want_r_in), "{geom:?}");
+        }
+    }
+
+    #[test]
+    fn maxpool_matches_the_per_window_reference_on_random_geometries() {
+        let mut rng = Rng(0x5eed);
+        let mut checked = 0;
+        while checked < 3000 {
+            let square = !rng.next().is_multiple_of(4);
+            let kh = rng.range(1, 5);
+            let kw = if square { kh } else { rng.range(1, 5) };
+            let sh = rng.range(1, 3);
+            let sw = if square { sh } else { rng.range(1, 3) };
+            let (ph, pw) = (rng.range(0, kh / 2), rng.range(0, kw / 2));
+            // Mostly small planes; some wide ones, for whole blocks of columns at every stride.
+            let (h, w) =
+                (rng.range(1, 20), if rng.next().is_multiple_of(5) { rng.range(20, 70) } else { rng.range(1, 20) });
+            let channels = rng.range(1, 4);
+            let geom = Pool2dGeom { channels, in_h: h, in_w: w, kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw] };
+            if geom.validate_max().is_err() {
+                continue;
+            }
+            let batch = rng.range(1, 3);
+            let kind = rng.range(0, 5);
+            let x = values(&mut rng, kind, batch * geom.in_len());
+            let r_out = values(&mut rng, 0, geom.out_len());
+            assert_matches_reference(&geom, &x, batch, &r_out);
+            checked += 1;
+        }
+    }
+
+    #[test]
+    fn maxpool_matches_the_reference_when_split_over_threads() {
+        // Large enough for the channels to go over the worker threads; ResNet's stem among them.
+        let mut rng = Rng(7);
+        for (c, hw, k, s, p) in [(64, 56, 3, 2, 1), (9, 61, 5, 1, 2), (13, 47, 3, 3, 1), (67, 64, 2, 2, 0)] {
+            let geom = g(c, hw, hw, k, s, p);
+            for kind in [0, 1, 2] {
+                let x = values(&mut rng, kind, geom.in_len());
+                let r_out = values(&mut rng, 0, geom.out_len());
+                assert_matches_reference(&geom, &x, 1, &r_out);
+            }
+        }
+    }
+
+    #[test]
+    fn maxpool_ties_nan_and_infinities_at_the_edges() {
+        // 3x3 / stride 2 / padding 1 over a 20-wide row: whole blocks of columns in the middle,
+        // clipped windows at the edges. All equal: every window's first tap inside the input
+        // wins; all -inf likewise; all NaN: its last.
+        let geom = g(1, 3, 20, 3, 2, 1);
+        let (mut y, mut idx) = (vec![0.0; geom.out_len()], vec![0u32; geom.out_len()]);
+        maxpool_forward(&geom, &[-0.0; 60], &mut y, &mut idx);
+        assert_eq!(idx[..3], [0, 1, 3]);
+        assert!(y.iter().all(|v| v.to_bits() == (-0.0f32).to_bits()));
+        maxpool_forward(&geom, &[f32::NEG_INFINITY; 60], &mut y, &mut idx);
+        assert_eq!(idx[..3], [0, 1, 3]);
+        let x: Vec<f32> = (0..60).map(nan).collect();
+        maxpool_forward(&geom, &x, &mut y, &mut idx);
+        assert_eq!(idx[..3], [21, 23, 25]);
+        assert!(y.iter().zip(&idx).all(|(v, &j)| v.to_bits() == x[j as usize].to_bits()));
+        // -0.0 before 0.0 in the same window: the first stays, sign included.
+        let mut x = vec![-1.0f32; 60];
+        (x[2], x[3]) = (-0.0, 0.0);
+        maxpool_forward(&geom, &x, &mut y, &mut idx);
+        assert_eq!((y[1].to_bits(), idx[1]), ((-0.0f32).to_bits(), 2));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn value() -> impl Strategy<Value = f32> {
+            prop_oneof![
+                4 => (-3i32..=3).prop_map(|v| v as f32),
+                2 => any::<f32>(),
+                1 => Just(-0.0f32),
+                1 => Just(f32::NEG_INFINITY),
+                1 => (0u64..64).prop_map(nan),
+            ]
+        }
+
+        fn case() -> impl Strategy<Value = (Pool2dGeom, usize, Vec<f32>)> {
+            (1usize..=5, 1usize..=5, 1usize..=3, 1usize..=3, 1usize..=20, 1usize..=40, 1usize..=4, 1usize..=3)
+                .prop_flat_map(|(kh, kw, sh, sw, h, w, channels, batch)| {
+                    (0..=kh / 2, 0..=kw / 2).prop_map(move |(ph, pw)| {
+                        let geom = Pool2dGeom {
+                            channels,
+                            in_h: h,
+                            in_w: w,
+                            kernel: [kh, kw],
+                            stride: [sh, sw],
+                            padding: [ph, pw],
+                        };
+                        (geom, batch)
+                    })
+                })
+                .prop_filter("valid geometry", |(geom, _)| geom.validate_max().is_ok())
+                .prop_flat_map(|(geom, batch)| {
+                    (Just(geom), Just(batch), proptest::collection::vec(value(), batch * geom.in_len()))
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn maxpool_matches_the_reference((geom, batch, x) in case()) {
+                let r_out: Vec<f32> = (0..geom.out_len()).map(|i| i as f32 - 3.0).collect();
+                assert_matches_reference(&geom, &x, batch, &r_out);
+            }
         }
     }
 }
