@@ -20,6 +20,33 @@ pub fn zeroed<T: Clone + Default>(what: &str, count: usize, per_item: usize) -> 
     Ok(buffer)
 }
 
+/// Allocates a workspace's buffers one after another and keeps the first error: a workspace
+/// of hundreds of buffers is built without an early return after each one (whose clean-up code,
+/// dropping every buffer made before, would grow with the square of their number). After an
+/// error, the buffers asked for are empty and nothing more is allocated.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    failure: Option<Error>,
+}
+
+impl Buffers {
+    /// [`zeroed`], or an empty buffer once any allocation has failed.
+    pub fn zeroed<T: Clone + Default>(&mut self, what: &str, count: usize, per_item: usize) -> Vec<T> {
+        if self.failure.is_some() {
+            return Vec::new();
+        }
+        zeroed(what, count, per_item).unwrap_or_else(|e| {
+            self.failure = Some(e);
+            Vec::new()
+        })
+    }
+
+    /// The first error, if an allocation failed.
+    pub fn finish(self) -> Result<()> {
+        self.failure.map_or(Ok(()), Err)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,5 +64,16 @@ mod tests {
         // Addressable, but more than any machine holds: refused by the allocator, not an abort.
         let err = zeroed::<u8>("b", 1 << 62, 1).unwrap_err();
         assert_eq!(err, Error::Allocation { what: format!("b ({} x 1 values)", 1usize << 62), bytes: 1 << 62 });
+    }
+
+    #[test]
+    fn buffers_keep_the_first_error_and_allocate_nothing_after_it() {
+        let mut buffers = Buffers::default();
+        assert_eq!(buffers.zeroed::<f32>("a", 2, 3).len(), 6);
+        assert!(buffers.zeroed::<f32>("b", usize::MAX, 2).is_empty());
+        assert!(buffers.zeroed::<u32>("c", 2, 3).is_empty(), "nothing after the first failure");
+        let err = buffers.finish().unwrap_err();
+        assert!(matches!(err, Error::SizeOverflow { ref what } if what.starts_with("b (")), "{err}");
+        assert!(Buffers::default().finish().is_ok());
     }
 }

@@ -7,7 +7,7 @@
 //! slices (`NetInput { image, question }`) and explained by one `Explanation` per input
 //! (`NetExplanation { image, question }`), sharing the logits and targets.
 
-use super::plan::{Buf, Plan, RunInput, act_ident, buffer_init};
+use super::plan::{Buf, Plan, RunInput, act_ident, buffer_init, buffer_init_with};
 use super::{len, model, overflow, steps};
 use crate::ir::{InputKind, Network, Src};
 use proc_macro2::TokenStream;
@@ -288,22 +288,9 @@ impl Parts<'_> {
         if token_len.is_some() {
             fixed.push(buffer_init(&format_ident!("lengths"), quote!(capacity), 1));
         }
-        let build = quote! {
-            #ws_name {
-                capacity,
-                #(#fixed,)*
-                scratch: #rt::buffer::zeroed("workspace buffer `scratch`", 1, #scratch)?,
-                #(#ws_init,)*
-            }
-        };
-        let body = match token_len {
-            Some(l) => quote! {
-                let mut ws = #build;
-                ws.lengths.fill(#l);
-                ::core::result::Result::Ok(ws)
-            },
-            None => quote!(::core::result::Result::Ok(#build)),
-        };
+        let scratch_init = buffer_init_with(&format_ident!("scratch"), quote!(1), scratch.clone());
+        let fill = token_len.map(|l| quote!(ws.lengths.fill(#l);));
+        let mutable = token_len.map(|_| quote!(mut));
         quote! {
             /// Buffers for up to `capacity` samples per call (at least one); reuse it across calls.
             /// Also allocates this thread's GEMM packing space: after this, `predict` and
@@ -312,7 +299,16 @@ impl Parts<'_> {
             pub fn workspace(&self, capacity: usize) -> #rt::Result<#ws_name> {
                 let capacity = capacity.max(1);
                 #rt::kernels::gemm::prepare_thread();
-                #body
+                let mut buffers = #rt::buffer::Buffers::default();
+                let #mutable ws = #ws_name {
+                    capacity,
+                    #(#fixed,)*
+                    #scratch_init,
+                    #(#ws_init,)*
+                };
+                buffers.finish()?;
+                #fill
+                ::core::result::Result::Ok(ws)
             }
         }
     }

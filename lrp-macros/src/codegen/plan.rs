@@ -31,11 +31,17 @@ pub(super) fn idx_ident(i: usize) -> Ident {
     format_ident!("argmax_{}", i)
 }
 
-/// `field: zeroed(..)?`: a workspace buffer of `count * per_item` zeros whose size is checked,
-/// named by its field in the error.
+/// `field: buffers.zeroed(..)`: a workspace buffer of `count * per_item` zeros whose size is
+/// checked, named by its field in the error; the workspace function declares `buffers` (a
+/// `lrp::runtime::buffer::Buffers`) and ends with `buffers.finish()?`.
 pub(super) fn buffer_init(field: &Ident, count: TokenStream, per_item: usize) -> TokenStream {
+    buffer_init_with(field, count, quote!(#per_item))
+}
+
+/// [`buffer_init`] of `per_item` elements computed at run time (a `usize` expression).
+pub(super) fn buffer_init_with(field: &Ident, count: TokenStream, per_item: TokenStream) -> TokenStream {
     let what = format!("workspace buffer `{field}`");
-    quote!(#field: ::lrp::runtime::buffer::zeroed(#what, #count, #per_item)?)
+    quote!(#field: buffers.zeroed(#what, #count, #per_item))
 }
 
 /// Layers whose backward step writes a new buffer (all but the activations and the passthrough
@@ -145,7 +151,7 @@ impl<'a> Plan<'a> {
         }
         self.fields = fields;
         self.inits = inits;
-        self.scratch = quote!([0 #(, #scratch_terms)*].into_iter().max().unwrap_or(0));
+        self.scratch = quote!([0usize #(, #scratch_terms)*].into_iter().max().unwrap_or(0));
     }
 
     /// The run's layers with their network indices.

@@ -5,7 +5,7 @@
 //! Explanations end at the embeddings: relevance `[steps, embedding_dim]` for LRP and gradient x
 //! input; occlusion (a token's embedding set to zero) gives one score per token.
 
-use super::plan::{Buf, Plan, RunInput, act_ident, buffer_init};
+use super::plan::{Buf, Plan, RunInput, act_ident, buffer_init, buffer_init_with};
 use super::{model, overflow, steps};
 use crate::ir::{Network, Op, Src};
 use proc_macro2::TokenStream;
@@ -165,6 +165,14 @@ impl Parts<'_> {
             buffer_init(&format_ident!("rel_out"), quote!(1), classes),
             buffer_init(&format_ident!("logits_batch"), quote!(batch), classes),
         ];
+        let (trace, rnn_scratch) = (
+            buffer_init_with(&format_ident!("trace"), quote!(1), quote!(trace_len)),
+            buffer_init_with(&format_ident!("rnn_scratch"), quote!(1), quote!(rnn_scratch_len)),
+        );
+        let (scratch_init, relevance) = (
+            buffer_init_with(&format_ident!("scratch"), quote!(1), scratch.clone()),
+            buffer_init(&format_ident!("relevance_batch"), quote!(relevance_batch), e),
+        );
         quote! {
             /// Buffers for sequences of up to `max_len` tokens, `batch` sequences per batch
             /// call (both at least one); reuse it across calls. Sizes whose buffers would not
@@ -175,16 +183,20 @@ impl Parts<'_> {
                 // The head runs one sequence at a time.
                 let capacity = 1usize;
                 let relevance_batch = #rt::error::checked_size("workspace buffer `relevance_batch`", batch, max_len)?;
-                ::core::result::Result::Ok(#ws_name {
+                let (trace_len, rnn_scratch_len) = (self.#rec.try_trace_len(max_len)?, self.#rec.try_scratch_len(max_len)?);
+                let mut buffers = #rt::buffer::Buffers::default();
+                let ws = #ws_name {
                     max_len,
                     capacity: batch,
-                    trace: #rt::buffer::zeroed("workspace buffer `trace`", 1, self.#rec.try_trace_len(max_len)?)?,
-                    rnn_scratch: #rt::buffer::zeroed("workspace buffer `rnn_scratch`", 1, self.#rec.try_scratch_len(max_len)?)?,
-                    scratch: #rt::buffer::zeroed("workspace buffer `scratch`", 1, #scratch)?,
-                    relevance_batch: #rt::buffer::zeroed("workspace buffer `relevance_batch`", relevance_batch, #e)?,
+                    #trace,
+                    #rnn_scratch,
+                    #scratch_init,
+                    #relevance,
                     #(#buffers,)*
                     #(#head_inits,)*
-                })
+                };
+                buffers.finish()?;
+                ::core::result::Result::Ok(ws)
             }
         }
     }

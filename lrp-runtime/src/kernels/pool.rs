@@ -161,47 +161,52 @@ fn maxpool_rows(g: &Pool2dGeom, x: &[f32], channels: std::ops::Range<usize>, y: 
     let lo = pw.div_ceil(sw).min(ow);
     let hi = (w + pw).checked_sub(kw).map_or(0, |room| room / sw + 1).clamp(lo, ow);
     let clip = |start: usize, pad: usize, k: usize, len: usize| start.saturating_sub(pad)..(start + k - pad).min(len);
-    // Input column `m sw + r` of row `yy` at `(yy sw + r) span + m` of a channel's `split`.
+    // A window's input rows, split by column modulo the stride: input column `m sw + r` of its
+    // `i`-th row at `(i sw + r) span + m`. On the stack, so that pooling allocates nothing;
+    // windows too large for it go window by window.
     let span = w.div_ceil(sw);
-    let mut split = vec![0.0f32; if sw > 1 && lo < hi { h * sw * span } else { 0 }];
-    // The taps of the columns `lo..hi` at each offset of a window: where they start in `split`
-    // and the input index of column `lo`'s.
-    let mut taps = Vec::with_capacity(kh * kw);
-    // For each column offset of a window: where the tap of column `lo` is in its row's part of
-    // `split`, and its input column.
-    let offsets: Vec<(usize, usize)> = if lo < hi {
-        (lo * sw - pw..lo * sw - pw + kw).map(|col| ((col % sw) * span + col / sw, col)).collect()
-    } else {
-        Vec::new()
-    };
+    let mut split = [0.0f32; SPLIT_CAP];
+    let mut taps = [(0usize, 0u32); TAPS_CAP];
+    let vector = lo < hi && kh * kw <= TAPS_CAP && (sw == 1 || kh * sw * span <= SPLIT_CAP);
     for (k, c) in channels.enumerate() {
         let plane = c * h * w;
-        let split: &[f32] = if sw > 1 && lo < hi {
-            deinterleave(&x[plane..plane + h * w], w, sw, &mut split);
-            &split
-        } else {
-            &x[plane..plane + h * w]
-        };
         for oy in 0..oh {
             let rows = clip(oy * sh, ph, kh, h);
             let o = (k * oh + oy) * ow;
             let (best, at) = (&mut y[o..o + ow], &mut argmax[o..o + ow]);
-            for ox in (0..lo).chain(hi..ow) {
+            let edges = if vector { lo..hi } else { ow..ow };
+            for ox in (0..edges.start).chain(edges.end..ow) {
                 let cols = clip(ox * sw, pw, kw, w);
                 (best[ox], at[ox]) = window_max(x, plane, w, rows.clone(), cols);
             }
-            if lo == hi {
+            if !vector {
                 continue;
             }
-            taps.clear();
-            for yy in rows {
+            // The taps of column `lo` at each offset of its window, in row-major order: where
+            // they start in the source and their input index.
+            let mut count = 0;
+            for (i, yy) in rows.enumerate() {
                 let row = plane + yy * w;
-                taps.extend(offsets.iter().map(|&(at_split, col)| (yy * sw * span + at_split, (row + col) as u32)));
+                if sw > 1 {
+                    deinterleave(&x[row..row + w], w, sw, &mut split[i * sw * span..(i + 1) * sw * span]);
+                }
+                for col in lo * sw - pw..lo * sw - pw + kw {
+                    let start = if sw > 1 { i * sw * span + (col % sw) * span + col / sw } else { row + col };
+                    taps[count] = (start, (row + col) as u32);
+                    count += 1;
+                }
             }
-            merge_taps(&mut best[lo..hi], &mut at[lo..hi], split, &taps, sw as u32);
+            let source: &[f32] = if sw > 1 { &split } else { x };
+            merge_taps(&mut best[lo..hi], &mut at[lo..hi], source, &taps[..count], sw as u32);
         }
     }
 }
+
+/// Floats of a window's split input rows [`maxpool_rows`] keeps on the stack (16 KiB).
+const SPLIT_CAP: usize = 4096;
+
+/// Taps of a window [`maxpool_rows`] merges together (a kernel of up to 8 x 8).
+const TAPS_CAP: usize = 64;
 
 /// The maximum of one window clipped to the input, rows `ys` and columns `xs` of the channel
 /// plane starting at `base`, `w` wide, and its winner: the taps in row-major order, the first
