@@ -633,7 +633,20 @@ impl LinearMap {
 fn convolve(g: &Conv2dGeom, w: &[f32], x: &[f32], alpha: f32, beta: f32, z: &mut [f32]) {
     let (kg, p) = (g.col_rows() / g.groups, g.col_cols());
     let (cout_g, cin_g) = (g.out_channels / g.groups, g.in_channels / g.groups);
+    // A pointwise convolution (1x1, stride 1, no padding) reads its input `[cin, H W]` as the
+    // matrix it is: a plain product, packed without unfolding.
+    let pointwise = g.kernel == [1, 1] && g.stride == [1, 1] && g.padding == [0, 0];
     for gi in 0..g.groups {
+        if pointwise {
+            gemm(
+                alpha,
+                MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg),
+                MatRef::row_major(&x[gi * cin_g * p..(gi + 1) * cin_g * p], cin_g, p),
+                beta,
+                MatMut::row_major(&mut z[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
+            );
+            continue;
+        }
         conv_gemm(
             alpha,
             MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg),
