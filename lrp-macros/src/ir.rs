@@ -31,6 +31,9 @@ pub struct Network {
     /// The user declared the tensor inputs non-negative (`input_nonnegative = true`).
     pub input_nonnegative: bool,
     pub composite: Composite,
+    /// The composites of blocks and merges that have their own (`Sequential(composite = ..)`);
+    /// `Layer::composite` indexes them.
+    pub branch_composites: Vec<Composite>,
     pub layers: Vec<Layer>,
     /// Spec file to track for rebuilds (`network!(file = ...)`).
     pub source_file: Option<String>,
@@ -139,6 +142,9 @@ pub struct Layer {
     /// What the layer reads, one value per input port (two or more for `Sum` and `Concat`),
     /// each produced earlier in `Network::layers`.
     pub inputs: Vec<Src>,
+    /// The composite of the innermost block around the layer that has its own (an index into
+    /// `Network::branch_composites`); `None`: the network's.
+    pub composite: Option<usize>,
     /// `rule = ...` written on the layer.
     pub rule_override: Option<(RuleIr, Span)>,
     /// Filled by `infer_shapes`: per-step shapes when the layer reads or writes a sequence.
@@ -165,6 +171,7 @@ impl Layer {
             span,
             op,
             inputs: Vec::new(),
+            composite: None,
             rule_override: None,
             in_shape: Vec::new(),
             out_shape: Vec::new(),

@@ -8,7 +8,7 @@ use super::layers::lower_layer;
 use crate::ast::{Call, Entry, Name, Value};
 use crate::ctxt::Ctxt;
 use crate::ir::limits::MAX_DEPTH;
-use crate::ir::{Layer, Op, Src};
+use crate::ir::{Composite, Layer, Op, Src};
 use proc_macro2::Span;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -17,6 +17,8 @@ use syn::Ident;
 /// The layers of a spec in an order where each reads only earlier ones (or the input).
 pub(super) struct Graph {
     pub layers: Vec<Layer>,
+    /// The composites blocks and merges give their layers (`Layer::composite`).
+    pub composites: Vec<Composite>,
     /// Every layer was lowered and every name resolved: the passes may run.
     pub complete: bool,
 }
@@ -32,6 +34,8 @@ pub(super) fn build(cx: &mut Ctxt, entries: &[Entry], inputs: &[(&str, Span)]) -
         refs: Vec::new(),
         scopes: Vec::new(),
         inputs,
+        composites: Vec::new(),
+        composite_stack: Vec::new(),
         complete: true,
     };
     let top = b.new_scope(None);
@@ -39,11 +43,11 @@ pub(super) fn build(cx: &mut Ctxt, entries: &[Entry], inputs: &[(&str, Span)]) -
     let first = (b.inputs.len() <= 1).then_some(Val::Src(Src::Input(0)));
     let output = b.chain(entries, "", 0, top, first);
     if !b.complete {
-        return Graph { layers: b.layers, complete: false };
+        return Graph { layers: b.layers, composites: b.composites, complete: false };
     }
     let resolved: Vec<Option<Src>> = (0..b.refs.len()).map(|r| b.resolve(r)).collect();
     if resolved.iter().any(Option::is_none) {
-        return Graph { layers: b.layers, complete: false };
+        return Graph { layers: b.layers, composites: b.composites, complete: false };
     }
     for &(layer, port, r) in &b.reads {
         b.layers[layer].inputs[port] = resolved[r].expect("every reference resolved");
@@ -54,7 +58,7 @@ pub(super) fn build(cx: &mut Ctxt, entries: &[Entry], inputs: &[(&str, Span)]) -
         None => None,
     };
     let Some(order) = b.topological_order(&resolved) else {
-        return Graph { layers: b.layers, complete: false };
+        return Graph { layers: b.layers, composites: b.composites, complete: false };
     };
     let mut layers = reorder(b.layers, &order);
     let output = output.map(|s| match s {
@@ -63,7 +67,7 @@ pub(super) fn build(cx: &mut Ctxt, entries: &[Entry], inputs: &[(&str, Span)]) -
     });
     let inputs: Vec<(String, Span)> = b.inputs.iter().cloned().zip(spans).collect();
     check_reach(b.cx, &mut layers, output, &inputs);
-    Graph { layers, complete: true }
+    Graph { layers, composites: b.composites, complete: true }
 }
 
 /// An entry's output while names may be unresolved: a value, or the reference `refs[i]`.
@@ -96,6 +100,9 @@ struct Builder<'a> {
     scopes: Vec<Scope>,
     /// The network's inputs, by name.
     inputs: Vec<String>,
+    /// Composites of blocks and merges, and the ones around the entry being lowered.
+    composites: Vec<Composite>,
+    composite_stack: Vec<usize>,
     complete: bool,
 }
 
@@ -178,17 +185,31 @@ impl Builder<'_> {
                 let inner = self.new_scope(Some(scope));
                 self.chain(entries, &prefix, depth + 1, inner, reads)
             }
+            // `Sequential(composite = ..) { ... }`: a block whose layers get their own composite.
+            Entry::Merge { name, call, branches: entries, .. } if call.name == "Sequential" => {
+                let prefix = match name {
+                    Some(n) => format!("{prefix}{}.", n.value),
+                    None => prefix.to_string(),
+                };
+                let inner = self.new_scope(Some(scope));
+                let pushed = self.enter_composite(call);
+                let out = self.chain(entries, &prefix, depth + 1, inner, reads);
+                self.composite_stack.truncate(self.composite_stack.len() - usize::from(pushed));
+                out
+            }
             Entry::Merge { name, call, branches, .. } => {
                 let full = format!("{prefix}{}", local_name(name.as_ref(), index));
                 // A named merge is a block for its branches' names; an unnamed one adds nothing.
                 let branch_prefix = if name.is_some() { format!("{full}.") } else { prefix.to_string() };
                 let inner = self.new_scope(Some(scope));
+                let pushed = self.enter_composite(call);
                 let mut outs = Vec::with_capacity(branches.len());
                 for (j, branch) in branches.iter().enumerate() {
                     let out = self.entry(branch, j, &branch_prefix, depth + 1, inner, reads);
                     self.define(inner, branch.name(), out);
                     outs.push(out);
                 }
+                self.composite_stack.truncate(self.composite_stack.len() - usize::from(pushed));
                 let op = self.merge_op(call, true, branches.len());
                 let outs: Option<Vec<Val>> = outs.into_iter().collect();
                 // Without the merge its branches lead nowhere: stop before the graph checks.
@@ -239,6 +260,36 @@ impl Builder<'_> {
         }
     }
 
+    /// `composite = ..` of a `Sequential`, `Sum` or `Concat` with braces: makes it the composite of
+    /// the layers lowered until the caller pops it (returns whether it pushed one). Any other
+    /// argument of a `Sequential` is an error (the merges check theirs).
+    fn enter_composite(&mut self, call: &Call) -> bool {
+        let mut pushed = false;
+        for arg in &call.args {
+            match (&arg.key, &arg.value) {
+                (Some(k), Value::Call(c)) if k == "composite" => {
+                    if let Some(composite) = super::lower_composite(self.cx, c) {
+                        self.composites.push(composite);
+                        self.composite_stack.push(self.composites.len() - 1);
+                        pushed = true;
+                    }
+                }
+                (Some(k), other) if k == "composite" => {
+                    let message = "`composite` must name a composite or a rule, e.g. `composite = EpsilonPlus`";
+                    self.cx.error(other.span(), message);
+                }
+                // The merges check their own arguments.
+                _ if call.name != "Sequential" => {}
+                _ => {
+                    let message =
+                        "`Sequential` takes only `composite = ..`, e.g. `Sequential(composite = EpsilonPlus) { ... }`";
+                    self.cx.error(arg.span(), message);
+                }
+            }
+        }
+        pushed
+    }
+
     /// `a` in `Sum(a, b)`: a bare name.
     fn branch_name<'v>(&mut self, value: &'v Value) -> Option<&'v Ident> {
         match value {
@@ -261,8 +312,15 @@ impl Builder<'_> {
                 (Some(k), v) if k == "dim" && kind == "Concat" => {
                     self.cx.error(v.span(), "`dim` must be an integer (dimensions of one sample, -1 the last)")
                 }
+                // A merge with braces gives its branches their composite (`enter_composite`).
+                (Some(k), _) if k == "composite" && braced => {}
                 (Some(k), _) => {
-                    let expected = if kind == "Concat" { "expected `dim`" } else { "`Sum` takes none" };
+                    let expected = match (kind.as_str(), braced) {
+                        ("Concat", true) => "expected `dim` or `composite`",
+                        ("Concat", false) => "expected `dim`",
+                        (_, true) => "expected `composite`",
+                        _ => "`Sum` takes none",
+                    };
                     self.cx.error(k.span(), format!("unknown parameter `{k}` for `{kind}`; {expected}"));
                 }
                 (None, v) if braced => {
@@ -296,9 +354,11 @@ impl Builder<'_> {
         }
     }
 
-    /// Adds `layer` reading `inputs`; returns its output.
+    /// Adds `layer` reading `inputs`, under the composite of the blocks around it; returns its
+    /// output.
     fn push(&mut self, mut layer: Layer, inputs: &[Val]) -> Val {
         let i = self.layers.len();
+        layer.composite = self.composite_stack.last().copied();
         layer.inputs = inputs
             .iter()
             .enumerate()

@@ -85,7 +85,8 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
     args.finish(cx, &["input", "composite", "input_nonnegative"]);
 
     let input_names: Vec<(&str, Span)> = inputs.iter().map(|i| (i.name.as_str(), i.span)).collect();
-    let graph::Graph { mut layers, complete } = graph::build(cx, &spec.entries, &input_names);
+    let graph::Graph { mut layers, composites: branch_composites, complete } =
+        graph::build(cx, &spec.entries, &input_names);
     check_unique(cx, &mut layers);
     if layers.is_empty() && complete {
         cx.error(spec.name.span(), format!("`{}` has no layers", spec.name));
@@ -98,6 +99,7 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
         inputs,
         input_nonnegative,
         composite,
+        branch_composites,
         layers,
         source_file,
     };

@@ -38,19 +38,27 @@ pub fn composite_rule(composite: &Composite, k: usize, conv: bool) -> RuleIr {
     }
 }
 
-/// Sets `rule` on every Linear and Conv2d layer.
+/// Sets `rule` on every Linear and Conv2d layer: its own `rule = ..`, or the rule of the
+/// composite of the innermost block around it that has one (else the network's), by the
+/// layer's place among that composite's layers (the first gets z^B or flat).
 pub fn assign_rules(cx: &mut Ctxt, net: &mut Network) {
-    let mut k = 0;
+    // Linear layers seen so far under the network's composite (index 0) and each block's.
+    let mut seen = vec![0usize; net.branch_composites.len() + 1];
     for i in 0..net.layers.len() {
         if !net.layers[i].op.is_linear() {
             continue;
         }
         let conv = matches!(net.layers[i].op, Op::Conv2d(_));
+        let scope = net.layers[i].composite.map_or(0, |c| c + 1);
+        let composite = net.layers[i].composite.and_then(|c| net.branch_composites.get(c)).unwrap_or(&net.composite);
+        let k = seen.get(scope).copied().unwrap_or(0);
         let (rule, span) = match &net.layers[i].rule_override {
             Some((rule, span)) => (rule.clone(), *span),
-            None => (composite_rule(&net.composite, k, conv), net.layers[i].span),
+            None => (composite_rule(composite, k, conv), net.layers[i].span),
         };
-        k += 1;
+        if let Some(count) = seen.get_mut(scope) {
+            *count += 1;
+        }
         if let RuleIr::ZBox { low, high } = &rule {
             let source = net.producer_past(i, true);
             let fed_by_input = matches!(source, Src::Input(_));
@@ -159,5 +167,44 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.len(), 1);
         assert!(e[0].starts_with("`ZBox` applies only to a layer fed by the network input"), "{e:?}");
+    }
+
+    #[test]
+    fn blocks_and_merges_may_have_their_own_composite() {
+        let r = rules(quote! {
+            Net(inputs(image = [3, 8, 8], features = [4]), composite = EpsilonGammaBox(low = -1.0, high = 1.0)) {
+                img: image -> { Conv2d(3, 4, kernel_size = 3), ReLU, Conv2d(4, 4, kernel_size = 3), ReLU, Flatten, Linear(64, 4) },
+                feat: features -> Sequential(composite = EpsilonAlpha2Beta1) { Linear(4, 4), ReLU, Linear(4, 4) },
+                Sum(composite = Gamma(0.5)) { img -> { g: Linear(4, 4) }, feat -> { fc: Linear(4, 4, rule = Epsilon(0.1)) } },
+                head: Linear(4, 2),
+            }
+        })
+        .unwrap();
+        use crate::ir::BoundIr::Scalar;
+        let eps = |epsilon| RuleIr::Epsilon { epsilon, ignore_bias: false };
+        assert_eq!(
+            r,
+            [
+                // The network's composite: z^B on its first convolution, gamma, epsilon on dense.
+                RuleIr::ZBox { low: Scalar(-1.0), high: Scalar(1.0) },
+                RuleIr::Gamma { gamma: 0.25 },
+                eps(1e-6),
+                // `feat`'s: epsilon on dense layers too (alpha-beta is for convolutions).
+                eps(1e-6),
+                eps(1e-6),
+                // The sum's branches: gamma everywhere, but where a layer names its rule.
+                RuleIr::Gamma { gamma: 0.5 },
+                eps(0.1),
+                // After the merge, the network's composite again.
+                eps(1e-6),
+            ]
+        );
+        let errs =
+            rules(quote!(Net(input = [4]) { Sequential(composite = Gama, p = 1) { Linear(4, 2) } })).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].starts_with("unknown composite `Gama`") && errs[1].starts_with("`Sequential` takes only"),
+            "{errs:?}"
+        );
     }
 }
