@@ -45,6 +45,25 @@ pub fn sum_relevance(
     check_len(what, y.len(), r_out.len())?;
     check_parts(what, y.len(), parts)?;
     check_len(what, parts.len(), r_in.len())?;
+    r_in.iter().try_for_each(|r| check_len(what, y.len(), r.len()))?;
+    // Two summands (a residual block): one pass, one division per element.
+    if let ([a, b], [ra, rb]) = (parts, &mut *r_in) {
+        parallel::for_each_piece_pair(
+            ra,
+            rb,
+            1,
+            y.len().saturating_mul(parallel::ELEMENTWISE_COST),
+            &|start, ra, rb| {
+                let end = start + ra.len();
+                let rows = ra.iter_mut().zip(rb.iter_mut()).zip(&a[start..end]).zip(&b[start..end]);
+                for ((((ra, rb), &a), &b), (&y, &r)) in rows.zip(y[start..end].iter().zip(&r_out[start..end])) {
+                    let q = r / stabilize(y, eps);
+                    (*ra, *rb) = (a * q, b * q);
+                }
+            },
+        );
+        return Ok(());
+    }
     for (x, r) in parts.iter().zip(r_in.iter_mut()) {
         check_len(what, y.len(), r.len())?;
         parallel::elementwise(r, &|start, r| {

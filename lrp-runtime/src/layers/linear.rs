@@ -582,16 +582,21 @@ impl LinearMap {
     fn denominator(&self, group: &Group, x: &[f32], z: &[f32], n: usize, denom: &mut [f32], x_mod: &mut [f32]) {
         let constant = group.constant.as_deref();
         let from_forward = group.spec.from_forward;
-        parallel::elementwise(denom, &|start, d| {
-            if from_forward {
-                d.copy_from_slice(&z[start..start + d.len()]);
-            } else {
-                d.fill(0.0);
-            }
-            if let Some(k) = constant {
-                for_each_repeating(d, start, k, |_, d, k| *d += k);
-            }
-        });
+        // Without a starting value, the first product writes the denominator (beta = 0).
+        let mut beta = 0.0;
+        if from_forward || constant.is_some() {
+            parallel::elementwise(denom, &|start, d| {
+                if from_forward {
+                    d.copy_from_slice(&z[start..start + d.len()]);
+                } else {
+                    d.fill(0.0);
+                }
+                if let Some(k) = constant {
+                    for_each_repeating(d, start, k, |_, d, k| *d += k);
+                }
+            });
+            beta = 1.0;
+        }
         for t in &group.terms {
             let covered_by_forward = group.spec.from_forward
                 && t.spec.input == InputMod::Identity
@@ -609,7 +614,11 @@ impl LinearMap {
                 });
                 &*x_mod
             };
-            self.apply(self.term_weight(t), self.term_bias(t), input, n, denom, t.spec.sign, 1.0);
+            self.apply(self.term_weight(t), self.term_bias(t), input, n, denom, t.spec.sign, beta);
+            beta = 1.0;
+        }
+        if beta == 0.0 {
+            parallel::elementwise(denom, &|_, d| d.fill(0.0));
         }
     }
 
