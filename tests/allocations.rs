@@ -54,7 +54,7 @@ lrp::network! {
     Residual(input = [3, 16, 16], composite = EpsilonGammaBox(low = -1.0, high = 1.0)) {
         conv1: Conv2d(3, 8, kernel_size = 3, padding = 1, bias = false), bn1: BatchNorm2d(8), relu: ReLU,
         layer1: {
-            Sum { { Conv2d(8, 8, 3, padding = 1), ReLU, Conv2d(8, 8, 3, padding = 1) }, {} },
+            Sum { { Conv2d(8, 8, 3, padding = 1), ReLU, Conv2d(8, 8, 1) }, {} },
             relu: ReLU,
         },
         layer2: {

@@ -1,7 +1,7 @@
 //! Results do not depend on the number of threads: a network large enough that its products,
 //! its im2col/col2im and its element-wise passes (ZBox constants included) are split over the
 //! worker threads gives bitwise the same logits, relevance and gradients on one thread and on
-//! two. One test function: the thread count is global to the process.
+//! two — its residual sum, the fan-out before it and its pointwise convolution included. One test function: the thread count is global to the process.
 
 use lrp::runtime::kernels::parallel;
 use lrp::runtime::weights::serialize_f32;
@@ -9,7 +9,8 @@ use lrp::runtime::weights::serialize_f32;
 lrp::network! {
     Wide(input = [16, 96, 96], composite = EpsilonGammaBox(low = 0.0, high = 1.0)) {
         Conv2d(16, 32, kernel_size = 3, padding = 1), ReLU,
-        Conv2d(32, 32, kernel_size = 3, padding = 1), ReLU, MaxPool2d(8),
+        Sum { main: { Conv2d(32, 32, kernel_size = 3, padding = 1), ReLU, Conv2d(32, 32, kernel_size = 1) }, {} },
+        ReLU, MaxPool2d(8),
         Flatten, Linear(4608, 10),
     }
 }
