@@ -386,3 +386,36 @@ fn values_and_token_ids_are_explained_together() {
     let err = model.predict(&mut ws, &MixedInput { image: &image[..4], words: &out_of_range }).unwrap_err();
     assert!(matches!(err, lrp::Error::TokenOutOfRange { token: 7, vocab: 7, .. }), "{err}");
 }
+
+#[test]
+fn occlusion_of_several_inputs_occludes_each_in_turn() {
+    let model = Towers::from_weights(&mut dense_weights(&TOWERS, true).0, true).unwrap();
+    let mut ws = model.workspace(2).unwrap();
+    let (a, b) = (values(2 * 6, 21, 1.5), values(2 * 3, 22, 1.5));
+    let e = model.occlusion_batch(&mut ws, &TowersInput { a: &a, b: &b }, 2, 0, &[&[3], &[1]]).unwrap();
+    let (got_a, got_b, logits) = (e.a.relevance.to_vec(), e.b.relevance.to_vec(), e.a.logits.to_vec());
+    let softmax = |z: &[f32], c: usize| {
+        let m = z.iter().fold(f32::MIN, |x, &y| x.max(y));
+        (z[c] - m).exp() / z.iter().map(|v| (v - m).exp()).sum::<f32>()
+    };
+    for i in 0..2 {
+        let (xa, xb) = (&a[i * 6..(i + 1) * 6], &b[i * 3..(i + 1) * 3]);
+        let p = softmax(&logits[i * 2..(i + 1) * 2], 0);
+        let mut predicted =
+            |xa: &[f32], xb: &[f32]| softmax(model.predict(&mut ws, &TowersInput { a: xa, b: xb }).unwrap(), 0);
+        for w in 0..2 {
+            let mut occluded = xa.to_vec();
+            occluded[3 * w..3 * w + 3].fill(0.0);
+            let drop = p - predicted(&occluded, xb);
+            assert!(got_a[i * 6 + 3 * w..i * 6 + 3 * w + 3].iter().all(|&r| (r - drop).abs() < 1e-6), "a, sample {i}");
+        }
+        for j in 0..3 {
+            let mut occluded = xb.to_vec();
+            occluded[j] = 0.0;
+            let drop = p - predicted(xa, &occluded);
+            assert!((got_b[i * 3 + j] - drop).abs() < 1e-6, "b, sample {i}, feature {j}");
+        }
+    }
+    let err = model.occlusion(&mut ws, &TowersInput { a: &a[..6], b: &b[..3] }, 0, &[&[3]]).unwrap_err();
+    assert!(matches!(err, lrp::Error::Length { expected: 2, found: 1, .. }), "{err}");
+}

@@ -89,7 +89,12 @@ pub(super) fn generate(net: &Network) -> TokenStream {
     let (workspace_struct, workspace_fn, passes) = (p.workspace_struct(), p.workspace_fn(), p.passes());
     let single_tensor = p.single_tensor();
     let one_sample = super::one_sample_methods(&p.ws_name, &p.input_ty, &p.explanation_ty(), single_tensor);
-    let (batch_methods, occlusion) = (p.batch_methods(), single_tensor.then(|| p.occlusion()));
+    let occlusion = match (single_tensor, p.occludable()) {
+        (true, _) => Some(p.occlusion()),
+        (false, true) => Some(p.occlusion_of_several()),
+        (false, false) => None,
+    };
+    let batch_methods = p.batch_methods();
     let (consts, input_structs, traits) = (p.input_consts(), p.input_structs(), p.trait_impls());
     quote! {
         #struct_def
@@ -244,8 +249,10 @@ impl Parts<'_> {
         let (name, vis, ws_name, ws_fields) = (&self.net.name, &self.net.vis, &self.ws_name, &self.plan.fields);
         let ws_doc = format!("Buffers for running [`{name}`] on up to `capacity` samples without allocating.");
         let lengths = self.has_tokens().then(|| quote!(lengths: ::std::vec::Vec<usize>,));
-        let occluded =
-            self.single_tensor().then(|| quote!(probs: ::std::vec::Vec<f32>, occluded: ::std::vec::Vec<f32>,));
+        let occluded = self.occludable().then(|| {
+            let copies = self.occluded_idents();
+            quote!(probs: ::std::vec::Vec<f32>, #(#copies: ::std::vec::Vec<f32>,)*)
+        });
         quote! {
             #[doc = #ws_doc]
             #[derive(Clone, Debug)]
@@ -272,6 +279,20 @@ impl Parts<'_> {
         self.ins.iter().any(|i| i.tokens)
     }
 
+    /// Occlusion zeroes windows of values: every input holds values (no token ids).
+    fn occludable(&self) -> bool {
+        !self.has_tokens()
+    }
+
+    /// The workspace copy of one sample of each input that occlusion zeroes windows of:
+    /// `occluded`, or `occluded_<input>` for several.
+    fn occluded_idents(&self) -> Vec<Ident> {
+        match self.ins.as_slice() {
+            [_] => vec![format_ident!("occluded")],
+            ins => ins.iter().map(|i| format_ident!("occluded_{}", i.field)).collect(),
+        }
+    }
+
     /// `workspace(capacity)`: every buffer sized with checked arithmetic and allocated fallibly.
     fn workspace_fn(&self) -> TokenStream {
         let (rt, ws_name, ws_init, scratch) = (&self.rt, &self.ws_name, &self.plan.inits, &self.plan.scratch);
@@ -279,9 +300,11 @@ impl Parts<'_> {
             buffer_init(&format_ident!("targets"), quote!(capacity), 1),
             buffer_init(&format_ident!("rel_out"), quote!(capacity), self.classes),
         ];
-        if self.single_tensor() {
+        if self.occludable() {
             fixed.push(buffer_init(&format_ident!("probs"), quote!(capacity), 1));
-            fixed.push(buffer_init(&format_ident!("occluded"), quote!(1), self.ins[0].len));
+            for (id, i) in self.occluded_idents().iter().zip(&self.ins) {
+                fixed.push(buffer_init(id, quote!(1), i.len));
+            }
         }
         // Every sample of a `tokens(L)` input holds L tokens.
         let token_len = self.ins.iter().find(|i| i.tokens).map(|i| i.len);
@@ -518,6 +541,90 @@ impl Parts<'_> {
                 // Restore the logits of the unoccluded batch.
                 self.forward_pass(ws, input, n)?;
                 ::core::result::Result::Ok(#explanation)
+            }
+        }
+    }
+
+    /// `occlusion_batch` and `occlusion` of several inputs of values: each input in turn, its
+    /// windows zeroed one at a time while the others keep their values; one forward pass per
+    /// window, input and sample.
+    fn occlusion_of_several(&self) -> TokenStream {
+        let (rt, name, ws_name, classes, input_ty) =
+            (&self.rt, &self.net.name, &self.ws_name, self.classes, &self.input_ty);
+        let (logits, explanation, expl_ty) = (&self.plan.logits, self.explanation(), self.explanation_ty());
+        let Some((input_struct, _)) = &self.structs else { return quote!() };
+        let copies = self.occluded_idents();
+        let count = self.ins.len();
+        let outs: Vec<Ident> = (0..count).map(|k| format_ident!("out_{}", k)).collect();
+        let wins: Vec<Ident> = (0..count).map(|k| format_ident!("windows_{}", k)).collect();
+        let rels: Vec<&TokenStream> = self.ins.iter().map(|i| &i.rel).collect();
+        let shapes: Vec<Vec<usize>> = self.net.inputs.iter().map(|i| i.shape()).collect();
+        let windows_what = format!("windows of `{name}` (one per input)");
+        let loops = self.ins.iter().enumerate().map(|(k, occluded_input)| {
+            let (copy, out, win, f, len) = (&copies[k], &outs[k], &wins[k], &occluded_input.field, occluded_input.len);
+            let fields = self.ins.iter().enumerate().map(|(j, i)| {
+                let (g, l) = (&i.field, i.len);
+                if j == k { quote!(#g: &#copy[..]) } else { quote!(#g: &input.#g[i * #l..(i + 1) * #l]) }
+            });
+            quote! {
+                for w in 0..#win.count() {
+                    #copy.copy_from_slice(&input.#f[i * #len..(i + 1) * #len]);
+                    #win.for_each_index(w, |j| #copy[j] = 0.0);
+                    let one = #input_struct { #(#fields),* };
+                    self.forward_pass(ws, &one, 1)?;
+                    let drop = ws.probs[i] - #rt::kernels::elementwise::softmax_at(&ws.#logits[..#classes], ws.targets[i]);
+                    #win.for_each_index(w, |j| #out[i * #len + j] = drop);
+                }
+            }
+        });
+        let ks = 0..count;
+        quote! {
+            /// [`Self::occlusion`] for `n` samples back to back: for each input in turn, `R_i =
+            /// p_c(x) - p_c(x with the window holding i set to 0)`, the other inputs as they are,
+            /// `p` the softmax. `windows` holds one window per input, in the order of
+            /// [`Self::INPUTS`], each with one size per dimension of that input.
+            pub fn occlusion_batch<'w>(
+                &self,
+                ws: &'w mut #ws_name,
+                input: &#input_ty,
+                n: usize,
+                target: impl ::core::convert::Into<#rt::Target>,
+                windows: &[&[usize]],
+            ) -> #rt::Result<#expl_ty> {
+                #rt::error::check_len(#windows_what, #count, windows.len())?;
+                #(let #wins = #rt::occlusion::Windows::new(&[#(#shapes),*], windows[#ks])?;)*
+                self.seed(ws, input, n, target.into(), #rt::explanation::Seed::One)?;
+                for i in 0..n {
+                    ws.probs[i] = #rt::kernels::elementwise::softmax_at(&ws.#logits[i * #classes..(i + 1) * #classes], ws.targets[i]);
+                }
+                // The occluded copies and the results live in the workspace; take them out while
+                // the forward pass borrows it, and put them back whatever happens.
+                #(let mut #copies = ::core::mem::take(&mut ws.#copies);)*
+                #(let mut #outs = ::core::mem::take(&mut #rels);)*
+                let mut run = || -> #rt::Result<()> {
+                    for i in 0..n {
+                        #(#loops)*
+                    }
+                    ::core::result::Result::Ok(())
+                };
+                let result = run();
+                #(ws.#copies = #copies;)*
+                #(#rels = #outs;)*
+                result?;
+                // Restore the logits of the unoccluded batch.
+                self.forward_pass(ws, input, n)?;
+                ::core::result::Result::Ok(#explanation)
+            }
+
+            /// Occlusion baseline of one sample of each input (see [`Self::occlusion_batch`]).
+            pub fn occlusion<'w>(
+                &self,
+                ws: &'w mut #ws_name,
+                input: &#input_ty,
+                target: impl ::core::convert::Into<#rt::Target>,
+                windows: &[&[usize]],
+            ) -> #rt::Result<#expl_ty> {
+                self.occlusion_batch(ws, input, 1, target, windows)
             }
         }
     }
