@@ -229,9 +229,9 @@ impl<'a> Plan<'a> {
             if src == self.output() {
                 return quote!(ws.rel_out);
             }
-            match self.readers(src).as_slice() {
-                &[(reader, _)] if passes_back(&self.layer(reader).op) => src = Src::Layer(reader),
-                &[(reader, port)] => {
+            match *self.readers(src).as_slice() {
+                [(reader, _)] if passes_back(&self.layer(reader).op) => src = Src::Layer(reader),
+                [(reader, port)] => {
                     let id = self.edge_ident(reader, port);
                     return quote!(ws.#id);
                 }

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 /// relevance and the gradient go back the same way, with `rows` and `cols` swapped.
 pub fn transpose(what: &str, rows: usize, cols: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
     let sample = rows.checked_mul(cols).ok_or_else(|| Error::SizeOverflow { what: what.to_string() })?;
-    if x.len() != y.len() || sample == 0 || x.len() % sample != 0 {
+    if x.len() != y.len() || sample == 0 || !x.len().is_multiple_of(sample) {
         return Err(Error::Length { what: what.to_string(), expected: x.len().max(sample), found: y.len() });
     }
     for (x, y) in x.chunks_exact(sample).zip(y.chunks_exact_mut(sample)) {

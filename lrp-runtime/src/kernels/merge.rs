@@ -93,7 +93,7 @@ fn concat_reps(what: &str, chunks: &[usize], y_len: usize, part_lens: impl Itera
         .iter()
         .try_fold(0usize, |a, &c| a.checked_add(c))
         .ok_or_else(|| Error::SizeOverflow { what: what.to_string() })?;
-    if row == 0 || y_len % row != 0 {
+    if row == 0 || !y_len.is_multiple_of(row) {
         return Err(Error::Length { what: what.to_string(), expected: row, found: y_len });
     }
     let reps = y_len / row;
