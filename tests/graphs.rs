@@ -419,3 +419,43 @@ fn occlusion_of_several_inputs_occludes_each_in_turn() {
     let err = model.occlusion(&mut ws, &TowersInput { a: &a[..6], b: &b[..3] }, 0, &[&[3]]).unwrap_err();
     assert!(matches!(err, lrp::Error::Length { expected: 2, found: 1, .. }), "{err}");
 }
+
+lrp::network! {
+    /// Two row-wise maps of a [2, 3] sample joined along the last dimension: [2, 2] and [2, 4]
+    /// give [2, 6], interleaved row by row.
+    Rows(input = [2, 3], composite = Epsilon(0.01)) {
+        Concat(dim = -1) { left: Linear(3, 2), right: { Linear(3, 4), Tanh } },
+        Flatten,
+        head: Linear(12, 2),
+    }
+}
+
+#[test]
+fn a_concatenation_along_the_last_dimension_interleaves_rows() {
+    let layers = [("left", 2, 3), ("right.0", 4, 3), ("head", 2, 12)];
+    let (mut w, d) = dense_weights(&layers, true);
+    let model = Rows::from_weights(&mut w, true).unwrap();
+    let mut ws = model.workspace(1).unwrap();
+    let input = values(6, 17, 1.5);
+    let x = f64s(&input);
+    // Per row l: [left(x_l); tanh(right(x_l))].
+    let mut joined = Vec::new();
+    for l in 0..2 {
+        let row = &x[l * 3..(l + 1) * 3];
+        joined.extend(d[0].forward(row));
+        joined.extend(d[1].forward(row).iter().map(|v| v.tanh()));
+    }
+    let out = d[2].forward(&joined);
+    let e = model.explain(&mut ws, &input, 1).unwrap();
+    assert_close("logits", e.logits, &out, 1e-5);
+    let r_joined = d[2].epsilon(&joined, &[0.0, out[1]], EPS);
+    let mut want = Vec::new();
+    // Each row's relevance: the part of the left map and that of the right one (Tanh passes it).
+    for l in 0..2 {
+        let (row, r) = (&x[l * 3..(l + 1) * 3], &r_joined[l * 6..(l + 1) * 6]);
+        let a = d[0].epsilon(row, &r[..2], EPS);
+        let b = d[1].epsilon(row, &r[2..], EPS);
+        want.extend(a.iter().zip(&b).map(|(a, b)| a + b));
+    }
+    assert_close("relevance", e.relevance, &want, 1e-4);
+}
