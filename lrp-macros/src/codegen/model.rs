@@ -239,6 +239,7 @@ pub(super) fn struct_def(net: &Network) -> TokenStream {
                 }
                 BnPlacement::Explicit => "BatchNorm (explicit, epsilon rule)".into(),
             },
+            Op::Sum => "Sum (shared by contribution, Zennit's Norm)".into(),
             op => op.kind().to_string(),
         };
         let nonneg = if l.input_nonneg && l.op.is_linear() { ", input >= 0" } else { "" };
