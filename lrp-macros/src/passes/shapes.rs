@@ -363,18 +363,20 @@ fn merge_shape(cx: &mut Ctxt, net: &Network, i: usize, parts: &[Value]) -> Value
 /// only reshapes).
 fn check_structure(cx: &mut Ctxt, net: &Network) {
     let first = net.layers.first();
-    if net.input_tokens()
+    // Sequences of any length are read by a model of tokens alone, one chain of layers.
+    let sequence = net.inputs.iter().find(|i| i.kind == InputKind::Sequence);
+    if let Some(input) = sequence.filter(|_| net.inputs.len() > 1 || !net.is_chain()) {
+        let message = format!(
+            "`{} = tokens` (sequences of any length) is read only by a model of tokens, which is one chain of layers with no other input; in a graph, use `tokens(L)` (L token ids per sample)",
+            input.name
+        );
+        cx.error(input.span, message);
+    } else if net.input_tokens()
         && let Some(l) = first.filter(|l| !matches!(l.op, Op::Embedding { .. }))
     {
         let message =
             format!("a model of tokens starts with its `Embedding`, but `{}` ({}) comes first", l.name, l.op.kind());
         cx.error(l.span, message);
-    }
-    if net.input_tokens()
-        && !net.is_chain()
-        && let Some(l) = net.layers.iter().find(|l| l.op.is_merge() || l.inputs.len() != 1).or(net.layers.last())
-    {
-        cx.error(l.span, "a model of tokens is one chain of layers: branches, `Sum` and `Concat` read tensor inputs");
     }
     if first.is_some() && net.layers.iter().all(|l| matches!(l.op, Op::Flatten | Op::Dropout | Op::Identity)) {
         let message = format!("`{}` computes nothing: its layers only reshape; add a `Linear` or `Conv2d`", net.name);
@@ -426,6 +428,21 @@ mod tests {
         assert_eq!(errs, ["a model of tokens starts with its `Embedding`, but `drop` (Dropout) comes first"]);
         let errs = errors(quote!(Net(input = [4]) { Dropout(0.5), Identity }));
         assert_eq!(errs, ["`Net` computes nothing: its layers only reshape; add a `Linear` or `Conv2d`"]);
+    }
+
+    #[test]
+    fn sequences_of_any_length_are_read_by_a_chain_alone() {
+        let message = "`q = tokens` (sequences of any length) is read only by a model of tokens, which is one chain of layers with no other input; in a graph, use `tokens(L)` (L token ids per sample)";
+        let errs = errors(quote! {
+            Net(inputs(image = [4], q = tokens)) {
+                img: image -> Linear(4, 4), txt: q -> { Embedding(10, 4), LSTM(4, 4) }, Sum(img, txt), Linear(4, 2),
+            }
+        });
+        assert_eq!(errs, [message]);
+        let errs = errors(quote! {
+            Net(inputs(q = tokens)) { e: Embedding(10, 4), LSTM(4, 4), Sum { Linear(4, 4), {} }, Linear(4, 2) }
+        });
+        assert_eq!(errs, [message]);
     }
 
     #[test]
