@@ -114,6 +114,14 @@ const IDENTS: &[&str] = &[
     "pub",
     "true",
     "false",
+    "Sum",
+    "Concat",
+    "Sequential",
+    "Transpose",
+    "dim",
+    "inputs",
+    "main",
+    "shortcut",
 ];
 
 /// Punctuation and fragments for text-level mutations.
@@ -141,6 +149,13 @@ const FRAGMENTS: &[&str] = &[
     "\n",
     "b: {",
     "x: Linear(4, 4),",
+    "->",
+    "x -> ",
+    "input -> {},",
+    "Sum { {}, {} },",
+    "Sum(x, x),",
+    "Concat(dim = -1) { {}, Linear(4, 4) },",
+    "inputs(a = [4], b = tokens(3)),",
     "[[[[",
     "]]]]",
     "r#",
