@@ -123,6 +123,13 @@ impl Network {
     }
 }
 
+/// The dimension `dim` of a `Concat` (negative: from the end) names among `rank`; `None` if out
+/// of range.
+pub fn concat_axis(dim: i64, rank: usize) -> Option<usize> {
+    let axis = if dim < 0 { i64::try_from(rank).ok()?.checked_add(dim)? } else { dim };
+    usize::try_from(axis).ok().filter(|&a| a < rank)
+}
+
 /// A value of the graph: the network input, or a layer's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Src {
@@ -187,9 +194,7 @@ impl Layer {
     /// `None` for another layer, or a `dim` beyond its inputs' rank.
     pub fn concat_axis(&self) -> Option<usize> {
         let Op::Concat { dim } = self.op else { return None };
-        let rank = i64::try_from(self.in_shape.len()).ok()?;
-        let axis = if dim < 0 { rank.checked_add(dim)? } else { dim };
-        usize::try_from(axis).ok().filter(|&a| a < self.in_shape.len())
+        concat_axis(dim, self.in_shape.len())
     }
 
     /// `Some(L)` for a `Linear` applied row by row to an `[L, in_features]` input (as a batch

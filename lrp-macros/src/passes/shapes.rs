@@ -313,8 +313,7 @@ fn merge_shape(cx: &mut Ctxt, net: &Network, i: usize, parts: &[Value]) -> Value
     match layer.op {
         Op::Concat { dim } => {
             let rank = first.len();
-            let axis = if dim < 0 { i64::try_from(rank).ok()?.checked_add(dim) } else { Some(dim) };
-            let Some(axis) = axis.and_then(|a| usize::try_from(a).ok()).filter(|&a| a < rank) else {
+            let Some(axis) = crate::ir::concat_axis(dim, rank) else {
                 let message = format!(
                     "`{name}` (Concat): `dim = {dim}` is not a dimension of {} {}, which has {rank}",
                     named(0),
