@@ -89,11 +89,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
     let (workspace_struct, workspace_fn, passes) = (p.workspace_struct(), p.workspace_fn(), p.passes());
     let single_tensor = p.single_tensor();
     let one_sample = super::one_sample_methods(&p.ws_name, &p.input_ty, &p.explanation_ty(), single_tensor);
-    let occlusion = match (single_tensor, p.occludable()) {
-        (true, _) => Some(p.occlusion()),
-        (false, true) => Some(p.occlusion_of_several()),
-        (false, false) => None,
-    };
+    let occlusion = p.occludable().then(|| p.occlusion());
     let batch_methods = p.batch_methods();
     let (consts, input_structs, traits) = (p.input_consts(), p.input_structs(), p.trait_impls());
     quote! {
@@ -496,103 +492,84 @@ impl Parts<'_> {
         }
     }
 
-    /// `occlusion_batch`: one forward pass per window and sample (one input of values).
+    /// `occlusion_batch` (and, for several inputs, `occlusion`): for each input of values in
+    /// turn, its windows zeroed one at a time while any others keep their values; one forward
+    /// pass per window, input and sample. One input takes one window, several one each.
     fn occlusion(&self) -> TokenStream {
-        let (rt, ws_name, in_len, classes) = (&self.rt, &self.ws_name, self.ins[0].len, self.classes);
-        let (logits, input_rel, explanation) = (&self.plan.logits, &self.ins[0].rel, self.explanation());
-        quote! {
-            /// [`Self::occlusion`] for `n` samples back to back: `R_i = p_c(x) - p_c(x with the
-            /// window holding i set to 0)`, `p` the softmax. `window` has one size per dimension
-            /// of [`Self::INPUT_SHAPE`] (all ones: one feature at a time); windows tile each sample.
-            pub fn occlusion_batch<'w>(
-                &self,
-                ws: &'w mut #ws_name,
-                input: &[f32],
-                n: usize,
-                target: impl ::core::convert::Into<#rt::Target>,
-                window: &[usize],
-            ) -> #rt::Result<#rt::Explanation<'w>> {
-                let windows = #rt::occlusion::Windows::new(Self::INPUT_SHAPE, window)?;
-                self.seed(ws, input, n, target.into(), #rt::explanation::Seed::One)?;
-                for i in 0..n {
-                    ws.probs[i] = #rt::kernels::elementwise::softmax_at(&ws.#logits[i * #classes..(i + 1) * #classes], ws.targets[i]);
-                }
-                // The occluded copy and the result live in the workspace; take them out while
-                // the forward pass borrows it, and put them back whatever happens.
-                let mut occluded = ::core::mem::take(&mut ws.occluded);
-                let mut out = ::core::mem::take(&mut #input_rel);
-                let mut run = || -> #rt::Result<()> {
-                    for i in 0..n {
-                        let sample = &input[i * #in_len..(i + 1) * #in_len];
-                        for w in 0..windows.count() {
-                            occluded.copy_from_slice(sample);
-                            windows.for_each_index(w, |j| occluded[j] = 0.0);
-                            self.forward_pass(ws, &occluded, 1)?;
-                            let drop = ws.probs[i] - #rt::kernels::elementwise::softmax_at(&ws.#logits[..#classes], ws.targets[i]);
-                            windows.for_each_index(w, |j| out[i * #in_len + j] = drop);
-                        }
-                    }
-                    ::core::result::Result::Ok(())
-                };
-                let result = run();
-                ws.occluded = occluded;
-                #input_rel = out;
-                result?;
-                // Restore the logits of the unoccluded batch.
-                self.forward_pass(ws, input, n)?;
-                ::core::result::Result::Ok(#explanation)
-            }
-        }
-    }
-
-    /// `occlusion_batch` and `occlusion` of several inputs of values: each input in turn, its
-    /// windows zeroed one at a time while the others keep their values; one forward pass per
-    /// window, input and sample.
-    fn occlusion_of_several(&self) -> TokenStream {
         let (rt, name, ws_name, classes, input_ty) =
             (&self.rt, &self.net.name, &self.ws_name, self.classes, &self.input_ty);
         let (logits, explanation, expl_ty) = (&self.plan.logits, self.explanation(), self.explanation_ty());
-        let Some((input_struct, _)) = &self.structs else { return quote!() };
         let copies = self.occluded_idents();
         let count = self.ins.len();
         let outs: Vec<Ident> = (0..count).map(|k| format_ident!("out_{}", k)).collect();
         let wins: Vec<Ident> = (0..count).map(|k| format_ident!("windows_{}", k)).collect();
         let rels: Vec<&TokenStream> = self.ins.iter().map(|i| &i.rel).collect();
-        let shapes: Vec<Vec<usize>> = self.net.inputs.iter().map(|i| i.shape()).collect();
-        let windows_what = format!("windows of `{name}` (one per input)");
         let loops = self.ins.iter().enumerate().map(|(k, occluded_input)| {
-            let (copy, out, win, f, len) = (&copies[k], &outs[k], &wins[k], &occluded_input.field, occluded_input.len);
-            let fields = self.ins.iter().enumerate().map(|(j, i)| {
-                let (g, l) = (&i.field, i.len);
-                if j == k { quote!(#g: &#copy[..]) } else { quote!(#g: &input.#g[i * #l..(i + 1) * #l]) }
-            });
+            let (copy, out, win, expr, len) = (&copies[k], &outs[k], &wins[k], &occluded_input.expr, occluded_input.len);
+            // One sample of every input, this one's copy occluded.
+            let one = match &self.structs {
+                Some((input_struct, _)) => {
+                    let fields = self.ins.iter().enumerate().map(|(j, i)| {
+                        let (g, l, e) = (&i.field, i.len, &i.expr);
+                        if j == k { quote!(#g: &#copy[..]) } else { quote!(#g: &#e[i * #l..(i + 1) * #l]) }
+                    });
+                    quote!(&#input_struct { #(#fields),* })
+                }
+                None => quote!(&#copy[..]),
+            };
             quote! {
                 for w in 0..#win.count() {
-                    #copy.copy_from_slice(&input.#f[i * #len..(i + 1) * #len]);
+                    #copy.copy_from_slice(&#expr[i * #len..(i + 1) * #len]);
                     #win.for_each_index(w, |j| #copy[j] = 0.0);
-                    let one = #input_struct { #(#fields),* };
-                    self.forward_pass(ws, &one, 1)?;
+                    self.forward_pass(ws, #one, 1)?;
                     let drop = ws.probs[i] - #rt::kernels::elementwise::softmax_at(&ws.#logits[..#classes], ws.targets[i]);
                     #win.for_each_index(w, |j| #out[i * #len + j] = drop);
                 }
             }
         });
-        let ks = 0..count;
+        let (doc, window_param, windows, one_sample) = match &self.structs {
+            None => (
+                "[`Self::occlusion`] for `n` samples back to back: `R_i = p_c(x) - p_c(x with the window holding i set to 0)`, `p` the softmax. `window` has one size per dimension of [`Self::INPUT_SHAPE`] (all ones: one feature at a time); windows tile each sample.",
+                quote!(window: &[usize]),
+                quote!(let windows_0 = #rt::occlusion::Windows::new(Self::INPUT_SHAPE, window)?;),
+                quote!(),
+            ),
+            Some(_) => {
+                let shapes: Vec<Vec<usize>> = self.net.inputs.iter().map(|i| i.shape()).collect();
+                let (windows_what, ks) = (format!("windows of `{name}` (one per input)"), 0..count);
+                (
+                    "[`Self::occlusion`] for `n` samples back to back: for each input in turn, `R_i = p_c(x) - p_c(x with the window holding i set to 0)`, the other inputs as they are, `p` the softmax. `windows` holds one window per input, in the order of [`Self::INPUTS`], each with one size per dimension of that input.",
+                    quote!(windows: &[&[usize]]),
+                    quote! {
+                        #rt::error::check_len(#windows_what, #count, windows.len())?;
+                        #(let #wins = #rt::occlusion::Windows::new(&[#(#shapes),*], windows[#ks])?;)*
+                    },
+                    quote! {
+                        /// Occlusion baseline of one sample of each input (see [`Self::occlusion_batch`]).
+                        pub fn occlusion<'w>(
+                            &self,
+                            ws: &'w mut #ws_name,
+                            input: &#input_ty,
+                            target: impl ::core::convert::Into<#rt::Target>,
+                            windows: &[&[usize]],
+                        ) -> #rt::Result<#expl_ty> {
+                            self.occlusion_batch(ws, input, 1, target, windows)
+                        }
+                    },
+                )
+            }
+        };
         quote! {
-            /// [`Self::occlusion`] for `n` samples back to back: for each input in turn, `R_i =
-            /// p_c(x) - p_c(x with the window holding i set to 0)`, the other inputs as they are,
-            /// `p` the softmax. `windows` holds one window per input, in the order of
-            /// [`Self::INPUTS`], each with one size per dimension of that input.
+            #[doc = #doc]
             pub fn occlusion_batch<'w>(
                 &self,
                 ws: &'w mut #ws_name,
                 input: &#input_ty,
                 n: usize,
                 target: impl ::core::convert::Into<#rt::Target>,
-                windows: &[&[usize]],
+                #window_param,
             ) -> #rt::Result<#expl_ty> {
-                #rt::error::check_len(#windows_what, #count, windows.len())?;
-                #(let #wins = #rt::occlusion::Windows::new(&[#(#shapes),*], windows[#ks])?;)*
+                #windows
                 self.seed(ws, input, n, target.into(), #rt::explanation::Seed::One)?;
                 for i in 0..n {
                     ws.probs[i] = #rt::kernels::elementwise::softmax_at(&ws.#logits[i * #classes..(i + 1) * #classes], ws.targets[i]);
@@ -616,16 +593,7 @@ impl Parts<'_> {
                 ::core::result::Result::Ok(#explanation)
             }
 
-            /// Occlusion baseline of one sample of each input (see [`Self::occlusion_batch`]).
-            pub fn occlusion<'w>(
-                &self,
-                ws: &'w mut #ws_name,
-                input: &#input_ty,
-                target: impl ::core::convert::Into<#rt::Target>,
-                windows: &[&[usize]],
-            ) -> #rt::Result<#expl_ty> {
-                self.occlusion_batch(ws, input, 1, target, windows)
-            }
+            #one_sample
         }
     }
 
