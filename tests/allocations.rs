@@ -48,6 +48,7 @@ lrp::network! {
 }
 
 lrp::network!(file = "specs/text_cnn.lrp");
+lrp::network!(file = "specs/image_question.lrp");
 
 // Two residual blocks (identity and downsample shortcuts: fan-outs and sums), a concatenation.
 lrp::network! {
@@ -211,6 +212,33 @@ fn predict_and_explain_allocate_nothing() {
         }),
         0,
         "TwoInputs explain"
+    );
+
+    let vqa = ImageQuestion::from_bytes(&random_weights(ImageQuestion::TENSORS)).unwrap();
+    let mut ws = vqa.workspace(12, 2).unwrap();
+    let image: Vec<f32> = (0..2 * 3 * 32 * 32).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
+    let (a, b): (Vec<usize>, Vec<usize>) = ((0..12).map(|t| t % 40).collect(), (0..5).map(|t| (t * 3) % 40).collect());
+    let input = ImageQuestionInput { image: &image, question: &[&a, &b] };
+    assert_eq!(
+        allocations(|| {
+            let _ = vqa.predict_batch(&mut ws, &input, 2).unwrap();
+        }),
+        0,
+        "ImageQuestion predict"
+    );
+    assert_eq!(
+        allocations(|| {
+            let _ = vqa.explain_batch(&mut ws, &input, 2, 1).unwrap();
+        }),
+        0,
+        "ImageQuestion explain"
+    );
+    assert_eq!(
+        allocations(|| {
+            let _ = vqa.gradient_x_input_batch(&mut ws, &input, 2, 1).unwrap();
+        }),
+        0,
+        "ImageQuestion gradient x input"
     );
 
     let text = TextCnn::from_bytes(&random_weights(TextCnn::TENSORS)).unwrap();

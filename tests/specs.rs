@@ -9,6 +9,7 @@ lrp::network!(file = "specs/lenet.lrp");
 lrp::network!(file = "specs/vgg16.lrp");
 lrp::network!(file = "specs/resnet18.lrp");
 lrp::network!(file = "specs/resnet50.lrp");
+lrp::network!(file = "specs/image_question.lrp");
 
 /// Deterministic pseudo-random values in [-scale, scale].
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
@@ -143,4 +144,30 @@ fn resnets_read_torchvisions_state_dicts() {
     // Every BatchNorm folds: a strict load of random weights succeeds and uses every tensor.
     let model = ResNet18::from_weights(&mut lrp::Weights::from_bytes(&weights(ResNet18::TENSORS)).unwrap(), true);
     assert!(model.is_ok(), "{:?}", model.err());
+}
+
+#[test]
+fn image_question_reads_pytorch_names_and_mixed_lengths() {
+    let names: Vec<&str> = ImageQuestion::TENSORS.iter().map(|(n, _)| *n).collect();
+    for name in ["cnn.0.weight", "cnn.2.bias", "rnn.embedding.weight", "rnn.lstm.weight_hh_l0", "head.2.weight"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    assert_eq!(ImageQuestion::INPUTS, &[("image", &[3usize, 32, 32][..]), ("question", &[][..])]);
+    let model =
+        ImageQuestion::from_weights(&mut lrp::Weights::from_bytes(&weights(ImageQuestion::TENSORS)).unwrap(), true)
+            .expect("a strict load uses every tensor");
+    let image = values(3, 2 * 3 * 32 * 32, 1.0);
+    let (a, b) = ([1usize, 5, 9, 39], [2usize, 7]);
+    let mut ws = model.workspace(6, 2).unwrap();
+    let input = ImageQuestionInput { image: &image, question: &[&a, &b] };
+    let logits = model.predict_batch(&mut ws, &input, 2).unwrap().to_vec();
+    let e = model.explain_batch(&mut ws, &input, 2, lrp::Target::Predicted).unwrap();
+    assert_eq!(e.image.logits, logits);
+    assert_eq!(
+        (e.image.relevance.len(), e.question.relevance.len(), e.question.lengths),
+        (2 * 3072, 6 * 16, &[4, 2][..])
+    );
+    assert_eq!(e.question.token_relevance(1).count(), 2);
+    assert!(e.image.relevance.iter().chain(e.question.relevance).all(|r| r.is_finite()));
+    assert!(e.question.relevance.iter().any(|r| *r != 0.0));
 }

@@ -99,14 +99,6 @@ impl Network {
         edges
     }
 
-    /// Every layer reads the one before it (the first, the input): a spec without branches.
-    pub fn is_chain(&self) -> bool {
-        self.layers.iter().enumerate().all(|(i, l)| {
-            let previous = i.checked_sub(1).map_or(Src::Input(0), Src::Layer);
-            l.inputs == [previous]
-        })
-    }
-
     /// Where layer `i`'s (first) input comes from, past the layers that pass their input on
     /// unchanged at inference (`Dropout`, `Identity`; with `flatten`, `Flatten` too).
     pub fn producer_past(&self, i: usize, flatten: bool) -> Src {

@@ -1,15 +1,21 @@
-//! Models of fixed-size inputs (images, feature vectors, `tokens(L)`), one or several: the
-//! workspace, the straight-line passes with their checks, and the API of one sample and of `n`
-//! samples back to back.
+//! Models of fixed-size inputs (images, feature vectors, `tokens(L)`), one or several, and of
+//! several inputs among which sequences of any length (`tokens`): the workspace, the
+//! straight-line passes with their checks, and the API of one sample and of `n` samples back
+//! to back.
 //!
 //! One input is passed as a slice (`&[f32]`, or `&[usize]` token ids) and explained by one
 //! [`Explanation`](lrp_runtime::Explanation). Several are passed as a generated struct of
 //! slices (`NetInput { image, question }`) and explained by one `Explanation` per input
 //! (`NetExplanation { image, question }`), sharing the logits and targets.
+//!
+//! A sequence input (`&[&[usize]]`, one slice of token ids per sample) is reduced sample by
+//! sample, at its own length, by its Embedding and LSTM or GRU ([`Seq`]) before the rest of the
+//! network runs on the batch; going back, each sample's relevance reaching the recurrent
+//! layer's output continues to its embedded tokens, back to back.
 
 use super::plan::{Buf, Plan, RunInput, act_ident, buffer_init, buffer_init_with};
 use super::{len, model, overflow, steps};
-use crate::ir::{InputKind, Network, Src};
+use crate::ir::{InputKind, Network, Op, Src};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
@@ -32,6 +38,79 @@ struct In {
     rel_len: usize,
     /// What gradient x input multiplies the gradient by: the input, or the embedded tokens.
     times: TokenStream,
+    /// A sequence of any length: the layers reducing it.
+    seq: Option<Seq>,
+}
+
+impl In {
+    /// The elements of the first `n` samples' relevance: `n` times a sample's, or for a
+    /// sequence, its embedding size times the samples' lengths.
+    fn rel_count(&self) -> TokenStream {
+        let rel_len = self.rel_len;
+        match &self.seq {
+            Some(seq) => {
+                let lengths = &seq.lengths;
+                quote!(#rel_len * ws.#lengths[..n].iter().sum::<usize>())
+            }
+            None => quote!(n * #rel_len),
+        }
+    }
+}
+
+/// A sequence input (`tokens`) and the chain reducing it, sample by sample: its Embedding,
+/// layers passing the embeddings on, and its LSTM or GRU, whose output the rest of the network
+/// reads. The samples' embeddings and their relevance lie back to back; each sample's trace
+/// has its own stride.
+struct Seq {
+    /// Fields of the Embedding and of the recurrent layer, and the Embedding's name.
+    emb: Ident,
+    rec: Ident,
+    emb_name: String,
+    /// The recurrent layer's network index and output length.
+    rec_index: usize,
+    out_len: usize,
+    /// Workspace fields: the embedded tokens, the recurrent traces (and the stride of one
+    /// sample's), the backward scratch, the embeddings' relevance, and the lengths.
+    x: Ident,
+    trace: Ident,
+    trace_len: Ident,
+    scratch: Ident,
+    rel: Ident,
+    lengths: Ident,
+}
+
+/// The chain reducing sequence input `k`: `None` if the shape pass would have refused it.
+fn sequence_chain(net: &Network, k: usize, field: &Ident) -> Option<Seq> {
+    let [(e, _)] = *net.consumers(Src::Input(k)).as_slice() else { return None };
+    let mut r = e;
+    while !matches!(net.layers[r].op, Op::Recurrent(_)) {
+        let [(next, _)] = *net.consumers(Src::Layer(r)).as_slice() else { return None };
+        r = next;
+    }
+    Some(Seq {
+        emb: net.layers[e].field.clone(),
+        rec: net.layers[r].field.clone(),
+        emb_name: net.layers[e].name.clone(),
+        rec_index: r,
+        out_len: len(&net.layers[r].out_shape),
+        x: format_ident!("emb_{}", field),
+        trace: format_ident!("trace_{}", field),
+        trace_len: format_ident!("trace_len_{}", field),
+        scratch: format_ident!("rnn_scratch_{}", field),
+        rel: format_ident!("rel_emb_{}", field),
+        lengths: format_ident!("lengths_{}", field),
+    })
+}
+
+/// The layers before the rest of the network: those reducing the sequence inputs (the layer
+/// order puts them first).
+fn sequence_layers(net: &Network) -> usize {
+    let chains = net.inputs.iter().enumerate().filter(|(_, i)| i.kind == InputKind::Sequence);
+    chains
+        .filter_map(|(k, i)| sequence_chain(net, k, &format_ident!("{}", i.name)))
+        .map(|s| s.rec_index + 1)
+        .max()
+        .unwrap_or(0)
 }
 
 /// What every generated piece of a fixed-size model refers to.
@@ -48,11 +127,23 @@ struct Parts<'a> {
     rt: TokenStream,
 }
 
-/// The run inputs of the whole network: every declared input, `Buf::Input(k)`.
+/// The run inputs of the network after its sequence layers: every declared input,
+/// `Buf::Input(k)`, a sequence input's recurrent output in its place.
 fn run_inputs(net: &Network) -> Vec<RunInput> {
     let several = net.inputs.len() > 1;
     let inputs = net.inputs.iter().enumerate().map(|(k, input)| {
         let field = format_ident!("{}", input.name);
+        if let Some(seq) = sequence_chain(net, k, &field).filter(|_| input.kind == InputKind::Sequence) {
+            let (r, rec) = (seq.rec_index, &net.layers[seq.rec_index]);
+            let name = format!("`{}`", rec.name);
+            return RunInput {
+                src: Src::Layer(r),
+                buf: Buf::Act(r),
+                name,
+                shape: rec.out_shape.clone(),
+                expr: quote!(),
+            };
+        }
         let expr = if several { quote!(input.#field) } else { quote!(input) };
         let name = if several { format!("input `{}`", input.name) } else { "the input".to_string() };
         RunInput { src: Src::Input(k), buf: Buf::Input(k), name, shape: input.shape(), expr }
@@ -62,7 +153,8 @@ fn run_inputs(net: &Network) -> Vec<RunInput> {
 
 /// The model, its workspace, and `impl lrp::Model` (and `lrp::TensorModel`) for it.
 pub(super) fn generate(net: &Network) -> TokenStream {
-    let Some(plan) = Plan::new(&net.layers, 0, run_inputs(net)) else {
+    let first = sequence_layers(net);
+    let Some(plan) = Plan::new(&net.layers[first..], first, run_inputs(net)) else {
         // The shape pass refuses a network that computes nothing.
         return syn::Error::new(net.name.span(), "the network computes nothing").to_compile_error();
     };
@@ -122,14 +214,20 @@ fn inputs(net: &Network, plan: &Plan) -> Vec<In> {
         // A token input is read by its Embedding (the shape pass checks it); the explanation
         // is the relevance of the embedded tokens.
         let embedding = plan.readers(Src::Input(k)).first().map(|&(e, _)| e);
-        let (rel, rel_len, times, tokens) = match (&input.kind, embedding) {
-            (InputKind::Tokens(_), Some(e)) => {
+        let seq = sequence_chain(net, k, &field).filter(|_| input.kind == InputKind::Sequence);
+        let (rel, rel_len, times, tokens) = match (&input.kind, embedding, &seq) {
+            (InputKind::Sequence, _, Some(seq)) => {
+                let (x, rel, lengths) = (&seq.x, &seq.rel, &seq.lengths);
+                let e = len(&net.layers[seq.rec_index].in_shape);
+                (quote!(ws.#rel), e, quote!(ws.#x[..#e * ws.#lengths[..n].iter().sum::<usize>()]), false)
+            }
+            (InputKind::Tokens(_), Some(e), _) => {
                 let (a, e_len) = (act_ident(e), len(&net.layers[e].out_shape));
                 (plan.out_rel(Src::Layer(e)), e_len, quote!(ws.#a[..n * #e_len]), true)
             }
             _ => (plan.input_rels[k].clone(), n_len, quote!(#expr[..n * #n_len]), false),
         };
-        ins.push(In { name: input.name.clone(), field, expr, len: n_len, tokens, rel, rel_len, times });
+        ins.push(In { name: input.name.clone(), field, expr, len: n_len, tokens, rel, rel_len, times, seq });
     }
     ins
 }
@@ -152,13 +250,20 @@ impl Parts<'_> {
     fn explanation(&self) -> TokenStream {
         let (rt, logits, classes) = (&self.rt, &self.plan.logits, self.classes);
         let one = |i: &In| {
-            let (rel, rel_len) = (&i.rel, i.rel_len);
-            let lengths = if i.tokens { quote!(&ws.lengths[..n]) } else { quote!(&[]) };
+            let (rel, count) = (&i.rel, i.rel_count());
+            let lengths = match &i.seq {
+                Some(seq) => {
+                    let lengths = &seq.lengths;
+                    quote!(&ws.#lengths[..n])
+                }
+                None if i.tokens => quote!(&ws.lengths[..n]),
+                None => quote!(&[]),
+            };
             quote! {
                 #rt::Explanation {
                     logits: &ws.#logits[..n * #classes],
                     targets: &ws.targets[..n],
-                    relevance: &#rel[..n * #rel_len],
+                    relevance: &#rel[..#count],
                     batch: n,
                     lengths: #lengths,
                 }
@@ -195,8 +300,8 @@ impl Parts<'_> {
                     quote!((#name, &[#(#shape),*]))
                 });
                 quote! {
-                    /// Each input's name and the shape of one of its samples (token ids: `[L]`),
-                    /// in the order of the input struct's fields.
+                    /// Each input's name and the shape of one of its samples (token ids: `[L]`;
+                    /// a sequence of any length: `[]`), in the order of the input struct's fields.
                     pub const INPUTS: &'static [(&'static str, &'static [usize])] = &[#(#entries),*];
                 }
             }
@@ -208,17 +313,28 @@ impl Parts<'_> {
         let Some((input, explanation)) = &self.structs else { return quote!() };
         let (vis, name, rt) = (&self.net.vis, &self.net.name, &self.rt);
         let fields = self.ins.iter().map(|i| {
-            let (f, ty) = (&i.field, if i.tokens { quote!([usize]) } else { quote!([f32]) });
-            let doc = match i.tokens {
-                true => format!("`n` samples of {} token ids each, back to back.", i.len),
-                false => format!("`n` samples of {} values each, back to back (PyTorch's contiguous layout).", i.len),
+            let f = &i.field;
+            let (ty, doc) = match (&i.seq, i.tokens) {
+                (Some(_), _) => (
+                    quote!([&'a [usize]]),
+                    "`n` samples, each a sequence of token ids (from one to the workspace's `max_len`).".to_string(),
+                ),
+                (None, true) => (quote!([usize]), format!("`n` samples of {} token ids each, back to back.", i.len)),
+                (None, false) => (
+                    quote!([f32]),
+                    format!("`n` samples of {} values each, back to back (PyTorch's contiguous layout).", i.len),
+                ),
             };
             quote!(#[doc = #doc] pub #f: &'a #ty)
         });
         let rel_fields = self.ins.iter().map(|i| {
             let f = &i.field;
-            let doc =
-                format!("The relevance of `{}`{}.", i.name, if i.tokens { " (of each embedded token)" } else { "" });
+            let of = match (&i.seq, i.tokens) {
+                (Some(_), _) => " (of each embedded token, the samples back to back)",
+                (None, true) => " (of each embedded token)",
+                (None, false) => "",
+            };
+            let doc = format!("The relevance of `{}`{of}.", i.name);
             quote!(#[doc = #doc] pub #f: #rt::Explanation<'w>)
         });
         let (input_doc, expl_doc) = (
@@ -243,8 +359,36 @@ impl Parts<'_> {
     /// The workspace struct: every buffer for `capacity` samples.
     fn workspace_struct(&self) -> TokenStream {
         let (name, vis, ws_name, ws_fields) = (&self.net.name, &self.net.vis, &self.ws_name, &self.plan.fields);
-        let ws_doc = format!("Buffers for running [`{name}`] on up to `capacity` samples without allocating.");
-        let lengths = self.has_tokens().then(|| quote!(lengths: ::std::vec::Vec<usize>,));
+        let ws_doc = match self.has_sequences() {
+            true => format!(
+                "Buffers for running [`{name}`] on up to `capacity` samples, each sequence of up to `max_len` tokens, without allocating."
+            ),
+            false => format!("Buffers for running [`{name}`] on up to `capacity` samples without allocating."),
+        };
+        let max_len_fn = self.has_sequences().then(|| {
+            quote! {
+                /// The longest sequence one sample may hold.
+                pub fn max_len(&self) -> usize {
+                    self.max_len
+                }
+            }
+        });
+        let lengths = self.ins.iter().any(|i| i.tokens).then(|| quote!(lengths: ::std::vec::Vec<usize>,));
+        let sequences = self.seqs().map(|(_, seq)| {
+            let (x, trace, trace_len, scratch, rel, lengths) =
+                (&seq.x, &seq.trace, &seq.trace_len, &seq.scratch, &seq.rel, &seq.lengths);
+            let out = act_ident(seq.rec_index);
+            quote! {
+                #x: ::std::vec::Vec<f32>,
+                #trace: ::std::vec::Vec<f32>,
+                #trace_len: usize,
+                #scratch: ::std::vec::Vec<f32>,
+                #out: ::std::vec::Vec<f32>,
+                #rel: ::std::vec::Vec<f32>,
+                #lengths: ::std::vec::Vec<usize>,
+            }
+        });
+        let max_len = self.has_sequences().then(|| quote!(max_len: usize,));
         let occluded = self.occludable().then(|| {
             let copies = self.occluded_idents();
             quote!(probs: ::std::vec::Vec<f32>, #(#copies: ::std::vec::Vec<f32>,)*)
@@ -254,11 +398,13 @@ impl Parts<'_> {
             #[derive(Clone, Debug)]
             #vis struct #ws_name {
                 capacity: usize,
+                #max_len
                 targets: ::std::vec::Vec<usize>,
                 rel_out: ::std::vec::Vec<f32>,
                 scratch: ::std::vec::Vec<f32>,
                 #occluded
                 #lengths
+                #(#sequences)*
                 #(#ws_fields,)*
             }
 
@@ -267,17 +413,24 @@ impl Parts<'_> {
                 pub fn capacity(&self) -> usize {
                     self.capacity
                 }
+
+                #max_len_fn
             }
         }
     }
 
-    fn has_tokens(&self) -> bool {
-        self.ins.iter().any(|i| i.tokens)
+    /// The sequence inputs (`tokens`) and the chains reducing them.
+    fn seqs(&self) -> impl Iterator<Item = (&In, &Seq)> {
+        self.ins.iter().filter_map(|i| i.seq.as_ref().map(|s| (i, s)))
+    }
+
+    fn has_sequences(&self) -> bool {
+        self.seqs().next().is_some()
     }
 
     /// Occlusion zeroes windows of values: every input holds values (no token ids).
     fn occludable(&self) -> bool {
-        !self.has_tokens()
+        !self.ins.iter().any(|i| i.tokens || i.seq.is_some())
     }
 
     /// The workspace copy of one sample of each input that occlusion zeroes windows of:
@@ -310,19 +463,62 @@ impl Parts<'_> {
         let scratch_init = buffer_init_with(&format_ident!("scratch"), quote!(1), scratch.clone());
         let fill = token_len.map(|l| quote!(ws.lengths.fill(#l);));
         let mutable = token_len.map(|_| quote!(mut));
+        let (mut sizes, mut sequences) = (Vec::new(), Vec::new());
+        for (i, seq) in self.seqs() {
+            let (rec, e, tokens) = (&seq.rec, i.rel_len, format_ident!("tokens_{}", i.field));
+            let (trace_len, scratch_len) = (&seq.trace_len, format_ident!("scratch_len_{}", i.field));
+            let what = format!("workspace buffer `{}`", seq.x);
+            sizes.push(quote! {
+                let #tokens = #rt::error::checked_size(#what, capacity, max_len)?;
+                let (#trace_len, #scratch_len) = (self.#rec.try_trace_len(max_len)?, self.#rec.try_scratch_len(max_len)?);
+            });
+            sequences.extend([
+                buffer_init(&seq.x, quote!(#tokens), e),
+                buffer_init_with(&seq.trace, quote!(capacity), quote!(#trace_len)),
+                quote!(#trace_len),
+                buffer_init_with(&seq.scratch, quote!(1), quote!(#scratch_len)),
+                buffer_init(&act_ident(seq.rec_index), quote!(capacity), seq.out_len),
+                buffer_init(&seq.rel, quote!(#tokens), e),
+                buffer_init(&seq.lengths, quote!(capacity), 1),
+            ]);
+        }
+        let (signature, max_len) = match self.has_sequences() {
+            true => (
+                quote! {
+                    /// Buffers for up to `capacity` samples per call, each sequence of up to
+                    /// `max_len` tokens (both at least one); reuse it across calls. Also allocates
+                    /// this thread's GEMM packing space: after this, `predict` and `explain` on this
+                    /// thread allocate nothing. Sizes whose buffers would not fit in memory's
+                    /// address range are an error.
+                    pub fn workspace(&self, max_len: usize, capacity: usize) -> #rt::Result<#ws_name>
+                },
+                quote!(let max_len = max_len.max(1);),
+            ),
+            false => (
+                quote! {
+                    /// Buffers for up to `capacity` samples per call (at least one); reuse it across calls.
+                    /// Also allocates this thread's GEMM packing space: after this, `predict` and
+                    /// `explain` on this thread allocate nothing. A capacity whose buffers would not fit in
+                    /// memory's address range is an error.
+                    pub fn workspace(&self, capacity: usize) -> #rt::Result<#ws_name>
+                },
+                quote!(),
+            ),
+        };
+        let max_len_field = self.has_sequences().then(|| quote!(max_len,));
         quote! {
-            /// Buffers for up to `capacity` samples per call (at least one); reuse it across calls.
-            /// Also allocates this thread's GEMM packing space: after this, `predict` and
-            /// `explain` on this thread allocate nothing. A capacity whose buffers would not fit in
-            /// memory's address range is an error.
-            pub fn workspace(&self, capacity: usize) -> #rt::Result<#ws_name> {
+            #signature {
                 let capacity = capacity.max(1);
+                #max_len
+                #(#sizes)*
                 #rt::kernels::gemm::prepare_thread();
                 let mut buffers = #rt::buffer::Buffers::default();
                 let #mutable ws = #ws_name {
                     capacity,
+                    #max_len_field
                     #(#fixed,)*
                     #scratch_init,
+                    #(#sequences,)*
                     #(#ws_init,)*
                 };
                 buffers.finish()?;
@@ -343,13 +539,103 @@ impl Parts<'_> {
                 let (expr, in_len) = (&i.expr, i.len);
                 let what =
                     if several { format!("input `{}` of `{name}`", i.name) } else { format!("input of `{name}`") };
-                let values = (!i.tokens).then(|| quote!(#rt::checks::check_samples(#expr, #in_len, #nonneg)?;));
+                if i.seq.is_some() {
+                    let what = format!("sequences of {what}");
+                    return quote! {
+                        #rt::error::check_len(#what, n, #expr.len())?;
+                        for tokens in #expr.iter() {
+                            if tokens.is_empty() || tokens.len() > ws.max_len {
+                                return ::core::result::Result::Err(#rt::Error::SequenceLength { length: tokens.len(), capacity: ws.max_len });
+                            }
+                        }
+                    };
+                }
+                let values = (!i.tokens && i.seq.is_none())
+                    .then(|| quote!(#rt::checks::check_samples(#expr, #in_len, #nonneg)?;));
                 quote! {
                     #rt::error::check_len(#what, n * #in_len, #expr.len())?;
                     #values
                 }
             })
             .collect()
+    }
+
+    /// Each sequence input's samples embedded back to back, and each reduced at its own length
+    /// by the recurrent layer into its row of the layer's output.
+    fn sequence_forward(&self) -> Vec<TokenStream> {
+        self.seqs()
+            .map(|(i, seq)| {
+                let (expr, e, emb, rec, out_len) = (&i.expr, i.rel_len, &seq.emb, &seq.rec, seq.out_len);
+                let (x, trace, trace_len, lengths, out) =
+                    (&seq.x, &seq.trace, &seq.trace_len, &seq.lengths, act_ident(seq.rec_index));
+                quote! {
+                    let mut offset = 0usize;
+                    for (i, tokens) in #expr[..n].iter().enumerate() {
+                        let (steps, stride) = (tokens.len(), ws.#trace_len);
+                        self.#emb.forward(tokens, &mut ws.#x[offset * #e..(offset + steps) * #e])?;
+                        self.#rec.forward(
+                            &ws.#x[offset * #e..(offset + steps) * #e],
+                            steps,
+                            &mut ws.#trace[i * stride..(i + 1) * stride],
+                            &mut ws.#out[i * #out_len..(i + 1) * #out_len],
+                        )?;
+                        ws.#lengths[i] = steps;
+                        offset += steps;
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Each sequence input's samples taken back through the recurrent layer (`method`:
+    /// `relevance` or `gradient`), from what reached its output to the embedded tokens.
+    fn sequence_backward(&self, method: &Ident) -> Vec<TokenStream> {
+        self.seqs()
+            .zip(self.ins.iter().zip(&self.plan.input_rels).filter(|(i, _)| i.seq.is_some()))
+            .map(|((i, seq), (_, head_rel))| {
+                let (e, rec, out_len) = (i.rel_len, &seq.rec, seq.out_len);
+                let (x, trace, trace_len, scratch, rel, lengths) =
+                    (&seq.x, &seq.trace, &seq.trace_len, &seq.scratch, &seq.rel, &seq.lengths);
+                quote! {
+                    let mut offset = 0usize;
+                    for i in 0..n {
+                        let (steps, stride) = (ws.#lengths[i], ws.#trace_len);
+                        self.#rec.#method(
+                            &ws.#x[offset * #e..(offset + steps) * #e],
+                            steps,
+                            &ws.#trace[i * stride..(i + 1) * stride],
+                            &#head_rel[i * #out_len..(i + 1) * #out_len],
+                            &mut ws.#rel[offset * #e..(offset + steps) * #e],
+                            &mut ws.#scratch,
+                        )?;
+                        offset += steps;
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// `check_sequences`: after gradient x input, every sequence's products are finite, or the
+    /// error names its Embedding.
+    fn check_sequences(&self) -> Option<TokenStream> {
+        let (rt, ws_name) = (&self.rt, &self.ws_name);
+        let entries: Vec<TokenStream> = self
+            .seqs()
+            .map(|(i, seq)| {
+                let (rel, count, name) = (&i.rel, i.rel_count(), &seq.emb_name);
+                quote!((#name, &#rel[..#count]))
+            })
+            .collect();
+        (!entries.is_empty()).then(|| {
+            quote! {
+                fn check_sequences(ws: &#ws_name, n: usize, pass: &str) -> #rt::Result<()> {
+                    match #rt::checks::locate_overflow(pass, 1, &[#(#entries),*]) {
+                        ::core::option::Option::Some(e) => ::core::result::Result::Err(e),
+                        ::core::option::Option::None => ::core::result::Result::Ok(()),
+                    }
+                }
+            }
+        })
     }
 
     /// The private passes: the input check, forward, relevance and gradient, the check ending
@@ -362,16 +648,40 @@ impl Parts<'_> {
             (steps::forward(self.plan), steps::relevance(self.plan), steps::gradient(self.plan));
         let touch_idle = model::touch_idle_layers(self.net);
         let forward_check = overflow::forward_check(self.net, self.plan);
+        // A sequence's relevance is checked where it leaves the rest of the network; its
+        // recurrent layer checks its own.
         let results: Vec<TokenStream> = self
             .ins
             .iter()
-            .map(|i| {
-                let (rel, rel_len) = (&i.rel, i.rel_len);
-                quote!(#rel[..n * #rel_len])
+            .zip(&self.plan.input_rels)
+            .map(|(i, head_rel)| match &i.seq {
+                Some(seq) => {
+                    let out_len = seq.out_len;
+                    quote!(#head_rel[..n * #out_len])
+                }
+                None => {
+                    let (rel, rel_len) = (&i.rel, i.rel_len);
+                    quote!(#rel[..n * #rel_len])
+                }
             })
             .collect();
         let backward_check = overflow::backward_check(self.plan, &results);
         let input_checks = self.input_checks();
+        let (seq_forward, seq_relevance, seq_gradient) = (
+            self.sequence_forward(),
+            self.sequence_backward(&format_ident!("relevance")),
+            self.sequence_backward(&format_ident!("gradient")),
+        );
+        let check_head = self.has_sequences().then(|| quote!(self.check_backward(ws, n, "gradient")?;));
+        let relevance_end = match self.has_sequences() {
+            true => quote! {
+                self.check_backward(ws, n, "relevance")?;
+                #(#seq_relevance)*
+                ::core::result::Result::Ok(())
+            },
+            false => quote!(self.check_backward(ws, n, "relevance")),
+        };
+        let check_sequences = self.check_sequences();
         let batch_what = format!("batch size of `{name}`");
         quote! {
             /// Checks that `input` holds exactly `n` samples (`1 <= n <= capacity`), every value
@@ -392,21 +702,26 @@ impl Parts<'_> {
 
             fn forward_pass(&self, ws: &mut #ws_name, input: &#input_ty, n: usize) -> #rt::Result<()> {
                 #touch_idle
+                #(#seq_forward)*
                 #(#forward)*
                 #forward_check
             }
 
             fn relevance_pass(&self, ws: &mut #ws_name, input: &#input_ty, n: usize) -> #rt::Result<()> {
                 #(#relevance)*
-                self.check_backward(ws, n, "relevance")
+                #relevance_end
             }
 
             /// The gradient of the seeded logit with respect to the input (checked by the caller,
             /// once it is multiplied by the input).
             fn gradient_pass(&self, ws: &mut #ws_name, input: &#input_ty, n: usize) -> #rt::Result<()> {
                 #(#gradient)*
+                #check_head
+                #(#seq_gradient)*
                 ::core::result::Result::Ok(())
             }
+
+            #check_sequences
 
             /// After a backward pass: the input's relevance (or gradient) is finite, or the error
             /// names the layer where it first was not.
@@ -429,10 +744,12 @@ impl Parts<'_> {
             (&self.rt, &self.net.name, &self.ws_name, self.classes, &self.input_ty);
         let (logits, explanation, expl_ty) = (&self.plan.logits, self.explanation(), self.explanation_ty());
         let rel_what = format!("output relevance of `{name}`");
+        let sequences_checked =
+            self.has_sequences().then(|| quote!(Self::check_sequences(ws, n, "gradient x input")?;));
         let times = self.ins.iter().map(|i| {
-            let (rel, rel_len, times) = (&i.rel, i.rel_len, &i.times);
+            let (rel, count, times) = (&i.rel, i.rel_count(), &i.times);
             quote! {
-                for (r, x) in #rel[..n * #rel_len].iter_mut().zip(#times.iter()) {
+                for (r, x) in #rel[..#count].iter_mut().zip(#times.iter()) {
                     *r *= x;
                 }
             }
@@ -487,6 +804,7 @@ impl Parts<'_> {
                 self.gradient_pass(ws, input, n)?;
                 #(#times)*
                 self.check_backward(ws, n, "gradient x input")?;
+                #sequences_checked
                 ::core::result::Result::Ok(#explanation)
             }
         }

@@ -21,7 +21,7 @@ fn len(shape: &[usize]) -> usize {
 
 /// Everything `network!` or `#[derive(Explainable)]` expands to.
 pub fn generate(net: &Network) -> TokenStream {
-    if net.input_tokens() { sequence::generate(net) } else { feedforward::generate(net) }
+    if net.input_tokens() && net.inputs.len() == 1 { sequence::generate(net) } else { feedforward::generate(net) }
 }
 
 /// The one-sample methods (`predict`, `explain`, ...), each `*_batch` with `n = 1`: one sample is

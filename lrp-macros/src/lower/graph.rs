@@ -2,7 +2,8 @@
 //! `source ->` names; blocks nest names (`layer1.0.conv1`); `Sum` and `Concat` merge branches.
 //! Names are resolved once every entry is lowered (an entry may read one written after it),
 //! the layers are put in an order where each comes after what it reads (a cycle is an error),
-//! and a layer that never reaches the output is an error.
+//! the layers reducing a sequence input first, and a layer that never reaches the output is an
+//! error.
 
 use super::layers::lower_layer;
 use crate::ast::{Call, Entry, Name, Value};
@@ -23,8 +24,9 @@ pub(super) struct Graph {
     pub complete: bool,
 }
 
-/// Builds the graph of `entries` (see the module docs).
-pub(super) fn build(cx: &mut Ctxt, entries: &[Entry], inputs: &[(&str, Span)]) -> Graph {
+/// Builds the graph of `entries` (see the module docs); `sequences[k]`: input `k` is a sequence
+/// of any length (`tokens`).
+pub(super) fn build(cx: &mut Ctxt, entries: &[Entry], inputs: &[(&str, Span)], sequences: &[bool]) -> Graph {
     let spans: Vec<Span> = inputs.iter().map(|(_, span)| *span).collect();
     let inputs: Vec<String> = inputs.iter().map(|(name, _)| name.to_string()).collect();
     let mut b = Builder {
@@ -57,7 +59,7 @@ pub(super) fn build(cx: &mut Ctxt, entries: &[Entry], inputs: &[(&str, Span)]) -
         Some(Val::Src(s)) => Some(s),
         None => None,
     };
-    let Some(order) = b.topological_order(&resolved) else {
+    let Some(order) = b.topological_order(&resolved, sequences) else {
         return Graph { layers: b.layers, composites: b.composites, complete: false };
     };
     let mut layers = reorder(b.layers, &order);
@@ -415,9 +417,12 @@ impl Builder<'_> {
     }
 
     /// The layers in an order where each comes after the layers it reads, the written order
-    /// kept where it may; `None` after reporting a cycle.
-    fn topological_order(&mut self, resolved: &[Option<Src>]) -> Option<Vec<usize>> {
+    /// kept where it may, except that the layers reducing a sequence input come first
+    /// ([`sequence_prefix`]); `None` after reporting a cycle.
+    fn topological_order(&mut self, resolved: &[Option<Src>], sequences: &[bool]) -> Option<Vec<usize>> {
         let n = self.layers.len();
+        let prefix = sequence_prefix(&self.layers, sequences);
+        let key = |i: usize| Reverse((!prefix[i], i));
         let mut waiting = vec![0usize; n];
         let mut readers = vec![Vec::new(); n];
         for (i, layer) in self.layers.iter().enumerate() {
@@ -428,14 +433,14 @@ impl Builder<'_> {
                 }
             }
         }
-        let mut ready: BinaryHeap<Reverse<usize>> = (0..n).filter(|&i| waiting[i] == 0).map(Reverse).collect();
+        let mut ready: BinaryHeap<Reverse<(bool, usize)>> = (0..n).filter(|&i| waiting[i] == 0).map(key).collect();
         let mut order = Vec::with_capacity(n);
-        while let Some(Reverse(i)) = ready.pop() {
+        while let Some(Reverse((_, i))) = ready.pop() {
             order.push(i);
             for &k in &readers[i] {
                 waiting[k] -= 1;
                 if waiting[k] == 0 {
-                    ready.push(Reverse(k));
+                    ready.push(key(k));
                 }
             }
         }
@@ -471,6 +476,33 @@ impl Builder<'_> {
         self.cx.error(span, format!("these layers read each other in a cycle: {}", names.join(" -> ")));
         None
     }
+}
+
+/// Which layers reduce a sequence input to a vector: the `Embedding` reading it, what passes
+/// its output on (`Dropout`, `Identity`), and the LSTM or GRU reading that. The code generator
+/// runs them per sequence, at its own length, before the rest of the network.
+fn sequence_prefix(layers: &[Layer], sequences: &[bool]) -> Vec<bool> {
+    let mut prefix = vec![false; layers.len()];
+    // A chain is at most as long as the layers: one sweep per link reaches its end.
+    for _ in 0..layers.len() {
+        let mut changed = false;
+        for (i, layer) in layers.iter().enumerate() {
+            let continues = match layer.inputs.as_slice() {
+                [Src::Input(k)] => sequences.get(*k).copied().unwrap_or(false),
+                [Src::Layer(j)] => prefix[*j] && !matches!(layers[*j].op, Op::Recurrent(_)),
+                _ => false,
+            };
+            let reduces = matches!(layer.op, Op::Embedding { .. } | Op::Dropout | Op::Identity | Op::Recurrent(_));
+            if continues && reduces && !prefix[i] {
+                prefix[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    prefix
 }
 
 /// A `Sum` or `Concat` layer named `name` (no weights, no struct field of its own).

@@ -85,8 +85,9 @@ pub fn lower(cx: &mut Ctxt, spec: &Spec, source_file: Option<String>) -> Lowered
     args.finish(cx, &["input", "composite", "input_nonnegative"]);
 
     let input_names: Vec<(&str, Span)> = inputs.iter().map(|i| (i.name.as_str(), i.span)).collect();
+    let sequences: Vec<bool> = inputs.iter().map(|i| i.kind == InputKind::Sequence).collect();
     let graph::Graph { mut layers, composites: branch_composites, complete } =
-        graph::build(cx, &spec.entries, &input_names);
+        graph::build(cx, &spec.entries, &input_names, &sequences);
     check_unique(cx, &mut layers);
     if layers.is_empty() && complete {
         cx.error(spec.name.span(), format!("`{}` has no layers", spec.name));

@@ -357,25 +357,45 @@ fn merge_shape(cx: &mut Ctxt, net: &Network, i: usize, parts: &[Value]) -> Value
     }
 }
 
-/// What code generation relies on beyond shapes: a model of tokens starts with its `Embedding`
-/// (nothing may stand before it, not even a `Dropout`), and a network computes something (not
-/// only reshapes).
+/// What code generation relies on beyond shapes: a sequence input (`tokens`) is read by its
+/// `Embedding` alone (nothing may stand before it, not even a `Dropout`), each sequence has one
+/// reader up to the LSTM or GRU reducing it, and a network computes something (not only
+/// reshapes).
 fn check_structure(cx: &mut Ctxt, net: &Network) {
     let first = net.layers.first();
-    // Sequences of any length are read by a model of tokens alone, one chain of layers.
-    let sequence = net.inputs.iter().find(|i| i.kind == InputKind::Sequence);
-    if let Some(input) = sequence.filter(|_| net.inputs.len() > 1 || !net.is_chain()) {
-        let message = format!(
-            "`{} = tokens` (sequences of any length) is read only by a model of tokens, which is one chain of layers with no other input; in a graph, use `tokens(L)` (L token ids per sample)",
-            input.name
-        );
-        cx.error(input.span, message);
-    } else if net.input_tokens()
-        && let Some(l) = first.filter(|l| !matches!(l.op, Op::Embedding { .. }))
-    {
-        let message =
-            format!("a model of tokens starts with its `Embedding`, but `{}` ({}) comes first", l.name, l.op.kind());
+    for (k, input) in net.inputs.iter().enumerate().filter(|(_, i)| i.kind == InputKind::Sequence) {
+        let readers = net.consumers(Src::Input(k));
+        let Some(&(l, _)) = readers.iter().find(|&&(l, _)| !matches!(net.layers[l].op, Op::Embedding { .. })) else {
+            continue;
+        };
+        let l = &net.layers[l];
+        let message = match net.inputs.len() {
+            1 => {
+                format!("a model of tokens starts with its `Embedding`, but `{}` ({}) comes first", l.name, l.op.kind())
+            }
+            _ => format!(
+                "`{}` (a sequence of token ids) is read by an `Embedding`, but `{}` ({}) reads it",
+                input.name,
+                l.name,
+                l.op.kind()
+            ),
+        };
         cx.error(l.span, message);
+    }
+    // A sequence is reduced one at a time, at its own length: one chain from its input.
+    let sequences = net.inputs.iter().enumerate().filter(|(_, i)| i.kind == InputKind::Sequence);
+    let values = sequences.map(|(k, i)| (Src::Input(k), format!("input `{}`", i.name))).chain(
+        net.layers.iter().enumerate().filter(|(_, l)| l.out_seq).map(|(j, l)| (Src::Layer(j), format!("`{}`", l.name))),
+    );
+    for (src, what) in values {
+        if let [(first, _), (second, _), ..] = *net.consumers(src).as_slice() {
+            let (a, b) = (&net.layers[first], &net.layers[second]);
+            let message = format!(
+                "{what} is a sequence of any length, which one chain of layers reduces (an `Embedding`, then an LSTM or GRU), but `{}` and `{}` both read it",
+                a.name, b.name
+            );
+            cx.error(b.span, message);
+        }
     }
     if first.is_some() && net.layers.iter().all(|l| matches!(l.op, Op::Flatten | Op::Dropout | Op::Identity)) {
         let message = format!("`{}` computes nothing: its layers only reshape; add a `Linear` or `Conv2d`", net.name);
@@ -430,18 +450,33 @@ mod tests {
     }
 
     #[test]
-    fn sequences_of_any_length_are_read_by_a_chain_alone() {
-        let message = "`q = tokens` (sequences of any length) is read only by a model of tokens, which is one chain of layers with no other input; in a graph, use `tokens(L)` (L token ids per sample)";
+    fn a_sequence_is_reduced_by_one_chain_of_layers() {
+        assert!(
+            errors(quote! {
+                Net(inputs(image = [4], q = tokens)) {
+                    img: image -> Linear(4, 4), txt: q -> { Embedding(10, 4), LSTM(4, 4) }, Sum(img, txt), Linear(4, 2),
+                }
+            })
+            .is_empty()
+        );
         let errs = errors(quote! {
             Net(inputs(image = [4], q = tokens)) {
-                img: image -> Linear(4, 4), txt: q -> { Embedding(10, 4), LSTM(4, 4) }, Sum(img, txt), Linear(4, 2),
+                img: image -> Linear(4, 4), e: q -> Embedding(10, 4), a: e -> LSTM(4, 4), b: e -> GRU(4, 4),
+                Sum(img, a, b), Linear(4, 2),
             }
         });
-        assert_eq!(errs, [message]);
+        assert_eq!(
+            errs,
+            [
+                "`e` is a sequence of any length, which one chain of layers reduces (an `Embedding`, then an LSTM or GRU), but `a` and `b` both read it"
+            ]
+        );
         let errs = errors(quote! {
-            Net(inputs(q = tokens)) { e: Embedding(10, 4), LSTM(4, 4), Sum { Linear(4, 4), {} }, Linear(4, 2) }
+            Net(inputs(image = [4], q = tokens)) {
+                img: image -> Linear(4, 4), txt: q -> { Dropout(0.1), Embedding(10, 4), LSTM(4, 4) }, Sum(img, txt), Linear(4, 2),
+            }
         });
-        assert_eq!(errs, [message]);
+        assert_eq!(errs, ["`q` (a sequence of token ids) is read by an `Embedding`, but `txt.0` (Dropout) reads it"]);
     }
 
     #[test]
