@@ -156,6 +156,8 @@ const FRAGMENTS: &[&str] = &[
     "Sum(x, x),",
     "Concat(dim = -1) { {}, Linear(4, 4) },",
     "inputs(a = [4], b = tokens(3)),",
+    "inputs(a = [4], q = tokens),",
+    "t: q -> { Embedding(10, 4), LSTM(4, 4) },",
     "[[[[",
     "]]]]",
     "r#",
