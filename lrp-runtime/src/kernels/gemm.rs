@@ -4,7 +4,7 @@
 
 use super::im2col::ConvCols;
 use super::parallel;
-use super::sgemm::{PackBuffers, Split, distinct_elements, in_bounds, sgemm, sgemm_oriented};
+use super::sgemm::{Operand, PackBuffers, Split, distinct_elements, in_bounds, sgemm, sgemm_oriented};
 use std::cell::RefCell;
 
 /// A read-only strided matrix: element (i, j) is `data[i * rs + j * cs]`.
@@ -87,13 +87,52 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) 
 /// slice (checked arithmetic, on the threaded path too); generated code only passes views
 /// whose sizes the compiler checked.
 pub fn conv_gemm(alpha: f32, w: MatRef<'_>, cols: ConvCols<'_>, beta: f32, c: MatMut<'_>) {
-    assert!(c.cs == 1 || c.cols <= 1, "conv_gemm: C must have unit column stride");
+    conv_gemm_many(alpha, [w], cols, beta, [c]);
+}
+
+/// [`conv_gemm`] of one image with several weights: `C_q = alpha W_q cols + beta C_q`, the
+/// image unfolded and packed once for all of them (a layer's forward pass and a rule's
+/// denominator read the same input).
+pub fn conv_gemm_many<const N: usize>(
+    alpha: f32,
+    w: [MatRef<'_>; N],
+    cols: ConvCols<'_>,
+    beta: f32,
+    c: [MatMut<'_>; N],
+) {
+    assert!(c.iter().all(|c| c.cs == 1 || c.cols <= 1), "conv_gemm: C must have unit column stride");
     // In the kernels' orientation: C^T = cols^T W^T, with C^T column-major.
-    let (b, c) = (w.t(), c.t());
-    let work = c.rows.saturating_mul(c.cols).saturating_mul(b.rows);
-    match Split::oriented(cols, b, c, alpha, beta, parallel::parts_for(work)) {
+    oriented(alpha, cols, w.map(MatRef::t), beta, c.map(MatMut::t));
+}
+
+/// `C_q = alpha A_q B + beta C_q` for products sharing their right operand (a pointwise
+/// convolution's input read with several weights), `B` packed once for all of them when every
+/// `C_q` is row-major with more than one row and column; otherwise one [`gemm`] each. Panics
+/// like [`gemm`].
+pub fn gemm_shared_rhs<const N: usize>(alpha: f32, a: [MatRef<'_>; N], b: MatRef<'_>, beta: f32, c: [MatMut<'_>; N]) {
+    let row_major = c.iter().all(|c| c.cs == 1 && c.rs != 1 && c.rows > 1 && c.cols > 1);
+    if !row_major || N == 1 {
+        for (a, c) in a.into_iter().zip(c) {
+            gemm(alpha, a, b, beta, c);
+        }
+        return;
+    }
+    for (a, c) in a.iter().zip(&c) {
+        assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows, "gemm: dimension mismatch");
+        assert!(a.in_bounds() && b.in_bounds() && c.in_bounds(), "gemm: view out of bounds");
+    }
+    // In the kernels' orientation: C_q^T = B^T A_q^T, with C_q^T column-major.
+    oriented(alpha, b.t(), a.map(MatRef::t), beta, c.map(MatMut::t));
+}
+
+/// `C_q = alpha A B_q + beta C_q` in the kernels' orientation, `A` packed once for all, split
+/// over threads when the products together are large.
+fn oriented<A: Operand, const N: usize>(alpha: f32, a: A, b: [MatRef<'_>; N], beta: f32, c: [MatMut<'_>; N]) {
+    let each = |c: &MatMut<'_>| c.rows.saturating_mul(c.cols).saturating_mul(a.depth());
+    let work = c.iter().map(each).fold(0usize, usize::saturating_add);
+    match Split::oriented(a, b, c, alpha, beta, parallel::parts_for(work)) {
         Ok(split) => parallel::run(split.parts(), &|part| with_thread_pack(|pack| split.run_part(part, pack))),
-        Err(c) => with_thread_pack(|pack| sgemm_oriented(alpha, cols, b, beta, c, pack)),
+        Err(c) => with_thread_pack(|pack| sgemm_oriented(alpha, a, b, beta, c, pack)),
     }
 }
 
@@ -291,6 +330,47 @@ mod tests {
             );
             // Same packed values, same kernels, same blocking: bitwise equal.
             assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn products_sharing_an_operand_equal_separate_products_bitwise() {
+        use crate::kernels::im2col::{self, Conv2dGeom};
+        let geom = |c, h, w, k, s, p, cout| Conv2dGeom { out_channels: cout, ..im2col::geom(c, h, w, k, s, p, [1, 1]) };
+        // Small; more output channels than half the packing space of B holds (two column
+        // blocks); ragged; and enough work to be split over threads (by rows, then columns).
+        for g in [
+            geom(3, 9, 7, [3, 3], [1, 1], [1, 1], 5),
+            geom(4, 5, 6, [1, 1], [1, 1], [0, 0], 1100),
+            geom(6, 11, 9, [3, 2], [2, 1], [1, 0], 37),
+            geom(32, 28, 28, [3, 3], [1, 1], [1, 1], 64),
+            geom(64, 7, 7, [3, 3], [1, 1], [1, 1], 512),
+        ] {
+            let (k, p, cout) = (g.col_rows(), g.col_cols(), g.out_channels);
+            let x = seq(g.in_len(), 0.4);
+            let (w1, w2) = (seq(cout * k, 1.3), seq(cout * k, 2.9));
+            let (m1, m2) = (MatRef::row_major(&w1, cout, k), MatRef::row_major(&w2, cout, k));
+            let cols = ConvCols::new(&g, &x, 0, g.in_channels);
+            let (mut want1, mut want2) = (seq(cout * p, 0.5), seq(cout * p, 0.6));
+            let (mut got1, mut got2) = (want1.clone(), want2.clone());
+            conv_gemm(0.5, m1, cols, 1.5, MatMut::row_major(&mut want1, cout, p));
+            conv_gemm(0.5, m2, cols, 1.5, MatMut::row_major(&mut want2, cout, p));
+            let outs = [MatMut::row_major(&mut got1, cout, p), MatMut::row_major(&mut got2, cout, p)];
+            conv_gemm_many(0.5, [m1, m2], cols, 1.5, outs);
+            let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same(&want1, &got1) && same(&want2, &got2), "conv {g:?}");
+            // The same image as the right operand of plain products (a pointwise convolution).
+            let xm = MatRef::row_major(&x, g.in_channels, g.in_h * g.in_w);
+            let (a1, a2) = (&w1[..cout * g.in_channels], &w2[..cout * g.in_channels]);
+            let (a1, a2) = (MatRef::row_major(a1, cout, g.in_channels), MatRef::row_major(a2, cout, g.in_channels));
+            let hw = g.in_h * g.in_w;
+            let (mut want1, mut want2, mut got1, mut got2) =
+                (vec![0.0; cout * hw], vec![0.0; cout * hw], vec![f32::NAN; cout * hw], vec![f32::NAN; cout * hw]);
+            gemm(1.0, a1, xm, 0.0, MatMut::row_major(&mut want1, cout, hw));
+            gemm(1.0, a2, xm, 0.0, MatMut::row_major(&mut want2, cout, hw));
+            let outs = [MatMut::row_major(&mut got1, cout, hw), MatMut::row_major(&mut got2, cout, hw)];
+            gemm_shared_rhs(1.0, [a1, a2], xm, 0.0, outs);
+            assert!(same(&want1, &got1) && same(&want2, &got2), "pointwise {g:?}");
         }
     }
 

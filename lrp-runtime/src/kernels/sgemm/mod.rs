@@ -17,6 +17,10 @@
 //! packs all of `B` once and walks `A` one `MR`-row panel at a time along its rows, which keeps
 //! the reads of `A` sequential.
 //!
+//! Several products that share their left operand (in the kernels' orientation: one layer input
+//! read with several weight matrices) run as one: each block of `A` is packed once and
+//! multiplied with the blocks of every `B`, which split the packing space of `B` between them.
+//!
 //! Packing space lives in [`PackBuffers`], allocated once by the caller, so [`sgemm`] itself
 //! never touches the heap.
 
@@ -164,46 +168,55 @@ pub(crate) fn sgemm_on(
 ) {
     check_views(&a, &b, &c);
     let (a, b, c) = orient(a, b, c);
-    oriented_on(isa, alpha, a, b, beta, c, pack);
+    oriented_on(isa, alpha, a, [b], beta, [c], pack);
 }
 
 /// `C = alpha A B + beta C` on one thread for a product already in the kernels' orientation,
 /// with any left operand (the implicit `im2col` of [`super::gemm::conv_gemm`]).
 ///
 /// Panics if the dimensions disagree or `B` or `C` reach past their slices.
-pub(crate) fn sgemm_oriented<A: Operand>(
+pub(crate) fn sgemm_oriented<A: Operand, const N: usize>(
     alpha: f32,
     a: A,
-    b: MatRef<'_>,
+    b: [MatRef<'_>; N],
     beta: f32,
-    c: MatMut<'_>,
+    c: [MatMut<'_>; N],
     pack: &mut PackBuffers,
 ) {
     oriented_on(Isa::best(), alpha, a, b, beta, c, pack);
 }
 
-/// [`sgemm_oriented`] with the kernel family `isa`: checks, the empty and depth-0 cases, then
-/// the blocked loops.
-fn oriented_on<A: Operand>(
+/// [`sgemm_oriented`] with the kernel family `isa`: `C_q = alpha A B_q + beta C_q` for every
+/// `q`, `A` packed once for all of them. Checks, the empty and depth-0 cases, then the blocked
+/// loops.
+fn oriented_on<A: Operand, const N: usize>(
     isa: Isa,
     alpha: f32,
     a: A,
-    b: MatRef<'_>,
+    b: [MatRef<'_>; N],
     beta: f32,
-    c: MatMut<'_>,
+    c: [MatMut<'_>; N],
     pack: &mut PackBuffers,
 ) {
-    assert!(a.rows() == c.rows && b.cols == c.cols && a.depth() == b.rows, "sgemm: dimension mismatch");
-    assert!(in_bounds(b.rows, b.cols, b.rs, b.cs, b.data.len()), "sgemm: B out of bounds");
-    assert!(in_bounds(c.rows, c.cols, c.rs, c.cs, c.data.len()), "sgemm: C out of bounds");
-    if c.rows == 0 || c.cols == 0 {
+    check_shared_left(&a, &b, &c, "sgemm");
+    if N == 0 || c[0].rows == 0 || c[0].cols == 0 {
         return;
     }
-    if b.rows == 0 {
-        scale(beta, c);
+    if a.depth() == 0 {
+        c.into_iter().for_each(|c| scale(beta, c));
         return;
     }
-    run_blocked(isa, alpha, a, b, beta, Output::new(c), pack);
+    run_blocked(isa, alpha, a, &b, beta, &mut c.map(Output::new), pack);
+}
+
+/// Panics unless every `A B_q` is defined and has the shape of `C_q`, all `C_q` have one shape,
+/// and every `B_q` and `C_q` lies inside its slice (checked arithmetic).
+fn check_shared_left<A: Operand, const N: usize>(a: &A, b: &[MatRef<'_>; N], c: &[MatMut<'_>; N], what: &str) {
+    for (b, c) in b.iter().zip(c) {
+        assert!(a.rows() == c.rows && b.cols == c.cols && a.depth() == b.rows, "{what}: dimension mismatch");
+        assert!(in_bounds(b.rows, b.cols, b.rs, b.cs, b.data.len()), "{what}: B out of bounds");
+        assert!(in_bounds(c.rows, c.cols, c.rs, c.cs, c.data.len()), "{what}: C out of bounds");
+    }
 }
 
 /// The kernels vectorize along the rows of C: the transposed problem `C^T = B^T A^T` when C's
@@ -217,9 +230,9 @@ fn run_blocked<A: Operand>(
     isa: Isa,
     alpha: f32,
     a: A,
-    b: MatRef<'_>,
+    b: &[MatRef<'_>],
     beta: f32,
-    out: Output<'_>,
+    out: &mut [Output<'_>],
     pack: &mut PackBuffers,
 ) {
     match isa {
@@ -231,17 +244,18 @@ fn run_blocked<A: Operand>(
     }
 }
 
-/// A product `C = alpha A B + beta C` cut into independent parts for several threads: in the
-/// kernels' orientation (C column-major), by rows of C when C has more rows than columns (every
-/// part packs all of B, the smaller operand), by columns otherwise (every part packs all of A).
-/// Each part is a rectangle of C that no other part touches.
-pub(crate) struct Split<'a, A: Operand = MatRef<'a>> {
+/// A product `C = alpha A B + beta C` (or `N` products `C_q = alpha A B_q + beta C_q` sharing
+/// `A`) cut into independent parts for several threads: in the kernels' orientation (C
+/// column-major), by rows of C when C has more rows than columns (every part packs all of B,
+/// the smaller operand), by columns otherwise (every part packs all of A). Each part is a
+/// rectangle of every C that no other part touches.
+pub(crate) struct Split<'a, A: Operand = MatRef<'a>, const N: usize = 1> {
     isa: Isa,
     alpha: f32,
     beta: f32,
     a: A,
-    b: MatRef<'a>,
-    c: SharedC<'a>,
+    b: [MatRef<'a>; N],
+    c: [SharedC<'a>; N],
     by_rows: bool,
     parts: usize,
     /// Bit `i` is set once part `i` has started, so no part can run twice.
@@ -269,37 +283,37 @@ impl<'a> Split<'a> {
         check_views(&a, &b, &c);
         let transposed = c.rs != 1 && c.cs == 1;
         let (oa, ob, oc) = orient(a, b, c);
-        Split::oriented(oa, ob, oc, alpha, beta, parts).map_err(|c| (a, b, if transposed { c.t() } else { c }))
+        Split::oriented(oa, [ob], [oc], alpha, beta, parts).map_err(|[c]| (a, b, if transposed { c.t() } else { c }))
     }
 }
 
-impl<'a, A: Operand> Split<'a, A> {
-    /// [`Split::new`] for a product already in the kernels' orientation (C column-major),
-    /// with any left operand; gives C back when it cannot be cut. Panics if the dimensions
-    /// disagree or `B` or `C` reach past their slices (checked arithmetic: the parts write C
-    /// through raw pointers).
+impl<'a, A: Operand, const N: usize> Split<'a, A, N> {
+    /// [`Split::new`] for products already in the kernels' orientation (C column-major), with
+    /// any left operand shared by all; gives the Cs back when they cannot be cut. Panics if the
+    /// dimensions disagree or a `B` or `C` reaches past its slice (checked arithmetic: the parts
+    /// write C through raw pointers).
     pub(crate) fn oriented(
         a: A,
-        b: MatRef<'a>,
-        c: MatMut<'a>,
+        b: [MatRef<'a>; N],
+        c: [MatMut<'a>; N],
         alpha: f32,
         beta: f32,
         parts: usize,
-    ) -> std::result::Result<Self, MatMut<'a>> {
-        assert!(a.rows() == c.rows && b.cols == c.cols && a.depth() == b.rows, "sgemm split: dimension mismatch");
+    ) -> std::result::Result<Self, [MatMut<'a>; N]> {
         // The parts write C through raw pointers: its bounds are checked here, overflow-proof.
-        assert!(in_bounds(b.rows, b.cols, b.rs, b.cs, b.data.len()), "sgemm split: B out of bounds");
-        assert!(in_bounds(c.rows, c.cols, c.rs, c.cs, c.data.len()), "sgemm split: C out of bounds");
+        check_shared_left(&a, &b, &c, "sgemm split");
+        let Some(first) = c.first() else { return Err(c) };
         let isa = Isa::best();
         let (mr, nr) = isa.tile();
-        let by_rows = c.rows >= c.cols;
-        let (unit, span) = if by_rows { (mr, c.rows) } else { (nr, c.cols) };
+        let (rows, cols) = (first.rows, first.cols);
+        let by_rows = rows >= cols;
+        let (unit, span) = if by_rows { (mr, rows) } else { (nr, cols) };
         let parts = parts.min(span.div_ceil(unit)).min(Split::MAX_PARTS);
-        let direct = c.rs == 1 && (c.cols == 1 || c.cs >= c.rows);
-        if parts <= 1 || !direct || c.rows <= 1 || c.cols <= 1 || b.rows == 0 {
+        let direct = c.iter().all(|c| c.rs == 1 && (c.cols == 1 || c.cs >= c.rows));
+        if parts <= 1 || !direct || rows <= 1 || cols <= 1 || a.depth() == 0 {
             return Err(c);
         }
-        let c = SharedC::new(c);
+        let c = c.map(SharedC::new);
         Ok(Split { isa, alpha, beta, a, b, c, by_rows, parts, started: AtomicU64::new(0) })
     }
 
@@ -315,7 +329,8 @@ impl<'a, A: Operand> Split<'a, A> {
         let bit = 1u64 << part;
         assert!(self.started.fetch_or(bit, Ordering::AcqRel) & bit == 0, "sgemm split: part {part} ran twice");
         let (mr, nr) = self.isa.tile();
-        let (unit, span) = if self.by_rows { (mr, self.c.rows) } else { (nr, self.c.cols) };
+        let (rows, cols) = (self.c[0].rows, self.c[0].cols);
+        let (unit, span) = if self.by_rows { (mr, rows) } else { (nr, cols) };
         // Whole tiles, spread as evenly as possible (in u128: `tiles * p` cannot overflow).
         let tiles = span.div_ceil(unit) as u128;
         let bounds = |p: usize| ((tiles * p as u128 / self.parts as u128) * unit as u128).min(span as u128) as usize;
@@ -324,12 +339,12 @@ impl<'a, A: Operand> Split<'a, A> {
             return;
         }
         let (a, b, window) = if self.by_rows {
-            (self.a.sub_rows(lo, hi), self.b, Window { rows: (lo, hi - lo), cols: (0, self.c.cols) })
+            (self.a.sub_rows(lo, hi), self.b, Window { rows: (lo, hi - lo), cols: (0, cols) })
         } else {
-            (self.a, self.b.t().sub_rows(lo, hi).t(), Window { rows: (0, self.c.rows), cols: (lo, hi - lo) })
+            (self.a, self.b.map(|b| b.t().sub_rows(lo, hi).t()), Window { rows: (0, rows), cols: (lo, hi - lo) })
         };
-        let out = Output::shared(&self.c, window);
-        run_blocked(self.isa, self.alpha, a, b, self.beta, out, pack);
+        let mut outs: [Output<'_>; N] = std::array::from_fn(|q| Output::shared(&self.c[q], window));
+        run_blocked(self.isa, self.alpha, a, &b, self.beta, &mut outs, pack);
     }
 }
 
@@ -435,23 +450,29 @@ fn scale(beta: f32, c: MatMut<'_>) {
     }
 }
 
-/// Runs micro-kernel `kern` over the blocked loops, for `k >= 1` and a non-empty `C`.
+/// Runs micro-kernel `kern` over the blocked loops, for `k >= 1` and non-empty Cs, one per `B`
+/// (`outs[q]` receives `A b[q]`), all of one shape: each block of `A` is packed once for all.
 fn blocked<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>, A: Operand>(
     kern: K,
     alpha: f32,
     a: A,
-    b: MatRef<'_>,
+    b: &[MatRef<'_>],
     beta: f32,
-    mut out: Output<'_>,
+    outs: &mut [Output<'_>],
     pack: &mut PackBuffers,
 ) {
-    let (m, k, n) = (a.rows(), a.depth(), b.cols);
+    let (Some(&first), count) = (b.first(), b.len()) else { return };
+    let (m, k, n) = (a.rows(), a.depth(), first.cols);
     let (apack, bpack) = pack.split();
-    if n <= NR && a.rows_contiguous() && k * NR <= bpack.len() {
+    if let ([b], [out]) = (b, &mut *outs)
+        && n <= NR
+        && a.rows_contiguous()
+        && k * NR <= bpack.len()
+    {
         // One column panel of C (a dense layer on a small batch): A is used exactly once, so
         // what matters is reading it fast. Pack all of B once, then walk A one row panel at a
         // time along its contiguous rows.
-        kern.pack_b(bpack, b, 0, 0, k, n);
+        kern.pack_b(bpack, *b, 0, 0, k, n);
         for i0 in (0..m).step_by(MR) {
             let mu = MR.min(m - i0);
             for p0 in (0..k).step_by(K::KC) {
@@ -464,25 +485,32 @@ fn blocked<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>, A: Operand>
         }
         return;
     }
-    // The general case, five loops (Goto / BLIS order).
-    for j0 in (0..n).step_by(K::NC) {
-        let nc = K::NC.min(n - j0);
+    // The general case, five loops (Goto / BLIS order); the Bs share the packing space of B,
+    // each a block of at most `nc_max` columns.
+    let nc_max = (K::NC / count / NR).max(1) * NR;
+    for j0 in (0..n).step_by(nc_max) {
+        let nc = nc_max.min(n - j0);
         for p0 in (0..k).step_by(K::KC) {
             let kc = K::KC.min(k - p0);
             // The first depth block applies the caller's beta; later ones accumulate.
             let beta = if p0 == 0 { beta } else { 1.0 };
-            kern.pack_b(bpack, b, p0, j0, kc, nc);
-            let bpanels = &bpack[..nc.div_ceil(NR) * NR * kc];
+            let panels_len = nc.div_ceil(NR) * NR * kc;
+            for (q, b) in b.iter().enumerate() {
+                kern.pack_b(&mut bpack[q * panels_len..(q + 1) * panels_len], *b, p0, j0, kc, nc);
+            }
             for i0 in (0..m).step_by(K::MC) {
                 let mc = K::MC.min(m - i0);
                 a.pack(&kern, apack, i0, p0, mc, kc);
                 let apanels = &apack[..mc.div_ceil(MR) * MR * kc];
-                // One NR panel of B stays in L1 while the MR panels of A stream from L2.
-                for (jp, bp) in bpanels.chunks_exact(NR * kc).enumerate() {
-                    let cols = (j0 + jp * NR, NR.min(nc - jp * NR));
-                    for (ip, ap) in apanels.chunks_exact(MR * kc).enumerate() {
-                        let rows = (i0 + ip * MR, MR.min(mc - ip * MR));
-                        out.tile(&kern, rows, cols, kc, ap, bp, alpha, beta);
+                for (q, out) in outs.iter_mut().enumerate() {
+                    let bpanels = &bpack[q * panels_len..(q + 1) * panels_len];
+                    // One NR panel of B stays in L1 while the MR panels of A stream from L2.
+                    for (jp, bp) in bpanels.chunks_exact(NR * kc).enumerate() {
+                        let cols = (j0 + jp * NR, NR.min(nc - jp * NR));
+                        for (ip, ap) in apanels.chunks_exact(MR * kc).enumerate() {
+                            let rows = (i0 + ip * MR, MR.min(mc - ip * MR));
+                            out.tile(&kern, rows, cols, kc, ap, bp, alpha, beta);
+                        }
                     }
                 }
             }
@@ -770,7 +798,7 @@ mod tests {
         let (a, b) = (vec![1.0f32; 128 * 8], vec![1.0f32; 8 * 5]);
         let mut c = vec![0.0f32; 128 * 5];
         let c = MatMut { data: &mut c, rows: 128, cols: 5, rs: 1, cs: (1 << 62) + 1 };
-        let _ = Split::oriented(MatRef::row_major(&a, 128, 8), MatRef::row_major(&b, 8, 5), c, 1.0, 0.0, 2);
+        let _ = Split::oriented(MatRef::row_major(&a, 128, 8), [MatRef::row_major(&b, 8, 5)], [c], 1.0, 0.0, 2);
     }
 
     #[test]
