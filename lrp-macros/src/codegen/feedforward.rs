@@ -154,7 +154,7 @@ fn run_inputs(net: &Network) -> Vec<RunInput> {
 /// The model, its workspace, and `impl lrp::Model` (and `lrp::TensorModel`) for it.
 pub(super) fn generate(net: &Network) -> TokenStream {
     let first = sequence_layers(net);
-    let Some(plan) = Plan::new(&net.layers[first..], first, run_inputs(net)) else {
+    let Some(plan) = Plan::new(&net.layers[first..], first, run_inputs(net), true) else {
         // The shape pass refuses a network that computes nothing.
         return syn::Error::new(net.name.span(), "the network computes nothing").to_compile_error();
     };
@@ -682,6 +682,10 @@ impl Parts<'_> {
             false => quote!(self.check_backward(ws, n, "relevance")),
         };
         let check_sequences = self.check_sequences();
+        let denominators = match self.plan.shares_denominators() {
+            true => quote!(denominators),
+            false => quote!(_denominators),
+        };
         let batch_what = format!("batch size of `{name}`");
         quote! {
             /// Checks that `input` holds exactly `n` samples (`1 <= n <= capacity`), every value
@@ -700,7 +704,9 @@ impl Parts<'_> {
                 ::core::result::Result::Ok(())
             }
 
-            fn forward_pass(&self, ws: &mut #ws_name, input: &#input_ty, n: usize) -> #rt::Result<()> {
+            /// The forward pass of `n` samples; with `denominators` (`explain`), convolutions
+            /// also compute their rule's first denominator.
+            fn forward_pass(&self, ws: &mut #ws_name, input: &#input_ty, n: usize, #denominators: bool) -> #rt::Result<()> {
                 #touch_idle
                 #(#seq_forward)*
                 #(#forward)*
@@ -732,7 +738,7 @@ impl Parts<'_> {
             /// Runs the forward pass and seeds the output for `target`.
             fn seed(&self, ws: &mut #ws_name, input: &#input_ty, n: usize, target: #rt::Target, kind: #rt::explanation::Seed) -> #rt::Result<()> {
                 Self::check_input(ws, input, n)?;
-                self.forward_pass(ws, input, n)?;
+                self.forward_pass(ws, input, n, ::core::matches!(kind, #rt::explanation::Seed::Logit))?;
                 #rt::explanation::seed_output(&ws.#logits[..n * #classes], #classes, n, target, kind, &mut ws.targets, &mut ws.rel_out)
             }
         }
@@ -758,7 +764,7 @@ impl Parts<'_> {
             /// Class scores of `n` samples back to back (`[n, CLASSES]`).
             pub fn predict_batch<'w>(&self, ws: &'w mut #ws_name, input: &#input_ty, n: usize) -> #rt::Result<&'w [f32]> {
                 Self::check_input(ws, input, n)?;
-                self.forward_pass(ws, input, n)?;
+                self.forward_pass(ws, input, n, false)?;
                 ::core::result::Result::Ok(&ws.#logits[..n * #classes])
             }
 
@@ -839,7 +845,7 @@ impl Parts<'_> {
                 for w in 0..#win.count() {
                     #copy.copy_from_slice(&#expr[i * #len..(i + 1) * #len]);
                     #win.for_each_index(w, |j| #copy[j] = 0.0);
-                    self.forward_pass(ws, #one, 1)?;
+                    self.forward_pass(ws, #one, 1, false)?;
                     let drop = ws.probs[i] - #rt::kernels::elementwise::softmax_at(&ws.#logits[..#classes], ws.targets[i]);
                     #win.for_each_index(w, |j| #out[i * #len + j] = drop);
                 }
@@ -907,7 +913,7 @@ impl Parts<'_> {
                 #(#rels = #outs;)*
                 result?;
                 // Restore the logits of the unoccluded batch.
-                self.forward_pass(ws, input, n)?;
+                self.forward_pass(ws, input, n, false)?;
                 ::core::result::Result::Ok(#explanation)
             }
 

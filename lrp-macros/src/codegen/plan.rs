@@ -9,7 +9,7 @@
 //! the relevance coming back from all of them in `rel_sum_i` (`rel_sum_input` for the input).
 
 use super::len;
-use crate::ir::{Layer, Op, Src};
+use crate::ir::{Layer, Op, RuleIr, Src};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
@@ -86,12 +86,29 @@ pub(super) struct Plan<'a> {
     pub scratch: TokenStream,
     /// The buffer the relevance (or gradient) of each input ends in.
     pub input_rels: Vec<TokenStream>,
+    /// Convolutions compute their rule's first denominator in the forward pass of `explain`
+    /// ([`Plan::denominator`]).
+    share_denominators: bool,
+}
+
+/// Whether a convolution's rule has a first denominator that is one product with the layer's
+/// input as it is (z+, alpha-beta, gamma, on an input the sign pass proved non-negative), which
+/// the runtime computes beside the forward pass (`LinearMap::forward_with_denominator`).
+fn shares_denominator(layer: &Layer) -> bool {
+    let rule = matches!(layer.rule, Some(RuleIr::ZPlus | RuleIr::Gamma { .. } | RuleIr::AlphaBeta { .. }));
+    matches!(layer.op, Op::Conv2d(_)) && layer.input_nonneg && rule
 }
 
 impl<'a> Plan<'a> {
     /// The plan of `layers` (network indices from `offset`) reading `inputs`; `None` when
-    /// nothing in the run or before it computes anything.
-    pub fn new(layers: &'a [Layer], offset: usize, inputs: Vec<RunInput>) -> Option<Plan<'a>> {
+    /// nothing in the run or before it computes anything. `share_denominators`: `explain`'s
+    /// forward pass computes the convolutions' first denominators ([`Plan::denominator`]).
+    pub fn new(
+        layers: &'a [Layer],
+        offset: usize,
+        inputs: Vec<RunInput>,
+        share_denominators: bool,
+    ) -> Option<Plan<'a>> {
         let mut plan = Plan {
             layers,
             offset,
@@ -102,6 +119,7 @@ impl<'a> Plan<'a> {
             inits: Vec::new(),
             scratch: TokenStream::new(),
             input_rels: Vec::new(),
+            share_denominators,
         };
         for (i, layer) in (offset..).zip(layers) {
             let out = match layer.inputs.first() {
@@ -135,6 +153,9 @@ impl<'a> Plan<'a> {
             if matches!(layer.op, Op::MaxPool2d(_)) {
                 add(idx_ident(i), quote!(u32), len(&layer.out_shape));
             }
+            if self.share_denominators && shares_denominator(layer) {
+                add(format_ident!("den_{}", i), quote!(f32), len(&layer.out_shape));
+            }
             if layer.op.is_linear() {
                 let f = &layer.field;
                 // Row by row, a `Linear` on `[L, in]` sees `L` times the batch (saturating like
@@ -152,6 +173,17 @@ impl<'a> Plan<'a> {
         self.fields = fields;
         self.inits = inits;
         self.scratch = quote!([0usize #(, #scratch_terms)*].into_iter().max().unwrap_or(0));
+    }
+
+    /// The buffer where `explain`'s forward pass leaves layer `i`'s first denominator for its
+    /// relevance step, if it shares it ([`shares_denominator`]).
+    pub fn denominator(&self, i: usize) -> Option<Ident> {
+        (self.share_denominators && shares_denominator(self.layer(i))).then(|| format_ident!("den_{}", i))
+    }
+
+    /// Whether any layer of the run shares its first denominator with the forward pass.
+    pub fn shares_denominators(&self) -> bool {
+        self.indexed().any(|(i, _)| self.denominator(i).is_some())
     }
 
     /// The run's layers with their network indices.

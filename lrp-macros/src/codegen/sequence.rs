@@ -41,7 +41,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
         .to_compile_error();
     };
     let (Op::Recurrent(rnn), Some(plan)) =
-        (&net.layers[r].op, Plan::new(&net.layers[r + 1..], r + 1, vec![head_input(net, r)]))
+        (&net.layers[r].op, Plan::new(&net.layers[r + 1..], r + 1, vec![head_input(net, r)], false))
     else {
         return syn::Error::new(net.name.span(), "the network computes nothing").to_compile_error();
     };

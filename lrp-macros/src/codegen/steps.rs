@@ -46,7 +46,8 @@ fn merge_outputs(plan: &Plan, i: usize, layer: &Layer) -> TokenStream {
     quote!(&mut [#(#outs),*])
 }
 
-/// Forward pass: each layer reads its input buffers and writes its activation.
+/// Forward pass: each layer reads its input buffers and writes its activation; where the local
+/// `denominators` is set (`explain`), convolutions also write their first denominator.
 pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
     let mut steps = Vec::new();
     for (i, layer) in plan.indexed().filter(|(_, l)| !l.op.is_passthrough()) {
@@ -57,7 +58,16 @@ pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
         steps.push(match &layer.op {
             Op::Linear { .. } | Op::Conv2d(_) => {
                 let n = batch(layer);
-                quote!(self.#f.forward(#x, #n, #y)?;)
+                match plan.denominator(i) {
+                    Some(d) => quote! {
+                        if denominators {
+                            self.#f.forward_with_denominator(#x, #n, #y, &mut ws.#d[..n * #out_len])?;
+                        } else {
+                            self.#f.forward(#x, #n, #y)?;
+                        }
+                    },
+                    None => quote!(self.#f.forward(#x, #n, #y)?;),
+                }
             }
             Op::ReLU => quote!(::lrp::runtime::kernels::elementwise::relu(#x, #y);),
             Op::Tanh => quote!(::lrp::runtime::kernels::activations::tanh(#x, #y);),
@@ -118,7 +128,13 @@ pub(super) fn relevance(plan: &Plan) -> Vec<TokenStream> {
         Some(match &layer.op {
             Op::Linear { .. } | Op::Conv2d(_) => {
                 let n = batch(layer);
-                quote!(self.#f.relevance(#x, #y, #r_out, #n, #r_in, &mut ws.scratch)?;)
+                match plan.denominator(i) {
+                    Some(d) => {
+                        let d = quote!(&mut ws.#d[..n * #out_len]);
+                        quote!(self.#f.relevance_with_denominator(#x, #y, #d, #r_out, #n, #r_in, &mut ws.scratch)?;)
+                    }
+                    None => quote!(self.#f.relevance(#x, #y, #r_out, #n, #r_in, &mut ws.scratch)?;),
+                }
             }
             Op::MaxPool2d(_) => {
                 let idx = idx_ident(i);

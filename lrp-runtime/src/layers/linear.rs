@@ -5,7 +5,7 @@ use super::batchnorm::BatchNorm;
 use super::{check_batch, check_buffers};
 use crate::checks::check_finite;
 use crate::error::{Error, Result};
-use crate::kernels::gemm::conv_gemm;
+use crate::kernels::gemm::{conv_gemm_many, gemm_shared_rhs};
 use crate::kernels::im2col::ConvCols;
 use crate::kernels::parallel;
 use crate::kernels::{Conv2dGeom, MatMut, MatRef, col2im, elementwise::stabilize, gemm};
@@ -417,19 +417,29 @@ impl LinearMap {
                 }
             }
             LinearKind::Conv2d(g) => {
-                let p = g.col_cols();
                 for i in 0..n {
                     let zi = &mut z[i * out_len..(i + 1) * out_len];
-                    convolve(&g, w, &x[i * in_len..(i + 1) * in_len], alpha, beta, zi);
-                    let work = zi.len().saturating_mul(parallel::ELEMENTWISE_COST);
-                    parallel::for_each_piece(zi, p, work, &|start, rows| {
-                        for (row, bias) in rows.chunks_mut(p).zip(&b[start / p..]) {
-                            row.iter_mut().for_each(|v| *v += alpha * bias);
-                        }
-                    });
+                    convolve(&g, [w], &x[i * in_len..(i + 1) * in_len], alpha, beta, [&mut *zi]);
+                    add_channel_bias(zi, b, g.col_cols(), alpha);
                 }
             }
         }
+    }
+
+    /// The term whose product is the whole first denominator, `d = x W_t^T + b_t`, when the
+    /// layer is a convolution and that product reads `x` as it is (z+, alpha-beta and gamma on
+    /// a non-negative input): [`Self::forward_with_denominator`] computes it beside `z`.
+    fn shared_denominator(&self) -> Option<&Term> {
+        let group = self.groups.first()?;
+        let [term] = group.terms.as_slice() else { return None };
+        let plain = !group.spec.from_forward && group.spec.derived.is_none() && group.constant.is_none();
+        let reads_x = term.spec.input == InputMod::Identity && term.spec.sign == 1.0;
+        (matches!(self.kind, LinearKind::Conv2d(_)) && plain && reads_x).then_some(term)
+    }
+
+    /// Whether [`Self::forward_with_denominator`] computes the rule's first denominator.
+    pub fn shares_denominator(&self) -> bool {
+        self.shared_denominator().is_some()
     }
 
     /// `c = s W` (the transposed pass) for `n` samples: `c` over inputs, `s` over outputs. `w_t`:
@@ -458,7 +468,7 @@ impl LinearMap {
                 (Some(w_t), Some(g_t)) => {
                     for i in 0..n {
                         let ci = &mut c[i * in_len..(i + 1) * in_len];
-                        convolve(&g_t, w_t, &s[i * out_len..(i + 1) * out_len], 1.0, 0.0, ci);
+                        convolve(&g_t, [w_t], &s[i * out_len..(i + 1) * out_len], 1.0, 0.0, [ci]);
                     }
                 }
                 _ => {
@@ -494,6 +504,32 @@ impl LinearMap {
         Ok(())
     }
 
+    /// Forward pass of `n` samples, `z = x W^T + b`, that also writes the rule's first
+    /// denominator `d = x W_t^T + b_t` where [`Self::shares_denominator`] (z+, alpha-beta and
+    /// gamma of a convolution on a non-negative input): each sample's input is unfolded and
+    /// packed once for both products. [`Self::relevance_with_denominator`] then reads `d`;
+    /// elsewhere `d` is left as it is.
+    pub fn forward_with_denominator(&self, x: &[f32], n: usize, z: &mut [f32], d: &mut [f32]) -> Result<()> {
+        let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
+        check_batch(
+            &self.name,
+            n,
+            &[("input", in_len, x.len()), ("output", out_len, z.len()), ("denominator", out_len, d.len())],
+        )?;
+        let (Some(t), LinearKind::Conv2d(g)) = (self.shared_denominator(), self.kind) else {
+            self.apply(&self.weight, &self.bias, x, n, z, 1.0, 0.0);
+            return Ok(());
+        };
+        for i in 0..n {
+            let (zi, di) = (&mut z[i * out_len..(i + 1) * out_len], &mut d[i * out_len..(i + 1) * out_len]);
+            let weights = [&self.weight[..], self.term_weight(t)];
+            convolve(&g, weights, &x[i * in_len..(i + 1) * in_len], 1.0, 0.0, [&mut *zi, &mut *di]);
+            add_channel_bias(zi, &self.bias, g.col_cols(), 1.0);
+            add_channel_bias(di, self.term_bias(t), g.col_cols(), 1.0);
+        }
+        Ok(())
+    }
+
     /// Relevance of the layer's input for `n` samples, by the prepared rule (see
     /// [`crate::rules`]): `x` the layer input, `z` its forward output, `r_out` the output
     /// relevance; `r_in` is overwritten.
@@ -506,7 +542,39 @@ impl LinearMap {
         r_in: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<()> {
+        self.relevance_from(x, z, None, r_out, n, r_in, scratch)
+    }
+
+    /// [`Self::relevance`] after [`Self::forward_with_denominator`] wrote `d`: where the layer
+    /// [`shares its denominator`](Self::shares_denominator), the first group's is `d` (which is
+    /// overwritten) instead of a product of its own.
+    #[allow(clippy::too_many_arguments)]
+    pub fn relevance_with_denominator(
+        &self,
+        x: &[f32],
+        z: &[f32],
+        d: &mut [f32],
+        r_out: &[f32],
+        n: usize,
+        r_in: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<()> {
+        self.relevance_from(x, z, Some(d), r_out, n, r_in, scratch)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn relevance_from(
+        &self,
+        x: &[f32],
+        z: &[f32],
+        shared: Option<&mut [f32]>,
+        r_out: &[f32],
+        n: usize,
+        r_in: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<()> {
         let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
+        let shared_len = shared.as_ref().map_or(n.saturating_mul(out_len), |d| d.len());
         check_batch(
             &self.name,
             n,
@@ -515,6 +583,7 @@ impl LinearMap {
                 ("output", out_len, z.len()),
                 ("output relevance", out_len, r_out.len()),
                 ("input relevance", in_len, r_in.len()),
+                ("denominator", out_len, shared_len),
             ],
         )?;
         check_buffers(&self.name, &[("scratch", self.kind.scratch_len(n), scratch.len())])?;
@@ -522,8 +591,15 @@ impl LinearMap {
         let (denoms, rest) = scratch.split_at_mut(MAX_GROUPS * n * out_len);
         let (x_mod, rest) = rest.split_at_mut(n * in_len);
         let (c, cols) = rest.split_at_mut(n * in_len);
-        // Each group's denominator z_g in its own buffer: a derived one reads the one before.
+        // Each group's denominator z_g in its own buffer: a derived one reads the one before;
+        // the first may come from the forward pass.
         let (d_first, d_second) = denoms.split_at_mut(n * out_len);
+        let shared = shared.filter(|_| self.shares_denominator());
+        let from_forward = shared.is_some();
+        let d_first = match shared {
+            Some(d) => &mut d[..n * out_len],
+            None => d_first,
+        };
         let mut buffers = [d_first, d_second];
         for (gi, group) in self.groups.iter().enumerate().take(MAX_GROUPS) {
             let [first, second] = &mut buffers;
@@ -538,6 +614,7 @@ impl LinearMap {
                         }
                     });
                 }
+                _ if gi == 0 && from_forward => {}
                 _ => self.denominator(group, x, z, n, denom, x_mod),
             }
         }
@@ -636,34 +713,37 @@ impl LinearMap {
     }
 }
 
-/// `z = alpha conv(x; w) + beta z` for one sample `x [in_channels, in_h, in_w]` under `g`, group
-/// by group, `w` in PyTorch's layout and no bias: the unfolded image is read by the GEMM's
-/// packing ([`ConvCols`]), never materialised.
-fn convolve(g: &Conv2dGeom, w: &[f32], x: &[f32], alpha: f32, beta: f32, z: &mut [f32]) {
+/// `z_q = alpha conv(x; w_q) + beta z_q` for one sample `x [in_channels, in_h, in_w]` under `g`
+/// and each of the weights `w_q` (PyTorch's layout, no bias), group by group: the unfolded image
+/// is read by the GEMM's packing ([`ConvCols`]), never materialised, and packed once for all
+/// the weights.
+fn convolve<const N: usize>(g: &Conv2dGeom, w: [&[f32]; N], x: &[f32], alpha: f32, beta: f32, z: [&mut [f32]; N]) {
     let (kg, p) = (g.col_rows() / g.groups, g.col_cols());
     let (cout_g, cin_g) = (g.out_channels / g.groups, g.in_channels / g.groups);
     // A pointwise convolution (1x1, stride 1, no padding) reads its input `[cin, H W]` as the
     // matrix it is: a plain product, packed without unfolding.
     let pointwise = g.kernel == [1, 1] && g.stride == [1, 1] && g.padding == [0, 0];
+    let mut z = z;
     for gi in 0..g.groups {
+        let weights = w.map(|w| MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg));
+        let outs = z.each_mut().map(|z| MatMut::row_major(&mut z[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p));
         if pointwise {
-            gemm(
-                alpha,
-                MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg),
-                MatRef::row_major(&x[gi * cin_g * p..(gi + 1) * cin_g * p], cin_g, p),
-                beta,
-                MatMut::row_major(&mut z[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
-            );
-            continue;
+            let x = MatRef::row_major(&x[gi * cin_g * p..(gi + 1) * cin_g * p], cin_g, p);
+            gemm_shared_rhs(alpha, weights, x, beta, outs);
+        } else {
+            conv_gemm_many(alpha, weights, ConvCols::new(g, x, gi * cin_g, cin_g), beta, outs);
         }
-        conv_gemm(
-            alpha,
-            MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg),
-            ConvCols::new(g, x, gi * cin_g, cin_g),
-            beta,
-            MatMut::row_major(&mut z[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
-        );
     }
+}
+
+/// `z[c, :] += alpha b[c]` for every channel `c` of one sample `[channels, p]`.
+fn add_channel_bias(z: &mut [f32], b: &[f32], p: usize, alpha: f32) {
+    let work = z.len().saturating_mul(parallel::ELEMENTWISE_COST);
+    parallel::for_each_piece(z, p, work, &|start, rows| {
+        for (row, bias) in rows.chunks_mut(p).zip(&b[start / p..]) {
+            row.iter_mut().for_each(|v| *v += alpha * bias);
+        }
+    });
 }
 
 /// `d = r / stab(d)` where `mask` keeps `z`, else `0` (`stab(d) = d + eps sign(d)`, `sign(0) =
@@ -807,6 +887,52 @@ mod tests {
             let direct = relevance_of(&mut fc, &rule, false, &x, 3);
             for (a, b) in derived.iter().zip(&direct) {
                 assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "gamma {gamma}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_denominator_shared_with_the_forward_pass_gives_the_same_relevance() {
+        use crate::kernels::im2col;
+        // A 3x3 convolution, a pointwise one, and a grouped one.
+        let geoms = [
+            Conv2dGeom { out_channels: 6, ..im2col::geom(4, 7, 6, [3, 3], [1, 1], [1, 1], [1, 1]) },
+            Conv2dGeom { out_channels: 5, ..im2col::geom(8, 4, 5, [1, 1], [1, 1], [0, 0], [1, 1]) },
+            Conv2dGeom { out_channels: 6, groups: 2, ..im2col::geom(4, 6, 6, [3, 3], [2, 2], [1, 1], [1, 1]) },
+        ];
+        let rules = [
+            (Rule::ZPlus, true),
+            (Rule::Gamma { gamma: 0.25 }, true),
+            (Rule::AlphaBeta { alpha: 2.0, beta: 1.0 }, true),
+            (Rule::Epsilon { epsilon: 1e-3, ignore_bias: false }, false),
+        ];
+        for g in geoms {
+            let kind = LinearKind::Conv2d(g);
+            let weight: Vec<f32> =
+                (0..kind.weight_shape().iter().product::<usize>()).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect();
+            let bias = (0..g.out_channels).map(|c| 0.1 * c as f32 - 0.2).collect();
+            let mut conv = LinearMap::new("conv", kind, weight, Some(bias)).unwrap();
+            let n = 2;
+            let x: Vec<f32> = (0..n * kind.in_len()).map(|i| (i * 5 % 7) as f32 / 3.0).collect();
+            for (rule, shares) in &rules {
+                for gated in [false, true] {
+                    conv.set_output_gated(gated).unwrap();
+                    let want = relevance_of(&mut conv, rule, true, &x, n);
+                    assert_eq!(conv.shares_denominator(), *shares, "{rule:?}");
+                    let out_len = kind.out_len();
+                    let (mut z, mut d) = (vec![0.0; n * out_len], vec![f32::NAN; n * out_len]);
+                    conv.forward_with_denominator(&x, n, &mut z, &mut d).unwrap();
+                    let mut plain = vec![0.0; n * out_len];
+                    conv.forward(&x, n, &mut plain).unwrap();
+                    assert_eq!(z, plain, "{rule:?}: the forward pass is unchanged");
+                    let r_out: Vec<f32> = z.iter().map(|v| v * 0.5 + 0.1).collect();
+                    let mut r_in = vec![f32::NAN; n * kind.in_len()];
+                    let mut scratch = vec![0.0; kind.scratch_len(n)];
+                    conv.relevance_with_denominator(&x, &z, &mut d, &r_out, n, &mut r_in, &mut scratch).unwrap();
+                    for (a, b) in r_in.iter().zip(&want) {
+                        assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{g:?} {rule:?} gated {gated}: {a} vs {b}");
+                    }
+                }
             }
         }
     }
