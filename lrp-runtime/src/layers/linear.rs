@@ -320,6 +320,9 @@ impl LinearMap {
                 let bias = transform(&self.bias, t.bias, "bias")?;
                 terms.push(Term { spec: *t, weight, weight_t, bias, constant_input });
             }
+            if let Rule::ZBox { low, high } = rule {
+                terms = self.merge_bound_terms(terms, low, high)?;
+            }
             let mut group = Group { spec, terms, constant: None };
             group.constant = self.constant_denominator(&group);
             if let Some(k) = &group.constant {
@@ -340,6 +343,48 @@ impl LinearMap {
         self.rule = rule.clone();
         self.input_nonneg = input_nonneg;
         Ok(())
+    }
+
+    /// z^B's two bound terms as one: `l ⊙ (W⁺ᵀ s) + h ⊙ (W⁻ᵀ s) = W_bᵀ s` with `W_b = W⁺ diag(l) +
+    /// W⁻ diag(h)` (the bounds of each weight's input channel), a term on a constant input of
+    /// ones with the layer's bias (`b⁺ + b⁻ = b`): one transposed product less, the same
+    /// denominator. Other terms are kept.
+    fn merge_bound_terms(&self, terms: Vec<Term>, low: &Bound, high: &Bound) -> Result<Vec<Term>> {
+        let is = |t: &Term, input: InputMod| t.spec.input == input && t.spec.sign == -1.0 && t.spec.backward;
+        let (Some(l), Some(h)) =
+            (terms.iter().position(|t| is(t, InputMod::Low)), terms.iter().position(|t| is(t, InputMod::High)))
+        else {
+            return Ok(terms);
+        };
+        let (low, high) = (self.bound_input(low)?, self.bound_input(high)?);
+        // The input element whose bound weight `k` meets: for a convolution, the first of its
+        // input channel's positions.
+        let input_of = |k: usize| match self.kind {
+            LinearKind::Dense { in_features, .. } => k % in_features.max(1),
+            LinearKind::Conv2d(g) => {
+                let (cin_g, taps) = (g.in_channels / g.groups, g.kernel[0] * g.kernel[1]);
+                let (cout_g, o, ci) = (g.out_channels / g.groups, k / (cin_g * taps), k / taps % cin_g);
+                ((o / cout_g) * cin_g + ci) * g.in_h * g.in_w
+            }
+        };
+        let merged: Vec<f32> = (0..self.weight.len())
+            .map(|k| {
+                let (w, j) = (self.weight[k], input_of(k));
+                w.max(0.0) * low.get(j).copied().unwrap_or(0.0) + w.min(0.0) * high.get(j).copied().unwrap_or(0.0)
+            })
+            .collect();
+        check_finite(&format!("{}.weight combined with the z^B bounds", self.name), &merged)?;
+        let spec =
+            TermSpec { input: InputMod::Ones, weight: ParamMod::Identity, bias: ParamMod::Identity, ..terms[l].spec };
+        let term = Term {
+            spec,
+            weight_t: self.transposed_weights(&merged),
+            weight: Some(merged),
+            bias: None,
+            constant_input: Some(vec![1.0; self.kind.in_len()]),
+        };
+        let kept = terms.into_iter().enumerate().filter(|&(i, _)| i != l && i != h).map(|(_, t)| t);
+        Ok(kept.chain([term]).collect())
     }
 
     /// `w` flipped and transposed for the transposed pass, where it runs as a convolution
