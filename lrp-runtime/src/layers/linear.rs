@@ -103,6 +103,9 @@ struct Term {
     constant_input: Option<Vec<f32>>,
 }
 
+/// One product of a transposed pass: `(W, its transposed-convolution weights, s, scale)`.
+type TransposedTerm<'a> = (&'a [f32], Option<&'a [f32]>, &'a [f32], f32);
+
 /// One prepared group: its terms and the constant part of its denominator over one output sample.
 #[derive(Clone, Debug)]
 struct Group {
@@ -487,54 +490,59 @@ impl LinearMap {
         self.shared_denominator().is_some()
     }
 
-    /// `c = s W` (the transposed pass) for `n` samples: `c` over inputs, `s` over outputs. `w_t`:
-    /// the weights of the transposed convolution ([`Self::transposed_weights`]), which runs it as
-    /// a convolution of `s`; without them it goes through the materialised columns and `col2im`.
-    #[allow(clippy::too_many_arguments)]
-    fn apply_transposed(
-        &self,
-        w: &[f32],
-        w_t: Option<&[f32]>,
-        s: &[f32],
-        n: usize,
-        c: &mut [f32],
-        scratch: &mut [f32],
-    ) {
+    /// `c = Σ_q a_q s_q W_q` (the transposed pass) for `n` samples, over `terms` `(W_q, W_q's
+    /// transposed-convolution weights, s_q, a_q)`: `c` over inputs, each `s_q` over outputs. With
+    /// the transposed weights ([`Self::transposed_weights`]) it runs as a convolution of each
+    /// `s_q`; without them the products add up in the columns, which `col2im` folds once.
+    fn apply_transposed(&self, terms: &[TransposedTerm<'_>], n: usize, c: &mut [f32], scratch: &mut [f32]) {
         let (in_len, out_len) = (self.kind.in_len(), self.kind.out_len());
+        let beta = |q: usize| if q == 0 { 0.0 } else { 1.0 };
         match self.kind {
-            LinearKind::Dense { in_features, out_features } => gemm(
-                1.0,
-                MatRef::row_major(&s[..n * out_len], n, out_features),
-                MatRef::row_major(w, out_features, in_features),
-                0.0,
-                MatMut::row_major(&mut c[..n * in_len], n, in_features),
-            ),
-            LinearKind::Conv2d(g) => match (w_t, g.transposed()) {
-                (Some(w_t), Some(g_t)) => {
-                    for i in 0..n {
-                        let ci = &mut c[i * in_len..(i + 1) * in_len];
-                        convolve(&g_t, [w_t], &s[i * out_len..(i + 1) * out_len], 1.0, 0.0, [ci]);
-                    }
+            LinearKind::Dense { in_features, out_features } => {
+                for (q, &(w, _, s, a)) in terms.iter().enumerate() {
+                    gemm(
+                        a,
+                        MatRef::row_major(&s[..n * out_len], n, out_features),
+                        MatRef::row_major(w, out_features, in_features),
+                        beta(q),
+                        MatMut::row_major(&mut c[..n * in_len], n, in_features),
+                    );
                 }
-                _ => {
-                    let (k, p) = (g.col_rows(), g.col_cols());
-                    let cols = &mut scratch[..k * p];
-                    let (cout_g, kg) = (g.out_channels / g.groups, k / g.groups);
-                    for i in 0..n {
-                        let si = &s[i * out_len..(i + 1) * out_len];
-                        for gi in 0..g.groups {
-                            gemm(
-                                1.0,
-                                MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg).t(),
-                                MatRef::row_major(&si[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
-                                0.0,
-                                MatMut::row_major(&mut cols[gi * kg * p..(gi + 1) * kg * p], kg, p),
-                            );
+            }
+            LinearKind::Conv2d(g) => {
+                let transposed = terms.iter().all(|t| t.1.is_some());
+                match g.transposed().filter(|_| transposed) {
+                    Some(g_t) => {
+                        for i in 0..n {
+                            let ci = &mut c[i * in_len..(i + 1) * in_len];
+                            for (q, &(_, w_t, s, a)) in terms.iter().enumerate() {
+                                let w_t = w_t.unwrap_or(&[]);
+                                convolve(&g_t, [w_t], &s[i * out_len..(i + 1) * out_len], a, beta(q), [&mut *ci]);
+                            }
                         }
-                        col2im(&g, cols, &mut c[i * in_len..(i + 1) * in_len]);
+                    }
+                    None => {
+                        let (k, p) = (g.col_rows(), g.col_cols());
+                        let cols = &mut scratch[..k * p];
+                        let (cout_g, kg) = (g.out_channels / g.groups, k / g.groups);
+                        for i in 0..n {
+                            for (q, &(w, _, s, a)) in terms.iter().enumerate() {
+                                let si = &s[i * out_len..(i + 1) * out_len];
+                                for gi in 0..g.groups {
+                                    gemm(
+                                        a,
+                                        MatRef::row_major(&w[gi * cout_g * kg..(gi + 1) * cout_g * kg], cout_g, kg).t(),
+                                        MatRef::row_major(&si[gi * cout_g * p..(gi + 1) * cout_g * p], cout_g, p),
+                                        beta(q),
+                                        MatMut::row_major(&mut cols[gi * kg * p..(gi + 1) * kg * p], kg, p),
+                                    );
+                                }
+                            }
+                            col2im(&g, cols, &mut c[i * in_len..(i + 1) * in_len]);
+                        }
                     }
                 }
-            },
+            }
         }
     }
 
@@ -663,18 +671,44 @@ impl LinearMap {
                 _ => self.denominator(group, x, z, n, denom, x_mod),
             }
         }
-        // R_in = Σ_g coef_g Σ_t sign_t in_t(x) ⊙ (W_t^T s_g), s_g = mask_g(z) R / stab(z_g).
-        let mut written = false;
-        for (group, denom) in self.groups.iter().zip(buffers) {
+        // s_g = mask_g(z) R / stab(z_g), in place.
+        for (group, denom) in self.groups.iter().zip(buffers.iter_mut()) {
             let (mask, eps) = (group.spec.mask, group.spec.eps);
             parallel::elementwise(denom, &|start, d| {
                 let end = start + d.len();
                 masked_ratio(d, &z[start..end], &r_out[start..end], mask, eps);
             });
-            let denom = &*denom;
-            for t in group.terms.iter().filter(|t| t.spec.backward) {
-                self.apply_transposed(self.term_weight(t), self.term_weight_t(t), denom, n, c, cols);
-                let (factor, c, overwrite) = (group.spec.coef * t.spec.sign, &*c, !written);
+        }
+        // R_in = Σ_g coef_g Σ_t sign_t in_t(x) ⊙ (W_t^T s_g). Consecutive terms that multiply
+        // by the same input (gamma's and alpha-beta's two groups on a non-negative input) add
+        // their products first, scaled by the ratio of their factors: one pass over R_in, and
+        // one col2im, for both.
+        let [first, second] = buffers;
+        let ratios: [&[f32]; MAX_GROUPS] = [first, second];
+        let mut backward = self
+            .groups
+            .iter()
+            .zip(ratios)
+            .flat_map(|(g, s)| {
+                g.terms.iter().filter(|t| t.spec.backward).map(move |t| (t, s, g.spec.coef * t.spec.sign))
+            })
+            .peekable();
+        let mut written = false;
+        while let Some((t, s, factor)) = backward.next() {
+            let mut batch = [(self.term_weight(t), self.term_weight_t(t), s, 1.0); MAX_GROUPS];
+            let mut count = 1;
+            while let Some(&(u, s_u, factor_u)) = backward.peek() {
+                let same = t.constant_input.is_none() && u.constant_input.is_none() && u.spec.input == t.spec.input;
+                if !same || factor == 0.0 || count == MAX_GROUPS {
+                    break;
+                }
+                batch[count] = (self.term_weight(u), self.term_weight_t(u), s_u, factor_u / factor);
+                count += 1;
+                backward.next();
+            }
+            self.apply_transposed(&batch[..count], n, c, cols);
+            {
+                let (c, overwrite) = (&*c, !written);
                 match &t.constant_input {
                     Some(k) => parallel::elementwise(r_in, &|start, r| {
                         for_each_repeating(r, start, k, |i, r, ki| {
@@ -690,8 +724,8 @@ impl LinearMap {
                         });
                     }
                 }
-                written = true;
             }
+            written = true;
         }
         if !written {
             parallel::elementwise(r_in, &|_, r| r.fill(0.0));
@@ -753,7 +787,7 @@ impl LinearMap {
             &[("output gradient", out_len, g_out.len()), ("input gradient", in_len, g_in.len())],
         )?;
         check_buffers(&self.name, &[("scratch", self.kind.columns_len(), scratch.len())])?;
-        self.apply_transposed(&self.weight, self.weight_t.as_deref(), g_out, n, g_in, scratch);
+        self.apply_transposed(&[(&self.weight, self.weight_t.as_deref(), g_out, 1.0)], n, g_in, scratch);
         Ok(())
     }
 }
