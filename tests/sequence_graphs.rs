@@ -6,6 +6,8 @@
 //! input, continued through the question chain by `explain_from`; gradient x input against
 //! central differences on the embedding table; conservation with biases zero.
 
+mod common;
+use common::values;
 use lrp::runtime::weights::serialize_f32;
 
 lrp::network! {
@@ -50,31 +52,20 @@ lrp::network! {
     }
 }
 
-/// Deterministic pseudo-random values in [-scale, scale].
-fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(7);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
-        })
-        .collect()
-}
-
 /// The tensors of [`Vqa`] (a superset of [`Head`]'s and [`Question`]'s), biases zero; the
 /// embedding table `embedding` if given.
-fn vqa_tensors(seed: u64, embedding: Option<&[f32]>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let table = embedding.map_or_else(|| values(seed, 55, 1.0), <[f32]>::to_vec);
+fn vqa_tensors(seed: usize, embedding: Option<&[f32]>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let table = embedding.map_or_else(|| values(55, seed, 1.0), <[f32]>::to_vec);
     let mut tensors = vec![
-        ("img.0.weight".to_string(), vec![8, 6], values(seed + 1, 48, 0.6)),
+        ("img.0.weight".to_string(), vec![8, 6], values(48, seed + 1, 0.6)),
         ("txt.embedding.weight".to_string(), vec![11, 5], table),
-        ("head.0.weight".to_string(), vec![8, 16], values(seed + 2, 128, 0.5)),
-        ("head.2.weight".to_string(), vec![3, 8], values(seed + 3, 24, 0.5)),
+        ("head.0.weight".to_string(), vec![8, 16], values(128, seed + 2, 0.5)),
+        ("head.2.weight".to_string(), vec![3, 8], values(24, seed + 3, 0.5)),
     ];
     for (k, sfx) in ["", "_reverse"].iter().enumerate() {
-        let k = seed + 10 + 3 * k as u64;
-        tensors.push((format!("txt.lstm.weight_ih_l0{sfx}"), vec![16, 5], values(k, 80, 0.6)));
-        tensors.push((format!("txt.lstm.weight_hh_l0{sfx}"), vec![16, 4], values(k + 1, 64, 0.6)));
+        let k = seed + 10 + 3 * k;
+        tensors.push((format!("txt.lstm.weight_ih_l0{sfx}"), vec![16, 5], values(80, k, 0.6)));
+        tensors.push((format!("txt.lstm.weight_hh_l0{sfx}"), vec![16, 4], values(64, k + 1, 0.6)));
         tensors.push((format!("txt.lstm.bias_ih_l0{sfx}"), vec![16], vec![0.0; 16]));
         tensors.push((format!("txt.lstm.bias_hh_l0{sfx}"), vec![16], vec![0.0; 16]));
     }
@@ -90,7 +81,7 @@ fn bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
 /// Three questions of different lengths, and their images.
 fn batch() -> (Vec<f32>, Vec<Vec<usize>>) {
     let questions = vec![vec![3, 1, 4, 1, 5], vec![9, 2, 6, 5, 3, 5, 8, 9, 7], vec![10, 0]];
-    (values(99, 3 * 6, 1.5), questions)
+    (values(3 * 6, 99, 1.5), questions)
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
@@ -158,7 +149,7 @@ fn gradient_x_input_of_the_question_matches_central_differences() {
         let mut ws = model.workspace(4, 1).unwrap();
         f64::from(model.predict(&mut ws, &VqaInput { image, question: &[&q] }).unwrap()[0])
     };
-    let delta = 1e-2f32;
+    let delta = 2e-3f32;
     for (t, &token) in q.iter().enumerate() {
         for k in 0..5 {
             let (mut up, mut down) = (table.clone(), table.clone());
@@ -176,7 +167,8 @@ fn gradient_x_input_of_the_question_matches_central_differences() {
         down[j] -= delta;
         let slope = (logit(&table, &up) - logit(&table, &down)) / (2.0 * f64::from(delta));
         let want = slope * f64::from(image[j]);
-        assert!((f64::from(g_image[j]) - want).abs() <= 2e-3 * want.abs().max(0.05), "image {j}");
+        let got = f64::from(g_image[j]);
+        assert!((got - want).abs() <= 2e-3 * want.abs().max(0.05), "image {j}: {got} vs {want}");
     }
 }
 
@@ -184,7 +176,7 @@ fn gradient_x_input_of_the_question_matches_central_differences() {
 fn bad_sequences_are_errors_naming_what_is_wrong() {
     let vqa = Vqa::from_bytes(&bytes(&vqa_tensors(3, None))).unwrap();
     let mut ws = vqa.workspace(4, 2).unwrap();
-    let image = values(5, 12, 1.0);
+    let image = values(12, 5, 1.0);
     let long = [1usize; 5];
     let err = vqa.predict_batch(&mut ws, &VqaInput { image: &image, question: &[&[1, 2], &long] }, 2).unwrap_err();
     assert_eq!(err, lrp::Error::SequenceLength { length: 5, capacity: 4 });
@@ -203,13 +195,13 @@ fn bad_sequences_are_errors_naming_what_is_wrong() {
 #[test]
 fn one_sequence_input_may_feed_a_graph() {
     let mut tensors = vec![
-        ("embedding.weight".to_string(), vec![11, 5], values(7, 55, 1.0)),
-        ("block.0.weight".to_string(), vec![8, 8], values(8, 64, 0.5)),
-        ("block.2.weight".to_string(), vec![8, 8], values(9, 64, 0.5)),
-        ("head.weight".to_string(), vec![3, 8], values(10, 24, 0.5)),
+        ("embedding.weight".to_string(), vec![11, 5], values(55, 7, 1.0)),
+        ("block.0.weight".to_string(), vec![8, 8], values(64, 8, 0.5)),
+        ("block.2.weight".to_string(), vec![8, 8], values(64, 9, 0.5)),
+        ("head.weight".to_string(), vec![3, 8], values(24, 10, 0.5)),
     ];
-    tensors.push(("lstm.weight_ih_l0".to_string(), vec![32, 5], values(11, 160, 0.6)));
-    tensors.push(("lstm.weight_hh_l0".to_string(), vec![32, 8], values(12, 256, 0.6)));
+    tensors.push(("lstm.weight_ih_l0".to_string(), vec![32, 5], values(160, 11, 0.6)));
+    tensors.push(("lstm.weight_hh_l0".to_string(), vec![32, 8], values(256, 12, 0.6)));
     tensors.push(("lstm.bias_ih_l0".to_string(), vec![32], vec![0.0; 32]));
     tensors.push(("lstm.bias_hh_l0".to_string(), vec![32], vec![0.0; 32]));
     let model = Residual::from_bytes(&bytes(&tensors)).unwrap();
