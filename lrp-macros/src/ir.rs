@@ -235,6 +235,14 @@ pub enum Op {
     Concat {
         dim: i64,
     },
+    /// A `[C, H, W]` feature map read as the set of its `H W` cells (object `k = y W + x`),
+    /// each `C` features and its coordinates `x, y` scaled to `[-1, 1]`: `[H W, C + 2]`.
+    Objects,
+    /// Every ordered pair `(i, j)` of a set `[N, d]` (row `i N + j`), each followed by the
+    /// vector its second input gives, if any: `[N N, 2 d + q]`.
+    Pairs,
+    /// The sum over the elements of a set `[N, d]`: `[d]`.
+    SetSum,
 }
 
 /// An LSTM or GRU (PyTorch's `nn.LSTM` / `nn.GRU`, `batch_first`).
@@ -360,6 +368,9 @@ impl Op {
             Op::Transpose => "Transpose",
             Op::Sum => "Sum",
             Op::Concat { .. } => "Concat",
+            Op::Objects => "Objects",
+            Op::Pairs => "Pairs",
+            Op::SetSum => "SetSum",
         }
     }
 
@@ -369,15 +380,15 @@ impl Op {
         matches!(self, Op::ReLU | Op::Tanh | Op::Sigmoid)
     }
 
-    /// Operations that are no PyTorch modules (`Sum`, `Concat`, `Transpose`): they hold no
-    /// tensors, and the model struct has no field for them.
+    /// Operations that are no PyTorch modules (`Sum`, `Concat`, `Transpose`, the set
+    /// operations): they hold no tensors, and the model struct has no field for them.
     pub fn is_module(&self) -> bool {
-        !matches!(self, Op::Sum | Op::Concat { .. } | Op::Transpose)
+        !matches!(self, Op::Sum | Op::Concat { .. } | Op::Transpose | Op::Objects | Op::Pairs | Op::SetSum)
     }
 
-    /// Where branches meet: `Sum` and `Concat`, the layers with several inputs.
+    /// Where branches meet: `Sum`, `Concat` and `Pairs`, the layers with several inputs.
     pub fn is_merge(&self) -> bool {
-        matches!(self, Op::Sum | Op::Concat { .. })
+        matches!(self, Op::Sum | Op::Concat { .. } | Op::Pairs)
     }
 
     /// Layers that change nothing at inference (their output is their input).

@@ -272,10 +272,26 @@ impl Parts<'_> {
         match &self.structs {
             Some((_, e)) => {
                 let (fields, each) = (self.ins.iter().map(|i| &i.field), self.ins.iter().map(one));
-                quote!(#e { #(#fields: #each),* })
+                let coords = self
+                    .coordinates()
+                    .into_iter()
+                    .map(|(field, buffer, per_sample)| quote!(#field: &ws.#buffer[..n * #per_sample]));
+                quote!(#e { #(#fields: #each,)* #(#coords,)* })
             }
             None => one(&self.ins[0]),
         }
+    }
+
+    /// `(explanation field, workspace buffer, values per sample)` of each `Objects` layer: the
+    /// relevance its objects' coordinates received.
+    fn coordinates(&self) -> Vec<(Ident, Ident, usize)> {
+        let objects = self.plan.indexed().filter(|(_, l)| l.op == crate::ir::Op::Objects);
+        objects
+            .map(|(i, l)| {
+                let per_sample = l.out_shape.first().copied().unwrap_or(0) * 2;
+                (format_ident!("{}_coordinates", l.field), super::plan::coords_ident(i), per_sample)
+            })
+            .collect()
     }
 
     /// `INPUT_SHAPE` and `INPUT_LEN` of one input; `INPUTS` (name and shape) of several.
@@ -337,6 +353,10 @@ impl Parts<'_> {
             let doc = format!("The relevance of `{}`{of}.", i.name);
             quote!(#[doc = #doc] pub #f: #rt::Explanation<'w>)
         });
+        let coord_fields = self.coordinates().into_iter().map(|(field, _, _)| {
+            let doc = "The relevance the objects' coordinates received, `[n, objects, 2]` (x, then y, of each object): part of the explained score that no input holds.";
+            quote!(#[doc = #doc] pub #field: &'w [f32])
+        });
         let (input_doc, expl_doc) = (
             format!("The inputs of [`{name}`], one slice each."),
             format!("The explanation of [`{name}`]: one per input, sharing the logits and targets."),
@@ -352,6 +372,7 @@ impl Parts<'_> {
             #[derive(Clone, Copy, Debug)]
             #vis struct #explanation<'w> {
                 #(#rel_fields,)*
+                #(#coord_fields,)*
             }
         }
     }

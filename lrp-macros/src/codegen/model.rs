@@ -69,7 +69,7 @@ fn rule_doc(rule: &RuleIr) -> String {
 /// The runtime type of a layer's field (merges have none: see [`held_layers`]).
 fn field_type(op: &Op) -> TokenStream {
     match op {
-        Op::Sum | Op::Concat { .. } | Op::Transpose => quote!(()),
+        Op::Sum | Op::Concat { .. } | Op::Transpose | Op::Objects | Op::Pairs | Op::SetSum => quote!(()),
         Op::Linear { .. } | Op::Conv2d(_) => quote!(::lrp::runtime::layers::LinearMap),
         Op::BatchNorm(_) => quote!(::lrp::runtime::layers::BatchNorm),
         Op::ReLU => quote!(::lrp::runtime::layers::ReLU),
@@ -192,7 +192,7 @@ fn load_expr(layer: &Layer) -> TokenStream {
         Op::Flatten => quote!(::lrp::runtime::layers::Flatten),
         Op::Dropout => quote!(::lrp::runtime::layers::Dropout),
         Op::Identity => quote!(::lrp::runtime::layers::Identity),
-        Op::Sum | Op::Concat { .. } | Op::Transpose => quote!(()),
+        Op::Sum | Op::Concat { .. } | Op::Transpose | Op::Objects | Op::Pairs | Op::SetSum => quote!(()),
         Op::Embedding { num_embeddings, embedding_dim, weight } => quote!(::lrp::runtime::layers::Embedding::load(
             weights, #name, #num_embeddings, #embedding_dim, #weight,
         )?),

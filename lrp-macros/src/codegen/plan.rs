@@ -27,6 +27,11 @@ pub(super) fn act_ident(i: usize) -> Ident {
     format_ident!("act_{}", i)
 }
 
+/// The buffer where `Objects` layer `i` leaves the relevance its coordinates received.
+pub(super) fn coords_ident(i: usize) -> Ident {
+    format_ident!("coords_{}", i)
+}
+
 pub(super) fn idx_ident(i: usize) -> Ident {
     format_ident!("argmax_{}", i)
 }
@@ -152,6 +157,9 @@ impl<'a> Plan<'a> {
             }
             if matches!(layer.op, Op::MaxPool2d(_)) {
                 add(idx_ident(i), quote!(u32), len(&layer.out_shape));
+            }
+            if layer.op == Op::Objects {
+                add(coords_ident(i), quote!(f32), layer.out_shape.first().copied().unwrap_or(0).saturating_mul(2));
             }
             if self.share_denominators && shares_denominator(layer) {
                 add(format_ident!("den_{}", i), quote!(f32), len(&layer.out_shape));

@@ -2,7 +2,7 @@
 //! with every size a constant.
 
 use super::len;
-use super::plan::{Plan, act_ident, idx_ident};
+use super::plan::{Plan, act_ident, coords_ident, idx_ident};
 use crate::ir::{Layer, Op, Src};
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -35,6 +35,58 @@ fn transpose(layer: &Layer, from: &TokenStream, to: &TokenStream, back: bool) ->
     let (what, s) = (merge_what(layer), &layer.in_shape);
     let (rows, cols) = if back { (s[1], s[0]) } else { (s[0], s[1]) };
     quote!(::lrp::runtime::kernels::layout::transpose(#what, #rows, #cols, #from, #to)?;)
+}
+
+/// `(C, H, W)` of the feature map `Objects` layer reads.
+fn object_dims(layer: &Layer) -> TokenStream {
+    let s = &layer.in_shape;
+    let (c, h, w) = (s.first().copied().unwrap_or(0), s.get(1).copied().unwrap_or(0), s.get(2).copied().unwrap_or(0));
+    quote!((#c, #h, #w))
+}
+
+/// `(count, d, q)` of `Pairs` layer `i`: its set's elements and their features, and the
+/// appended vector's length (0 without one).
+fn pair_dims(plan: &Plan, layer: &Layer) -> TokenStream {
+    let s = &layer.in_shape;
+    let (count, d) = (s.first().copied().unwrap_or(0), s.get(1).copied().unwrap_or(0));
+    let q = layer.inputs.get(1).map_or(0, |&src| len(plan.shape(src)));
+    quote!((#count, #d, #q))
+}
+
+/// `(count, d)` of the set a `SetSum` reads.
+fn set_dims(layer: &Layer) -> TokenStream {
+    let s = &layer.in_shape;
+    let (count, d) = (s.first().copied().unwrap_or(0), s.get(1).copied().unwrap_or(0));
+    quote!((#count, #d))
+}
+
+/// The statement taking relevance or gradient back through a set operation (the same
+/// adjoint for both, but for `SetSum`'s relevance, which is written by the caller).
+fn set_back(plan: &Plan, i: usize, layer: &Layer, g_out: &TokenStream, g_in: &TokenStream) -> Option<TokenStream> {
+    let what = merge_what(layer);
+    let sets = quote!(::lrp::runtime::kernels::sets);
+    Some(match &layer.op {
+        Op::Objects => {
+            let (dims, c) = (object_dims(layer), coords_ident(i));
+            let c_len = layer.out_shape.first().copied().unwrap_or(0) * 2;
+            quote!(#sets::objects_back(#what, #dims, #g_out, n, #g_in, &mut ws.#c[..n * #c_len])?;)
+        }
+        Op::Pairs => {
+            let dims = pair_dims(plan, layer);
+            let mut outs = layer.inputs.iter().enumerate().map(|(p, &s)| {
+                let (id, n) = (plan.edge_ident(i, p), len(plan.shape(s)));
+                quote!(&mut ws.#id[..n * #n])
+            });
+            let objects = outs.next().unwrap_or_else(|| quote!(&mut []));
+            let vector = outs.next().unwrap_or_else(|| quote!(&mut []));
+            quote!(#sets::pairs_back(#what, #dims, #g_out, n, #objects, #vector)?;)
+        }
+        Op::SetSum => {
+            let dims = set_dims(layer);
+            quote!(#sets::set_sum_gradient(#what, #dims, #g_out, n, #g_in)?;)
+        }
+        _ => return None,
+    })
 }
 
 /// `&mut [&mut ws.rel_i_0[..], ...]`: the buffers of the merge `i` writes back into.
@@ -90,6 +142,20 @@ pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
                 quote!(::lrp::runtime::kernels::merge::concat(#what, &[#(#xs),*], #chunks, #y)?;)
             }
             Op::Transpose => transpose(layer, &x, &y, false),
+            Op::Objects => {
+                let (what, dims) = (merge_what(layer), object_dims(layer));
+                quote!(::lrp::runtime::kernels::sets::objects(#what, #dims, #x, n, #y)?;)
+            }
+            Op::Pairs => {
+                let (what, dims, xs) = (merge_what(layer), pair_dims(plan, layer), plan.read_all(i));
+                let objects = xs.first().cloned().unwrap_or_else(|| quote!(&[]));
+                let vector = xs.get(1).cloned().unwrap_or_else(|| quote!(&[]));
+                quote!(::lrp::runtime::kernels::sets::pairs(#what, #dims, #objects, #vector, n, #y)?;)
+            }
+            Op::SetSum => {
+                let (what, dims) = (merge_what(layer), set_dims(layer));
+                quote!(::lrp::runtime::kernels::sets::set_sum(#what, #dims, #x, n, #y)?;)
+            }
             // Token ids of a `tokens(L)` input become `[L, E]`.
             Op::Embedding { .. } => quote!(self.#f.forward(#x, #y)?;),
             // Recurrent layers are driven by `sequence.rs`, never part of a feed-forward run.
@@ -155,6 +221,13 @@ pub(super) fn relevance(plan: &Plan) -> Vec<TokenStream> {
                 quote!(::lrp::runtime::kernels::merge::split(#what, #r_out, #chunks, #outs)?;)
             }
             Op::Transpose => transpose(layer, &r_out, &r_in, true),
+            // Zennit's `Norm` rule, as at a residual sum.
+            Op::SetSum => {
+                let (what, dims) = (merge_what(layer), set_dims(layer));
+                quote!(::lrp::runtime::kernels::sets::set_sum_relevance(#what, #dims, #x, #y, #r_out, n, ::lrp::runtime::rules::DEFAULT_STABILIZER, #r_in)?;)
+            }
+            // Copies and reshapes: relevance goes back to what was copied.
+            Op::Objects | Op::Pairs => return set_back(plan, i, layer, &r_out, &r_in),
             Op::ReLU
             | Op::Tanh
             | Op::Sigmoid
@@ -209,6 +282,7 @@ pub(super) fn gradient(plan: &Plan) -> Vec<TokenStream> {
                 quote!(::lrp::runtime::kernels::merge::split(#what, #g_out_ref, #chunks, #outs)?;)
             }
             Op::Transpose => transpose(layer, &g_out_ref, &g_in, true),
+            Op::Objects | Op::Pairs | Op::SetSum => return set_back(plan, i, layer, &g_out_ref, &g_in),
             Op::Flatten | Op::Dropout | Op::Identity | Op::Embedding { .. } | Op::Recurrent(_) => return None,
         })
     })

@@ -108,9 +108,9 @@ struct Builder<'a> {
     complete: bool,
 }
 
-/// Layers written `Sum(...)` or `Concat(...)`: merges of branches.
+/// Layers written `Sum(...)`, `Concat(...)` or `Pairs(...)`: they read the branches they name.
 fn is_merge(call: &Call) -> bool {
-    call.name == "Sum" || call.name == "Concat"
+    call.name == "Sum" || call.name == "Concat" || call.name == "Pairs"
 }
 
 /// The name of the `index`-th entry of a block: its own, or its index (as `nn.Sequential`).
@@ -321,6 +321,7 @@ impl Builder<'_> {
                         ("Concat", true) => "expected `dim` or `composite`",
                         ("Concat", false) => "expected `dim`",
                         (_, true) => "expected `composite`",
+                        ("Pairs", false) => "`Pairs` takes none",
                         _ => "`Sum` takes none",
                     };
                     self.cx.error(k.span(), format!("unknown parameter `{k}` for `{kind}`; {expected}"));
@@ -331,6 +332,14 @@ impl Builder<'_> {
                 }
                 (None, _) => {}
             }
+        }
+        if kind == "Pairs" {
+            if !(1..=2).contains(&count) {
+                let message = "`Pairs` reads a set and, optionally, a vector to append to every pair, e.g. `Pairs(objects, question)`";
+                self.cx.error(call.name.span(), message);
+                return None;
+            }
+            return Some(Op::Pairs);
         }
         if count < 2 {
             let example = if braced {

@@ -28,6 +28,8 @@ pub(super) fn lower_layer(cx: &mut Ctxt, call: &Call, name: String, field: Ident
         "Dropout" => dropout(cx, call)?,
         "Identity" => identity(cx, call)?,
         "Transpose" => transpose(cx, call)?,
+        "Objects" => parameterless(cx, call, Op::Objects)?,
+        "SetSum" => parameterless(cx, call, Op::SetSum)?,
         "Embedding" => embedding(cx, call, &name)?,
         "LSTM" | "GRU" => recurrent(cx, call, &kind)?,
         _ => {
@@ -195,6 +197,12 @@ fn dropout(cx: &mut Ctxt, call: &Call) -> Option<Op> {
 fn identity(cx: &mut Ctxt, call: &Call) -> Option<Op> {
     Args::new(cx, call, &[]).finish(cx, &[]);
     Some(Op::Identity)
+}
+
+/// A layer without parameters (`Objects`, `SetSum`).
+fn parameterless(cx: &mut Ctxt, call: &Call, op: Op) -> Option<Op> {
+    Args::new(cx, call, &[]).finish(cx, &[]);
+    Some(op)
 }
 
 /// `Transpose(dim0, dim1)`: the two dimensions of a `[rows, cols]` sample swap (counted within

@@ -36,6 +36,8 @@ pub const LAYER_KINDS: &[&str] = &[
     "Dropout",
     "Identity",
     "Transpose",
+    "Objects",
+    "SetSum",
     "Embedding",
     "LSTM",
     "GRU",

@@ -35,6 +35,9 @@ pub(crate) fn value_name(net: &Network, src: Src) -> String {
                 format!("`{}`", l.name)
             }
         }
+        Src::Input(k) if net.inputs.len() > 1 => {
+            net.inputs.get(k).map_or_else(|| "the input".to_string(), |i| format!("input `{}`", i.name))
+        }
         Src::Input(_) => "the input".to_string(),
     }
 }

@@ -70,6 +70,7 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
             continue;
         }
         let from = producer(net, i);
+        let set_read = reads_set(net, i);
         // `tokens(L)`: L token ids, which only an Embedding reads.
         let fixed_ids = match net.layers[i].inputs.first() {
             Some(Src::Input(k)) => matches!(net.inputs.get(*k).map(|x| &x.kind), Some(InputKind::Tokens(_))),
@@ -124,7 +125,7 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
             }
             Op::Dropout | Op::Identity => current.clone(),
             // Merges are shaped by `merge_shape`.
-            Op::Sum | Op::Concat { .. } => None,
+            Op::Sum | Op::Concat { .. } | Op::Pairs => None,
             _ if tokens => {
                 cx.error(span, format!("`{name}` ({kind}) cannot read token ids; start with an `Embedding`"));
                 None
@@ -243,6 +244,32 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
                 None => None,
             },
             Op::Flatten => input.as_ref().and_then(|s| Some((vec![elements(s)?], false))),
+            Op::Objects => match &input {
+                Some(s) if s.len() == 3 => {
+                    s[1].checked_mul(s[2]).zip(s[0].checked_add(2)).map(|(n, d)| (vec![n, d], false))
+                }
+                Some(s) => {
+                    let message = format!(
+                        "`{name}` (Objects) reads a [channels, height, width] feature map as a set of its cells, but {from} gives {}",
+                        show(s)
+                    );
+                    cx.error(span, message);
+                    None
+                }
+                None => None,
+            },
+            Op::SetSum => match &input {
+                Some(s) if s.len() == 2 && set_read => Some((vec![s[1]], false)),
+                Some(s) => {
+                    let message = format!(
+                        "`{name}` (SetSum) sums the elements of a set (made by `Objects` or `Pairs`, then layers applied to each element), but {from} gives {}, which is not one",
+                        show(s)
+                    );
+                    cx.error(span, message);
+                    None
+                }
+                None => None,
+            },
             Op::ReLU | Op::Tanh | Op::Sigmoid => input.clone().map(|s| (s, false)),
             Op::Transpose => match &input {
                 Some(s) if s.len() == 2 => Some((vec![s[1], s[0]], false)),
@@ -295,6 +322,61 @@ pub fn infer_shapes(cx: &mut Ctxt, net: &mut Network) {
     check_structure(cx, net);
 }
 
+/// `Pairs(set, vector)`: `[N, d]` and `[q]` give the `N N` ordered pairs `[N N, 2 d + q]`.
+fn pairs_shape(cx: &mut Ctxt, net: &Network, i: usize, shapes: &[&Vec<usize>]) -> Value {
+    let layer = &net.layers[i];
+    let (name, span) = (&layer.name, layer.span);
+    let named = |p: usize| value_name(net, layer.inputs[p]);
+    let set = shapes[0];
+    let mut ok = true;
+    if set.len() != 2 || !reads_set(net, i) {
+        let message = format!(
+            "`{name}` (Pairs) pairs the elements of a set (made by `Objects` or `Pairs`, then layers applied to each element), but {} gives {}, which is not one",
+            named(0),
+            show(set)
+        );
+        cx.error(span, message);
+        ok = false;
+    }
+    let appended = match shapes.get(1) {
+        Some(v) if v.len() == 1 => v[0],
+        Some(v) => {
+            let message = format!(
+                "`{name}` (Pairs) appends a vector to every pair, but {} gives {}; a [features] vector is expected",
+                named(1),
+                show(v)
+            );
+            cx.error(span, message);
+            ok = false;
+            0
+        }
+        None => 0,
+    };
+    if !ok {
+        return None;
+    }
+    let rows = set[0].checked_mul(set[0])?;
+    let width = set[1].checked_mul(2)?.checked_add(appended)?;
+    Some((vec![rows, width], false))
+}
+
+/// Whether layer `i`'s (first) input is a set: the output of `Objects` or `Pairs`, through
+/// layers applied to each element alike (a `Linear` on the rows, activations, `Dropout`).
+fn reads_set(net: &Network, i: usize) -> bool {
+    let mut src = net.layers[i].inputs.first().copied();
+    while let Some(Src::Layer(j)) = src {
+        let layer = &net.layers[j];
+        match &layer.op {
+            Op::Objects | Op::Pairs => return true,
+            Op::ReLU | Op::Tanh | Op::Sigmoid | Op::Dropout | Op::Identity => {}
+            Op::Linear { .. } if layer.in_shape.len() == 2 => {}
+            _ => return false,
+        }
+        src = layer.inputs.first().copied();
+    }
+    false
+}
+
 /// A value's shape (per step for a sequence) and whether it is a sequence; `None` when unknown.
 type Value = Option<(Vec<usize>, bool)>;
 
@@ -340,6 +422,7 @@ fn merge_shape(cx: &mut Ctxt, net: &Network, i: usize, parts: &[Value]) -> Value
             }
             Some((out, false))
         }
+        Op::Pairs => pairs_shape(cx, net, i, &shapes),
         _ => {
             if let Some(p) = shapes.iter().position(|s| *s != first) {
                 let message = format!(

@@ -19,7 +19,10 @@ pub fn analyse_signs(net: &mut Network) {
         out_nonneg.push(match &layer.op {
             // Sigmoid's output lies in (0, 1) (or is NaN); Tanh's in (-1, 1).
             Op::ReLU | Op::Sigmoid => true,
-            Op::Linear { .. } | Op::Conv2d(_) | Op::Embedding { .. } | Op::Recurrent(_) | Op::Tanh => false,
+            // Objects carry their coordinates, which are negative left of and above the centre.
+            Op::Linear { .. } | Op::Conv2d(_) | Op::Embedding { .. } | Op::Recurrent(_) | Op::Tanh | Op::Objects => {
+                false
+            }
             Op::BatchNorm(n) if n.placement == BnPlacement::Explicit => false,
             // Max/avg/sum/concatenation of non-negative values, reshapes, and BatchNorm folded elsewhere.
             Op::BatchNorm(_)
@@ -31,7 +34,9 @@ pub fn analyse_signs(net: &mut Network) {
             | Op::Identity
             | Op::Transpose
             | Op::Sum
-            | Op::Concat { .. } => nonneg,
+            | Op::Concat { .. }
+            | Op::Pairs
+            | Op::SetSum => nonneg,
         });
     }
 }
@@ -51,7 +56,7 @@ fn scales_by_input(net: &Network) -> Vec<bool> {
             Op::Linear { .. } | Op::Conv2d(_) => {
                 !matches!(layer.rule, Some(RuleIr::Flat | RuleIr::WSquare | RuleIr::ZBox { .. }) | None)
             }
-            Op::AvgPool2d(_) | Op::AdaptiveAvgPool2d(_) | Op::Sum => true,
+            Op::AvgPool2d(_) | Op::AdaptiveAvgPool2d(_) | Op::Sum | Op::SetSum => true,
             Op::BatchNorm(b) if b.placement == BnPlacement::Explicit => true,
             Op::MaxPool2d(_)
             | Op::ReLU
@@ -61,7 +66,9 @@ fn scales_by_input(net: &Network) -> Vec<bool> {
             | Op::Dropout
             | Op::Identity
             | Op::Transpose
-            | Op::Concat { .. } => {
+            | Op::Concat { .. }
+            | Op::Objects
+            | Op::Pairs => {
                 let readers = net.consumers(Src::Layer(i));
                 !readers.is_empty() && readers.iter().all(|&(r, _)| scales[r])
             }

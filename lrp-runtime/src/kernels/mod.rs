@@ -11,6 +11,7 @@ pub mod layout;
 pub mod merge;
 pub mod parallel;
 pub mod pool;
+pub mod sets;
 pub mod sgemm;
 
 pub use adaptive_pool::{

@@ -1,0 +1,206 @@
+//! Sets of objects in graph specs (a small Relation Network): `Objects` (a feature map's cells
+//! with their coordinates), `Pairs` (every ordered pair with the question appended), dense
+//! layers applied to every pair, and `SetSum`. Against a naive `f64` forward and LRP written
+//! here (epsilon on the dense layers, Zennit's `Norm` rule at the set's sum, the relevance of
+//! every copy summed back to what was copied, the coordinates' share reported); gradient x
+//! input against central differences; conservation with biases zero.
+
+mod common;
+use common::{assert_close, f64s, finite_gxi, stab, values};
+use lrp::{Tensor, Weights};
+
+lrp::network! {
+    /// `f(Σ_pairs g([o_i, o_j, q]))` over the 4 cells of a `[3, 2, 2]` feature map.
+    Rn(inputs(image = [3, 2, 2], q = [3]), composite = Epsilon(0.01)) {
+        objects: image -> Objects,
+        pairs: Pairs(objects, q),
+        g: { Linear(13, 8), ReLU, Linear(8, 8), ReLU },
+        total: SetSum,
+        f: { Linear(8, 8), ReLU, Linear(8, 3) },
+    }
+}
+
+lrp::network! {
+    /// [`Rn`] with a tiny epsilon, for conservation.
+    RnTight(inputs(image = [3, 2, 2], q = [3]), composite = Epsilon(1e-9)) {
+        objects: image -> Objects,
+        pairs: Pairs(objects, q),
+        g: { Linear(13, 8), ReLU, Linear(8, 8), ReLU },
+        total: SetSum,
+        f: { Linear(8, 8), ReLU, Linear(8, 3) },
+    }
+}
+
+lrp::network! {
+    /// Pairs without a vector, and relevance of zero-bias layers.
+    Plain(inputs(image = [2, 3, 2], q = [2]), composite = Epsilon(1e-9)) {
+        objects: image -> Objects,
+        pairs: Pairs(objects),
+        g: { Linear(8, 6, bias = false), ReLU },
+        total: SetSum,
+        joined: Concat(total, q, dim = 0),
+        head: Linear(8, 3, bias = false),
+    }
+}
+
+const EPS: f64 = 0.01;
+const SUM_EPS: f64 = 1e-6;
+
+/// `(name, out, in)` of the dense layers of [`Rn`].
+const DENSE: [(&str, usize, usize); 4] = [("g.0", 8, 13), ("g.2", 8, 8), ("f.0", 8, 8), ("f.2", 3, 8)];
+
+struct Dense {
+    w: Vec<f64>,
+    b: Vec<f64>,
+    inputs: usize,
+}
+
+impl Dense {
+    fn forward(&self, x: &[f64]) -> Vec<f64> {
+        let row = |k: usize| (0..self.inputs).map(|j| self.w[k * self.inputs + j] * x[j]).sum::<f64>() + self.b[k];
+        (0..self.b.len()).map(row).collect()
+    }
+
+    /// LRP-epsilon: `R_j = x_j sum_k w_kj R_k / stab(z_k)`.
+    fn epsilon(&self, x: &[f64], r: &[f64]) -> Vec<f64> {
+        let z = self.forward(x);
+        let s: Vec<f64> = r.iter().zip(&z).map(|(r, z)| r / stab(*z, EPS)).collect();
+        (0..self.inputs).map(|j| x[j] * (0..z.len()).map(|k| self.w[k * self.inputs + j] * s[k]).sum::<f64>()).collect()
+    }
+}
+
+fn relu(x: &[f64]) -> Vec<f64> {
+    x.iter().map(|v| v.max(0.0)).collect()
+}
+
+fn weights(bias: bool) -> (Weights, Vec<Dense>) {
+    let (mut tensors, mut dense) = (Vec::new(), Vec::new());
+    for (salt, &(name, out, inp)) in DENSE.iter().enumerate() {
+        let w = values(out * inp, 17 + salt, 0.6);
+        let b = if bias { values(out, 31 + salt, 0.2) } else { vec![0.0; out] };
+        tensors.push((format!("{name}.weight"), Tensor { shape: vec![out, inp], data: w.clone() }));
+        tensors.push((format!("{name}.bias"), Tensor { shape: vec![out], data: b.clone() }));
+        dense.push(Dense { w: f64s(&w), b: f64s(&b), inputs: inp });
+    }
+    (Weights::from_tensors(tensors), dense)
+}
+
+/// The naive model: its intermediate values for one sample.
+struct Trace {
+    objects: Vec<Vec<f64>>,
+    rows: Vec<Vec<f64>>,
+    g1: Vec<Vec<f64>>,
+    g2: Vec<Vec<f64>>,
+    total: Vec<f64>,
+    f1: Vec<f64>,
+    logits: Vec<f64>,
+}
+
+fn forward(d: &[Dense], image: &[f64], q: &[f64]) -> Trace {
+    let coord = |i: usize| -1.0 + 2.0 * i as f64;
+    let objects: Vec<Vec<f64>> =
+        (0..4).map(|k| vec![image[k], image[4 + k], image[8 + k], coord(k % 2), coord(k / 2)]).collect();
+    let rows: Vec<Vec<f64>> = (0..16).map(|p| [&objects[p / 4][..], &objects[p % 4][..], q].concat()).collect();
+    let g1: Vec<Vec<f64>> = rows.iter().map(|r| relu(&d[0].forward(r))).collect();
+    let g2: Vec<Vec<f64>> = g1.iter().map(|r| relu(&d[1].forward(r))).collect();
+    let total: Vec<f64> = (0..8).map(|k| g2.iter().map(|r| r[k]).sum()).collect();
+    let f1 = relu(&d[2].forward(&total));
+    let logits = d[3].forward(&f1);
+    Trace { objects, rows, g1, g2, total, f1, logits }
+}
+
+/// LRP of the naive model: the relevance of the image, the question and the coordinates.
+fn explain(d: &[Dense], t: &Trace, target: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut r = vec![0.0; 3];
+    r[target] = t.logits[target];
+    let r_f1 = d[3].epsilon(&t.f1, &r);
+    let r_total = d[2].epsilon(&t.total, &r_f1);
+    let (mut r_image, mut r_q, mut r_coords) = (vec![0.0; 12], vec![0.0; 3], vec![0.0; 8]);
+    for p in 0..16 {
+        // Norm at the set's sum: each row keeps its share of every feature.
+        let r_g2: Vec<f64> = (0..8).map(|k| t.g2[p][k] / stab(t.total[k], SUM_EPS) * r_total[k]).collect();
+        let r_g1 = d[1].epsilon(&t.g1[p], &r_g2);
+        let r_row = d[0].epsilon(&t.rows[p], &r_g1);
+        for (slot, k) in [(0, p / 4), (5, p % 4)] {
+            for c in 0..3 {
+                r_image[c * 4 + k] += r_row[slot + c];
+            }
+            r_coords[k * 2] += r_row[slot + 3];
+            r_coords[k * 2 + 1] += r_row[slot + 4];
+        }
+        for c in 0..3 {
+            r_q[c] += r_row[10 + c];
+        }
+    }
+    assert_eq!(t.objects.len(), 4);
+    (r_image, r_q, r_coords)
+}
+
+#[test]
+fn a_relation_network_is_explained_against_the_naive_reference() {
+    let (mut w, d) = weights(true);
+    let model = Rn::from_weights(&mut w, true).unwrap();
+    let (images, qs) = (values(2 * 12, 5, 1.5), values(2 * 3, 6, 1.0));
+    let mut ws = model.workspace(2).unwrap();
+    let e = model.explain_batch(&mut ws, &RnInput { image: &images, q: &qs }, 2, 1).unwrap();
+    assert_eq!((e.image.relevance.len(), e.q.relevance.len(), e.objects_coordinates.len()), (24, 6, 16));
+    for i in 0..2 {
+        let t = forward(&d, &f64s(&images[i * 12..(i + 1) * 12]), &f64s(&qs[i * 3..(i + 1) * 3]));
+        assert_close("logits", &e.image.logits[i * 3..(i + 1) * 3], &t.logits, 1e-5);
+        let (r_image, r_q, r_coords) = explain(&d, &t, 1);
+        assert_close("image", &e.image.relevance[i * 12..(i + 1) * 12], &r_image, 1e-4);
+        assert_close("question", &e.q.relevance[i * 3..(i + 1) * 3], &r_q, 1e-4);
+        assert_close("coordinates", &e.objects_coordinates[i * 8..(i + 1) * 8], &r_coords, 1e-4);
+    }
+    // Gradient x input through pairs and the set's sum, against central differences.
+    let g = model.gradient_x_input_batch(&mut ws, &RnInput { image: &images, q: &qs }, 2, 2).unwrap();
+    let (g_image, g_q) = (g.image.relevance.to_vec(), g.q.relevance.to_vec());
+    for i in 0..2 {
+        let joint: Vec<f64> =
+            f64s(&images[i * 12..(i + 1) * 12]).into_iter().chain(f64s(&qs[i * 3..(i + 1) * 3])).collect();
+        let want = finite_gxi(|v: &[f64]| forward(&d, &v[..12], &v[12..]).logits, &joint, 2);
+        assert_close("gradient x image", &g_image[i * 12..(i + 1) * 12], &want[..12], 1e-3);
+        assert_close("gradient x question", &g_q[i * 3..(i + 1) * 3], &want[12..], 1e-3);
+    }
+}
+
+#[test]
+fn relevance_is_conserved_across_image_question_and_coordinates() {
+    let (mut w, _) = weights(false);
+    let model = RnTight::from_weights(&mut w, true).unwrap();
+    let (images, qs) = (values(3 * 12, 8, 1.5), values(3 * 3, 9, 1.0));
+    let mut ws = model.workspace(3).unwrap();
+    let input = RnTightInput { image: &images, q: &qs };
+    let e = model.explain_batch(&mut ws, &input, 3, lrp::Target::Predicted).unwrap();
+    for i in 0..3 {
+        let logit = e.image.logits[i * 3 + e.image.targets[i]];
+        let parts = [
+            &e.image.relevance[i * 12..(i + 1) * 12],
+            &e.q.relevance[i * 3..(i + 1) * 3],
+            &e.objects_coordinates[i * 8..(i + 1) * 8],
+        ];
+        let total: f32 = parts.iter().flat_map(|p| p.iter()).sum();
+        assert!((total - logit).abs() <= 1e-4 * logit.abs().max(1e-2), "sample {i}: {total} vs logit {logit}");
+    }
+}
+
+#[test]
+fn pairs_without_a_vector_conserve_relevance() {
+    let tensors = vec![
+        ("g.0.weight".to_string(), Tensor { shape: vec![6, 8], data: values(48, 3, 0.7) }),
+        ("head.weight".to_string(), Tensor { shape: vec![3, 8], data: values(24, 4, 0.7) }),
+    ];
+    let model = Plain::from_weights(&mut Weights::from_tensors(tensors), true).unwrap();
+    let (images, qs) = (values(2 * 12, 10, 1.0), values(2 * 2, 11, 1.0));
+    let mut ws = model.workspace(2).unwrap();
+    let e = model.explain_batch(&mut ws, &PlainInput { image: &images, q: &qs }, 2, 0).unwrap();
+    for i in 0..2 {
+        let logit = e.image.logits[i * 3];
+        let total: f32 = e.image.relevance[i * 12..(i + 1) * 12]
+            .iter()
+            .chain(&e.q.relevance[i * 2..(i + 1) * 2])
+            .chain(&e.objects_coordinates[i * 12..(i + 1) * 12])
+            .sum();
+        assert!((total - logit).abs() <= 1e-4 * logit.abs().max(1e-3), "sample {i}: {total} vs logit {logit}");
+    }
+}
