@@ -204,3 +204,75 @@ fn pairs_without_a_vector_conserve_relevance() {
         assert!((total - logit).abs() <= 1e-4 * logit.abs().max(1e-3), "sample {i}: {total} vs logit {logit}");
     }
 }
+
+lrp::network! {
+    /// `conv → ReLU → BatchNorm → Objects → Pairs → g`: the BatchNorm folds into `g.0`'s columns
+    /// of the two objects of each pair.
+    WithBn(inputs(image = [1, 5, 5], q = [2]), composite = Epsilon(0.01)) {
+        feats: image -> { Conv2d(1, 3, kernel_size = 3), ReLU, BatchNorm2d(3) },
+        objects: Objects,
+        pairs: Pairs(objects, q),
+        g: { Linear(12, 6), ReLU },
+        total: SetSum,
+        head: Linear(6, 2),
+    }
+}
+
+lrp::network! {
+    /// [`WithBn`] without its BatchNorm, for weights folded by hand.
+    NoBn(inputs(image = [1, 5, 5], q = [2]), composite = Epsilon(0.01)) {
+        feats: image -> { Conv2d(1, 3, kernel_size = 3), ReLU },
+        objects: Objects,
+        pairs: Pairs(objects, q),
+        g: { Linear(12, 6), ReLU },
+        total: SetSum,
+        head: Linear(6, 2),
+    }
+}
+
+#[test]
+fn a_batchnorm_before_the_objects_folds_into_the_first_pair_layer() {
+    let tensor = |shape: Vec<usize>, data: Vec<f32>| Tensor { shape, data };
+    let (gamma, beta, mean, var) =
+        (vec![1.5, 0.5, 2.0], vec![0.1, -0.3, 0.2], vec![0.2, 0.4, -0.1], vec![0.5, 2.0, 1.0]);
+    let (w, b) = (values(72, 21, 0.5), values(6, 22, 0.2));
+    let shared = |g0_w: Vec<f32>, g0_b: Vec<f32>| {
+        vec![
+            ("feats.0.weight".to_string(), tensor(vec![3, 1, 3, 3], values(27, 23, 0.6))),
+            ("feats.0.bias".to_string(), tensor(vec![3], values(3, 24, 0.2))),
+            ("g.0.weight".to_string(), tensor(vec![6, 12], g0_w)),
+            ("g.0.bias".to_string(), tensor(vec![6], g0_b)),
+            ("head.weight".to_string(), tensor(vec![2, 6], values(12, 25, 0.5))),
+            ("head.bias".to_string(), tensor(vec![2], values(2, 26, 0.1))),
+        ]
+    };
+    let mut with_bn = shared(w.clone(), b.clone());
+    for (name, v) in [("weight", &gamma), ("bias", &beta), ("running_mean", &mean), ("running_var", &var)] {
+        with_bn.push((format!("feats.2.{name}"), tensor(vec![3], v.clone())));
+    }
+    // By hand: each object's three features (columns 0..3 and 5..8 of a pair) are `s x + t`.
+    let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| g / (v + 1e-5f32).sqrt()).collect();
+    let shift: Vec<f32> = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    let (mut w_folded, mut b_folded) = (w.clone(), b.clone());
+    for o in 0..6 {
+        for offset in [0, 5] {
+            for c in 0..3 {
+                b_folded[o] += w[o * 12 + offset + c] * shift[c];
+                w_folded[o * 12 + offset + c] *= scale[c];
+            }
+        }
+    }
+    let folded = WithBn::from_weights(&mut Weights::from_tensors(with_bn), true).unwrap();
+    let by_hand = NoBn::from_weights(&mut Weights::from_tensors(shared(w_folded, b_folded)), true).unwrap();
+    let (images, qs) = (values(2 * 25, 27, 1.0), values(2 * 2, 28, 1.0));
+    let (mut ws_a, mut ws_b) = (folded.workspace(2).unwrap(), by_hand.workspace(2).unwrap());
+    let a = folded.explain_batch(&mut ws_a, &WithBnInput { image: &images, q: &qs }, 2, 1).unwrap();
+    let b = by_hand.explain_batch(&mut ws_b, &NoBnInput { image: &images, q: &qs }, 2, 1).unwrap();
+    let near = |x: &[f32], y: &[f32]| {
+        let scale = y.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1e-5 * scale)
+    };
+    assert!(near(a.image.logits, b.image.logits), "{:?} vs {:?}", a.image.logits, b.image.logits);
+    assert!(near(a.image.relevance, b.image.relevance) && near(a.q.relevance, b.q.relevance));
+    assert!(near(a.objects_coordinates, b.objects_coordinates));
+}

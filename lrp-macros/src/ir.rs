@@ -333,6 +333,10 @@ pub enum BnPlacement {
     IntoPrevious(usize),
     /// Folded into the linear layer at this index, which it precedes (no zero padding there).
     IntoNext(usize),
+    /// Folded into the columns of the row-wise `Linear` at this index that read the features
+    /// of the `Objects` it precedes: the first `C` of each row, and with `true` (the objects
+    /// go through `Pairs` first) also those of each pair's second object, from `C + 2` on.
+    IntoObjectColumns(usize, bool),
     /// Kept as a per-channel affine layer, explained by the epsilon rule.
     Explicit,
 }

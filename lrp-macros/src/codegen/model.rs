@@ -234,7 +234,7 @@ pub(super) fn struct_def(net: &Network) -> TokenStream {
         let rule = l.rule.as_ref().map(rule_doc).unwrap_or_default();
         let kind = match &l.op {
             Op::BatchNorm(n) => match n.placement {
-                BnPlacement::IntoPrevious(j) | BnPlacement::IntoNext(j) => {
+                BnPlacement::IntoPrevious(j) | BnPlacement::IntoNext(j) | BnPlacement::IntoObjectColumns(j, _) => {
                     format!("BatchNorm (folded into `{}`)", net.layers[j].name)
                 }
                 BnPlacement::Explicit => "BatchNorm (explicit, epsilon rule)".into(),
@@ -296,6 +296,12 @@ fn from_weights_body(net: &Network) -> TokenStream {
                 (BnPlacement::IntoNext(j), true) => {
                     let t = local(j);
                     folds.push(quote!(#t.fold_batchnorm_before(&#bn)?;));
+                }
+                (BnPlacement::IntoObjectColumns(j, pairs), true) => {
+                    let t = local(j);
+                    let c = norm.features;
+                    let offsets = if pairs { vec![0, c + 2] } else { vec![0] };
+                    folds.push(quote!(#t.fold_batchnorm_into_columns(&#bn, &[#(#offsets),*])?;));
                 }
                 (BnPlacement::IntoPrevious(j), false) => {
                     let t = local(j);

@@ -6,7 +6,12 @@
 //! 2. Otherwise, when the next layer (past Flatten, Dropout, Identity) is a flat Linear, or a Conv2d
 //!    without zero padding (`conv → ReLU → BatchNorm → conv`): folded into that layer,
 //!    `W' = W diag(s)`, `b' = b + W t` — exact, because no padded zero would have to become `t`.
-//! 3. Otherwise it stays an explicit per-channel affine layer, explained by the epsilon rule.
+//! 3. Otherwise, when it is read by `Objects` (`conv → ReLU → BatchNorm → Objects`), and those
+//!    objects by a row-wise Linear, directly or through `Pairs`: folded into the columns of that
+//!    Linear which read the objects' features (each object's first `C` values; in a pair, its
+//!    first and second object's), `W' = W diag(s)` there, `b' = b + W t` — exact, the
+//!    coordinates untouched.
+//! 4. Otherwise it stays an explicit per-channel affine layer, explained by the epsilon rule.
 
 use super::sole_reader;
 use crate::ir::{BnPlacement, Layer, Network, Op, Src};
@@ -22,7 +27,10 @@ pub fn plan_batchnorm(net: &mut Network) {
         let placement = match (fold_target_before(net, i), fold_target_after(net, i)) {
             (Some(p), _) => BnPlacement::IntoPrevious(p),
             (None, Some(n)) => BnPlacement::IntoNext(n),
-            (None, None) => BnPlacement::Explicit,
+            (None, None) => match fold_target_objects(net, i) {
+                Some((n, pairs)) => BnPlacement::IntoObjectColumns(n, pairs),
+                None => BnPlacement::Explicit,
+            },
         };
         if let Op::BatchNorm(norm) = &mut net.layers[i].op {
             norm.placement = placement;
@@ -69,6 +77,35 @@ fn fold_target_after(net: &Network, i: usize) -> Option<usize> {
         _ => false,
     };
     fits.then_some(j)
+}
+
+/// The row-wise Linear that alone reads, through `Objects` (and `Pairs`, whose set they are),
+/// the output of BatchNorm `i`; with whether the objects are paired.
+fn fold_target_objects(net: &Network, i: usize) -> Option<(usize, bool)> {
+    let past = |mut j: usize| {
+        while skippable(&net.layers[j].op) {
+            j = sole_reader(net, Src::Layer(j))?;
+        }
+        Some(j)
+    };
+    let objects = past(sole_reader(net, Src::Layer(i))?)?;
+    if net.layers[objects].op != Op::Objects {
+        return None;
+    }
+    let mut next = past(sole_reader(net, Src::Layer(objects))?)?;
+    let pairs = net.layers[next].op == Op::Pairs;
+    if pairs {
+        // The objects are the set being paired, not the vector appended.
+        if net.layers[next].inputs.first() != Some(&Src::Layer(objects)) || net.layers[next].inputs.len() > 2 {
+            return None;
+        }
+        if net.layers[next].inputs.get(1) == Some(&Src::Layer(objects)) {
+            return None;
+        }
+        next = past(sole_reader(net, Src::Layer(next))?)?;
+    }
+    let row_wise = matches!(net.layers[next].op, Op::Linear { .. }) && net.layers[next].linear_rows().is_some();
+    row_wise.then_some((next, pairs))
 }
 
 #[cfg(test)]
@@ -139,5 +176,24 @@ mod tests {
         // Both normalise the 5 rows of `Linear(4, 6)`'s [5, 4] input and [5, 6] output: neither
         // folds into it (nor into the flat `Linear(30, 2)` after the ReLU).
         assert_eq!(p, [BnPlacement::Explicit, BnPlacement::Explicit]);
+    }
+
+    #[test]
+    fn a_batchnorm_before_objects_folds_into_the_object_columns_of_the_next_linear() {
+        let p = placements(quote! {
+            Net(inputs(image = [1, 6, 6], q = [3])) {
+                feats: image -> { Conv2d(1, 4, kernel_size = 3), ReLU, BatchNorm2d(4) },
+                objects: Objects,
+                pairs: Pairs(objects, q),
+                g: { Linear(15, 8), ReLU },
+                g_sum: SetSum,
+                single: image -> { Conv2d(1, 4, kernel_size = 3), ReLU, BatchNorm2d(4), Objects, Linear(6, 8) },
+                single_sum: SetSum,
+                both: Sum(g_sum, single_sum),
+                head: Linear(8, 2),
+            }
+        });
+        assert_eq!(p[0], BnPlacement::IntoObjectColumns(5, true));
+        assert_eq!(p[1], BnPlacement::IntoObjectColumns(12, false));
     }
 }

@@ -242,6 +242,40 @@ impl LinearMap {
         self.reprepare()
     }
 
+    /// Folds a BatchNorm `x' = s x + t` into the columns of this dense layer that read the
+    /// normalised features: columns `offset + c` for each offset, `c < channels` (a row-wise
+    /// layer reading objects, or pairs of them, whose first features the BatchNorm normalised):
+    /// `W'_{o, offset + c} = W_{o, offset + c} s_c`, `b'_o = b_o + sum W_{o, offset + c} t_c`. Other
+    /// columns (coordinates, an appended vector) are untouched. A convolution, or columns beyond
+    /// the layer's inputs, are [`Error::InvalidParameter`]; a NaN or infinite folded value is
+    /// [`Error::NonFinite`], and the layer stays as it was.
+    pub fn fold_batchnorm_into_columns(&mut self, bn: &BatchNorm, offsets: &[usize]) -> Result<()> {
+        let channels = bn.channels();
+        let in_features = match self.kind {
+            LinearKind::Dense { in_features, .. } => in_features,
+            LinearKind::Conv2d(_) => 0,
+        };
+        let fits = |&o: &usize| o.checked_add(channels).is_some_and(|end| end <= in_features);
+        if in_features == 0 || !offsets.iter().all(fits) {
+            return Err(Error::InvalidParameter {
+                what: format!("BatchNorm folded into `{}`", self.name),
+                message: format!(
+                    "{channels} channels at columns {offsets:?} do not lie within the {in_features} inputs of a dense layer"
+                ),
+            });
+        }
+        let (mut weight, mut bias) = (self.weight.clone(), self.bias.clone());
+        for (o, row) in weight.chunks_mut(in_features).enumerate() {
+            for &offset in offsets {
+                for (c, w) in row[offset..offset + channels].iter_mut().enumerate() {
+                    bias[o] += *w * bn.shift[c];
+                    *w *= bn.scale[c];
+                }
+            }
+        }
+        self.set_folded(bn, weight, bias)
+    }
+
     /// Folds a BatchNorm `x' = s x + t` that precedes this layer into it:
     /// `W'_{oj} = W_{oj} s_{c(j)}`, `b'_o = b_o + sum_j W_{oj} t_{c(j)}`, `c(j)` the channel of
     /// input `j`. Exact unless the layer zero-pads its input (the compiler checks that). A NaN
