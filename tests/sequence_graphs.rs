@@ -215,3 +215,60 @@ fn one_sequence_input_may_feed_a_graph() {
         assert!((total - logit).abs() <= 1e-4 * logit.abs().max(1e-3), "sample {i}: {total} vs logit {logit}");
     }
 }
+
+/// `softmax(logits)[c]`.
+fn prob(logits: &[f32], c: usize) -> f32 {
+    let max = logits.iter().fold(f32::MIN, |m, &v| m.max(v));
+    let sum: f32 = logits.iter().map(|v| (v - max).exp()).sum();
+    (logits[c] - max).exp() / sum
+}
+
+#[test]
+fn occlusion_zeroes_image_windows_and_single_words() {
+    let tensors = vqa_tensors(4, None);
+    let vqa = Vqa::from_bytes(&bytes(&tensors)).unwrap();
+    let (images, _) = batch();
+    // Distinct token ids within each question: zeroing a token's embedding is zeroing its row.
+    let questions: [&[usize]; 2] = [&[3, 1, 4], &[9, 2, 6, 5, 8]];
+    let mut ws = vqa.workspace(6, 2).unwrap();
+    let input = VqaInput { image: &images[..12], question: &questions };
+    let e = vqa.occlusion_batch(&mut ws, &input, 2, 0, &[&[2], &[1]]).unwrap();
+    assert_eq!((e.image.relevance.len(), e.question.relevance.len(), e.question.lengths), (12, 8, &[3, 5][..]));
+    assert_eq!(e.question.step_len(), 1);
+    let (r_image, r_question) = (e.image.relevance.to_vec(), e.question.relevance.to_vec());
+    let mut one = vqa.workspace(6, 1).unwrap();
+    let p = |model: &Vqa, ws: &mut VqaWorkspace, image: &[f32], q: &[usize]| {
+        prob(model.predict(ws, &VqaInput { image, question: &[q] }).unwrap(), 0)
+    };
+    let mut offset = 0;
+    for (i, q) in questions.iter().enumerate() {
+        let image = &images[i * 6..(i + 1) * 6];
+        let base = p(&vqa, &mut one, image, q);
+        for (t, &token) in q.iter().enumerate() {
+            let mut table = tensors[1].2.clone();
+            table[token * 5..(token + 1) * 5].fill(0.0);
+            let zeroed = Vqa::from_bytes(&bytes(&vqa_tensors(4, Some(&table)))).unwrap();
+            let want = base - p(&zeroed, &mut one, image, q);
+            assert!(
+                (r_question[offset + t] - want).abs() <= 1e-5,
+                "sample {i} token {t}: {} vs {want}",
+                r_question[offset + t]
+            );
+        }
+        offset += q.len();
+        for w in 0..3 {
+            let mut occluded = image.to_vec();
+            occluded[2 * w..2 * w + 2].fill(0.0);
+            let want = base - p(&vqa, &mut one, &occluded, q);
+            for j in 2 * w..2 * w + 2 {
+                assert!((r_image[i * 6 + j] - want).abs() <= 1e-5, "sample {i} window {w}");
+            }
+        }
+    }
+    // Logits of the unoccluded batch, and a sequence's window must be one token.
+    let logits = vqa.predict_batch(&mut ws, &input, 2).unwrap().to_vec();
+    let e = vqa.occlusion_batch(&mut ws, &input, 2, 0, &[&[2], &[1]]).unwrap();
+    assert_eq!(e.image.logits, logits);
+    let err = vqa.occlusion_batch(&mut ws, &input, 2, 0, &[&[2], &[2]]).unwrap_err();
+    assert!(err.to_string().contains("one token at a time"), "{err}");
+}

@@ -44,16 +44,21 @@ struct In {
 
 impl In {
     /// The elements of the first `n` samples' relevance: `n` times a sample's, or for a
-    /// sequence, its embedding size times the samples' lengths.
-    fn rel_count(&self) -> TokenStream {
+    /// sequence, its embedding size (`per_token`: one) times the samples' lengths.
+    fn rel_count(&self, per_token: bool) -> TokenStream {
         let rel_len = self.rel_len;
         match &self.seq {
             Some(seq) => {
-                let lengths = &seq.lengths;
-                quote!(#rel_len * ws.#lengths[..n].iter().sum::<usize>())
+                let (lengths, step) = (&seq.lengths, if per_token { 1 } else { rel_len });
+                quote!(#step * ws.#lengths[..n].iter().sum::<usize>())
             }
             None => quote!(n * #rel_len),
         }
+    }
+
+    /// Elements of the workspace copy occlusion works on: one sample, or one token's embedding.
+    fn occluded_len(&self) -> usize {
+        if self.seq.is_some() { self.rel_len } else { self.len }
     }
 }
 
@@ -248,9 +253,14 @@ impl Parts<'_> {
 
     /// The explanation of the first `n` samples in the workspace.
     fn explanation(&self) -> TokenStream {
+        self.explanation_of(false)
+    }
+
+    /// [`Self::explanation`], with one score per token of a sequence (`per_token`: occlusion).
+    fn explanation_of(&self, per_token: bool) -> TokenStream {
         let (rt, logits, classes) = (&self.rt, &self.plan.logits, self.classes);
         let one = |i: &In| {
-            let (rel, count) = (&i.rel, i.rel_count());
+            let (rel, count) = (&i.rel, i.rel_count(per_token));
             let lengths = match &i.seq {
                 Some(seq) => {
                     let lengths = &seq.lengths;
@@ -449,9 +459,10 @@ impl Parts<'_> {
         self.seqs().next().is_some()
     }
 
-    /// Occlusion zeroes windows of values: every input holds values (no token ids).
+    /// Occlusion zeroes windows of values, or a sequence's tokens' embeddings one at a time
+    /// (not a `tokens(L)` input's: its Embedding runs inside the network).
     fn occludable(&self) -> bool {
-        !self.ins.iter().any(|i| i.tokens || i.seq.is_some())
+        !self.ins.iter().any(|i| i.tokens)
     }
 
     /// The workspace copy of one sample of each input that occlusion zeroes windows of:
@@ -473,7 +484,7 @@ impl Parts<'_> {
         if self.occludable() {
             fixed.push(buffer_init(&format_ident!("probs"), quote!(capacity), 1));
             for (id, i) in self.occluded_idents().iter().zip(&self.ins) {
-                fixed.push(buffer_init(id, quote!(1), i.len));
+                fixed.push(buffer_init(id, quote!(1), i.occluded_len()));
             }
         }
         // Every sample of a `tokens(L)` input holds L tokens.
@@ -581,26 +592,42 @@ impl Parts<'_> {
             .collect()
     }
 
-    /// Each sequence input's samples embedded back to back, and each reduced at its own length
-    /// by the recurrent layer into its row of the layer's output.
-    fn sequence_forward(&self) -> Vec<TokenStream> {
+    /// Each sequence input's samples embedded back to back, their lengths recorded.
+    fn sequence_embed(&self) -> Vec<TokenStream> {
         self.seqs()
             .map(|(i, seq)| {
-                let (expr, e, emb, rec, out_len) = (&i.expr, i.rel_len, &seq.emb, &seq.rec, seq.out_len);
+                let (expr, e, emb, x, lengths) = (&i.expr, i.rel_len, &seq.emb, &seq.x, &seq.lengths);
+                quote! {
+                    let mut offset = 0usize;
+                    for (i, tokens) in #expr[..n].iter().enumerate() {
+                        let steps = tokens.len();
+                        self.#emb.forward(tokens, &mut ws.#x[offset * #e..(offset + steps) * #e])?;
+                        ws.#lengths[i] = steps;
+                        offset += steps;
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Each sequence input's embedded samples reduced, each at its own length, by the recurrent
+    /// layer into its row of the layer's output.
+    fn sequence_reduce(&self) -> Vec<TokenStream> {
+        self.seqs()
+            .map(|(i, seq)| {
+                let (e, rec, out_len) = (i.rel_len, &seq.rec, seq.out_len);
                 let (x, trace, trace_len, lengths, out) =
                     (&seq.x, &seq.trace, &seq.trace_len, &seq.lengths, act_ident(seq.rec_index));
                 quote! {
                     let mut offset = 0usize;
-                    for (i, tokens) in #expr[..n].iter().enumerate() {
-                        let (steps, stride) = (tokens.len(), ws.#trace_len);
-                        self.#emb.forward(tokens, &mut ws.#x[offset * #e..(offset + steps) * #e])?;
+                    for i in 0..n {
+                        let (steps, stride) = (ws.#lengths[i], ws.#trace_len);
                         self.#rec.forward(
                             &ws.#x[offset * #e..(offset + steps) * #e],
                             steps,
                             &mut ws.#trace[i * stride..(i + 1) * stride],
                             &mut ws.#out[i * #out_len..(i + 1) * #out_len],
                         )?;
-                        ws.#lengths[i] = steps;
                         offset += steps;
                     }
                 }
@@ -643,7 +670,7 @@ impl Parts<'_> {
         let entries: Vec<TokenStream> = self
             .seqs()
             .map(|(i, seq)| {
-                let (rel, count, name) = (&i.rel, i.rel_count(), &seq.emb_name);
+                let (rel, count, name) = (&i.rel, i.rel_count(false), &seq.emb_name);
                 quote!((#name, &#rel[..#count]))
             })
             .collect();
@@ -688,8 +715,9 @@ impl Parts<'_> {
             .collect();
         let backward_check = overflow::backward_check(self.plan, &results);
         let input_checks = self.input_checks();
-        let (seq_forward, seq_relevance, seq_gradient) = (
-            self.sequence_forward(),
+        let (seq_embed, seq_reduce, seq_relevance, seq_gradient) = (
+            self.sequence_embed(),
+            self.sequence_reduce(),
             self.sequence_backward(&format_ident!("relevance")),
             self.sequence_backward(&format_ident!("gradient")),
         );
@@ -706,6 +734,46 @@ impl Parts<'_> {
         let denominators = match self.plan.shares_denominators() {
             true => quote!(denominators),
             false => quote!(_denominators),
+        };
+        let forward_fns = match self.has_sequences() {
+            false => quote! {
+                /// The forward pass of `n` samples; with `denominators` (`explain`), convolutions
+                /// also compute their rule's first denominator.
+                fn forward_pass(&self, ws: &mut #ws_name, input: &#input_ty, n: usize, #denominators: bool) -> #rt::Result<()> {
+                    #touch_idle
+                    #(#forward)*
+                    #forward_check
+                }
+            },
+            true => {
+                let input = match self.ins.iter().all(|i| i.seq.is_some()) {
+                    true => quote!(_input),
+                    false => quote!(input),
+                };
+                quote! {
+                    /// The forward pass of `n` samples; with `denominators` (`explain`),
+                    /// convolutions also compute their rule's first denominator.
+                    fn forward_pass(&self, ws: &mut #ws_name, input: &#input_ty, n: usize, denominators: bool) -> #rt::Result<()> {
+                        self.embed_sequences(ws, input, n)?;
+                        self.forward_embedded(ws, input, n, denominators)
+                    }
+
+                    /// Embeds every sequence input's `n` samples back to back.
+                    fn embed_sequences(&self, ws: &mut #ws_name, input: &#input_ty, n: usize) -> #rt::Result<()> {
+                        #(#seq_embed)*
+                        ::core::result::Result::Ok(())
+                    }
+
+                    /// The forward pass from the embedded sequences on (occlusion zeroes a token's
+                    /// embedding in between).
+                    fn forward_embedded(&self, ws: &mut #ws_name, #input: &#input_ty, n: usize, #denominators: bool) -> #rt::Result<()> {
+                        #touch_idle
+                        #(#seq_reduce)*
+                        #(#forward)*
+                        #forward_check
+                    }
+                }
+            }
         };
         let batch_what = format!("batch size of `{name}`");
         quote! {
@@ -725,14 +793,7 @@ impl Parts<'_> {
                 ::core::result::Result::Ok(())
             }
 
-            /// The forward pass of `n` samples; with `denominators` (`explain`), convolutions
-            /// also compute their rule's first denominator.
-            fn forward_pass(&self, ws: &mut #ws_name, input: &#input_ty, n: usize, #denominators: bool) -> #rt::Result<()> {
-                #touch_idle
-                #(#seq_forward)*
-                #(#forward)*
-                #forward_check
-            }
+            #forward_fns
 
             fn relevance_pass(&self, ws: &mut #ws_name, input: &#input_ty, n: usize) -> #rt::Result<()> {
                 #(#relevance)*
@@ -774,7 +835,7 @@ impl Parts<'_> {
         let sequences_checked =
             self.has_sequences().then(|| quote!(Self::check_sequences(ws, n, "gradient x input")?;));
         let times = self.ins.iter().map(|i| {
-            let (rel, count, times) = (&i.rel, i.rel_count(), &i.times);
+            let (rel, count, times) = (&i.rel, i.rel_count(false), &i.times);
             quote! {
                 for (r, x) in #rel[..#count].iter_mut().zip(#times.iter()) {
                     *r *= x;
@@ -843,7 +904,7 @@ impl Parts<'_> {
     fn occlusion(&self) -> TokenStream {
         let (rt, name, ws_name, classes, input_ty) =
             (&self.rt, &self.net.name, &self.ws_name, self.classes, &self.input_ty);
-        let (logits, explanation, expl_ty) = (&self.plan.logits, self.explanation(), self.explanation_ty());
+        let (logits, explanation, expl_ty) = (&self.plan.logits, self.explanation_of(true), self.explanation_ty());
         let copies = self.occluded_idents();
         let count = self.ins.len();
         let outs: Vec<Ident> = (0..count).map(|k| format_ident!("out_{}", k)).collect();
@@ -851,17 +912,39 @@ impl Parts<'_> {
         let rels: Vec<&TokenStream> = self.ins.iter().map(|i| &i.rel).collect();
         let loops = self.ins.iter().enumerate().map(|(k, occluded_input)| {
             let (copy, out, win, expr, len) = (&copies[k], &outs[k], &wins[k], &occluded_input.expr, occluded_input.len);
-            // One sample of every input, this one's copy occluded.
-            let one = match &self.structs {
+            // One sample of every input, this one's copy occluded (`None`: none).
+            let one = |occluded: Option<usize>| match &self.structs {
                 Some((input_struct, _)) => {
                     let fields = self.ins.iter().enumerate().map(|(j, i)| {
                         let (g, l, e) = (&i.field, i.len, &i.expr);
-                        if j == k { quote!(#g: &#copy[..]) } else { quote!(#g: &#e[i * #l..(i + 1) * #l]) }
+                        match (occluded == Some(j), &i.seq) {
+                            (true, _) => quote!(#g: &#copy[..]),
+                            (false, Some(_)) => quote!(#g: &#e[i..i + 1]),
+                            (false, None) => quote!(#g: &#e[i * #l..(i + 1) * #l]),
+                        }
                     });
                     quote!(&#input_struct { #(#fields),* })
                 }
                 None => quote!(&#copy[..]),
             };
+            if let Some(seq) = &occluded_input.seq {
+                // A sequence: each token's embedding zeroed in turn, the others as they are.
+                let (x, lengths, e, one) = (&seq.x, &seq.lengths, occluded_input.rel_len, one(None));
+                return quote! {
+                    let one = #one;
+                    self.embed_sequences(ws, one, 1)?;
+                    let offset: usize = #expr[..i].iter().map(|t| t.len()).sum();
+                    for t in 0..ws.#lengths[0] {
+                        #copy.copy_from_slice(&ws.#x[t * #e..(t + 1) * #e]);
+                        ws.#x[t * #e..(t + 1) * #e].fill(0.0);
+                        let result = self.forward_embedded(ws, one, 1, false);
+                        ws.#x[t * #e..(t + 1) * #e].copy_from_slice(&#copy);
+                        result?;
+                        #out[offset + t] = ws.probs[i] - #rt::kernels::elementwise::softmax_at(&ws.#logits[..#classes], ws.targets[i]);
+                    }
+                };
+            }
+            let one = one(Some(k));
             quote! {
                 for w in 0..#win.count() {
                     #copy.copy_from_slice(&#expr[i * #len..(i + 1) * #len]);
@@ -880,14 +963,29 @@ impl Parts<'_> {
                 quote!(),
             ),
             Some(_) => {
-                let shapes: Vec<Vec<usize>> = self.net.inputs.iter().map(|i| i.shape()).collect();
-                let (windows_what, ks) = (format!("windows of `{name}` (one per input)"), 0..count);
+                let windows_what = format!("windows of `{name}` (one per input)");
+                let each = self.ins.iter().enumerate().map(|(k, i)| {
+                    let win = &wins[k];
+                    if i.seq.is_none() {
+                        let shape = self.net.inputs[k].shape();
+                        return quote!(let #win = #rt::occlusion::Windows::new(&[#(#shape),*], windows[#k])?;);
+                    }
+                    let what = format!("occlusion window of input `{}` of `{name}`", i.name);
+                    quote! {
+                        if windows[#k] != [1] {
+                            return ::core::result::Result::Err(#rt::Error::InvalidParameter {
+                                what: ::std::string::String::from(#what),
+                                message: ::std::format!("a sequence is occluded one token at a time: its window is [1], not {:?}", windows[#k]),
+                            });
+                        }
+                    }
+                });
                 (
-                    "[`Self::occlusion`] for `n` samples back to back: for each input in turn, `R_i = p_c(x) - p_c(x with the window holding i set to 0)`, the other inputs as they are, `p` the softmax. `windows` holds one window per input, in the order of [`Self::INPUTS`], each with one size per dimension of that input.",
+                    "[`Self::occlusion`] for `n` samples back to back: for each input in turn, `R_i = p_c(x) - p_c(x with the window holding i set to 0)`, the other inputs as they are, `p` the softmax. `windows` holds one window per input, in the order of [`Self::INPUTS`], each with one size per dimension of that input; a sequence's is `[1]`: each token's embedding is set to 0 in turn, one score per token.",
                     quote!(windows: &[&[usize]]),
                     quote! {
                         #rt::error::check_len(#windows_what, #count, windows.len())?;
-                        #(let #wins = #rt::occlusion::Windows::new(&[#(#shapes),*], windows[#ks])?;)*
+                        #(#each)*
                     },
                     quote! {
                         /// Occlusion baseline of one sample of each input (see [`Self::occlusion_batch`]).
