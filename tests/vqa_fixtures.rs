@@ -66,9 +66,9 @@ struct Got {
     coords: Vec<f32>,
 }
 
-/// Compares `got` with the fixture's `<kind>_image`, `<kind>_question.<n>` and `<kind>_coords`
+/// Compares `got` with the fixture's `<kind>_image`, `<kind>_question.<n>` and (`coords`) `<kind>_coords`
 /// (`kind`: `lrp` or `gxi`), each quantity per sample on its own scale; returns the worst ratio.
-fn compare(what: &str, fx: &Fixture, kind: &str, first: usize, got: &Got) -> f32 {
+fn compare(what: &str, fx: &Fixture, kind: &str, first: usize, got: &Got, coords: bool) -> f32 {
     let n = got.targets.len();
     let samples = first..first + n;
     let cases = &fx.cases;
@@ -82,8 +82,10 @@ fn compare(what: &str, fx: &Fixture, kind: &str, first: usize, got: &Got) -> f32
     assert_eq!(got.lengths, &fx.lengths()[samples.clone()], "{what}: question lengths");
     let image = &cases.get(&format!("{kind}_image"))[first * IMAGE..(first + n) * IMAGE];
     let mut worst = assert_close_per_sample(&format!("{what}: {kind}_image"), &got.image, image, n, TOL);
-    let coords = &cases.get(&format!("{kind}_coords"))[first * COORDS..(first + n) * COORDS];
-    worst = worst.max(assert_close_per_sample(&format!("{what}: {kind}_coords"), &got.coords, coords, n, TOL));
+    if coords {
+        let want = &cases.get(&format!("{kind}_coords"))[first * COORDS..(first + n) * COORDS];
+        worst = worst.max(assert_close_per_sample(&format!("{what}: {kind}_coords"), &got.coords, want, n, TOL));
+    }
     assert_eq!(got.question.len(), got.lengths.iter().sum::<usize>() * EMBEDDING, "{what}: question relevance");
     let mut offset = 0;
     for (k, s) in samples.enumerate() {
@@ -121,12 +123,12 @@ fn lrp_matches_the_reference_one_sample_at_a_time_and_as_a_batch() {
     for i in 0..n {
         let input = VqaSmallInput { image: &images[i * IMAGE..(i + 1) * IMAGE], question: &[&fx.tokens[i]] };
         let e = model.explain(&mut ws, &input, lrp::Target::Predicted).expect("explain");
-        worst = worst.max(compare(&format!("sample {i}"), &fx, "lrp", i, &got!(e)));
+        worst = worst.max(compare(&format!("sample {i}"), &fx, "lrp", i, &got!(e), true));
     }
     let question: Vec<&[usize]> = fx.tokens.iter().map(Vec::as_slice).collect();
     let input = VqaSmallInput { image: images, question: &question };
     let e = model.explain_batch(&mut ws, &input, n, lrp::Target::Predicted).expect("explain the batch");
-    worst = worst.max(compare("batch", &fx, "lrp", 0, &got!(e)));
+    worst = worst.max(compare("batch", &fx, "lrp", 0, &got!(e), true));
     eprintln!("LRP: worst error {worst:.1e} of max|R| (per sample and quantity)");
 }
 
@@ -141,13 +143,29 @@ fn gradient_x_input_matches_the_reference_one_sample_at_a_time_and_as_a_batch() 
     for i in 0..n {
         let input = VqaSmallInput { image: &images[i * IMAGE..(i + 1) * IMAGE], question: &[&fx.tokens[i]] };
         let e = model.gradient_x_input(&mut ws, &input, fx.cases.target[i]).expect("gradient x input");
-        worst = worst.max(compare(&format!("sample {i}"), &fx, "gxi", i, &got!(e)));
+        worst = worst.max(compare(&format!("sample {i}"), &fx, "gxi", i, &got!(e), false));
     }
     let question: Vec<&[usize]> = fx.tokens.iter().map(Vec::as_slice).collect();
     let input = VqaSmallInput { image: images, question: &question };
     let e = model.gradient_x_input_batch(&mut ws, &input, n, lrp::Target::Predicted).expect("the batch");
-    worst = worst.max(compare("batch", &fx, "gxi", 0, &got!(e)));
+    worst = worst.max(compare("batch", &fx, "gxi", 0, &got!(e), false));
     eprintln!("gradient x input: worst error {worst:.1e} of max|gxi| (per sample and quantity)");
+}
+
+/// Gradient x input of the coordinates: `(cx, cy) * d f_c / d (cx, cy)` per object, as of any
+/// input (the fixture's `gxi_coords`, autograd on the coordinates as a tensor).
+#[test]
+fn gradient_x_input_of_the_coordinates_is_coordinate_times_gradient() {
+    let fx = Fixture::load();
+    let model = VqaSmall::load_strict(WEIGHTS).expect("the fixture's state_dict loads as it is");
+    let n = fx.n();
+    let question: Vec<&[usize]> = fx.tokens.iter().map(Vec::as_slice).collect();
+    let input = VqaSmallInput { image: fx.cases.get("image"), question: &question };
+    let mut ws = model.workspace(9, n).unwrap();
+    let e = model.gradient_x_input_batch(&mut ws, &input, n, lrp::Target::Predicted).expect("the batch");
+    assert_eq!(e.image.targets, &fx.cases.target[..]);
+    let (got, want) = (e.objects_coordinates, fx.cases.get("gxi_coords"));
+    assert_close_per_sample("gxi_coords", got, want, n, TOL);
 }
 
 #[test]
@@ -157,6 +175,8 @@ fn the_fixture_is_the_one_described() {
     assert_eq!(fx.lengths(), [3, 6, 1, 9]);
     assert_eq!(fx.cases.f32s["image"].0, [4, 3, 20, 20]);
     assert_eq!(fx.cases.f32s["lrp_coords"].0, [4, 16, 2]);
+    assert_eq!(fx.cases.f32s["gxi_coords"].0, [4, 16, 2]);
+    assert_eq!(fx.cases.target.len(), 4);
     for (n, len) in fx.lengths().into_iter().enumerate() {
         assert_eq!(fx.cases.f32s[&format!("lrp_question.{n}")].0, [len, EMBEDDING]);
         assert_eq!(fx.cases.f32s[&format!("gxi_question.{n}")].0, [len, EMBEDDING]);

@@ -304,6 +304,19 @@ impl Parts<'_> {
             .collect()
     }
 
+    /// Gradient x input of every `Objects` layer's coordinates: their gradients times them.
+    fn coordinates_times(&self) -> Vec<TokenStream> {
+        let objects = self.plan.indexed().filter(|(_, l)| l.op == crate::ir::Op::Objects);
+        objects
+            .map(|(i, l)| {
+                let (h, w) = (l.in_shape.get(1).copied().unwrap_or(0), l.in_shape.get(2).copied().unwrap_or(0));
+                let (buffer, per_sample) = (super::plan::coords_ident(i), h * w * 2);
+                let what = format!("`{}` (Objects)", l.name);
+                quote!(::lrp::runtime::kernels::sets::times_coordinates(#what, (#h, #w), &mut ws.#buffer[..n * #per_sample], n)?;)
+            })
+            .collect()
+    }
+
     /// `INPUT_SHAPE` and `INPUT_LEN` of one input; `INPUTS` (name and shape) of several.
     fn input_consts(&self) -> TokenStream {
         match self.net.inputs.as_slice() {
@@ -832,6 +845,7 @@ impl Parts<'_> {
             (&self.rt, &self.net.name, &self.ws_name, self.classes, &self.input_ty);
         let (logits, explanation, expl_ty) = (&self.plan.logits, self.explanation(), self.explanation_ty());
         let rel_what = format!("output relevance of `{name}`");
+        let coordinates_times = self.coordinates_times();
         let sequences_checked =
             self.has_sequences().then(|| quote!(Self::check_sequences(ws, n, "gradient x input")?;));
         let times = self.ins.iter().map(|i| {
@@ -891,6 +905,7 @@ impl Parts<'_> {
                 self.seed(ws, input, n, target.into(), #rt::explanation::Seed::One)?;
                 self.gradient_pass(ws, input, n)?;
                 #(#times)*
+                #(#coordinates_times)*
                 self.check_backward(ws, n, "gradient x input")?;
                 #sequences_checked
                 ::core::result::Result::Ok(#explanation)

@@ -71,6 +71,20 @@ pub fn objects_back(
     Ok(())
 }
 
+/// Gradient x input of the objects' coordinates: in each of `n` samples, object `k`'s two
+/// gradients `coords [H W, 2]` times its coordinates `x`, `y` (as [`objects`] computes them).
+pub fn times_coordinates(what: &str, (h, w): (usize, usize), coords: &mut [f32], n: usize) -> Result<()> {
+    let per_sample = mul(what, mul(what, h, w)?, 2)?;
+    check_len(what, mul(what, n, per_sample)?, coords.len())?;
+    for sample in coords.chunks_exact_mut(per_sample.max(1)) {
+        for (k, c) in sample.chunks_exact_mut(2).enumerate() {
+            c[0] *= coordinate(k % w, w);
+            c[1] *= coordinate(k / w, h);
+        }
+    }
+    Ok(())
+}
+
 /// Elements of one sample of the pairs of `count` objects of `d` features with a `q`-vector.
 fn pair_len(what: &str, count: usize, d: usize, q: usize) -> Result<usize> {
     let row = mul(what, d, 2)?.checked_add(q).ok_or_else(|| Error::SizeOverflow { what: what.to_string() })?;
@@ -222,6 +236,9 @@ mod tests {
         let (mut r_in, mut coords) = (vec![f32::NAN; x.len()], vec![f32::NAN; n * h * w * 2]);
         objects_back("objects", (c, h, w), &out, n, &mut r_in, &mut coords).unwrap();
         assert_eq!(r_in, x);
+        let mut times = coords.clone();
+        times_coordinates("objects", (h, w), &mut times, n).unwrap();
+        assert_eq!(&times[..4], &[coords[0] * -1.0, coords[1] * -1.0, 0.0, coords[3] * -1.0]);
         let total: f32 = out.iter().sum();
         let kept: f32 = r_in.iter().chain(&coords).sum();
         assert!((total - kept).abs() < 1e-5, "conserved: {total} vs {kept}");
