@@ -50,6 +50,20 @@ lrp::network! {
 lrp::network!(file = "specs/text_cnn.lrp");
 lrp::network!(file = "specs/image_question.lrp");
 
+lrp::network! {
+    /// A small Relation Network: objects of a feature map, paired with a question of any length.
+    Relations(inputs(image = [3, 12, 12], question = tokens), composite = Alpha1Beta0) {
+        conv: image -> { Conv2d(3, 4, kernel_size = 3, stride = 2), ReLU, BatchNorm2d(4) },
+        objects: Objects,
+        embedding: question -> Embedding(10, 4),
+        lstm: LSTM(4, 5, rule = LrpAll(epsilon = 0.001)),
+        pairs: Pairs(objects, lstm),
+        g: { Linear(17, 8), ReLU },
+        total: SetSum,
+        f: Linear(8, 3),
+    }
+}
+
 // Two residual blocks (identity and downsample shortcuts: fan-outs and sums), a concatenation.
 lrp::network! {
     Residual(input = [3, 16, 16], composite = EpsilonGammaBox(low = -1.0, high = 1.0)) {
@@ -240,6 +254,29 @@ fn predict_and_explain_allocate_nothing() {
         0,
         "ImageQuestion gradient x input"
     );
+
+    let rn = Relations::from_bytes(&random_weights(Relations::TENSORS)).unwrap();
+    let mut ws = rn.workspace(6, 2).unwrap();
+    let image: Vec<f32> = (0..2 * 3 * 12 * 12).map(|i| ((i * 13) % 29) as f32 / 29.0).collect();
+    let (a, b) = ([1usize, 4, 2, 8, 5, 7], [3usize, 9]);
+    let input = RelationsInput { image: &image, question: &[&a, &b] };
+    let calls: [(&str, &dyn Fn(&mut RelationsWorkspace)); 4] = [
+        ("predict", &|ws| {
+            let _ = rn.predict_batch(ws, &input, 2).unwrap();
+        }),
+        ("explain", &|ws| {
+            let _ = rn.explain_batch(ws, &input, 2, 1).unwrap();
+        }),
+        ("gradient x input", &|ws| {
+            let _ = rn.gradient_x_input_batch(ws, &input, 2, 1).unwrap();
+        }),
+        ("occlusion", &|ws| {
+            let _ = rn.occlusion_batch(ws, &input, 2, 1, &[&[3, 4, 4], &[1]]).unwrap();
+        }),
+    ];
+    for (what, call) in calls {
+        assert_eq!(allocations(|| call(&mut ws)), 0, "Relations {what}");
+    }
 
     let text = TextCnn::from_bytes(&random_weights(TextCnn::TENSORS)).unwrap();
     let mut ws = text.workspace(1).unwrap();
