@@ -260,7 +260,8 @@ fn predict_and_explain_allocate_nothing() {
     let image: Vec<f32> = (0..2 * 3 * 12 * 12).map(|i| ((i * 13) % 29) as f32 / 29.0).collect();
     let (a, b) = ([1usize, 4, 2, 8, 5, 7], [3usize, 9]);
     let input = RelationsInput { image: &image, question: &[&a, &b] };
-    let calls: [(&str, &dyn Fn(&mut RelationsWorkspace)); 4] = [
+    type Call<'a> = (&'a str, &'a dyn Fn(&mut RelationsWorkspace));
+    let calls: [Call; 4] = [
         ("predict", &|ws| {
             let _ = rn.predict_batch(ws, &input, 2).unwrap();
         }),

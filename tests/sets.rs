@@ -21,6 +21,19 @@ lrp::network! {
 }
 
 lrp::network! {
+    /// [`Rn`] with the pairs made: an `Identity` between them and `g` keeps `g.0` on the rows
+    /// (a Linear reading `Pairs` directly runs on the objects and the question instead).
+    RnRows(inputs(image = [3, 2, 2], q = [3]), composite = Epsilon(0.01)) {
+        objects: image -> Objects,
+        pairs: Pairs(objects, q),
+        rows: Identity,
+        g: { Linear(13, 8), ReLU, Linear(8, 8), ReLU },
+        total: SetSum,
+        f: { Linear(8, 8), ReLU, Linear(8, 3) },
+    }
+}
+
+lrp::network! {
     /// [`Rn`] with a tiny epsilon, for conservation.
     RnTight(inputs(image = [3, 2, 2], q = [3]), composite = Epsilon(1e-9)) {
         objects: image -> Objects,
@@ -275,4 +288,23 @@ fn a_batchnorm_before_the_objects_folds_into_the_first_pair_layer() {
     assert!(near(a.image.logits, b.image.logits), "{:?} vs {:?}", a.image.logits, b.image.logits);
     assert!(near(a.image.relevance, b.image.relevance) && near(a.q.relevance, b.q.relevance));
     assert!(near(a.objects_coordinates, b.objects_coordinates));
+}
+
+#[test]
+fn a_layer_on_pairs_computed_without_them_equals_one_on_their_rows() {
+    let model = Rn::from_weights(&mut weights(true).0, true).unwrap();
+    let rows = RnRows::from_weights(&mut weights(true).0, true).unwrap();
+    let (images, qs) = (values(2 * 12, 12, 1.5), values(2 * 3, 13, 1.0));
+    let (mut ws, mut ws_rows) = (model.workspace(2).unwrap(), rows.workspace(2).unwrap());
+    let near = |a: &[f32], b: &[f32]| {
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * scale)
+    };
+    let e = model.explain_batch(&mut ws, &RnInput { image: &images, q: &qs }, 2, 0).unwrap();
+    let r = rows.explain_batch(&mut ws_rows, &RnRowsInput { image: &images, q: &qs }, 2, 0).unwrap();
+    assert!(near(e.image.logits, r.image.logits) && near(e.image.relevance, r.image.relevance));
+    assert!(near(e.q.relevance, r.q.relevance) && near(e.objects_coordinates, r.objects_coordinates));
+    let e = model.gradient_x_input_batch(&mut ws, &RnInput { image: &images, q: &qs }, 2, 0).unwrap();
+    let r = rows.gradient_x_input_batch(&mut ws_rows, &RnRowsInput { image: &images, q: &qs }, 2, 0).unwrap();
+    assert!(near(e.image.relevance, r.image.relevance) && near(e.q.relevance, r.q.relevance));
 }

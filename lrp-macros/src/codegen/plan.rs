@@ -149,8 +149,15 @@ impl<'a> Plan<'a> {
             inits.push(buffer_init(&id, quote!(capacity), per_item));
         };
         for (i, layer) in self.indexed().filter(|(_, l)| !l.op.is_passthrough()) {
+            // Pairs a Linear reads without them are never made.
+            if self.is_fused_pairs(i) {
+                for (p, &src) in layer.inputs.iter().enumerate() {
+                    add(self.edge_ident(i, p), quote!(f32), len(self.shape(src)));
+                }
+                continue;
+            }
             add(act_ident(i), quote!(f32), len(&layer.out_shape));
-            if writes_back(&layer.op) {
+            if writes_back(&layer.op) && self.fused_pairs(i).is_none() {
                 for (p, &src) in layer.inputs.iter().enumerate() {
                     add(self.edge_ident(i, p), quote!(f32), len(self.shape(src)));
                 }
@@ -164,7 +171,10 @@ impl<'a> Plan<'a> {
             if self.share_denominators && shares_denominator(layer) {
                 add(format_ident!("den_{}", i), quote!(f32), len(&layer.out_shape));
             }
-            if layer.op.is_linear() {
+            if let Some(p) = self.fused_pairs(i) {
+                let (f, dims) = (&layer.field, self.pair_dims(p));
+                scratch_terms.push(quote!(self.#f.pair_scratch_len(#dims, capacity)));
+            } else if layer.op.is_linear() {
                 let f = &layer.field;
                 // Row by row, a `Linear` on `[L, in]` sees `L` times the batch (saturating like
                 // `scratch_len`, so that too large a capacity fails the buffer's size check).
@@ -194,6 +204,36 @@ impl<'a> Plan<'a> {
         self.indexed().any(|(i, _)| self.denominator(i).is_some())
     }
 
+    /// The `Pairs` layer that row-wise `Linear` `j` alone reads, when its rule has no term on a
+    /// constant input: `j` then runs on the objects and the vector the pairs are made of
+    /// (`LinearMap::forward_pairs`: `2 N + 1` products instead of `N²`), and the pairs are
+    /// never made.
+    pub fn fused_pairs(&self, j: usize) -> Option<usize> {
+        let layer = self.layer(j);
+        let rule = matches!(
+            layer.rule,
+            Some(RuleIr::Epsilon { .. } | RuleIr::Gamma { .. } | RuleIr::AlphaBeta { .. } | RuleIr::ZPlus)
+        );
+        let [Src::Layer(p)] = *layer.inputs.as_slice() else { return None };
+        let reads_pairs = p >= self.offset && self.layer(p).op == Op::Pairs && self.readers(Src::Layer(p)).len() == 1;
+        (rule && reads_pairs && layer.linear_rows().is_some()).then_some(p)
+    }
+
+    /// Whether `Pairs` layer `p` is read by a Linear that runs without them ([`Plan::fused_pairs`]).
+    pub fn is_fused_pairs(&self, p: usize) -> bool {
+        matches!(*self.readers(Src::Layer(p)).as_slice(), [(j, 0)] if self.fused_pairs(j) == Some(p))
+    }
+
+    /// `(count, d, q)` of `Pairs` layer `p`: its set's elements and their features, and the
+    /// appended vector's length (0 without one).
+    pub fn pair_dims(&self, p: usize) -> TokenStream {
+        let layer = self.layer(p);
+        let s = &layer.in_shape;
+        let (count, d) = (s.first().copied().unwrap_or(0), s.get(1).copied().unwrap_or(0));
+        let q = layer.inputs.get(1).map_or(0, |&src| len(self.shape(src)));
+        quote!((#count, #d, #q))
+    }
+
     /// The run's layers with their network indices.
     pub fn indexed(&self) -> impl DoubleEndedIterator<Item = (usize, &'a Layer)> + use<'a> {
         (self.offset..self.offset + self.layers.len()).zip(self.layers)
@@ -212,7 +252,7 @@ impl<'a> Plan<'a> {
     }
 
     /// The buffer holding value `src`.
-    fn buf(&self, src: Src) -> Buf {
+    pub fn buf(&self, src: Src) -> Buf {
         match src {
             Src::Layer(j) if j >= self.offset => self.outs[j - self.offset].clone(),
             _ => self.run_input(src).map_or(Buf::Input(0), |i| i.buf.clone()),
@@ -296,7 +336,7 @@ impl<'a> Plan<'a> {
     /// `(layer name, its output's first n samples)` of every layer that writes an activation, in
     /// forward order: where [`locate_overflow`](super::overflow) looks for the first non-finite value.
     pub fn activations(&self) -> Vec<(String, TokenStream)> {
-        let run = self.indexed().filter(|(_, l)| !l.op.is_passthrough());
+        let run = self.indexed().filter(|&(i, l)| !l.op.is_passthrough() && !self.is_fused_pairs(i));
         run.map(|(i, l)| (l.name.clone(), self.slice(&Buf::Act(i), len(&l.out_shape)))).collect()
     }
 
@@ -313,7 +353,7 @@ impl<'a> Plan<'a> {
             if self.is_fan_out(Src::Layer(i)) {
                 buffers.push((l.name.clone(), sum(Src::Layer(i))));
             }
-            if writes_back(&l.op) {
+            if writes_back(&l.op) && self.fused_pairs(i).is_none() {
                 for (p, &src) in l.inputs.iter().enumerate() {
                     let (id, n) = (self.edge_ident(i, p), len(self.shape(src)));
                     buffers.push((l.name.clone(), quote!(&ws.#id[..n * #n])));

@@ -44,13 +44,21 @@ fn object_dims(layer: &Layer) -> TokenStream {
     quote!((#c, #h, #w))
 }
 
-/// `(count, d, q)` of `Pairs` layer `i`: its set's elements and their features, and the
-/// appended vector's length (0 without one).
-fn pair_dims(plan: &Plan, layer: &Layer) -> TokenStream {
-    let s = &layer.in_shape;
-    let (count, d) = (s.first().copied().unwrap_or(0), s.get(1).copied().unwrap_or(0));
-    let q = layer.inputs.get(1).map_or(0, |&src| len(plan.shape(src)));
-    quote!((#count, #d, #q))
+/// What a `Linear` reading `Pairs` layer `p` without them reads (the objects and the vector,
+/// `&[]` without one) and writes back into (their relevance or gradient buffers).
+fn pair_operands(plan: &Plan, p: usize) -> ((TokenStream, TokenStream), (TokenStream, TokenStream)) {
+    let pairs = &plan.layers[p - plan.offset];
+    let slice = |port: usize| pairs.inputs.get(port).map(|&src| plan.slice(&plan.buf(src), len(plan.shape(src))));
+    let edge = |port: usize| {
+        pairs.inputs.get(port).map(|&src| {
+            let (id, n) = (plan.edge_ident(p, port), len(plan.shape(src)));
+            quote!(&mut ws.#id[..n * #n])
+        })
+    };
+    let (objects, vector) = (slice(0).unwrap_or_else(|| quote!(&[])), slice(1).unwrap_or_else(|| quote!(&[])));
+    let (r_objects, r_vector) =
+        (edge(0).unwrap_or_else(|| quote!(&mut [])), edge(1).unwrap_or_else(|| quote!(&mut [])));
+    ((objects, vector), (r_objects, r_vector))
 }
 
 /// `(count, d)` of the set a `SetSum` reads.
@@ -72,7 +80,7 @@ fn set_back(plan: &Plan, i: usize, layer: &Layer, g_out: &TokenStream, g_in: &To
             quote!(#sets::objects_back(#what, #dims, #g_out, n, #g_in, &mut ws.#c[..n * #c_len])?;)
         }
         Op::Pairs => {
-            let dims = pair_dims(plan, layer);
+            let dims = plan.pair_dims(i);
             let mut outs = layer.inputs.iter().enumerate().map(|(p, &s)| {
                 let (id, n) = (plan.edge_ident(i, p), len(plan.shape(s)));
                 quote!(&mut ws.#id[..n * #n])
@@ -108,6 +116,12 @@ pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
         let x = plan.slice(&plan.read(i), in_len);
         let y = quote!(&mut ws.#a[..n * #out_len]);
         steps.push(match &layer.op {
+            Op::Linear { .. } if plan.fused_pairs(i).is_some() => {
+                let p = plan.fused_pairs(i).unwrap_or(i);
+                let (dims, ((objects, vector), _)) = (plan.pair_dims(p), pair_operands(plan, p));
+                quote!(self.#f.forward_pairs(#objects, #vector, #dims, n, #y, &mut ws.scratch)?;)
+            }
+            Op::Pairs if plan.is_fused_pairs(i) => continue,
             Op::Linear { .. } | Op::Conv2d(_) => {
                 let n = batch(layer);
                 match plan.denominator(i) {
@@ -147,7 +161,7 @@ pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
                 quote!(::lrp::runtime::kernels::sets::objects(#what, #dims, #x, n, #y)?;)
             }
             Op::Pairs => {
-                let (what, dims, xs) = (merge_what(layer), pair_dims(plan, layer), plan.read_all(i));
+                let (what, dims, xs) = (merge_what(layer), plan.pair_dims(i), plan.read_all(i));
                 let objects = xs.first().cloned().unwrap_or_else(|| quote!(&[]));
                 let vector = xs.get(1).cloned().unwrap_or_else(|| quote!(&[]));
                 quote!(::lrp::runtime::kernels::sets::pairs(#what, #dims, #objects, #vector, n, #y)?;)
@@ -192,6 +206,12 @@ pub(super) fn relevance(plan: &Plan) -> Vec<TokenStream> {
         let (y, r_out, r_in) =
             (quote!(&ws.#a[..n * #out_len]), quote!(&#r_out[..n * #out_len]), quote!(&mut ws.#r[..n * #in_len]));
         Some(match &layer.op {
+            Op::Linear { .. } if plan.fused_pairs(i).is_some() => {
+                let p = plan.fused_pairs(i).unwrap_or(i);
+                let (dims, ((objects, vector), (r_objects, r_vector))) = (plan.pair_dims(p), pair_operands(plan, p));
+                quote!(self.#f.relevance_pairs((#objects, #vector), #dims, #y, #r_out, n, (#r_objects, #r_vector), &mut ws.scratch)?;)
+            }
+            Op::Pairs if plan.is_fused_pairs(i) => return None,
             Op::Linear { .. } | Op::Conv2d(_) => {
                 let n = batch(layer);
                 match plan.denominator(i) {
@@ -249,6 +269,12 @@ pub(super) fn gradient(plan: &Plan) -> Vec<TokenStream> {
         let x = plan.slice(&plan.read(i), in_len);
         let (g_out_ref, g_in) = (quote!(&#g_out[..n * #out_len]), quote!(&mut ws.#r[..n * #in_len]));
         Some(match &layer.op {
+            Op::Linear { .. } if plan.fused_pairs(i).is_some() => {
+                let p = plan.fused_pairs(i).unwrap_or(i);
+                let (dims, (_, (g_objects, g_vector))) = (plan.pair_dims(p), pair_operands(plan, p));
+                quote!(self.#f.gradient_pairs(#g_out_ref, #dims, n, (#g_objects, #g_vector), &mut ws.scratch)?;)
+            }
+            Op::Pairs if plan.is_fused_pairs(i) => return None,
             Op::Linear { .. } | Op::Conv2d(_) => {
                 let n = batch(layer);
                 quote!(self.#f.gradient(#g_out_ref, #n, #g_in, &mut ws.scratch)?;)

@@ -238,7 +238,7 @@ mod tests {
         assert_eq!(r_in, x);
         let mut times = coords.clone();
         times_coordinates("objects", (h, w), &mut times, n).unwrap();
-        assert_eq!(&times[..4], &[coords[0] * -1.0, coords[1] * -1.0, 0.0, coords[3] * -1.0]);
+        assert_eq!(&times[..4], &[-coords[0], -coords[1], 0.0, -coords[3]]);
         let total: f32 = out.iter().sum();
         let kept: f32 = r_in.iter().chain(&coords).sum();
         assert!((total - kept).abs() < 1e-5, "conserved: {total} vs {kept}");

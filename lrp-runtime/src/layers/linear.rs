@@ -12,6 +12,9 @@ use crate::kernels::{Conv2dGeom, MatMut, MatRef, col2im, elementwise::stabilize,
 use crate::rules::{Bound, DEFAULT_STABILIZER, Derived, GroupSpec, InputMod, Mask, ParamMod, Rule, TermSpec};
 use crate::weights::Weights;
 
+mod pairs;
+pub use pairs::PairDims;
+
 /// The shape of a linear map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinearKind {
@@ -788,10 +791,7 @@ impl LinearMap {
             beta = 1.0;
         }
         for t in &group.terms {
-            let covered_by_forward = group.spec.from_forward
-                && t.spec.input == InputMod::Identity
-                && t.spec.weight == ParamMod::Identity
-                && t.spec.bias == ParamMod::Identity;
+            let covered_by_forward = group.spec.from_forward && plain(t);
             if t.spec.input.is_constant() || covered_by_forward {
                 continue;
             }
@@ -857,6 +857,22 @@ fn add_channel_bias(z: &mut [f32], b: &[f32], p: usize, alpha: f32) {
             row.iter_mut().for_each(|v| *v += alpha * bias);
         }
     });
+}
+
+/// Whether term `t` is the forward pass itself: `x`, the layer's own weights and bias.
+fn plain(t: &Term) -> bool {
+    t.spec.input == InputMod::Identity && t.spec.weight == ParamMod::Identity && t.spec.bias == ParamMod::Identity
+}
+
+/// The forward pass as a term: `x W^T + b`, going back.
+fn plain_spec() -> TermSpec {
+    TermSpec {
+        input: InputMod::Identity,
+        weight: ParamMod::Identity,
+        bias: ParamMod::Identity,
+        sign: 1.0,
+        backward: true,
+    }
 }
 
 /// `d = r / stab(d)` where `mask` keeps `z`, else `0` (`stab(d) = d + eps sign(d)`, `sign(0) =

@@ -12,7 +12,7 @@ mod recurrent;
 pub use batchnorm::{BatchNorm, BatchNormNames};
 pub use embedding::Embedding;
 pub use gru::Gru;
-pub use linear::{LinearKind, LinearMap};
+pub use linear::{LinearKind, LinearMap, PairDims};
 pub use lstm::Lstm;
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 pub use recurrent::CellParams;
