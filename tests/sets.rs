@@ -164,6 +164,9 @@ fn a_relation_network_is_explained_against_the_naive_reference() {
         assert_close("image", &e.image.relevance[i * 12..(i + 1) * 12], &r_image, 1e-4);
         assert_close("question", &e.q.relevance[i * 3..(i + 1) * 3], &r_q, 1e-4);
         assert_close("coordinates", &e.objects_coordinates[i * 8..(i + 1) * 8], &r_coords, 1e-4);
+        // With biases and epsilon 0.01, a part of the logit is held by no input.
+        let held: f64 = r_image.iter().chain(&r_q).chain(&r_coords).sum();
+        assert!((f64::from(e.absorbed(i)) - (t.logits[1] - held)).abs() <= 1e-4 * t.logits[1].abs().max(1.0));
     }
     // Gradient x input through pairs and the set's sum, against central differences.
     let g = model.gradient_x_input_batch(&mut ws, &RnInput { image: &images, q: &qs }, 2, 2).unwrap();
@@ -194,6 +197,7 @@ fn relevance_is_conserved_across_image_question_and_coordinates() {
         ];
         let total: f32 = parts.iter().flat_map(|p| p.iter()).sum();
         assert!((total - logit).abs() <= 1e-4 * logit.abs().max(1e-2), "sample {i}: {total} vs logit {logit}");
+        assert!((e.absorbed(i) - (logit - total)).abs() <= 1e-5 * logit.abs().max(1.0), "sample {i}");
     }
 }
 

@@ -376,6 +376,8 @@ impl Parts<'_> {
             let doc = format!("The relevance of `{}`{of}.", i.name);
             quote!(#[doc = #doc] pub #f: #rt::Explanation<'w>)
         });
+        let (first, all) = (&self.ins[0].field, self.ins.iter().map(|i| &i.field));
+        let (coords, per): (Vec<Ident>, Vec<usize>) = self.coordinates().into_iter().map(|(f, _, p)| (f, p)).unzip();
         let coord_fields = self.coordinates().into_iter().map(|(field, _, _)| {
             let doc = "The relevance the objects' coordinates received, `[n, objects, 2]` (x, then y, of each object): part of the explained score that no input holds.";
             quote!(#[doc = #doc] pub #field: &'w [f32])
@@ -396,6 +398,18 @@ impl Parts<'_> {
             #vis struct #explanation<'w> {
                 #(#rel_fields,)*
                 #(#coord_fields,)*
+            }
+
+            impl #explanation<'_> {
+                /// For an LRP explanation of a logit (`explain`): the part of sample `i`'s
+                /// explained score that neither the inputs nor any objects' coordinates hold, what
+                /// the biases and the rules' stabilisers absorbed (0 for a sample out of range).
+                pub fn absorbed(&self, i: usize) -> f32 {
+                    let first = &self.#first;
+                    let (Some(&target), logits) = (first.targets.get(i), first.sample_logits(i)) else { return 0.0 };
+                    let held = 0.0 #(+ self.#all.sample(i).iter().sum::<f32>())* #(+ self.#coords.get(i * #per..(i + 1) * #per).map_or(0.0, |c| c.iter().sum::<f32>()))*;
+                    logits.get(target).map_or(0.0, |logit| logit - held)
+                }
             }
         }
     }
