@@ -115,13 +115,15 @@ pub(super) fn forward(plan: &Plan) -> Vec<TokenStream> {
         let (a, out_len, in_len) = (act_ident(i), len(&layer.out_shape), len(&layer.in_shape));
         let x = plan.slice(&plan.read(i), in_len);
         let y = quote!(&mut ws.#a[..n * #out_len]);
+        if plan.is_fused_pairs(i) {
+            continue;
+        }
+        if let Some(p) = plan.fused_pairs(i) {
+            let (dims, ((objects, vector), _)) = (plan.pair_dims(p), pair_operands(plan, p));
+            steps.push(quote!(self.#f.forward_pairs(#objects, #vector, #dims, n, #y, &mut ws.scratch)?;));
+            continue;
+        }
         steps.push(match &layer.op {
-            Op::Linear { .. } if plan.fused_pairs(i).is_some() => {
-                let p = plan.fused_pairs(i).unwrap_or(i);
-                let (dims, ((objects, vector), _)) = (plan.pair_dims(p), pair_operands(plan, p));
-                quote!(self.#f.forward_pairs(#objects, #vector, #dims, n, #y, &mut ws.scratch)?;)
-            }
-            Op::Pairs if plan.is_fused_pairs(i) => continue,
             Op::Linear { .. } | Op::Conv2d(_) => {
                 let n = batch(layer);
                 match plan.denominator(i) {
@@ -205,13 +207,17 @@ pub(super) fn relevance(plan: &Plan) -> Vec<TokenStream> {
         let x = plan.slice(&plan.read(i), in_len);
         let (y, r_out, r_in) =
             (quote!(&ws.#a[..n * #out_len]), quote!(&#r_out[..n * #out_len]), quote!(&mut ws.#r[..n * #in_len]));
+        if plan.is_fused_pairs(i) {
+            return None;
+        }
+        if let Some(p) = plan.fused_pairs(i) {
+            let (dims, ((objects, vector), (r_objects, r_vector))) = (plan.pair_dims(p), pair_operands(plan, p));
+            let outs = quote!((#r_objects, #r_vector));
+            return Some(
+                quote!(self.#f.relevance_pairs((#objects, #vector), #dims, #y, #r_out, n, #outs, &mut ws.scratch)?;),
+            );
+        }
         Some(match &layer.op {
-            Op::Linear { .. } if plan.fused_pairs(i).is_some() => {
-                let p = plan.fused_pairs(i).unwrap_or(i);
-                let (dims, ((objects, vector), (r_objects, r_vector))) = (plan.pair_dims(p), pair_operands(plan, p));
-                quote!(self.#f.relevance_pairs((#objects, #vector), #dims, #y, #r_out, n, (#r_objects, #r_vector), &mut ws.scratch)?;)
-            }
-            Op::Pairs if plan.is_fused_pairs(i) => return None,
             Op::Linear { .. } | Op::Conv2d(_) => {
                 let n = batch(layer);
                 match plan.denominator(i) {
@@ -268,13 +274,16 @@ pub(super) fn gradient(plan: &Plan) -> Vec<TokenStream> {
         let (r, out_len, in_len) = (plan.edge_ident(i, 0), len(&layer.out_shape), len(&layer.in_shape));
         let x = plan.slice(&plan.read(i), in_len);
         let (g_out_ref, g_in) = (quote!(&#g_out[..n * #out_len]), quote!(&mut ws.#r[..n * #in_len]));
+        if plan.is_fused_pairs(i) {
+            return None;
+        }
+        if let Some(p) = plan.fused_pairs(i) {
+            let (dims, (_, (g_objects, g_vector))) = (plan.pair_dims(p), pair_operands(plan, p));
+            return Some(
+                quote!(self.#f.gradient_pairs(#g_out_ref, #dims, n, (#g_objects, #g_vector), &mut ws.scratch)?;),
+            );
+        }
         Some(match &layer.op {
-            Op::Linear { .. } if plan.fused_pairs(i).is_some() => {
-                let p = plan.fused_pairs(i).unwrap_or(i);
-                let (dims, (_, (g_objects, g_vector))) = (plan.pair_dims(p), pair_operands(plan, p));
-                quote!(self.#f.gradient_pairs(#g_out_ref, #dims, n, (#g_objects, #g_vector), &mut ws.scratch)?;)
-            }
-            Op::Pairs if plan.is_fused_pairs(i) => return None,
             Op::Linear { .. } | Op::Conv2d(_) => {
                 let n = batch(layer);
                 quote!(self.#f.gradient(#g_out_ref, #n, #g_in, &mut ws.scratch)?;)
