@@ -1,7 +1,8 @@
 //! Benchmarks of `predict` and `explain`, batch 1 and 8: an MLP 784-512-512-10, LeNet-5 with
 //! BatchNorm, VGG-16 and ResNet-50 (3x224x224, torchvision's layouts) with EpsilonGammaBox and
-//! EpsilonPlus, and a bidirectional LSTM text classifier (embedding 60, hidden 60, 5 classes, 50
-//! tokens) with LRP-all. Random weights. `cargo bench --bench models [-- FILTER]`; see
+//! EpsilonPlus, a bidirectional LSTM text classifier (embedding 60, hidden 60, 5 classes, 50
+//! tokens) with LRP-all, and the VQA Relation Network of `specs/vqa.lrp` (a 75x75 image and a
+//! 9-word question). Random weights. `cargo bench --bench models [-- FILTER]`; see
 //! BENCHMARKS.md.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -22,6 +23,7 @@ lrp::network!(file = "specs/resnet50.lrp");
 // `specs/resnet50.lrp`'s layers with `composite = EpsilonPlus` (a file's composite cannot be
 // overridden, so the spec is a copy).
 lrp::network!(file = "benches/resnet50_plus.lrp");
+lrp::network!(file = "specs/vqa.lrp");
 
 lrp::network! {
     LeNetPlus(input = [1, 28, 28], composite = EpsilonPlus, input_nonnegative = true) {
@@ -164,5 +166,31 @@ fn bilstm(c: &mut Criterion) {
     bench_token_model::<BiLstmBench>(c, "bilstm", &[1, 8]);
 }
 
-criterion_group!(benches, mlp, lenet, bilstm, vgg16, resnet50);
+/// The VQA model on `batch` (image, question) pairs, the questions 9 words long.
+fn vqa(c: &mut Criterion) {
+    let model = Vqa::from_bytes(&random_weights(Vqa::TENSORS)).expect("load");
+    let mut group = c.benchmark_group("vqa");
+    group.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    for batch in [1, 8] {
+        let images: Vec<f32> = values(5, batch * 3 * 75 * 75, 1.0).iter().map(|v| v.abs()).collect();
+        let questions: Vec<Vec<usize>> = (0..batch)
+            .map(|s| values(s as u64 + 11, 9, 1.0).iter().map(|v| (v.abs() * 27.0) as usize).collect())
+            .collect();
+        let refs: Vec<&[usize]> = questions.iter().map(Vec::as_slice).collect();
+        let input = VqaInput { image: &images, question: &refs };
+        let mut ws = model.workspace(9, batch).expect("workspace");
+        group.bench_function(BenchmarkId::new("predict", batch), |b| {
+            b.iter(|| black_box(model.predict_batch(&mut ws, black_box(&input), batch).expect("predict")[0]))
+        });
+        group.bench_function(BenchmarkId::new("explain", batch), |b| {
+            b.iter(|| {
+                let e = model.explain_batch(&mut ws, black_box(&input), batch, lrp::Target::Predicted);
+                black_box(e.expect("explain").image.relevance[0])
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, mlp, lenet, bilstm, vgg16, resnet50, vqa);
 criterion_main!(benches);

@@ -7,7 +7,7 @@ canonizer; for ResNet-50 Zennit's ResNet canonizer), batch 1 and 8,
 Optional to run; needs `pip install torch zennit` (and `torchvision` for resnet50). From the
 repository root:
 
-    python3 benches/reference/bench_pytorch.py [--models mlp,lenet,vgg16,resnet50] [--threads N] [--batches 1,8]
+    python3 benches/reference/bench_pytorch.py [--models mlp,lenet,vgg16,resnet50,vqa] [--threads N] [--batches 1,8]
 
 Prints one line per measurement: `<model>/<composite>/<predict|explain>/<batch> median_ms`.
 """
@@ -61,6 +61,20 @@ IMAGENET_LOW = (-2.1179, -2.0357, -1.8044)
 IMAGENET_HIGH = (2.2489, 2.4286, 2.6400)
 
 
+def vqa_forward_ms(batch, repeats):
+    """The Relation Network of `tools/train_vqa.py` (as `specs/vqa.lrp`: 28 words, 13 answers),
+    random weights, on `batch` 75x75 images with 9-word questions: its forward under no_grad."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
+    from train_vqa import RelationNetwork
+    model = RelationNetwork(28, 13).eval()
+    images = torch.rand(batch, 3, 75, 75)
+    tokens = torch.randint(1, 28, (batch, 9))
+    lengths = torch.full((batch,), 9, dtype=torch.int64)
+    with torch.no_grad():
+        return median_ms(lambda: model(images, tokens, lengths), repeats)
+
+
 def median_ms(fn, repeats, warmup=2):
     for _ in range(warmup):
         fn()
@@ -82,6 +96,10 @@ def main():
     torch.manual_seed(0)
     builders = {"mlp": (mlp, 200), "lenet": (lenet, 200), "vgg16": (vgg16, 5), "resnet50": (resnet50, 10)}
     for name in a.models.split(","):
+        if name == "vqa":
+            for batch in [int(b) for b in a.batches.split(",")]:
+                print(f"vqa/predict/{batch} {vqa_forward_ms(batch, 200):.3f}", flush=True)
+            continue
         build, repeats = builders[name]
         model, shape = build()
         model.eval()
