@@ -5,6 +5,8 @@
 //! cargo run --release --example vqa
 //! ```
 //!
+//! (`LRP_VQA_DIR=DIR` reads another export of `tools/train_vqa.py --out DIR`.)
+//!
 //! 1. Accuracy on the shipped test split, per question family.
 //! 2. A few questions explained: the image heatmap (LRP relevance summed over the colour
 //!    channels, absolute value, Gaussian blur with sigma = 0.02 x the image size, over the
@@ -57,7 +59,9 @@ struct Question {
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/vqa");
+    // `LRP_VQA_DIR` points at another export of `tools/train_vqa.py --out DIR`.
+    let root = std::env::var_os("LRP_VQA_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/vqa"), std::path::PathBuf::from);
     if !root.join("weights.safetensors").exists() {
         eprintln!("examples/vqa/ holds no trained model: train one with `python3 tools/train_vqa.py`");
         std::process::exit(2);
