@@ -5,7 +5,7 @@
 //! gradient x input against central finite differences; conservation with biases zero.
 
 mod common;
-use common::{assert_close, assert_conserved, f64s, finite_gxi, stab, values};
+use common::{Dense, assert_close, assert_conserved, dense_layers, f64s, finite_gxi, stab, values};
 use lrp::{Tensor, Weights};
 
 lrp::network! {
@@ -63,39 +63,9 @@ const SUM_EPS: f64 = 1e-6;
 const DENSE: [(&str, usize, usize); 6] =
     [("stem.0", 8, 6), ("main.0", 8, 8), ("main.2", 8, 8), ("left", 4, 8), ("right.1", 3, 8), ("head", 3, 7)];
 
-/// A dense layer in f64.
-struct Dense {
-    w: Vec<f64>,
-    b: Vec<f64>,
-    inputs: usize,
-}
-
-impl Dense {
-    fn forward(&self, x: &[f64]) -> Vec<f64> {
-        let row = |k: usize| (0..self.inputs).map(|j| self.w[k * self.inputs + j] * x[j]).sum::<f64>() + self.b[k];
-        (0..self.b.len()).map(row).collect()
-    }
-
-    /// LRP-epsilon: `R_j = x_j sum_k w_kj R_k / stab(z_k)`.
-    fn epsilon(&self, x: &[f64], r: &[f64], eps: f64) -> Vec<f64> {
-        let z = self.forward(x);
-        (0..self.inputs)
-            .map(|j| (0..self.b.len()).map(|k| x[j] * self.w[k * self.inputs + j] * r[k] / stab(z[k], eps)).sum())
-            .collect()
-    }
-}
-
 /// The weights of [`Branchy`] (biases zero if `!bias`), as tensors and as f64 layers.
 fn weights(bias: bool) -> (Weights, Vec<Dense>) {
-    let mut tensors = Vec::new();
-    let mut dense = Vec::new();
-    for (salt, (name, out, inp)) in DENSE.into_iter().enumerate() {
-        let w = values(out * inp, 11 + salt, 0.6);
-        let b = if bias { values(out, 31 + salt, 0.2) } else { vec![0.0; out] };
-        tensors.push((format!("{name}.weight"), Tensor { shape: vec![out, inp], data: w.clone() }));
-        tensors.push((format!("{name}.bias"), Tensor { shape: vec![out], data: b.clone() }));
-        dense.push(Dense { w: f64s(&w), b: f64s(&b), inputs: inp });
-    }
+    let (tensors, dense) = dense_layers(&DENSE, (11, 31, 0.6), bias);
     (Weights::from_tensors(tensors), dense)
 }
 
@@ -239,16 +209,7 @@ fn dense_weights(layers: &[(&str, usize, usize)], bias: bool) -> (Weights, Vec<D
 }
 
 fn dense_tensors(layers: &[(&str, usize, usize)], bias: bool) -> (Vec<(String, Tensor)>, Vec<Dense>) {
-    let mut tensors = Vec::new();
-    let mut dense = Vec::new();
-    for (salt, &(name, out, inp)) in layers.iter().enumerate() {
-        let w = values(out * inp, 41 + salt, 0.7);
-        let b = if bias { values(out, 61 + salt, 0.2) } else { vec![0.0; out] };
-        tensors.push((format!("{name}.weight"), Tensor { shape: vec![out, inp], data: w.clone() }));
-        tensors.push((format!("{name}.bias"), Tensor { shape: vec![out], data: b.clone() }));
-        dense.push(Dense { w: f64s(&w), b: f64s(&b), inputs: inp });
-    }
-    (tensors, dense)
+    dense_layers(layers, (41, 61, 0.7), bias)
 }
 
 #[test]

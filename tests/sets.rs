@@ -6,7 +6,7 @@
 //! input against central differences; conservation with biases zero.
 
 mod common;
-use common::{assert_close, f64s, finite_gxi, stab, values};
+use common::{Dense, assert_close, dense_layers, f64s, finite_gxi, stab, values};
 use lrp::{Tensor, Weights};
 
 lrp::network! {
@@ -62,39 +62,12 @@ const SUM_EPS: f64 = 1e-6;
 /// `(name, out, in)` of the dense layers of [`Rn`].
 const DENSE: [(&str, usize, usize); 4] = [("g.0", 8, 13), ("g.2", 8, 8), ("f.0", 8, 8), ("f.2", 3, 8)];
 
-struct Dense {
-    w: Vec<f64>,
-    b: Vec<f64>,
-    inputs: usize,
-}
-
-impl Dense {
-    fn forward(&self, x: &[f64]) -> Vec<f64> {
-        let row = |k: usize| (0..self.inputs).map(|j| self.w[k * self.inputs + j] * x[j]).sum::<f64>() + self.b[k];
-        (0..self.b.len()).map(row).collect()
-    }
-
-    /// LRP-epsilon: `R_j = x_j sum_k w_kj R_k / stab(z_k)`.
-    fn epsilon(&self, x: &[f64], r: &[f64]) -> Vec<f64> {
-        let z = self.forward(x);
-        let s: Vec<f64> = r.iter().zip(&z).map(|(r, z)| r / stab(*z, EPS)).collect();
-        (0..self.inputs).map(|j| x[j] * (0..z.len()).map(|k| self.w[k * self.inputs + j] * s[k]).sum::<f64>()).collect()
-    }
-}
-
 fn relu(x: &[f64]) -> Vec<f64> {
     x.iter().map(|v| v.max(0.0)).collect()
 }
 
 fn weights(bias: bool) -> (Weights, Vec<Dense>) {
-    let (mut tensors, mut dense) = (Vec::new(), Vec::new());
-    for (salt, &(name, out, inp)) in DENSE.iter().enumerate() {
-        let w = values(out * inp, 17 + salt, 0.6);
-        let b = if bias { values(out, 31 + salt, 0.2) } else { vec![0.0; out] };
-        tensors.push((format!("{name}.weight"), Tensor { shape: vec![out, inp], data: w.clone() }));
-        tensors.push((format!("{name}.bias"), Tensor { shape: vec![out], data: b.clone() }));
-        dense.push(Dense { w: f64s(&w), b: f64s(&b), inputs: inp });
-    }
+    let (tensors, dense) = dense_layers(&DENSE, (17, 31, 0.6), bias);
     (Weights::from_tensors(tensors), dense)
 }
 
@@ -126,14 +99,14 @@ fn forward(d: &[Dense], image: &[f64], q: &[f64]) -> Trace {
 fn explain(d: &[Dense], t: &Trace, target: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let mut r = vec![0.0; 3];
     r[target] = t.logits[target];
-    let r_f1 = d[3].epsilon(&t.f1, &r);
-    let r_total = d[2].epsilon(&t.total, &r_f1);
+    let r_f1 = d[3].epsilon(&t.f1, &r, EPS);
+    let r_total = d[2].epsilon(&t.total, &r_f1, EPS);
     let (mut r_image, mut r_q, mut r_coords) = (vec![0.0; 12], vec![0.0; 3], vec![0.0; 8]);
     for p in 0..16 {
         // Norm at the set's sum: each row keeps its share of every feature.
         let r_g2: Vec<f64> = (0..8).map(|k| t.g2[p][k] / stab(t.total[k], SUM_EPS) * r_total[k]).collect();
-        let r_g1 = d[1].epsilon(&t.g1[p], &r_g2);
-        let r_row = d[0].epsilon(&t.rows[p], &r_g1);
+        let r_g1 = d[1].epsilon(&t.g1[p], &r_g2, EPS);
+        let r_row = d[0].epsilon(&t.rows[p], &r_g1, EPS);
         for (slot, k) in [(0, p / 4), (5, p % 4)] {
             for c in 0..3 {
                 r_image[c * 4 + k] += r_row[slot + c];

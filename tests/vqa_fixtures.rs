@@ -112,43 +112,40 @@ macro_rules! got {
     }};
 }
 
-#[test]
-fn lrp_matches_the_reference_one_sample_at_a_time_and_as_a_batch() {
+/// LRP (`explain`) or gradient x input of every fixture sample, one at a time and all as one
+/// batch of different lengths, against the fixture's `kind` (`lrp` or `gxi`); returns the worst
+/// error relative to each quantity's largest value.
+fn check_each_and_the_batch(kind: &str) -> f32 {
     let fx = Fixture::load();
     let model = VqaSmall::load_strict(WEIGHTS).expect("the fixture's state_dict loads as it is");
-    let n = fx.n();
-    let images = fx.cases.get("image");
+    let (n, images, lrp) = (fx.n(), fx.cases.get("image"), kind == "lrp");
     let mut ws = model.workspace(9, n).unwrap();
+    let run = |ws: &mut VqaSmallWorkspace, input: &VqaSmallInput, count: usize| {
+        let e = match lrp {
+            true => model.explain_batch(ws, input, count, lrp::Target::Predicted),
+            false => model.gradient_x_input_batch(ws, input, count, lrp::Target::Predicted),
+        };
+        got!(e.expect("the explanation"))
+    };
     let mut worst = 0f32;
     for i in 0..n {
         let input = VqaSmallInput { image: &images[i * IMAGE..(i + 1) * IMAGE], question: &[&fx.tokens[i]] };
-        let e = model.explain(&mut ws, &input, lrp::Target::Predicted).expect("explain");
-        worst = worst.max(compare(&format!("sample {i}"), &fx, "lrp", i, &got!(e), true));
+        worst = worst.max(compare(&format!("sample {i}"), &fx, kind, i, &run(&mut ws, &input, 1), lrp));
     }
     let question: Vec<&[usize]> = fx.tokens.iter().map(Vec::as_slice).collect();
     let input = VqaSmallInput { image: images, question: &question };
-    let e = model.explain_batch(&mut ws, &input, n, lrp::Target::Predicted).expect("explain the batch");
-    worst = worst.max(compare("batch", &fx, "lrp", 0, &got!(e), true));
+    worst.max(compare("batch", &fx, kind, 0, &run(&mut ws, &input, n), lrp))
+}
+
+#[test]
+fn lrp_matches_the_reference_one_sample_at_a_time_and_as_a_batch() {
+    let worst = check_each_and_the_batch("lrp");
     eprintln!("LRP: worst error {worst:.1e} of max|R| (per sample and quantity)");
 }
 
 #[test]
 fn gradient_x_input_matches_the_reference_one_sample_at_a_time_and_as_a_batch() {
-    let fx = Fixture::load();
-    let model = VqaSmall::load_strict(WEIGHTS).expect("the fixture's state_dict loads as it is");
-    let n = fx.n();
-    let images = fx.cases.get("image");
-    let mut ws = model.workspace(9, n).unwrap();
-    let mut worst = 0f32;
-    for i in 0..n {
-        let input = VqaSmallInput { image: &images[i * IMAGE..(i + 1) * IMAGE], question: &[&fx.tokens[i]] };
-        let e = model.gradient_x_input(&mut ws, &input, fx.cases.target[i]).expect("gradient x input");
-        worst = worst.max(compare(&format!("sample {i}"), &fx, "gxi", i, &got!(e), false));
-    }
-    let question: Vec<&[usize]> = fx.tokens.iter().map(Vec::as_slice).collect();
-    let input = VqaSmallInput { image: images, question: &question };
-    let e = model.gradient_x_input_batch(&mut ws, &input, n, lrp::Target::Predicted).expect("the batch");
-    worst = worst.max(compare("batch", &fx, "gxi", 0, &got!(e), false));
+    let worst = check_each_and_the_batch("gxi");
     eprintln!("gradient x input: worst error {worst:.1e} of max|gxi| (per sample and quantity)");
 }
 

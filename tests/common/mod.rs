@@ -114,3 +114,44 @@ pub fn assert_conserved(explanation: lrp::Result<lrp::Explanation<'_>>) {
     assert!(logit.abs() > 0.05, "a logit far from zero: {logit}");
     assert!((total - logit as f64).abs() <= 1e-4 * logit.abs() as f64, "sum {total} vs logit {logit}");
 }
+
+/// A dense layer in f64, for the naive references.
+pub struct Dense {
+    pub w: Vec<f64>,
+    pub b: Vec<f64>,
+    pub inputs: usize,
+}
+
+impl Dense {
+    pub fn forward(&self, x: &[f64]) -> Vec<f64> {
+        let row = |k: usize| (0..self.inputs).map(|j| self.w[k * self.inputs + j] * x[j]).sum::<f64>() + self.b[k];
+        (0..self.b.len()).map(row).collect()
+    }
+
+    /// LRP-epsilon: `R_j = x_j sum_k w_kj R_k / stab(z_k)`.
+    pub fn epsilon(&self, x: &[f64], r: &[f64], eps: f64) -> Vec<f64> {
+        let z = self.forward(x);
+        (0..self.inputs)
+            .map(|j| (0..self.b.len()).map(|k| x[j] * self.w[k * self.inputs + j] * r[k] / stab(z[k], eps)).sum())
+            .collect()
+    }
+}
+
+/// Dense layers `(name, out, in)` with deterministic weights: layer `k`'s `weight` is
+/// `values(out in, w_salt + k, w_scale)`, its `bias` `values(out, b_salt + k, 0.2)` (zero if
+/// `!bias`); as tensors named after the layers and as f64 layers.
+pub fn dense_layers(
+    layers: &[(&str, usize, usize)],
+    (w_salt, b_salt, w_scale): (usize, usize, f32),
+    bias: bool,
+) -> (Vec<(String, lrp::Tensor)>, Vec<Dense>) {
+    let (mut tensors, mut dense) = (Vec::new(), Vec::new());
+    for (k, &(name, out, inp)) in layers.iter().enumerate() {
+        let w = values(out * inp, w_salt + k, w_scale);
+        let b = if bias { values(out, b_salt + k, 0.2) } else { vec![0.0; out] };
+        tensors.push((format!("{name}.weight"), lrp::Tensor { shape: vec![out, inp], data: w.clone() }));
+        tensors.push((format!("{name}.bias"), lrp::Tensor { shape: vec![out], data: b.clone() }));
+        dense.push(Dense { w: f64s(&w), b: f64s(&b), inputs: inp });
+    }
+    (tensors, dense)
+}
