@@ -9,40 +9,37 @@ mod common;
 use common::{Dense, assert_close, dense_layers, f64s, finite_gxi, stab, values};
 use lrp::{Tensor, Weights};
 
-lrp::network! {
-    /// `f(Σ_pairs g([o_i, o_j, q]))` over the 4 cells of a `[3, 2, 2]` feature map.
-    Rn(inputs(image = [3, 2, 2], q = [3]), composite = Epsilon(0.01)) {
-        objects: image -> Objects,
-        pairs: Pairs(objects, q),
-        g: { Linear(13, 8), ReLU, Linear(8, 8), ReLU },
-        total: SetSum,
-        f: { Linear(8, 8), ReLU, Linear(8, 3) },
-    }
+/// A Relation Network over the 4 cells of a `[3, 2, 2]` feature map and a question `q`:
+/// `f(Σ_pairs g([o_i, o_j, q]))`, with the composite and any entries between the pairs and `g`.
+macro_rules! rn {
+    ($(#[$doc:meta])* $name:ident, [$($composite:tt)+], [$($between:tt)*]) => {
+        lrp::network! {
+            $(#[$doc])*
+            $name(inputs(image = [3, 2, 2], q = [3]), composite = $($composite)+) {
+                objects: image -> Objects,
+                pairs: Pairs(objects, q),
+                $($between)*
+                g: { Linear(13, 8), ReLU, Linear(8, 8), ReLU },
+                total: SetSum,
+                f: { Linear(8, 8), ReLU, Linear(8, 3) },
+            }
+        }
+    };
 }
 
-lrp::network! {
+rn!(
+    /// The reference's network.
+    Rn, [Epsilon(0.01)], []
+);
+rn!(
     /// [`Rn`] with the pairs made: an `Identity` between them and `g` keeps `g.0` on the rows
     /// (a Linear reading `Pairs` directly runs on the objects and the question instead).
-    RnRows(inputs(image = [3, 2, 2], q = [3]), composite = Epsilon(0.01)) {
-        objects: image -> Objects,
-        pairs: Pairs(objects, q),
-        rows: Identity,
-        g: { Linear(13, 8), ReLU, Linear(8, 8), ReLU },
-        total: SetSum,
-        f: { Linear(8, 8), ReLU, Linear(8, 3) },
-    }
-}
-
-lrp::network! {
+    RnRows, [Epsilon(0.01)], [rows: Identity,]
+);
+rn!(
     /// [`Rn`] with a tiny epsilon, for conservation.
-    RnTight(inputs(image = [3, 2, 2], q = [3]), composite = Epsilon(1e-9)) {
-        objects: image -> Objects,
-        pairs: Pairs(objects, q),
-        g: { Linear(13, 8), ReLU, Linear(8, 8), ReLU },
-        total: SetSum,
-        f: { Linear(8, 8), ReLU, Linear(8, 3) },
-    }
-}
+    RnTight, [Epsilon(1e-9)], []
+);
 
 lrp::network! {
     /// Pairs without a vector, and relevance of zero-bias layers.
