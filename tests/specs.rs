@@ -10,6 +10,7 @@ lrp::network!(file = "specs/vgg16.lrp");
 lrp::network!(file = "specs/resnet18.lrp");
 lrp::network!(file = "specs/resnet50.lrp");
 lrp::network!(file = "specs/image_question.lrp");
+lrp::network!(file = "specs/vqa.lrp");
 
 /// Deterministic pseudo-random values in [-scale, scale].
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
@@ -120,7 +121,8 @@ fn vgg16_has_torchvision_layout() {
     assert!(Vgg16::TENSORS.contains(&("classifier.6.bias", &[1000])));
 }
 
-/// `(name, shape)` of every tensor of torchvision's `state_dict` (`tests/fixtures/*.state_dict.txt`).
+/// `(name, shape)` of every tensor of a recorded `state_dict` (`tests/fixtures/*.state_dict.txt`:
+/// torchvision's, and `tools/train_vqa.py`'s model).
 fn torchvision_state_dict(model: &str) -> Vec<(String, Vec<usize>)> {
     let path = format!("{}/tests/fixtures/{model}.state_dict.txt", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -170,4 +172,17 @@ fn image_question_reads_pytorch_names_and_mixed_lengths() {
     assert_eq!(e.question.token_relevance(1).count(), 2);
     assert!(e.image.relevance.iter().chain(e.question.relevance).all(|r| r.is_finite()));
     assert!(e.question.relevance.iter().any(|r| *r != 0.0));
+}
+
+#[test]
+fn vqa_reads_the_state_dict_of_the_training_script() {
+    let mut ours: Vec<(String, Vec<usize>)> = Vqa::TENSORS.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect();
+    let mut theirs = torchvision_state_dict("vqa");
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+    assert_eq!(Vqa::INPUTS, &[("image", &[3usize, 75, 75][..]), ("question", &[][..])]);
+    // Every BatchNorm folds (into the next convolution, the last into g.0's object columns).
+    let model = Vqa::from_weights(&mut lrp::Weights::from_bytes(&weights(Vqa::TENSORS)).unwrap(), true);
+    assert!(model.is_ok(), "{:?}", model.err());
 }
