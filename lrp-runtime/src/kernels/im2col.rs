@@ -342,8 +342,11 @@ fn col2im_channel(g: &Conv2dGeom, rows: &[f32], dst: &mut [f32]) {
                 }
                 let src = &rows[row * n + oy * ow + lo..row * n + oy * ow + hi];
                 let line = &mut dst[y as usize * g.in_w..][..g.in_w];
-                for (s, x) in src.iter().zip((x0..).step_by(g.stride[1])) {
-                    line[x] += s;
+                // Output column `lo + t` adds onto input column `x0 + t stride`.
+                if g.stride[1] == 1 {
+                    line[x0..x0 + src.len()].iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                } else {
+                    line[x0..].iter_mut().step_by(g.stride[1]).zip(src).for_each(|(d, s)| *d += s);
                 }
             }
         }
