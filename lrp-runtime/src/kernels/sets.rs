@@ -31,7 +31,10 @@ pub fn objects(what: &str, dims: (usize, usize, usize), x: &[f32], n: usize, out
     check_len(what, mul(what, n, in_len)?, x.len())?;
     check_len(what, mul(what, n, out_len)?, out.len())?;
     let cells = h * w;
-    for (xs, os) in x.chunks_exact(in_len.max(1)).zip(out.chunks_exact_mut(out_len.max(1))) {
+    // By sample index, not by zipping chunks: with `C = 0` the inputs are empty but the
+    // coordinates are not.
+    for s in 0..n {
+        let (xs, os) = (&x[s * in_len..(s + 1) * in_len], &mut out[s * out_len..(s + 1) * out_len]);
         for (k, o) in os.chunks_exact_mut(c + 2).enumerate() {
             for (ch, v) in o[..c].iter_mut().enumerate() {
                 *v = xs[ch * cells + k];
@@ -59,8 +62,9 @@ pub fn objects_back(
     check_len(what, mul(what, n, out_len)?, r_out.len())?;
     check_len(what, mul(what, n, in_len)?, r_in.len())?;
     check_len(what, mul(what, n, mul(what, cells, 2)?)?, coords.len())?;
-    let samples = r_out.chunks_exact(out_len.max(1)).zip(r_in.chunks_exact_mut(in_len.max(1)));
-    for ((os, xs), cs) in samples.zip(coords.chunks_exact_mut((2 * cells).max(1))) {
+    for s in 0..n {
+        let os = &r_out[s * out_len..(s + 1) * out_len];
+        let (xs, cs) = (&mut r_in[s * in_len..(s + 1) * in_len], &mut coords[s * 2 * cells..(s + 1) * 2 * cells]);
         for (k, (o, co)) in os.chunks_exact(c + 2).zip(cs.chunks_exact_mut(2)).enumerate() {
             for (ch, &v) in o[..c].iter().enumerate() {
                 xs[ch * cells + k] = v;
@@ -161,7 +165,9 @@ fn check_set(what: &str, (count, d): (usize, usize), x: usize, y: usize, n: usiz
 pub fn set_sum(what: &str, dims: (usize, usize), x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
     let set_len = check_set(what, dims, x.len(), y.len(), n)?;
     let d = dims.1;
-    for (xs, ys) in x.chunks_exact(set_len.max(1)).zip(y.chunks_exact_mut(d.max(1))) {
+    // By sample index: an empty set (`count = 0`) still sums to zeros.
+    for s in 0..n {
+        let (xs, ys) = (&x[s * set_len..(s + 1) * set_len], &mut y[s * d..(s + 1) * d]);
         ys.fill(0.0);
         for xk in xs.chunks_exact(d.max(1)) {
             ys.iter_mut().zip(xk).for_each(|(a, b)| *a += b);
@@ -320,5 +326,84 @@ mod tests {
         set_sum_gradient("sum", (count, d), &r_out, n, &mut g).unwrap();
         assert!(g.chunks_exact(d).enumerate().all(|(e, row)| row == &r_out[(e / count) * d..][..d]));
         assert!(set_sum("sum", (count, d), &x[1..], n, &mut y).is_err());
+    }
+
+    /// Conservation of relevance through each set operation, for random shapes and values:
+    /// what goes in comes back out (the coordinates' share kept apart by `objects_back`; at a
+    /// set sum, up to the stabiliser: `Σ_k R_k = R_y y / stab(y)`).
+    mod conservation {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn close(total: f64, kept: f64, scale: f64) -> bool {
+            (total - kept).abs() <= 1e-4 * (1.0 + scale)
+        }
+
+        fn sum(v: &[f32]) -> f64 {
+            v.iter().map(|&x| f64::from(x)).sum()
+        }
+
+        fn abs_sum(v: &[f32]) -> f64 {
+            v.iter().map(|&x| f64::from(x).abs()).sum()
+        }
+
+        proptest! {
+            #[test]
+            fn objects_hand_back_all_relevance(
+                (c, h, w, n, r) in (0usize..4, 1usize..5, 1usize..5, 1usize..3).prop_flat_map(|(c, h, w, n)| {
+                    (Just(c), Just(h), Just(w), Just(n), proptest::collection::vec(-10.0f32..10.0, n * h * w * (c + 2)))
+                })
+            ) {
+                let (mut r_in, mut coords) = (vec![f32::NAN; n * c * h * w], vec![f32::NAN; n * h * w * 2]);
+                objects_back("objects", (c, h, w), &r, n, &mut r_in, &mut coords).unwrap();
+                let kept = sum(&r_in) + sum(&coords);
+                prop_assert!(close(sum(&r), kept, abs_sum(&r)), "{} vs {kept}", sum(&r));
+                // Forward, every object is written, coordinates too (also with `C = 0`).
+                let mut out = vec![f32::NAN; r.len()];
+                objects("objects", (c, h, w), &vec![1.0; n * c * h * w], n, &mut out).unwrap();
+                prop_assert!(out.iter().all(|v| v.is_finite()));
+            }
+
+            #[test]
+            fn pairs_hand_back_all_relevance(
+                (count, d, q, n, r) in (1usize..5, 0usize..4, 0usize..4, 1usize..3).prop_flat_map(|(count, d, q, n)| {
+                    let len = n * count * count * (2 * d + q);
+                    (Just(count), Just(d), Just(q), Just(n), proptest::collection::vec(-10.0f32..10.0, len))
+                })
+            ) {
+                let (mut ro, mut rv) = (vec![f32::NAN; n * count * d], vec![f32::NAN; n * q]);
+                pairs_back("pairs", (count, d, q), &r, n, &mut ro, &mut rv).unwrap();
+                let kept = sum(&ro) + sum(&rv);
+                prop_assert!(close(sum(&r), kept, abs_sum(&r)), "{} vs {kept}", sum(&r));
+            }
+
+            #[test]
+            fn a_set_sum_hands_back_its_relevance_up_to_the_stabiliser(
+                (count, d, n, x, r_out) in (0usize..6, 1usize..5, 1usize..3).prop_flat_map(|(count, d, n)| {
+                    (
+                        Just(count), Just(d), Just(n),
+                        proptest::collection::vec(-10.0f32..10.0, n * count * d),
+                        proptest::collection::vec(-10.0f32..10.0, n * d),
+                    )
+                })
+            ) {
+                let eps = 1e-6;
+                let mut y = vec![f32::NAN; n * d];
+                set_sum("sum", (count, d), &x, n, &mut y).unwrap();
+                prop_assert!(y.iter().all(|v| v.is_finite()), "an empty set sums to zeros");
+                let mut r_in = vec![f32::NAN; x.len()];
+                set_sum_relevance("sum", (count, d), &x, &y, &r_out, n, eps, &mut r_in).unwrap();
+                for s in 0..n {
+                    for k in 0..d {
+                        let back: Vec<f32> = (0..count).map(|e| r_in[(s * count + e) * d + k]).collect();
+                        let (yk, rk) = (f64::from(y[s * d + k]), f64::from(r_out[s * d + k]));
+                        let want = rk * yk / f64::from(stabilize(y[s * d + k], eps));
+                        // Each share is x_k / stab(y) R_y: as large as the largest x_k over |y|.
+                        let scale = abs_sum(&back);
+                        prop_assert!(close(want, sum(&back), scale), "{want} vs {}", sum(&back));
+                    }
+                }
+            }
+        }
     }
 }
