@@ -58,6 +58,11 @@ pub enum Error {
     ShapeMismatchHint { name: String, expected: Vec<usize>, found: Vec<usize>, hint: String },
     /// A buffer could not be allocated: the allocator refused `bytes` bytes for `what`.
     Allocation { what: String, bytes: usize },
+    /// No GPU model can be made here: `missing` names each library, or the device, that is not
+    /// there (feature `cuda`).
+    GpuUnavailable { missing: Vec<String> },
+    /// A call into CUDA failed, or a GPU buffer was misused: `what` names the operation.
+    Gpu { what: String, message: String },
 }
 
 impl fmt::Display for Error {
@@ -113,6 +118,10 @@ impl fmt::Display for Error {
             Error::Overflow { layer, step: None, what } => write!(f, "layer `{layer}` overflowed: {what}"),
             Error::SizeOverflow { what } => write!(f, "{what} is too large: its size overflows usize"),
             Error::Allocation { what, bytes } => write!(f, "cannot allocate {bytes} bytes for {what}"),
+            Error::GpuUnavailable { missing } => {
+                write!(f, "no GPU model can be made here: missing {}", missing.join("; "))
+            }
+            Error::Gpu { what, message } => write!(f, "GPU error in {what}: {message}"),
             Error::Write { what, message } => write!(f, "cannot write {what}: {message}"),
             Error::MissingTensorHint { name, layer, hint } => {
                 write!(f, "tensor `{name}` (needed by layer `{layer}`) is missing from the weights; {hint}")

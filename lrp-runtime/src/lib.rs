@@ -7,6 +7,8 @@ pub mod buffer;
 pub mod checks;
 pub mod error;
 pub mod explanation;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod kernels;
 pub mod layers;
 pub mod model;

@@ -109,6 +109,27 @@ struct Term {
 /// One product of a transposed pass: `(W, its transposed-convolution weights, s, scale)`.
 type TransposedTerm<'a> = (&'a [f32], Option<&'a [f32]>, &'a [f32], f32);
 
+/// A group of [`LinearMap::prepared_groups`]: `z_g` is the forward `z` (if `spec.from_forward`)
+/// plus `constant` (one output sample, repeated) plus `sign_t (in_t(x) W_t^T + b_t)` for each
+/// variable term that is not the forward pass itself; or `spec.derived`.
+#[cfg(feature = "cuda")]
+pub(crate) struct PreparedGroup<'a> {
+    pub spec: &'a GroupSpec,
+    pub constant: Option<&'a [f32]>,
+    pub terms: Vec<PreparedTerm<'a>>,
+}
+
+/// A term of a [`PreparedGroup`]; `None` parameters are the layer's own.
+#[cfg(feature = "cuda")]
+pub(crate) struct PreparedTerm<'a> {
+    pub spec: TermSpec,
+    pub weight: Option<&'a [f32]>,
+    pub bias: Option<&'a [f32]>,
+    pub constant_input: Option<&'a [f32]>,
+    /// `x`, the layer's weights and bias: the forward pass itself.
+    pub plain: bool,
+}
+
 /// One prepared group: its terms and the constant part of its denominator over one output sample.
 #[derive(Clone, Debug)]
 struct Group {
@@ -525,6 +546,31 @@ impl LinearMap {
     /// Whether [`Self::forward_with_denominator`] computes the rule's first denominator.
     pub fn shares_denominator(&self) -> bool {
         self.shared_denominator().is_some()
+    }
+
+    /// The prepared rule as the GPU backend uploads it: every group with its constant
+    /// denominator part, and every term with its transformed parameters (the layer's own where
+    /// the rule keeps them) and its constant input.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn prepared_groups(&self) -> Vec<PreparedGroup<'_>> {
+        self.groups
+            .iter()
+            .map(|g| PreparedGroup {
+                spec: &g.spec,
+                constant: g.constant.as_deref(),
+                terms: g
+                    .terms
+                    .iter()
+                    .map(|t| PreparedTerm {
+                        spec: t.spec,
+                        weight: t.weight.as_deref(),
+                        bias: t.bias.as_deref(),
+                        constant_input: t.constant_input.as_deref(),
+                        plain: plain(t),
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     /// `c = Σ_q a_q s_q W_q` (the transposed pass) for `n` samples, over `terms` `(W_q, W_q's

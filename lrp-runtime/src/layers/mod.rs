@@ -4,7 +4,7 @@
 mod batchnorm;
 mod embedding;
 mod gru;
-mod linear;
+pub(crate) mod linear;
 mod lstm;
 mod pool;
 mod recurrent;

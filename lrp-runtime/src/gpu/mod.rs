@@ -1,0 +1,35 @@
+//! The GPU backend (feature `cuda`): NVIDIA GPUs through `cudarc`, and an emulated device that
+//! runs the very same kernels on the CPU.
+//!
+//! - [`Device`] is a CUDA device ([`Device::cuda`]: the driver, NVRTC and cuBLAS are opened at
+//!   run time; their absence is an [`Error::GpuUnavailable`](crate::Error::GpuUnavailable),
+//!   never a panic) or the emulated device ([`Device::emulated`]).
+//! - [`DeviceBuffer`] holds `f32` values on the device (on the host when emulated).
+//! - The custom kernels are CUDA C in `src/gpu/cuda/*.cu`. On a GPU, NVRTC compiles them when
+//!   the device is created. On the emulated device, the build script has compiled the same
+//!   sources as C++ with `emulate.h`, which defines CUDA's built-ins and runs a launch's grid
+//!   thread by thread: the launch geometry, offsets and arithmetic all run, on every CI machine.
+//! - Matrix products ([`gemm`]) go to cuBLAS on a GPU and to the CPU's
+//!   [`kernels::gemm`](crate::kernels::gemm) when emulated.
+//! - [`ops`] has a safe, length-checked function per custom kernel.
+
+mod blas;
+mod buffer;
+mod device;
+mod emulator;
+mod launch;
+pub mod layers;
+pub mod ops;
+
+pub use blas::{Mat, MatMut, gemm};
+pub use buffer::DeviceBuffer;
+pub use device::{Device, missing_libraries};
+pub use launch::{Grid, kernel_sources, launch_counts};
+
+/// The kernel sources and names the build script found (`$OUT_DIR/kernels.rs`).
+mod table {
+    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,289 @@
+//! Each custom kernel and the product against a naive CPU version, on the device the
+//! environment selects (`LRP_DEVICE`; the emulated device by default); NVRTC's compile of every
+//! kernel; and the errors for missing libraries.
+
+use super::*;
+use crate::error::Error;
+
+fn device() -> Device {
+    Device::from_env().expect("the device LRP_DEVICE asks for")
+}
+
+/// Values with both signs, zeros among them.
+fn values(n: usize, salt: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 37 + salt * 11) % 29) as f32 / 4.0 - 3.5).collect()
+}
+
+/// Sizes around the block and grid limits: one thread's worth, a ragged block, and more
+/// elements than one grid of threads (the grid-stride loop's second round).
+const SIZES: [usize; 4] = [1, 255, 1000, (Grid::MAX_BLOCKS as usize) * (Grid::BLOCK as usize) + 77];
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
+    }
+}
+
+pub(super) fn check_relu(dev: &Device) {
+    for n in SIZES {
+        let x = values(n, 1);
+        let xb = dev.upload("x", &x).unwrap();
+        let mut yb = dev.zeros("y", n + 3).unwrap();
+        ops::relu(dev, &xb, &mut yb, n).unwrap();
+        let y = dev.download(&yb).unwrap();
+        let want: Vec<f32> = x.iter().map(|v| v.max(0.0)).collect();
+        assert_close("relu", &y[..n], &want);
+        assert_eq!(&y[n..], &[0.0; 3], "relu writes past n");
+    }
+}
+
+pub(super) fn check_bias(dev: &Device) {
+    for (rows, channels, inner) in [(1, 3, 1), (4, 5, 7), (2, 64, 33 * 33)] {
+        let n = rows * channels * inner;
+        let (z, b) = (values(n, 2), values(channels, 3));
+        let scaled: Vec<f32> = z.iter().enumerate().map(|(i, v)| v - 0.5 * b[(i / inner) % channels]).collect();
+        let bb = dev.upload("b", &b).unwrap();
+        let mut zb = dev.upload("z", &z).unwrap();
+        ops::add_bias(dev, &mut zb, &bb, -0.5, (channels, inner), n).unwrap();
+        assert_close("add_bias", &dev.download(&zb).unwrap(), &scaled);
+        let want: Vec<f32> = z.iter().enumerate().map(|(i, v)| v + b[(i / inner) % channels]).collect();
+        let mut zb = dev.upload("z", &z).unwrap();
+        let mut ab = dev.zeros("a", n).unwrap();
+        ops::add_bias_relu(dev, &mut zb, &mut ab, &bb, (channels, inner), n).unwrap();
+        assert_close("add_bias_relu z", &dev.download(&zb).unwrap(), &want);
+        let relu: Vec<f32> = want.iter().map(|v| v.max(0.0)).collect();
+        assert_close("add_bias_relu a", &dev.download(&ab).unwrap(), &relu);
+    }
+}
+
+pub(super) fn check_ratio_and_product(dev: &Device) {
+    for n in SIZES {
+        let (r, mut z, c) = (values(n, 4), values(n, 5), values(n, 6));
+        z[0] = 0.0; // stab(0) = +eps
+        let eps = 0.25;
+        let (rb, zb, cb) = (dev.upload("r", &r).unwrap(), dev.upload("z", &z).unwrap(), dev.upload("c", &c).unwrap());
+        let mut sb = dev.zeros("s", n).unwrap();
+        ops::stabilized_ratio(dev, &rb, &zb, &mut sb, eps, n).unwrap();
+        let want: Vec<f32> =
+            r.iter().zip(&z).map(|(r, z)| r / crate::kernels::elementwise::stabilize(*z, eps)).collect();
+        assert_close("stabilized_ratio", &dev.download(&sb).unwrap(), &want);
+        let mut yb = dev.zeros("y", n).unwrap();
+        ops::multiply(dev, &rb, &cb, &mut yb, n).unwrap();
+        let want: Vec<f32> = r.iter().zip(&c).map(|(a, b)| a * b).collect();
+        assert_close("multiply", &dev.download(&yb).unwrap(), &want);
+    }
+}
+
+pub(super) fn check_rule_parts(dev: &Device) {
+    use crate::rules::{InputMod, Mask};
+    let modes = [(InputMod::Identity, 0), (InputMod::Positive, 1), (InputMod::Negative, 2)];
+    let apply = |m: usize, v: f32| [v, v.max(0.0), v.min(0.0)][m];
+    for n in SIZES {
+        let (x, z, r, p) = (values(n, 10), values(n, 11), values(n, 12), values(n, 13));
+        let (xb, zb, rb, pb) = (
+            dev.upload("x", &x).unwrap(),
+            dev.upload("z", &z).unwrap(),
+            dev.upload("r", &r).unwrap(),
+            dev.upload("p", &p).unwrap(),
+        );
+        let mut gb = dev.upload("g", &r).unwrap();
+        ops::relu_gradient(dev, &mut gb, &zb, n).unwrap();
+        let want: Vec<f32> = r.iter().zip(&z).map(|(g, z)| if *z > 0.0 { *g } else { 0.0 }).collect();
+        assert_close("relu_gradient", &dev.download(&gb).unwrap(), &want);
+        for (input, m) in modes {
+            let mut yb = dev.zeros("y", n).unwrap();
+            ops::input_mod(dev, &xb, &mut yb, input, n).unwrap();
+            let want: Vec<f32> = x.iter().map(|v| apply(m, *v)).collect();
+            assert_close("input_mod", &dev.download(&yb).unwrap(), &want);
+            // r = factor in(x) c, then r += the same.
+            let mut ab = dev.zeros("r_in", n).unwrap();
+            for overwrite in [true, false] {
+                ops::accumulate(dev, &mut ab, &rb, ops::TermInput::Variable(&xb, input), (-1.5, overwrite), n).unwrap();
+            }
+            let want: Vec<f32> = x.iter().zip(&r).map(|(x, c)| 2.0 * (-1.5 * apply(m, *x) * c)).collect();
+            assert_close("accumulate", &dev.download(&ab).unwrap(), &want);
+        }
+        let mut db = dev.zeros("d", n).unwrap();
+        ops::combine(dev, &mut db, &zb, &pb, 2.5, -1.0, n).unwrap();
+        let want: Vec<f32> = z.iter().zip(&p).map(|(z, p)| 2.5 * z - p).collect();
+        assert_close("combine", &dev.download(&db).unwrap(), &want);
+        for (mask, keep) in [(Mask::All, 0), (Mask::Positive, 1), (Mask::Negative, 2)] {
+            let mut db = dev.upload("d", &p).unwrap();
+            ops::masked_ratio(dev, &mut db, &zb, &rb, (mask, 0.1), n).unwrap();
+            let want: Vec<f32> = (0..n)
+                .map(|i| {
+                    let kept = [true, z[i] > 0.0, z[i] < 0.0][keep];
+                    if kept { r[i] / crate::kernels::elementwise::stabilize(p[i], 0.1) } else { 0.0 }
+                })
+                .collect();
+            assert_close("masked_ratio", &dev.download(&db).unwrap(), &want);
+        }
+    }
+    // A constant input repeats one sample over the batch.
+    let (k, c) = (values(7, 14), values(21, 15));
+    let (kb, cb) = (dev.upload("k", &k).unwrap(), dev.upload("c", &c).unwrap());
+    let mut ab = dev.zeros("r_in", 21).unwrap();
+    ops::accumulate(dev, &mut ab, &cb, ops::TermInput::Constant(&kb), (2.0, true), 21).unwrap();
+    let want: Vec<f32> = (0..21).map(|i| 2.0 * k[i % 7] * c[i]).collect();
+    assert_close("accumulate (constant)", &dev.download(&ab).unwrap(), &want);
+}
+
+#[test]
+fn rule_parts_match_the_naive_version() {
+    check_rule_parts(&device());
+}
+
+#[test]
+fn relu_matches_the_naive_version() {
+    check_relu(&device());
+}
+
+#[test]
+fn biases_match_the_naive_version() {
+    check_bias(&device());
+}
+
+#[test]
+fn ratio_and_product_match_the_naive_version() {
+    check_ratio_and_product(&device());
+}
+
+/// Every kernel the build found is launched by the checks above: a kernel added without a
+/// test fails here.
+#[test]
+fn every_kernel_is_launched_by_a_unit_test() {
+    let dev = device();
+    check_relu(&dev);
+    check_bias(&dev);
+    check_ratio_and_product(&dev);
+    check_rule_parts(&dev);
+    let never: Vec<&str> = launch_counts().into_iter().filter(|(_, c)| *c == 0).map(|(n, _)| n).collect();
+    assert!(never.is_empty(), "kernels never launched by a unit test: {never:?}");
+}
+
+#[test]
+fn products_match_the_naive_version_for_every_transposition() {
+    let dev = device();
+    let (m, n, k) = (37, 19, 23);
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let (a, b, c0) = (values(m * k, 7), values(k * n, 8), values(m * n, 9));
+        // Stored transposed where used transposed: a_t is k x m, b_t is n x k.
+        let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
+        let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
+        let (alpha, beta) = (0.5, -2.0);
+        let want: Vec<f32> = (0..m * n)
+            .map(|ij| {
+                let (i, j) = (ij / n, ij % n);
+                alpha * (0..k).map(|p| at(i, p) * bt(p, j)).sum::<f32>() + beta * c0[ij]
+            })
+            .collect();
+        // Place each matrix at an offset, to check offsets too.
+        let pad = |v: &[f32]| [vec![9.0; 5], v.to_vec()].concat();
+        let (ab, bb) = (dev.upload("a", &pad(&a)).unwrap(), dev.upload("b", &pad(&b)).unwrap());
+        let mut cb = dev.upload("c", &pad(&c0)).unwrap();
+        let (ar, ac) = if ta { (k, m) } else { (m, k) };
+        let (br, bc) = if tb { (n, k) } else { (k, n) };
+        gemm(
+            &dev,
+            alpha,
+            Mat { buffer: &ab, offset: 5, rows: ar, cols: ac, transposed: ta },
+            Mat { buffer: &bb, offset: 5, rows: br, cols: bc, transposed: tb },
+            beta,
+            MatMut { buffer: &mut cb, offset: 5, rows: m, cols: n },
+        )
+        .unwrap();
+        let got = dev.download(&cb).unwrap();
+        assert_eq!(&got[..5], &[9.0; 5]);
+        for (i, (g, w)) in got[5..].iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "({ta}, {tb}) [{i}]: {g} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn misuse_is_an_error_not_a_panic() {
+    let dev = device();
+    let x = dev.upload("x", &[1.0; 8]).unwrap();
+    let mut y = dev.zeros("y", 4).unwrap();
+    // A range past the end of a buffer names it.
+    let e = ops::relu(&dev, &x, &mut y, 8).unwrap_err();
+    assert!(matches!(&e, Error::Length { what, .. } if what.contains("`y`")), "{e}");
+    assert!(dev.read(&x, 6, &mut [0.0; 4]).is_err());
+    assert!(dev.write(&mut y, usize::MAX, &[1.0]).is_err());
+    // A buffer of another device.
+    let other = Device::emulated();
+    let foreign = other.upload("foreign", &[1.0; 4]).unwrap();
+    let e = ops::relu(&dev, &foreign, &mut y, 4).unwrap_err();
+    assert!(e.to_string().contains("another device"), "{e}");
+    // Shapes that disagree, and a bias layout that does not divide the values.
+    let m = |buffer, rows, cols| Mat { buffer, offset: 0, rows, cols, transposed: false };
+    let e = gemm(&dev, 1.0, m(&x, 2, 4), m(&x, 2, 4), 0.0, MatMut { buffer: &mut y, offset: 0, rows: 2, cols: 2 });
+    assert!(e.is_err());
+    let b = dev.upload("b", &[1.0; 3]).unwrap();
+    assert!(ops::add_bias(&dev, &mut y, &b, 1.0, (3, 1), 4).is_err());
+    assert!(ops::add_bias(&dev, &mut y, &b, 1.0, (0, 1), 0).is_err());
+    let c = dev.upload("c", &[1.0; 4]).unwrap();
+    let e = ops::accumulate(&dev, &mut y, &c, ops::TermInput::Constant(&b), (1.0, true), 4).unwrap_err();
+    assert!(e.to_string().contains("not whole samples of 3"), "{e}");
+}
+
+#[test]
+fn a_missing_library_is_an_error_that_names_it() {
+    let missing = missing_libraries();
+    match Device::cuda(0) {
+        Err(Error::GpuUnavailable { missing: named }) if !missing.is_empty() => assert_eq!(named, missing),
+        Err(e) => assert!(missing.is_empty(), "libraries missing, but another error: {e}"),
+        Ok(d) => assert!(missing.is_empty() && !d.is_emulated()),
+    }
+}
+
+/// With `LD_LIBRARY_PATH` emptied, NVRTC from a pip package (and cuBLAS) cannot be found: this
+/// test runs itself again in a child process so, and the child checks the error names NVRTC.
+#[test]
+fn without_nvrtc_creating_a_gpu_device_names_nvrtc() {
+    if std::env::var_os("LRP_GPU_CHILD").is_some() {
+        let missing = missing_libraries();
+        if missing.iter().all(|m| !m.starts_with("NVRTC")) {
+            println!("SKIPPED: NVRTC is installed where the loader finds it without LD_LIBRARY_PATH");
+            return;
+        }
+        let e = Device::cuda(0).unwrap_err();
+        assert!(e.to_string().contains("NVRTC (libnvrtc.so.13"), "{e}");
+        println!("CHILD OK: {e}");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "gpu::tests::without_nvrtc_creating_a_gpu_device_names_nvrtc", "--nocapture"])
+        .env("LRP_GPU_CHILD", "1")
+        .env("LD_LIBRARY_PATH", "")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("CHILD OK") || stdout.contains("SKIPPED"), "the child ran no check: {stdout}");
+    println!("{}", stdout.lines().find(|l| l.contains("CHILD OK") || l.contains("SKIPPED")).unwrap_or(""));
+}
+
+/// Every kernel source compiles with NVRTC for the A100's and the H100/H200's architectures.
+/// NVRTC needs no GPU; CI installs it (`tools/nvrtc_env.sh`) and sets `LRP_REQUIRE_NVRTC=1`, so
+/// that there its absence fails instead of skipping.
+#[test]
+fn nvrtc_compiles_every_kernel_for_sm_80_and_sm_90() {
+    if missing_libraries().iter().any(|m| m.starts_with("NVRTC")) {
+        assert!(std::env::var_os("LRP_REQUIRE_NVRTC").is_none(), "LRP_REQUIRE_NVRTC is set but NVRTC is missing");
+        println!("SKIPPED: NVRTC not found (export LD_LIBRARY_PATH=\"$(tools/nvrtc_env.sh)\" to run this test)");
+        return;
+    }
+    for arch in ["sm_80", "sm_90"] {
+        let ptx = device::compile_kernels(arch).unwrap();
+        for (p, (file, _, kernels)) in ptx.iter().zip(kernel_sources()) {
+            let text = p.to_src();
+            for k in kernels.iter() {
+                assert!(text.contains(&format!(".entry {k}(")), "{file} for {arch}: no entry `{k}`");
+            }
+        }
+        println!("NVRTC compiled {} kernels for {arch}", launch_counts().len());
+    }
+}
