@@ -51,7 +51,10 @@ impl LinearScratch {
             capacity.checked_mul(per).ok_or_else(|| Error::SizeOverflow { what: "GPU linear scratch".into() })
         };
         Ok(LinearScratch {
-            denominators: [device.zeros("denominator 1", len(max_out)?)?, device.zeros("denominator 2", len(max_out)?)?],
+            denominators: [
+                device.zeros("denominator 1", len(max_out)?)?,
+                device.zeros("denominator 2", len(max_out)?)?,
+            ],
             input: device.zeros("modified input", len(max_in)?)?,
             product: device.zeros("transposed product", len(max_in)?)?,
         })
@@ -253,7 +256,10 @@ mod tests {
             Rule::ZPlus,
             Rule::Flat,
             Rule::WSquare,
-            Rule::ZBox { low: Bound::Scalar(-1.5), high: Bound::PerChannel(values(inf, 9).iter().map(|v| v.abs() + 1.5).collect()) },
+            Rule::ZBox {
+                low: Bound::Scalar(-1.5),
+                high: Bound::PerChannel(values(inf, 9).iter().map(|v| v.abs() + 1.5).collect()),
+            },
         ];
         for rule in &rules {
             for (nonneg, gated) in [(false, false), (true, false), (true, true)] {
