@@ -2,7 +2,7 @@
 //! snapshot-tested: parse → lower → passes → codegen.
 
 use crate::ast::Spec;
-use crate::codegen::generate;
+use crate::codegen::generate_all;
 use crate::ctxt::Ctxt;
 use crate::ir::Network;
 use crate::parse::{NetworkInput, check_token_depth, located_errors, read_file};
@@ -60,7 +60,7 @@ pub fn network(input: TokenStream) -> TokenStream {
         Err(e) => Err(e),
     };
     match result {
-        Ok(net) => generate(&net),
+        Ok(net) => generate_all(&net),
         Err(e) => failure(e, stand_in.as_ref(), None),
     }
 }
@@ -73,7 +73,7 @@ fn network_file(path: &LitStr) -> TokenStream {
         Err(e) => return e.to_compile_error(),
     };
     match compile_file(path, &text) {
-        Ok(net) => generate(&net),
+        Ok(net) => generate_all(&net),
         Err(e) => {
             // Lexed by the compiler only if the fallback lexed it: rustc may report its own
             // lexing errors, which would repeat the located one.
@@ -87,6 +87,11 @@ fn network_file(path: &LitStr) -> TokenStream {
 
 /// `#[derive(Explainable)]`.
 pub fn derive(input: TokenStream) -> TokenStream {
+    derive_with(input, generate_all)
+}
+
+/// [`derive`] with the given code generator.
+fn derive_with(input: TokenStream, generate: fn(&Network) -> TokenStream) -> TokenStream {
     let parsed = check_token_depth(&input, TOKEN_DEPTH).and_then(|()| syn::parse2::<syn::DeriveInput>(input));
     let input = match parsed {
         Ok(input) => input,
@@ -214,6 +219,7 @@ pub fn pretty(tokens: TokenStream) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codegen::generate;
     use quote::quote;
 
     /// Every spec shipped in `specs/` compiles, and its generated code is snapshot-tested.
@@ -236,18 +242,38 @@ mod tests {
         }
     }
 
+    /// The GPU model of a chain of dense layers (`specs/mlp.lrp`); specs the GPU backend does
+    /// not run yet get none.
+    #[test]
+    fn gpu_models_are_snapshotted() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for (stem, has_gpu) in [("mlp", true), ("lenet", false), ("text_lstm", false)] {
+            let lit = syn::LitStr::new(&format!("specs/{stem}.lrp"), proc_macro2::Span::call_site());
+            let text = read_file(&lit, &root).unwrap();
+            let net = compile_file(&lit, &text).unwrap();
+            let gpu = crate::codegen::generate_gpu(&net);
+            assert_eq!(!gpu.is_empty(), has_gpu, "{stem}");
+            if has_gpu {
+                insta::assert_snapshot!(format!("gpu_{stem}"), pretty(gpu));
+            }
+        }
+    }
+
     #[test]
     fn derive_snapshot() {
-        let out = derive(quote! {
-            #[lrp(input = [16], composite = EpsilonPlus)]
-            pub struct Mlp {
-                #[lrp(16, 32, name = "0")]
-                fc1: Linear,
-                relu: ReLU,
-                #[lrp(32, 4, name = "2", rule = Epsilon(0.25))]
-                fc2: Linear,
-            }
-        });
+        let out = derive_with(
+            quote! {
+                #[lrp(input = [16], composite = EpsilonPlus)]
+                pub struct Mlp {
+                    #[lrp(16, 32, name = "0")]
+                    fc1: Linear,
+                    relu: ReLU,
+                    #[lrp(32, 4, name = "2", rule = Epsilon(0.25))]
+                    fc2: Linear,
+                }
+            },
+            generate,
+        );
         insta::assert_snapshot!("derive_mlp", pretty(out));
     }
 

@@ -155,3 +155,13 @@ pub fn dense_layers(
     }
     (tensors, dense)
 }
+
+/// The device GPU tests run on: `LRP_DEVICE=cuda` a GPU, else the emulated device (which runs
+/// the same kernels on the CPU). Says which, so that a run shows what it checked.
+#[cfg(feature = "cuda")]
+#[allow(dead_code)]
+pub fn gpu_device() -> std::sync::Arc<lrp::runtime::gpu::Device> {
+    let device = lrp::runtime::gpu::Device::from_env().expect("the device LRP_DEVICE names");
+    eprintln!("GPU backend on device: {}", device.name());
+    std::sync::Arc::new(device)
+}

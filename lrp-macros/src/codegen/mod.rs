@@ -4,6 +4,7 @@
 //! `occlusion`, each for one sample and, as `*_batch`, for `n`; and `impl lrp::Model`.
 
 mod feedforward;
+mod gpu;
 mod model;
 mod overflow;
 mod plan;
@@ -19,9 +20,23 @@ fn len(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
-/// Everything `network!` or `#[derive(Explainable)]` expands to.
+/// The CPU model `network!` or `#[derive(Explainable)]` expands to.
 pub fn generate(net: &Network) -> TokenStream {
     if net.input_tokens() && net.inputs.len() == 1 { sequence::generate(net) } else { feedforward::generate(net) }
+}
+
+/// The GPU model beside the CPU model (`Net::to_gpu`, `NetGpu`; see [`gpu`]), where the
+/// backend runs the spec's layers.
+pub fn generate_gpu(net: &Network) -> TokenStream {
+    gpu::generate(net)
+}
+
+/// Everything the macros expand to: the CPU model, and with feature `cuda` (which `lrp`'s
+/// feature `cuda` turns on) the GPU model.
+pub fn generate_all(net: &Network) -> TokenStream {
+    let cpu = generate(net);
+    let gpu = if cfg!(feature = "cuda") { generate_gpu(net) } else { TokenStream::new() };
+    quote!(#cpu #gpu)
 }
 
 /// The one-sample methods (`predict`, `explain`, ...), each `*_batch` with `n = 1`: one sample is

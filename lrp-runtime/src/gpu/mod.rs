@@ -33,3 +33,30 @@ mod table {
 
 #[cfg(test)]
 mod tests;
+
+/// The error for a pass whose result was not finite: the first layer, in the order of
+/// `buffers` (name, output buffer, values per sample), whose first `n` samples hold a NaN or an
+/// infinity, read back from the device; `fallback` names the result itself if none does.
+pub fn locate_overflow(
+    device: &Device,
+    pass: &str,
+    n: usize,
+    buffers: &[(&str, &DeviceBuffer, usize)],
+    fallback: &str,
+) -> crate::Error {
+    let overflow = || crate::Error::Overflow { layer: fallback.to_string(), step: None, what: pass.to_string() };
+    for &(layer, buffer, per_sample) in buffers {
+        let Some(len) = per_sample.checked_mul(n) else { return overflow() };
+        let mut values = match crate::buffer::zeroed::<f32>(layer, len, 1) {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        if let Err(e) = device.read(buffer, 0, &mut values) {
+            return e;
+        }
+        if let Some(e) = crate::checks::locate_overflow(pass, n, &[(layer, &values)]) {
+            return e;
+        }
+    }
+    overflow()
+}

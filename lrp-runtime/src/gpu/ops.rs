@@ -85,22 +85,6 @@ pub fn add_bias_relu(
     unsafe { elementwise(device, id::ADD_BIAS_RELU, n, &mut args) }
 }
 
-/// `s = r / stab(z)`, `stab(z) = z + eps sign(z)` with `sign(0) = +1`.
-pub fn stabilized_ratio(
-    device: &Device,
-    r: &DeviceBuffer,
-    z: &DeviceBuffer,
-    s: &mut DeviceBuffer,
-    eps: f32,
-    n: usize,
-) -> Result<()> {
-    let (rr, rz, rs) = (first(r, n)?, first(z, n)?, first(s, n)?);
-    let mut args = [Arg::In(r, rr), Arg::In(z, rz), Arg::Out(s, rs), Arg::F32(eps), Arg::U64(n as u64)];
-    // SAFETY: `stabilized_ratio(const float* r, const float* z, float* s, float eps, u64 n)`
-    // touches the first n values of each.
-    unsafe { elementwise(device, id::STABILIZED_RATIO, n, &mut args) }
-}
-
 /// `y = x c`, element by element.
 pub fn multiply(device: &Device, x: &DeviceBuffer, c: &DeviceBuffer, y: &mut DeviceBuffer, n: usize) -> Result<()> {
     let (rx, rc, ry) = (first(x, n)?, first(c, n)?, first(y, n)?);

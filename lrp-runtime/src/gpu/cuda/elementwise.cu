@@ -25,12 +25,6 @@ extern "C" __global__ void add_bias_relu(float* __restrict__ z, float* __restric
     }
 }
 
-// s = r / stab(z): the relevance ratio every rule sends back through its transposed product.
-extern "C" __global__ void stabilized_ratio(const float* __restrict__ r, const float* __restrict__ z,
-                                            float* __restrict__ s, float eps, u64 n) {
-    for (u64 i = first_index(); i < n; i += grid_stride()) s[i] = r[i] / stabilize(z[i], eps);
-}
-
 // y = x c: the input times the transposed product of the ratios.
 extern "C" __global__ void multiply(const float* __restrict__ x, const float* __restrict__ c, float* __restrict__ y,
                                    u64 n) {

@@ -141,6 +141,21 @@ impl GpuLinear {
         self.apply(device, (&self.weight, &self.bias), x, n, z, 1.0, 0.0)
     }
 
+    /// [`Self::forward`], then `a = max(0, z)`: the bias and the ReLU in one pass.
+    pub fn forward_relu(
+        &self,
+        device: &Device,
+        x: &DeviceBuffer,
+        n: usize,
+        z: &mut DeviceBuffer,
+        a: &mut DeviceBuffer,
+    ) -> Result<()> {
+        let xm = Mat { buffer: x, offset: 0, rows: n, cols: self.in_features, transposed: false };
+        let out = MatMut { buffer: z, offset: 0, rows: n, cols: self.out_features };
+        gemm(device, 1.0, xm, self.weight_mat(&self.weight, true), 0.0, out)?;
+        ops::add_bias_relu(device, z, a, &self.bias, (self.out_features, 1), n * self.out_features)
+    }
+
     fn term_params<'a>(&'a self, t: &'a Term) -> (&'a DeviceBuffer, &'a DeviceBuffer) {
         (t.weight.as_ref().unwrap_or(&self.weight), t.bias.as_ref().unwrap_or(&self.bias))
     }
@@ -280,6 +295,10 @@ mod tests {
                 let xb = device.upload("x", &x).unwrap();
                 let rb = device.upload("r_out", &r_out).unwrap();
                 let mut zb = device.zeros("z", n * outf).unwrap();
+                let mut ab = device.zeros("a", n * outf).unwrap();
+                gpu.forward_relu(&device, &xb, n, &mut zb, &mut ab).unwrap();
+                let relu: Vec<f32> = z.iter().map(|v| v.max(0.0)).collect();
+                assert!(relative_error(&device.download(&ab).unwrap(), &relu) < 1e-5);
                 gpu.forward(&device, &xb, n, &mut zb).unwrap();
                 let mut scratch = LinearScratch::new(&device, n, inf, outf).unwrap();
                 let mut rin = device.zeros("r_in", n * inf).unwrap();
