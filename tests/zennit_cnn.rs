@@ -42,6 +42,17 @@ macro_rules! cnn_config {
                 (e.logits.to_vec(), e.targets.to_vec(), e.relevance.to_vec())
             });
         }
+
+        /// The GPU model (`LRP_DEVICE` selects the device; the emulated one by default):
+        /// the same fixture, and every method against the CPU model.
+        #[cfg(feature = "cuda")]
+        mod $test {
+            #[test]
+            fn on_the_gpu_backend() {
+                let model = super::$model::load_strict(super::WEIGHTS).expect("weights load");
+                super::common::check_gpu_model(&model, &super::Cases::load(super::CASES), concat!("rel.", $config));
+            }
+        }
     };
 }
 

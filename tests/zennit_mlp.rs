@@ -36,32 +36,10 @@ macro_rules! mlp_config {
         /// the same fixture, and every method against the CPU model.
         #[cfg(feature = "cuda")]
         mod $test {
-            use super::*;
-
             #[test]
             fn on_the_gpu_backend() {
-                let cases = Cases::load(CASES);
-                let model = $model::load_strict(WEIGHTS).expect("weights load");
-                let (n, input) = (cases.batch(), cases.get("input"));
-                let device = common::gpu_device();
-                let gpu = model.to_gpu(&device).expect("upload");
-                let mut gws = gpu.workspace(n).unwrap();
-                let mut ws = model.workspace(n).unwrap();
-                let e = gpu.explain_batch(&mut gws, input, n, lrp::Target::Predicted).expect("explain");
-                assert_eq!(e.targets, &cases.target[..]);
-                assert_rel_close("logits", e.logits, cases.get("logits"), 1e-5);
-                let worst = assert_close_per_sample($config, e.relevance, cases.get(concat!("rel.", $config)), n, 1e-4);
-                eprintln!("{} on {}: worst max|R - R_ref| / max|R_ref| = {worst:.2e}", $config, device.name());
-                let target = lrp::Target::Class(1);
-                let want = model.gradient_x_input_batch(&mut ws, input, n, target).unwrap().relevance.to_vec();
-                let got = gpu.gradient_x_input_batch(&mut gws, input, n, target).unwrap();
-                assert_close_per_sample("gradient x input", got.relevance, &want, n, 1e-4);
-                let given: Vec<f32> = (0..n * 4).map(|i| i as f32 * 0.25 - 1.0).collect();
-                let want = model.explain_from_batch(&mut ws, input, n, &given).unwrap().relevance.to_vec();
-                let got = gpu.explain_from_batch(&mut gws, input, n, &given).unwrap();
-                assert_close_per_sample("explain_from", got.relevance, &want, n, 1e-4);
-                let want = model.predict(&mut ws, &input[16..32]).unwrap().to_vec();
-                assert_rel_close("predict", gpu.predict(&mut gws, &input[16..32]).unwrap(), &want, 1e-5);
+                let model = super::$model::load_strict(super::WEIGHTS).expect("weights load");
+                super::common::check_gpu_model(&model, &super::Cases::load(super::CASES), concat!("rel.", $config));
             }
         }
     };

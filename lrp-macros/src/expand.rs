@@ -242,18 +242,26 @@ mod tests {
         }
     }
 
-    /// The GPU model of a chain of dense layers (`specs/mlp.lrp`); specs the GPU backend does
-    /// not run yet get none.
+    /// The GPU models of chains of dense layers (`specs/mlp.lrp`) and of convolutions, folded
+    /// BatchNorms and pooling (`specs/lenet.lrp`; VGG-16 gets one too, not snapshotted for its
+    /// length); specs the GPU backend does not run yet get none.
     #[test]
     fn gpu_models_are_snapshotted() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        for (stem, has_gpu) in [("mlp", true), ("lenet", false), ("text_lstm", false)] {
+        let cases = [
+            ("mlp", true, true),
+            ("lenet", true, true),
+            ("vgg16", true, false),
+            ("resnet18", false, false),
+            ("text_lstm", false, false),
+        ];
+        for (stem, has_gpu, snapshot) in cases {
             let lit = syn::LitStr::new(&format!("specs/{stem}.lrp"), proc_macro2::Span::call_site());
             let text = read_file(&lit, &root).unwrap();
             let net = compile_file(&lit, &text).unwrap();
             let gpu = crate::codegen::generate_gpu(&net);
             assert_eq!(!gpu.is_empty(), has_gpu, "{stem}");
-            if has_gpu {
+            if snapshot {
                 insta::assert_snapshot!(format!("gpu_{stem}"), pretty(gpu));
             }
         }

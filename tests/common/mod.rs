@@ -159,9 +159,47 @@ pub fn dense_layers(
 /// The device GPU tests run on: `LRP_DEVICE=cuda` a GPU, else the emulated device (which runs
 /// the same kernels on the CPU). Says which, so that a run shows what it checked.
 #[cfg(feature = "cuda")]
-#[allow(dead_code)]
 pub fn gpu_device() -> std::sync::Arc<lrp::runtime::gpu::Device> {
     let device = lrp::runtime::gpu::Device::from_env().expect("the device LRP_DEVICE names");
     eprintln!("GPU backend on device: {}", device.name());
     std::sync::Arc::new(device)
+}
+
+/// A model's GPU model against the fixture (`cases`, relevance `rel_key`: targets, logits
+/// within 1e-5, relevance within `1e-4 max|R|` per sample) and against the CPU model
+/// (gradient x input, explain_from, predict); returns the worst relevance error.
+#[cfg(feature = "cuda")]
+pub fn check_gpu_model<M>(model: &M, cases: &Cases, rel_key: &str) -> f32
+where
+    M: lrp::TensorModel + lrp::runtime::gpu::ToGpu,
+{
+    use lrp::runtime::gpu::GpuTensorModel;
+    let (n, input, classes) = (cases.batch(), cases.get("input"), M::CLASSES);
+    let device = gpu_device();
+    let gpu = model.to_gpu(&device).expect("upload");
+    let mut gws = gpu.workspace(n).unwrap();
+    let mut ws = model.workspace_for(lrp::Capacity::samples(n)).unwrap();
+    let e = gpu.explain_batch(&mut gws, input, n, lrp::Target::Predicted).expect("explain");
+    assert_eq!(e.targets, &cases.target[..]);
+    assert_rel_close("logits", e.logits, cases.get("logits"), 1e-5);
+    let worst = assert_close_per_sample(rel_key, e.relevance, cases.get(rel_key), n, 1e-4);
+    eprintln!("{rel_key} on {}: worst max|R - R_ref| / max|R_ref| = {worst:.2e}", device.name());
+    // The CPU model one sample at a time (the trait's methods), the GPU model on the batch.
+    let (target, len) = (lrp::Target::Class(1), M::INPUT_LEN);
+    let samples = || input.chunks_exact(len).take(n);
+    let want: Vec<f32> =
+        samples().flat_map(|x| model.gradient_x_input(&mut ws, x, target).unwrap().relevance.to_vec()).collect();
+    let got = gpu.gradient_x_input_batch(&mut gws, input, n, target).unwrap();
+    assert_close_per_sample("gradient x input", got.relevance, &want, n, 1e-4);
+    let given: Vec<f32> = (0..n * classes).map(|i| i as f32 * 0.25 - 1.0).collect();
+    let want: Vec<f32> = samples()
+        .zip(given.chunks_exact(classes))
+        .flat_map(|(x, r)| model.explain_from(&mut ws, x, r).unwrap().relevance.to_vec())
+        .collect();
+    let got = gpu.explain_from_batch(&mut gws, input, n, &given).unwrap();
+    assert_close_per_sample("explain_from", got.relevance, &want, n, 1e-4);
+    let one = &input[M::INPUT_LEN..2 * M::INPUT_LEN];
+    let want = model.predict_batch(&mut ws, one, 1).unwrap().to_vec();
+    assert_rel_close("predict", gpu.predict_batch(&mut gws, one, 1).unwrap(), &want, 1e-5);
+    worst
 }

@@ -3,27 +3,51 @@
 //! every pass on the device (`lrp::runtime::gpu`) with its own device workspace `NetGpuWorkspace`,
 //! taking host slices and copying the results back.
 //!
-//! So far generated for chains of dense layers and ReLUs (with `Flatten`, `Dropout`,
-//! `Identity`) on one tensor input; other specs get no GPU model yet.
+//! So far generated for chains of dense and convolutional layers (BatchNorms folded into them),
+//! ReLUs and pooling (with `Flatten`, `Dropout`, `Identity`) on one tensor input; other specs get
+//! no GPU model yet.
 
 use super::len;
 use crate::ir::{InputKind, Network, Op, Src};
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
-/// A layer that runs on the device: `Linear` or `ReLU`, with the buffer it reads.
+/// What a device step runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `Linear` or `Conv2d`: a `GpuLinear`.
+    Linear,
+    ReLU,
+    /// A pooling layer, as its GPU type (`GpuMaxPool2d`, ...) names it.
+    Pool(&'static str),
+}
+
+/// A layer that runs on the device, with the buffer it reads.
 struct Step<'a> {
     /// The CPU model's field, and the GPU model's (`layer_<i>`: its own namespace, so no layer
     /// name can clash with `device`).
     field: &'a Ident,
     gpu_field: Ident,
     name: &'a str,
-    linear: bool,
+    kind: Kind,
     /// Its input buffer and its output buffer (`act_<i>`), values per sample.
     x: Ident,
     y: Ident,
     in_len: usize,
     out_len: usize,
+}
+
+impl Step<'_> {
+    /// A layer with parameters or geometry of its own, so a field of the GPU model.
+    fn has_field(&self) -> bool {
+        self.kind != Kind::ReLU
+    }
+
+    /// The buffer holding the relevance (or gradient) of its input, `rel_<gpu field>`; a ReLU
+    /// passes relevance on in place.
+    fn rel(&self) -> Ident {
+        format_ident!("rel_{}", self.gpu_field)
+    }
 }
 
 /// The device steps of a chain the GPU backend runs, or `None` for any other spec.
@@ -39,51 +63,28 @@ fn chain(net: &Network) -> Option<Vec<Step<'_>>> {
         if layer.inputs != [previous] {
             return None;
         }
-        let linear = match &layer.op {
-            Op::Linear { .. } => true,
-            Op::ReLU => false,
-            Op::Flatten | Op::Dropout | Op::Identity => continue,
+        let kind = match &layer.op {
+            Op::Linear { .. } | Op::Conv2d(_) => Kind::Linear,
+            Op::ReLU => Kind::ReLU,
+            Op::MaxPool2d(_) => Kind::Pool("GpuMaxPool2d"),
+            Op::AvgPool2d(_) => Kind::Pool("GpuAvgPool2d"),
+            Op::AdaptiveAvgPool2d(_) => Kind::Pool("GpuAdaptiveAvgPool2d"),
+            op if op.is_passthrough() => continue,
             _ => return None,
         };
         let y = format_ident!("act_{i}");
         let (in_len, out_len) = (len(&layer.in_shape), len(&layer.out_shape));
         let gpu_field = format_ident!("layer_{i}");
-        steps.push(Step {
-            field: &layer.field,
-            gpu_field,
-            name: &layer.name,
-            linear,
-            x: current,
-            y: y.clone(),
-            in_len,
-            out_len,
-        });
+        let (field, name, x) = (&layer.field, layer.name.as_str(), current);
+        steps.push(Step { field, gpu_field, name, kind, x, y: y.clone(), in_len, out_len });
         current = y;
     }
-    steps.last().is_some_and(|s| s.linear).then_some(steps)
+    steps.last().is_some_and(|s| s.kind == Kind::Linear).then_some(steps)
 }
 
-/// The GPU model of `net`, or nothing where the backend does not run its layers yet.
-pub(super) fn generate(net: &Network) -> TokenStream {
-    let Some(steps) = chain(net) else { return quote!() };
-    let rt = quote!(::lrp::runtime);
-    let (name, vis) = (&net.name, &net.vis);
-    let gpu_name = format_ident!("{name}Gpu");
-    let ws_name = format_ident!("{name}GpuWorkspace");
-    let (in_len, classes) = (net.inputs[0].len(), net.classes());
-    let nonneg = net.input_nonnegative;
-    let linears: Vec<&Step> = steps.iter().filter(|s| s.linear).collect();
-    let fields: Vec<&Ident> = linears.iter().map(|s| &s.gpu_field).collect();
-    let cpu_fields: Vec<&Ident> = linears.iter().map(|s| s.field).collect();
-    let logits = &steps.last().expect("a chain ends with a dense layer").y;
-    // The relevance of a dense layer's input: `rel_<field>`.
-    let rel = |s: &Step| format_ident!("rel_{}", s.gpu_field);
-    let (acts, act_lens): (Vec<&Ident>, Vec<usize>) = steps.iter().map(|s| (&s.y, s.out_len)).unzip();
-    let (rels, rel_lens): (Vec<Ident>, Vec<usize>) = linears.iter().map(|s| (rel(s), s.in_len)).unzip();
-    let max_in = linears.iter().map(|s| s.in_len).max().unwrap_or(0);
-    let max_out = linears.iter().map(|s| s.out_len).max().unwrap_or(0);
-
-    // A dense layer followed by a ReLU adds its bias and applies the ReLU in one pass.
+/// The forward pass: a dense layer or convolution followed by a ReLU adds its bias and applies
+/// the ReLU in one pass.
+fn forward_steps(steps: &[Step]) -> Vec<TokenStream> {
     let mut forward = Vec::new();
     let mut fused = false;
     for (k, s) in steps.iter().enumerate() {
@@ -91,37 +92,83 @@ pub(super) fn generate(net: &Network) -> TokenStream {
         if std::mem::take(&mut fused) {
             continue;
         }
-        forward.push(match steps.get(k + 1) {
-            Some(next) if s.linear && !next.linear => {
+        forward.push(match (s.kind, steps.get(k + 1).map(|next| (next.kind, &next.y))) {
+            (Kind::Linear, Some((Kind::ReLU, a))) => {
                 fused = true;
-                let a = &next.y;
-                quote!(self.#f.forward_relu(d, &ws.#x, n, &mut ws.#y, &mut ws.#a)?;)
+                quote!(self.#f.forward_relu(d, &ws.#x, n, (&mut ws.#y, &mut ws.#a), &mut ws.scratch)?;)
             }
-            _ if s.linear => quote!(self.#f.forward(d, &ws.#x, n, &mut ws.#y)?;),
-            _ => quote!(#rt::gpu::ops::relu(d, &ws.#x, &mut ws.#y, n * #yl)?;),
+            (Kind::Linear, _) => quote!(self.#f.forward(d, &ws.#x, n, &mut ws.#y, &mut ws.scratch)?;),
+            (Kind::ReLU, _) => quote!(::lrp::runtime::gpu::ops::relu(d, &ws.#x, &mut ws.#y, n * #yl)?;),
+            (Kind::Pool(_), _) => quote!(self.#f.forward(d, &ws.#x, n, &mut ws.#y)?;),
         });
     }
-    // Backwards: the relevance of a ReLU's output passes to its input unchanged; the gradient
-    // is masked by the ReLU's input.
-    let mut relevance = Vec::new();
-    let mut gradient = Vec::new();
+    forward
+}
+
+/// The backward passes, walking the steps in reverse: (relevance statements, gradient
+/// statements, the buffers to search for an overflow (name, buffer, values per sample), and the
+/// buffer holding the input's relevance at the end). A ReLU passes relevance on unchanged and
+/// masks the gradient by its input.
+fn backward_steps(steps: &[Step]) -> (Vec<TokenStream>, Vec<TokenStream>, Vec<TokenStream>, Ident) {
+    let (mut relevance, mut gradient, mut located) = (Vec::new(), Vec::new(), Vec::new());
     let mut r = format_ident!("rel_out");
-    let mut located = Vec::new();
     for s in steps.iter().rev() {
-        let (f, x, y) = (&s.gpu_field, &s.x, &s.y);
-        if s.linear {
-            let r_in = rel(s);
-            relevance.push(quote!(self.#f.relevance(d, (&ws.#x, &ws.#y), &ws.#r, n, &mut ws.#r_in, &mut ws.scratch)?;));
-            gradient.push(quote!(self.#f.gradient(d, &ws.#r, n, &mut ws.#r_in)?;));
-            let (layer, l) = (s.name, s.in_len);
-            located.push(quote!((#layer, &ws.#r_in, #l)));
-            r = r_in;
-        } else {
-            let l = s.in_len;
-            gradient.push(quote!(#rt::gpu::ops::relu_gradient(d, &mut ws.#r, &ws.#x, n * #l)?;));
+        let (f, x, y, r_in) = (&s.gpu_field, &s.x, &s.y, s.rel());
+        match s.kind {
+            Kind::Linear => {
+                relevance
+                    .push(quote!(self.#f.relevance(d, (&ws.#x, &ws.#y), &ws.#r, n, &mut ws.#r_in, &mut ws.scratch)?;));
+                gradient.push(quote!(self.#f.gradient(d, &ws.#r, n, &mut ws.#r_in, &mut ws.scratch)?;));
+            }
+            Kind::Pool(_) => {
+                relevance.push(quote!(self.#f.relevance(d, &ws.#x, &ws.#y, &ws.#r, n, &mut ws.#r_in)?;));
+                gradient.push(quote!(self.#f.gradient(d, &ws.#x, &ws.#y, &ws.#r, n, &mut ws.#r_in)?;));
+            }
+            Kind::ReLU => {
+                let l = s.in_len;
+                gradient.push(quote!(::lrp::runtime::gpu::ops::relu_gradient(d, &mut ws.#r, &ws.#x, n * #l)?;));
+                continue;
+            }
         }
+        let (layer, l) = (s.name, s.in_len);
+        located.push(quote!((#layer, &ws.#r_in, #l)));
+        r = r_in;
     }
-    let input_rel = r;
+    (relevance, gradient, located, r)
+}
+
+/// The GPU model of `net`, or nothing where the backend does not run its layers yet.
+pub(super) fn generate(net: &Network) -> TokenStream {
+    let Some(steps) = chain(net) else { return quote!() };
+    let Some(last) = steps.last() else { return quote!() };
+    let rt = quote!(::lrp::runtime);
+    let (name, vis) = (&net.name, &net.vis);
+    let gpu_name = format_ident!("{name}Gpu");
+    let ws_name = format_ident!("{name}GpuWorkspace");
+    let (in_len, classes) = (net.inputs[0].len(), net.classes());
+    let nonneg = net.input_nonnegative;
+    let logits = &last.y;
+    let layers: Vec<&Step> = steps.iter().filter(|s| s.has_field()).collect();
+    let fields: Vec<&Ident> = layers.iter().map(|s| &s.gpu_field).collect();
+    let uploads = layers.iter().map(|s| {
+        let cpu = s.field;
+        match s.kind {
+            Kind::Pool(ty) => {
+                let ty = format_ident!("{ty}");
+                quote!(#rt::gpu::layers::#ty::new(&self.#cpu))
+            }
+            _ => quote!(#rt::gpu::layers::GpuLinear::upload(device, &self.#cpu)?),
+        }
+    });
+    let types = layers.iter().map(|s| match s.kind {
+        Kind::Pool(ty) => format_ident!("{ty}"),
+        _ => format_ident!("GpuLinear"),
+    });
+    let linears = layers.iter().filter(|s| s.kind == Kind::Linear).map(|s| &s.gpu_field);
+    let (acts, act_lens): (Vec<&Ident>, Vec<usize>) = steps.iter().map(|s| (&s.y, s.out_len)).unzip();
+    let (rels, rel_lens): (Vec<Ident>, Vec<usize>) = layers.iter().map(|s| (s.rel(), s.in_len)).unzip();
+    let forward = forward_steps(&steps);
+    let (relevance, gradient, located, input_rel) = backward_steps(&steps);
     let forward_located = steps.iter().map(|s| {
         let (layer, y, l) = (s.name, &s.y, s.out_len);
         quote!((#layer, &ws.#y, #l))
@@ -136,7 +183,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
         #[doc = #doc]
         #vis struct #gpu_name {
             device: ::std::sync::Arc<#rt::gpu::Device>,
-            #( #fields: #rt::gpu::layers::GpuLinear, )*
+            #( #fields: #rt::gpu::layers::#types, )*
         }
 
         #[doc = #ws_doc]
@@ -160,7 +207,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
             pub fn to_gpu(&self, device: &::std::sync::Arc<#rt::gpu::Device>) -> #rt::Result<#gpu_name> {
                 ::core::result::Result::Ok(#gpu_name {
                     device: ::std::sync::Arc::clone(device),
-                    #( #fields: #rt::gpu::layers::GpuLinear::upload(device, &self.#cpu_fields)?, )*
+                    #( #fields: #uploads, )*
                 })
             }
         }
@@ -184,7 +231,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                     product: d.zeros("gradient x input", len("gradient x input", #in_len)?)?,
                     #( #acts: d.zeros(::core::stringify!(#acts), len(::core::stringify!(#acts), #act_lens)?)?, )*
                     #( #rels: d.zeros(::core::stringify!(#rels), len(::core::stringify!(#rels), #rel_lens)?)?, )*
-                    scratch: #rt::gpu::layers::LinearScratch::new(d, capacity, #max_in, #max_out)?,
+                    scratch: #rt::gpu::layers::LinearScratch::new(d, capacity, &[#( &self.#linears ),*])?,
                     logits: #rt::buffer::zeroed("logits", capacity, #classes)?,
                     seed: #rt::buffer::zeroed("output seed", capacity, #classes)?,
                     targets: #rt::buffer::zeroed("targets", capacity, 1)?,
@@ -339,6 +386,44 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                 target: impl ::core::convert::Into<#rt::Target>,
             ) -> #rt::Result<#rt::Explanation<'w>> {
                 self.gradient_x_input_batch(ws, input, 1, target)
+            }
+        }
+
+        impl #rt::gpu::GpuTensorModel for #gpu_name {
+            type Workspace = #ws_name;
+            const INPUT_LEN: usize = #in_len;
+            const CLASSES: usize = #classes;
+
+            fn device(&self) -> &#rt::gpu::Device {
+                #gpu_name::device(self)
+            }
+
+            fn workspace(&self, capacity: usize) -> #rt::Result<#ws_name> {
+                #gpu_name::workspace(self, capacity)
+            }
+
+            fn predict_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize) -> #rt::Result<&'w [f32]> {
+                #gpu_name::predict_batch(self, ws, input, n)
+            }
+
+            fn explain_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize, target: #rt::Target) -> #rt::Result<#rt::Explanation<'w>> {
+                #gpu_name::explain_batch(self, ws, input, n, target)
+            }
+
+            fn explain_from_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize, output_relevance: &[f32]) -> #rt::Result<#rt::Explanation<'w>> {
+                #gpu_name::explain_from_batch(self, ws, input, n, output_relevance)
+            }
+
+            fn gradient_x_input_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize, target: #rt::Target) -> #rt::Result<#rt::Explanation<'w>> {
+                #gpu_name::gradient_x_input_batch(self, ws, input, n, target)
+            }
+        }
+
+        impl #rt::gpu::ToGpu for #name {
+            type Gpu = #gpu_name;
+
+            fn to_gpu(&self, device: &::std::sync::Arc<#rt::gpu::Device>) -> #rt::Result<#gpu_name> {
+                #name::to_gpu(self, device)
             }
         }
     }

@@ -45,7 +45,7 @@ pub(crate) enum Arg<'a> {
 }
 
 /// The most parameters a kernel has.
-const MAX_ARGS: usize = 12;
+const MAX_ARGS: usize = 16;
 
 static LAUNCHES: [AtomicU64; table::NAMES.len()] = [const { AtomicU64::new(0) }; table::NAMES.len()];
 

@@ -19,12 +19,14 @@ mod device;
 mod emulator;
 mod launch;
 pub mod layers;
+mod model;
 pub mod ops;
 
 pub use blas::{Mat, MatMut, gemm};
 pub use buffer::DeviceBuffer;
 pub use device::{Device, missing_libraries};
 pub use launch::{Grid, kernel_sources, launch_counts};
+pub use model::{GpuTensorModel, ToGpu};
 
 /// The kernel sources and names the build script found (`$OUT_DIR/kernels.rs`).
 mod table {

@@ -122,6 +122,99 @@ pub(super) fn check_rule_parts(dev: &Device) {
     assert_close("accumulate (constant)", &dev.download(&ab).unwrap(), &want);
 }
 
+/// `im2col` and `col2im` against the CPU's, for a padded, strided and dilated geometry, at a
+/// sample offset.
+pub(super) fn check_columns(dev: &Device) {
+    use crate::kernels::{Conv2dGeom, col2im, im2col};
+    for (k, s, p, d) in [(3, 1, 1, 1), (3, 2, 0, 1), (2, 1, 2, 2), (5, 3, 2, 1)] {
+        let g = Conv2dGeom {
+            in_channels: 3,
+            out_channels: 1,
+            in_h: 9,
+            in_w: 7,
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p, p],
+            dilation: [d, d],
+            groups: 1,
+        };
+        let x = values(2 * g.in_len(), 16);
+        let mut want = vec![0.0; g.col_rows() * g.col_cols()];
+        im2col(&g, &x[g.in_len()..], &mut want);
+        let xb = dev.upload("x", &x).unwrap();
+        let mut cb = dev.zeros("cols", want.len()).unwrap();
+        ops::conv::im2col(dev, &g, &xb, g.in_len(), &mut cb).unwrap();
+        assert_close("im2col", &dev.download(&cb).unwrap(), &want);
+        let cols = values(want.len(), 17);
+        let mut folded = vec![0.0; g.in_len()];
+        col2im(&g, &cols, &mut folded);
+        let colb = dev.upload("cols", &cols).unwrap();
+        let mut out = dev.upload("image", &vec![7.0; 2 * g.in_len()]).unwrap();
+        ops::conv::col2im(dev, &g, &colb, &mut out, g.in_len()).unwrap();
+        let got = dev.download(&out).unwrap();
+        assert!(got[..g.in_len()].iter().all(|v| *v == 7.0), "col2im writes outside its sample");
+        assert_close("col2im", &got[g.in_len()..], &folded);
+    }
+}
+
+#[test]
+fn columns_match_the_naive_version() {
+    check_columns(&device());
+}
+
+/// Every pooling kernel against the CPU layers, on ResNet's stem pool (3x3 / 2, padding 1) and
+/// uneven adaptive windows (9x13 -> 7x7), two samples; outputs past the samples stay untouched.
+pub(super) fn check_pooling(dev: &Device) {
+    use crate::kernels::{AdaptivePool2dGeom, Pool2dGeom};
+    use crate::layers::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
+    use ops::pool::*;
+    let n = 2;
+    let g = Pool2dGeom { channels: 3, in_h: 9, in_w: 10, kernel: [3, 3], stride: [2, 2], padding: [1, 1] };
+    let a = AdaptivePool2dGeom { channels: 2, in_h: 9, in_w: 13, out_h: 7, out_w: 7 };
+    let x = |len: usize| values(n * len, 20).iter().map(|v| v.abs() + 0.25).collect::<Vec<f32>>();
+    let up = |what, v: &[f32]| dev.upload(what, &[v, &[7.0; 3]].concat()).unwrap();
+    let check = |what: &str, b: &DeviceBuffer, want: &[f32]| {
+        let got = dev.download(b).unwrap();
+        assert_close(what, &got[..want.len()], want);
+        assert_eq!(&got[want.len()..], &[7.0; 3], "{what} writes past n samples");
+    };
+    let (xm, xa, xd) = (values(n * g.in_len(), 21), x(g.in_len()), x(a.in_len()));
+    let (r, ra) = (values(n * g.out_len(), 22), values(n * a.out_len(), 23));
+    let (mut y, mut ri) = (vec![0.0; n * g.out_len()], vec![0.0; n * g.in_len()]);
+    let mut argmax = vec![0; n * g.out_len()];
+    let (xb, rb, mut yb, mut rib) = (up("x", &xm), up("r", &r), up("y", &y), up("r_in", &ri));
+    let max = MaxPool2d::new(g).unwrap();
+    max.forward(&xm, n, &mut y, &mut argmax).unwrap();
+    max.relevance(&argmax, &r, n, &mut ri).unwrap();
+    maxpool_forward(dev, &g, n, &xb, &mut yb).unwrap();
+    maxpool_backward(dev, &g, n, &xb, &rb, &mut rib).unwrap();
+    check("maxpool_forward", &yb, &y);
+    check("maxpool_backward", &rib, &ri);
+    let avg = AvgPool2d::new(g).unwrap();
+    let xb = up("x", &xa);
+    avg.forward(&xa, n, &mut y).unwrap();
+    avgpool_forward(dev, &g, n, &xb, &mut yb).unwrap();
+    check("avgpool_forward", &yb, &y);
+    avg.relevance(&xa, &y, &r, n, &mut ri).unwrap();
+    avgpool_relevance(dev, &g, n, (&xb, &yb), &rb, crate::rules::DEFAULT_STABILIZER, &mut rib).unwrap();
+    check("avgpool_relevance", &rib, &ri);
+    avg.gradient(&r, n, &mut ri).unwrap();
+    avgpool_gradient(dev, &g, n, &rb, &mut rib).unwrap();
+    check("avgpool_gradient", &rib, &ri);
+    let adaptive = AdaptiveAvgPool2d::new(a).unwrap();
+    let (mut y, mut ri) = (vec![0.0; n * a.out_len()], vec![0.0; n * a.in_len()]);
+    let (xb, rb, mut yb, mut rib) = (up("x", &xd), up("r", &ra), up("y", &y), up("r_in", &ri));
+    adaptive.forward(&xd, n, &mut y).unwrap();
+    adaptive_avgpool_forward(dev, &a, n, &xb, &mut yb).unwrap();
+    check("adaptive_avgpool_forward", &yb, &y);
+    adaptive.relevance(&xd, &y, &ra, n, &mut ri).unwrap();
+    adaptive_avgpool_relevance(dev, &a, n, (&xb, &yb), &rb, crate::rules::DEFAULT_STABILIZER, &mut rib).unwrap();
+    check("adaptive_avgpool_relevance", &rib, &ri);
+    adaptive.gradient(&ra, n, &mut ri).unwrap();
+    adaptive_avgpool_gradient(dev, &a, n, &rb, &mut rib).unwrap();
+    check("adaptive_avgpool_gradient", &rib, &ri);
+}
+
 #[test]
 fn rule_parts_match_the_naive_version() {
     check_rule_parts(&device());
@@ -151,6 +244,8 @@ fn every_kernel_is_launched_by_a_unit_test() {
     check_bias(&dev);
     check_product(&dev);
     check_rule_parts(&dev);
+    check_columns(&dev);
+    check_pooling(&dev);
     let never: Vec<&str> = launch_counts().into_iter().filter(|(_, c)| *c == 0).map(|(n, _)| n).collect();
     assert!(never.is_empty(), "kernels never launched by a unit test: {never:?}");
 }

@@ -1,10 +1,13 @@
-//! A dense layer on a device: forward pass, relevance by any rule of [`crate::rules`] (the same
-//! groups of terms as [`LinearMap`]), and gradient. Products run in cuBLAS; the element-wise
-//! parts in the kernels of `cuda/rules.cu`.
+//! A dense or convolutional layer on a device: forward pass, relevance by any rule of
+//! [`crate::rules`] (the same groups of terms as [`LinearMap`]), and gradient. Products run in
+//! cuBLAS (a convolution: `im2col`, then one product per group and sample; its transposed pass:
+//! the transposed product into columns, then `col2im`); the element-wise parts in the kernels of
+//! `cuda/rules.cu`.
 
 use crate::error::{Error, Result};
-use crate::gpu::ops::{self, TermInput};
+use crate::gpu::ops::{self, TermInput, conv};
 use crate::gpu::{Device, DeviceBuffer, Mat, MatMut, gemm};
+use crate::kernels::Conv2dGeom;
 use crate::layers::linear::{PreparedGroup, PreparedTerm};
 use crate::layers::{LinearKind, LinearMap};
 use crate::rules::{GroupSpec, TermSpec};
@@ -25,28 +28,34 @@ struct Group {
     terms: Vec<Term>,
 }
 
-/// A dense layer `y = x W^T + b` on a device, with its prepared rule.
+/// A dense layer `y = x W^T + b` or a convolution on a device, with its prepared rule.
 pub struct GpuLinear {
     name: String,
-    in_features: usize,
-    out_features: usize,
+    kind: LinearKind,
     weight: DeviceBuffer,
     bias: DeviceBuffer,
     groups: Vec<Group>,
 }
 
-/// Scratch buffers of [`GpuLinear::relevance`] for up to `capacity` samples: the two groups'
-/// denominators (then ratios), a modified input, and a transposed product.
+/// Scratch buffers of [`GpuLinear`]'s passes for up to `capacity` samples: the two groups'
+/// denominators (then ratios), a modified input, a transposed product, and one sample's
+/// unfolded columns (convolutions).
 pub struct LinearScratch {
     denominators: [DeviceBuffer; 2],
     input: DeviceBuffer,
     product: DeviceBuffer,
+    columns: DeviceBuffer,
 }
 
 impl LinearScratch {
-    /// Scratch for layers of at most `max_in` inputs and `max_out` outputs per sample, for
-    /// `capacity` samples.
-    pub fn new(device: &Device, capacity: usize, max_in: usize, max_out: usize) -> Result<Self> {
+    /// Scratch for the layers `layers`, for `capacity` samples.
+    pub fn new(device: &Device, capacity: usize, layers: &[&GpuLinear]) -> Result<Self> {
+        let max = |f: fn(&LinearKind) -> usize| layers.iter().map(|l| f(&l.kind)).max().unwrap_or(0);
+        let (max_in, max_out) = (max(LinearKind::in_len), max(LinearKind::out_len));
+        let columns = max(|k| match k {
+            LinearKind::Conv2d(g) => g.col_rows().saturating_mul(g.col_cols()),
+            LinearKind::Dense { .. } => 0,
+        });
         let len = |per: usize| {
             capacity.checked_mul(per).ok_or_else(|| Error::SizeOverflow { what: "GPU linear scratch".into() })
         };
@@ -57,6 +66,7 @@ impl LinearScratch {
             ],
             input: device.zeros("modified input", len(max_in)?)?,
             product: device.zeros("transposed product", len(max_in)?)?,
+            columns: device.zeros("unfolded columns", columns)?,
         })
     }
 }
@@ -83,20 +93,22 @@ fn upload_group(device: &Device, name: &str, g: &PreparedGroup<'_>) -> Result<Gr
     })
 }
 
+/// One group of a convolution as matrices: `(cout_g, kg, P)`, the group's output channels,
+/// its rows of the unfolded input (`cin_g kh kw`), and the output positions.
+fn conv_group(g: &Conv2dGeom) -> (usize, usize, usize) {
+    (g.out_channels / g.groups, g.col_rows() / g.groups, g.col_cols())
+}
+
 impl GpuLinear {
-    /// Uploads a prepared dense layer (its weights and every transformed copy its rule needs).
+    /// Uploads a prepared layer (its weights and every transformed copy its rule needs).
     pub fn upload(device: &Device, layer: &LinearMap) -> Result<Self> {
-        let LinearKind::Dense { in_features, out_features } = *layer.kind() else {
-            return Err(Error::InvalidParameter {
-                what: format!("layer `{}`", layer.name()),
-                message: "the GPU backend runs dense layers only, so far (convolutions are not uploaded yet)".into(),
-            });
-        };
         let name = layer.name();
+        if let LinearKind::Conv2d(g) = layer.kind() {
+            g.validate().map_err(|message| Error::InvalidParameter { what: format!("layer `{name}`"), message })?;
+        }
         Ok(GpuLinear {
             name: name.to_string(),
-            in_features,
-            out_features,
+            kind: *layer.kind(),
             weight: device.upload(&format!("{name}.weight"), layer.weight())?,
             bias: device.upload(&format!("{name}.bias"), layer.bias())?,
             groups: layer.prepared_groups().iter().map(|g| upload_group(device, name, g)).collect::<Result<_>>()?,
@@ -108,14 +120,90 @@ impl GpuLinear {
         &self.name
     }
 
-    /// Inputs and outputs per sample.
-    pub fn features(&self) -> (usize, usize) {
-        (self.in_features, self.out_features)
+    /// The layer's shape.
+    pub fn kind(&self) -> &LinearKind {
+        &self.kind
     }
 
-    /// `W` as the right operand of `x W^T` (`transposed`) or of `s W`.
-    fn weight_mat<'a>(&'a self, weight: &'a DeviceBuffer, transposed: bool) -> Mat<'a> {
-        Mat { buffer: weight, offset: 0, rows: self.out_features, cols: self.in_features, transposed }
+    /// `(channels, values per channel)` of one output sample, as biases are added.
+    fn bias_layout(&self) -> (usize, usize) {
+        match self.kind {
+            LinearKind::Dense { out_features, .. } => (out_features, 1),
+            LinearKind::Conv2d(g) => (g.out_channels, g.col_cols()),
+        }
+    }
+
+    /// `z = alpha x W^T + beta z` for `n` samples (no bias): a product, or per sample and group
+    /// of a convolution, the weights times the unfolded input.
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        &self,
+        device: &Device,
+        w: &DeviceBuffer,
+        x: &DeviceBuffer,
+        n: usize,
+        z: &mut DeviceBuffer,
+        (alpha, beta): (f32, f32),
+        columns: &mut DeviceBuffer,
+    ) -> Result<()> {
+        let g = match self.kind {
+            LinearKind::Dense { in_features, out_features } => {
+                let x = Mat { buffer: x, offset: 0, rows: n, cols: in_features, transposed: false };
+                let w = Mat { buffer: w, offset: 0, rows: out_features, cols: in_features, transposed: true };
+                return gemm(device, alpha, x, w, beta, MatMut { buffer: z, offset: 0, rows: n, cols: out_features });
+            }
+            LinearKind::Conv2d(g) => g,
+        };
+        let (cout_g, kg, p) = conv_group(&g);
+        for s in 0..n {
+            conv::im2col(device, &g, x, s * g.in_len(), columns)?;
+            for gi in 0..g.groups {
+                let w = Mat { buffer: w, offset: gi * cout_g * kg, rows: cout_g, cols: kg, transposed: false };
+                let c = Mat { buffer: columns, offset: gi * kg * p, rows: kg, cols: p, transposed: false };
+                let out = MatMut { buffer: z, offset: s * g.out_len() + gi * cout_g * p, rows: cout_g, cols: p };
+                gemm(device, alpha, w, c, beta, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `c = s W` for `n` samples: the transposed pass (of a convolution, per sample and group
+    /// the transposed weights times `s` into columns, folded back by `col2im`).
+    fn transposed(
+        &self,
+        device: &Device,
+        w: &DeviceBuffer,
+        s: &DeviceBuffer,
+        n: usize,
+        c: &mut DeviceBuffer,
+        columns: &mut DeviceBuffer,
+    ) -> Result<()> {
+        let g = match self.kind {
+            LinearKind::Dense { in_features, out_features } => {
+                let s = Mat { buffer: s, offset: 0, rows: n, cols: out_features, transposed: false };
+                let w = Mat { buffer: w, offset: 0, rows: out_features, cols: in_features, transposed: false };
+                return gemm(device, 1.0, s, w, 0.0, MatMut { buffer: c, offset: 0, rows: n, cols: in_features });
+            }
+            LinearKind::Conv2d(g) => g,
+        };
+        let (cout_g, kg, p) = conv_group(&g);
+        for si in 0..n {
+            for gi in 0..g.groups {
+                // W_g is [cout_g, kg]; its transpose times s_g [cout_g, P] gives the group's rows.
+                let w = Mat { buffer: w, offset: gi * cout_g * kg, rows: cout_g, cols: kg, transposed: true };
+                let sg = Mat {
+                    buffer: s,
+                    offset: si * g.out_len() + gi * cout_g * p,
+                    rows: cout_g,
+                    cols: p,
+                    transposed: false,
+                };
+                let out = MatMut { buffer: &mut *columns, offset: gi * kg * p, rows: kg, cols: p };
+                gemm(device, 1.0, w, sg, 0.0, out)?;
+            }
+            conv::col2im(device, &g, columns, c, si * g.in_len())?;
+        }
+        Ok(())
     }
 
     /// `z = alpha (x W^T + b) + beta z` for `n` samples.
@@ -127,18 +215,23 @@ impl GpuLinear {
         x: &DeviceBuffer,
         n: usize,
         z: &mut DeviceBuffer,
-        alpha: f32,
-        beta: f32,
+        (alpha, beta): (f32, f32),
+        columns: &mut DeviceBuffer,
     ) -> Result<()> {
-        let x = Mat { buffer: x, offset: 0, rows: n, cols: self.in_features, transposed: false };
-        let out = MatMut { buffer: z, offset: 0, rows: n, cols: self.out_features };
-        gemm(device, alpha, x, self.weight_mat(w, true), beta, out)?;
-        ops::add_bias(device, z, b, alpha, (self.out_features, 1), n * self.out_features)
+        self.product(device, w, x, n, z, (alpha, beta), columns)?;
+        ops::add_bias(device, z, b, alpha, self.bias_layout(), n * self.kind.out_len())
     }
 
     /// `z = x W^T + b` for `n` samples (`x [n, in]`, `z [n, out]`).
-    pub fn forward(&self, device: &Device, x: &DeviceBuffer, n: usize, z: &mut DeviceBuffer) -> Result<()> {
-        self.apply(device, (&self.weight, &self.bias), x, n, z, 1.0, 0.0)
+    pub fn forward(
+        &self,
+        device: &Device,
+        x: &DeviceBuffer,
+        n: usize,
+        z: &mut DeviceBuffer,
+        scratch: &mut LinearScratch,
+    ) -> Result<()> {
+        self.apply(device, (&self.weight, &self.bias), x, n, z, (1.0, 0.0), &mut scratch.columns)
     }
 
     /// [`Self::forward`], then `a = max(0, z)`: the bias and the ReLU in one pass.
@@ -147,13 +240,11 @@ impl GpuLinear {
         device: &Device,
         x: &DeviceBuffer,
         n: usize,
-        z: &mut DeviceBuffer,
-        a: &mut DeviceBuffer,
+        (z, a): (&mut DeviceBuffer, &mut DeviceBuffer),
+        scratch: &mut LinearScratch,
     ) -> Result<()> {
-        let xm = Mat { buffer: x, offset: 0, rows: n, cols: self.in_features, transposed: false };
-        let out = MatMut { buffer: z, offset: 0, rows: n, cols: self.out_features };
-        gemm(device, 1.0, xm, self.weight_mat(&self.weight, true), 0.0, out)?;
-        ops::add_bias_relu(device, z, a, &self.bias, (self.out_features, 1), n * self.out_features)
+        self.product(device, &self.weight, x, n, z, (1.0, 0.0), &mut scratch.columns)?;
+        ops::add_bias_relu(device, z, a, &self.bias, self.bias_layout(), n * self.kind.out_len())
     }
 
     fn term_params<'a>(&'a self, t: &'a Term) -> (&'a DeviceBuffer, &'a DeviceBuffer) {
@@ -168,20 +259,20 @@ impl GpuLinear {
         (x, z): (&DeviceBuffer, &DeviceBuffer),
         n: usize,
         d: &mut DeviceBuffer,
-        x_mod: &mut DeviceBuffer,
+        (x_mod, columns): (&mut DeviceBuffer, &mut DeviceBuffer),
     ) -> Result<()> {
-        let len = n * self.out_features;
+        let len = n * self.kind.out_len();
         // Start from the forward z (`combine` with b = 0 copies it) or zero.
         ops::combine(device, d, z, z, if group.spec.from_forward { 1.0 } else { 0.0 }, 0.0, len)?;
         if let Some(k) = &group.constant {
-            ops::add_bias(device, d, k, 1.0, (self.out_features, 1), len)?;
+            ops::add_bias(device, d, k, 1.0, (self.kind.out_len(), 1), len)?;
         }
         for t in &group.terms {
             if t.spec.input.is_constant() || (group.spec.from_forward && t.plain) {
                 continue;
             }
-            ops::input_mod(device, x, x_mod, t.spec.input, n * self.in_features)?;
-            self.apply(device, self.term_params(t), x_mod, n, d, t.spec.sign, 1.0)?;
+            ops::input_mod(device, x, x_mod, t.spec.input, n * self.kind.in_len())?;
+            self.apply(device, self.term_params(t), x_mod, n, d, (t.spec.sign, 1.0), columns)?;
         }
         Ok(())
     }
@@ -189,7 +280,6 @@ impl GpuLinear {
     /// Relevance of the layer's input for `n` samples by the prepared rule: `x` its input, `z`
     /// its forward output, `r_out` the output relevance; `r_in` is overwritten:
     /// `R_in = Σ_g coef_g Σ_t sign_t in_t(x) ⊙ (W_t^T s_g)`, `s_g = mask_g(z) R_out / stab(z_g)`.
-    #[allow(clippy::too_many_arguments)]
     pub fn relevance(
         &self,
         device: &Device,
@@ -199,46 +289,49 @@ impl GpuLinear {
         r_in: &mut DeviceBuffer,
         scratch: &mut LinearScratch,
     ) -> Result<()> {
-        let len = n * self.out_features;
-        let LinearScratch { denominators: [d1, d2], input, product } = scratch;
+        let (in_len, out_len) = (n * self.kind.in_len(), n * self.kind.out_len());
+        let LinearScratch { denominators: [d1, d2], input, product, columns } = scratch;
         for (gi, group) in self.groups.iter().enumerate().take(2) {
             let (previous, d) = if gi == 0 { (None, &mut *d1) } else { (Some(&*d1), &mut *d2) };
             match (group.spec.derived, previous) {
-                (Some(derived), Some(p)) => ops::combine(device, d, z, p, derived.forward, derived.previous, len)?,
-                _ => self.denominator(device, group, (x, z), n, d, input)?,
+                (Some(derived), Some(p)) => ops::combine(device, d, z, p, derived.forward, derived.previous, out_len)?,
+                _ => self.denominator(device, group, (x, z), n, d, (input, columns))?,
             }
         }
         for (group, d) in self.groups.iter().zip([&mut *d1, &mut *d2]) {
-            ops::masked_ratio(device, d, z, r_out, (group.spec.mask, group.spec.eps), len)?;
+            ops::masked_ratio(device, d, z, r_out, (group.spec.mask, group.spec.eps), out_len)?;
         }
         let mut overwrite = true;
         for (group, s) in self.groups.iter().zip([&*d1, &*d2]) {
             for t in group.terms.iter().filter(|t| t.spec.backward) {
                 // c = s_g W_t, then R_in (+)= coef_g sign_t in_t(x) ⊙ c.
-                let s = Mat { buffer: s, offset: 0, rows: n, cols: self.out_features, transposed: false };
-                let c = MatMut { buffer: &mut *product, offset: 0, rows: n, cols: self.in_features };
-                gemm(device, 1.0, s, self.weight_mat(self.term_params(t).0, false), 0.0, c)?;
+                self.transposed(device, self.term_params(t).0, s, n, product, columns)?;
                 let input = match &t.constant_input {
                     Some(k) => TermInput::Constant(k),
                     None => TermInput::Variable(x, t.spec.input),
                 };
                 let factor = group.spec.coef * t.spec.sign;
-                ops::accumulate(device, r_in, product, input, (factor, overwrite), n * self.in_features)?;
+                ops::accumulate(device, r_in, product, input, (factor, overwrite), in_len)?;
                 overwrite = false;
             }
         }
         if overwrite {
             // No term goes back: the input receives nothing.
-            ops::combine(device, r_in, x, x, 0.0, 0.0, n * self.in_features)?;
+            ops::combine(device, r_in, x, x, 0.0, 0.0, in_len)?;
         }
         Ok(())
     }
 
     /// Gradient with respect to the input for `n` samples: `g_in = g_out W`.
-    pub fn gradient(&self, device: &Device, g_out: &DeviceBuffer, n: usize, g_in: &mut DeviceBuffer) -> Result<()> {
-        let g = Mat { buffer: g_out, offset: 0, rows: n, cols: self.out_features, transposed: false };
-        let out = MatMut { buffer: g_in, offset: 0, rows: n, cols: self.in_features };
-        gemm(device, 1.0, g, self.weight_mat(&self.weight, false), 0.0, out)
+    pub fn gradient(
+        &self,
+        device: &Device,
+        g_out: &DeviceBuffer,
+        n: usize,
+        g_in: &mut DeviceBuffer,
+        scratch: &mut LinearScratch,
+    ) -> Result<()> {
+        self.transposed(device, &self.weight, g_out, n, g_in, &mut scratch.columns)
     }
 }
 
@@ -257,13 +350,66 @@ mod tests {
         got.iter().zip(want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs())) / scale
     }
 
-    /// Every rule, on inputs of both signs and non-negative ones, gated or not: the device's
-    /// forward pass, relevance and gradient equal the CPU layer's.
-    #[test]
-    fn a_dense_layer_matches_the_cpu_layer_under_every_rule() {
+    fn conv(
+        c: (usize, usize),
+        hw: (usize, usize),
+        k: usize,
+        s: usize,
+        p: usize,
+        d: usize,
+        groups: usize,
+    ) -> LinearKind {
+        LinearKind::Conv2d(Conv2dGeom {
+            in_channels: c.0,
+            out_channels: c.1,
+            in_h: hw.0,
+            in_w: hw.1,
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p, p],
+            dilation: [d, d],
+            groups,
+        })
+    }
+
+    /// The device's forward pass, relevance and gradient of one layer under `rule` equal the CPU
+    /// layer's, within 1e-5 of the largest value.
+    fn check_against_cpu(kind: LinearKind, rule: &Rule, nonneg: bool, gated: bool) {
         let device = Device::from_env().unwrap();
-        let (inf, outf, n) = (13, 7, 3);
-        let rules = [
+        let (inl, outl, n) = (kind.in_len(), kind.out_len(), 3);
+        let wlen: usize = kind.weight_shape().iter().product();
+        let mut cpu = LinearMap::new("layer", kind, values(wlen, 1), Some(values(kind.out_channels(), 2))).unwrap();
+        cpu.set_output_gated(gated).unwrap();
+        cpu.prepare(rule, nonneg).unwrap();
+        let x: Vec<f32> = values(n * inl, 3).iter().map(|v| if nonneg { v.abs() } else { *v }).collect();
+        let r_out = values(n * outl, 4);
+        let mut z = vec![0.0; n * outl];
+        cpu.forward(&x, n, &mut z).unwrap();
+        let (mut r_in, mut g_in) = (vec![0.0; n * inl], vec![0.0; n * inl]);
+        let mut cpu_scratch = vec![0.0; kind.scratch_len(n)];
+        cpu.relevance(&x, &z, &r_out, n, &mut r_in, &mut cpu_scratch).unwrap();
+        cpu.gradient(&r_out, n, &mut g_in, &mut cpu_scratch).unwrap();
+
+        let gpu = GpuLinear::upload(&device, &cpu).unwrap();
+        let mut scratch = LinearScratch::new(&device, n, &[&gpu]).unwrap();
+        let (xb, rb) = (device.upload("x", &x).unwrap(), device.upload("r_out", &r_out).unwrap());
+        let (mut zb, mut ab) = (device.zeros("z", n * outl).unwrap(), device.zeros("a", n * outl).unwrap());
+        gpu.forward_relu(&device, &xb, n, (&mut zb, &mut ab), &mut scratch).unwrap();
+        let relu: Vec<f32> = z.iter().map(|v| v.max(0.0)).collect();
+        let what = format!("{kind:?}, {rule:?} (input >= 0: {nonneg}, gated: {gated})");
+        assert!(relative_error(&device.download(&ab).unwrap(), &relu) < 1e-5, "forward + ReLU, {what}");
+        gpu.forward(&device, &xb, n, &mut zb, &mut scratch).unwrap();
+        let mut rin = device.zeros("r_in", n * inl).unwrap();
+        gpu.relevance(&device, (&xb, &zb), &rb, n, &mut rin, &mut scratch).unwrap();
+        let mut gin = device.zeros("g_in", n * inl).unwrap();
+        gpu.gradient(&device, &rb, n, &mut gin, &mut scratch).unwrap();
+        assert!(relative_error(&device.download(&zb).unwrap(), &z) < 1e-5, "forward, {what}");
+        assert!(relative_error(&device.download(&rin).unwrap(), &r_in) < 1e-5, "relevance, {what}");
+        assert!(relative_error(&device.download(&gin).unwrap(), &g_in) < 1e-5, "gradient, {what}");
+    }
+
+    fn rules(in_channels: usize) -> Vec<Rule> {
+        vec![
             Rule::Epsilon { epsilon: 0.01, ignore_bias: false },
             Rule::Epsilon { epsilon: 0.0, ignore_bias: true },
             Rule::Gamma { gamma: 0.25 },
@@ -273,42 +419,38 @@ mod tests {
             Rule::WSquare,
             Rule::ZBox {
                 low: Bound::Scalar(-1.5),
-                high: Bound::PerChannel(values(inf, 9).iter().map(|v| v.abs() + 1.5).collect()),
+                high: Bound::PerChannel(values(in_channels, 9).iter().map(|v| v.abs() + 1.5).collect()),
             },
-        ];
-        for rule in &rules {
-            for (nonneg, gated) in [(false, false), (true, false), (true, true)] {
-                let kind = LinearKind::Dense { in_features: inf, out_features: outf };
-                let mut cpu = LinearMap::new("fc", kind, values(inf * outf, 1), Some(values(outf, 2))).unwrap();
-                cpu.set_output_gated(gated).unwrap();
-                cpu.prepare(rule, nonneg).unwrap();
-                let x: Vec<f32> = values(n * inf, 3).iter().map(|v| if nonneg { v.abs() } else { *v }).collect();
-                let r_out = values(n * outf, 4);
-                let mut z = vec![0.0; n * outf];
-                cpu.forward(&x, n, &mut z).unwrap();
-                let (mut r_in, mut g_in) = (vec![0.0; n * inf], vec![0.0; n * inf]);
-                let mut scratch = vec![0.0; kind.scratch_len(n)];
-                cpu.relevance(&x, &z, &r_out, n, &mut r_in, &mut scratch).unwrap();
-                cpu.gradient(&r_out, n, &mut g_in, &mut scratch).unwrap();
+        ]
+    }
 
-                let gpu = GpuLinear::upload(&device, &cpu).unwrap();
-                let xb = device.upload("x", &x).unwrap();
-                let rb = device.upload("r_out", &r_out).unwrap();
-                let mut zb = device.zeros("z", n * outf).unwrap();
-                let mut ab = device.zeros("a", n * outf).unwrap();
-                gpu.forward_relu(&device, &xb, n, &mut zb, &mut ab).unwrap();
-                let relu: Vec<f32> = z.iter().map(|v| v.max(0.0)).collect();
-                assert!(relative_error(&device.download(&ab).unwrap(), &relu) < 1e-5);
-                gpu.forward(&device, &xb, n, &mut zb).unwrap();
-                let mut scratch = LinearScratch::new(&device, n, inf, outf).unwrap();
-                let mut rin = device.zeros("r_in", n * inf).unwrap();
-                gpu.relevance(&device, (&xb, &zb), &rb, n, &mut rin, &mut scratch).unwrap();
-                let mut gin = device.zeros("g_in", n * inf).unwrap();
-                gpu.gradient(&device, &rb, n, &mut gin).unwrap();
-                let what = format!("{rule:?} (input >= 0: {nonneg}, gated: {gated})");
-                assert!(relative_error(&device.download(&zb).unwrap(), &z) < 1e-5, "forward, {what}");
-                assert!(relative_error(&device.download(&rin).unwrap(), &r_in) < 1e-5, "relevance, {what}");
-                assert!(relative_error(&device.download(&gin).unwrap(), &g_in) < 1e-5, "gradient, {what}");
+    /// Every rule, on inputs of both signs and non-negative ones, gated or not.
+    #[test]
+    fn a_dense_layer_matches_the_cpu_layer_under_every_rule() {
+        let kind = LinearKind::Dense { in_features: 13, out_features: 7 };
+        for rule in &rules(13) {
+            for (nonneg, gated) in [(false, false), (true, false), (true, true)] {
+                check_against_cpu(kind, rule, nonneg, gated);
+            }
+        }
+    }
+
+    /// Padded, strided, dilated, grouped and pointwise convolutions under every rule.
+    #[test]
+    fn convolutions_match_the_cpu_layer_under_every_rule() {
+        let kinds = [
+            conv((3, 4), (5, 6), 3, 1, 1, 1, 1),
+            conv((2, 3), (9, 7), 3, 2, 0, 1, 1),
+            conv((2, 2), (8, 8), 3, 1, 2, 2, 1),
+            conv((4, 6), (5, 5), 3, 1, 1, 1, 2),
+            conv((5, 3), (4, 3), 1, 1, 0, 1, 1),
+        ];
+        for kind in kinds {
+            let LinearKind::Conv2d(g) = kind else { unreachable!() };
+            for rule in &rules(g.in_channels) {
+                for (nonneg, gated) in [(false, false), (true, true)] {
+                    check_against_cpu(kind, rule, nonneg, gated);
+                }
             }
         }
     }

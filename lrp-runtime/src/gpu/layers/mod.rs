@@ -2,5 +2,7 @@
 //! BatchNorms folded, rules' parameters transformed), so that both backends compute the same.
 
 mod linear;
+mod pool;
 
 pub use linear::{GpuLinear, LinearScratch};
+pub use pool::{GpuAdaptiveAvgPool2d, GpuAvgPool2d, GpuMaxPool2d};

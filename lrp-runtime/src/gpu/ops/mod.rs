@@ -1,16 +1,20 @@
 //! One safe function per custom kernel: each checks its buffers' lengths (checked arithmetic)
 //! before the launch, so that the kernel stays inside them for any arguments. Element counts
-//! `n` are the first `n` values of each buffer.
+//! `n` are the first `n` values of each buffer. Element-wise kernels and the rules' parts are
+//! here; convolutions in [`conv`], pooling in [`pool`].
 
 use super::buffer::DeviceBuffer;
 use super::device::Device;
-use super::launch::{Arg, Grid, launch};
+pub(crate) use super::launch::{Arg, Grid, launch};
 use super::table::id;
 use crate::error::{Error, Result};
 use crate::rules::{InputMod, Mask};
 
+pub mod conv;
+pub mod pool;
+
 /// `0..n` of `buffer`, checked.
-fn first(buffer: &DeviceBuffer, n: usize) -> Result<std::ops::Range<usize>> {
+pub(crate) fn first(buffer: &DeviceBuffer, n: usize) -> Result<std::ops::Range<usize>> {
     buffer.range(0, n)
 }
 
@@ -19,7 +23,7 @@ fn first(buffer: &DeviceBuffer, n: usize) -> Result<std::ops::Range<usize>> {
 /// # Safety
 /// As [`launch`]: the kernel touches only the first `n` values of each buffer in `args`, whose
 /// ranges are `0..n` (or, for a repeated operand, its whole checked range).
-unsafe fn elementwise(device: &Device, kernel: u32, n: usize, args: &mut [Arg<'_>]) -> Result<()> {
+pub(crate) unsafe fn elementwise(device: &Device, kernel: u32, n: usize, args: &mut [Arg<'_>]) -> Result<()> {
     // SAFETY: passed on.
     unsafe { launch(device, kernel, Grid::for_elements(n as u64), args) }
 }
