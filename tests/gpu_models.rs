@@ -1,0 +1,117 @@
+//! GPU models against their CPU models, on the device `LRP_DEVICE` selects (the emulated one by
+//! default): every method on random inputs, for models that together use every custom kernel;
+//! the last check fails on a kernel no model launched.
+#![cfg(feature = "cuda")]
+
+mod common;
+use common::{assert_close_per_sample, assert_rel_close, values};
+use lrp::runtime::gpu::{GpuTensorModel, ToGpu, launch_counts};
+use lrp::runtime::weights::serialize_f32;
+
+lrp::network! {
+    /// Padded and strided convolutions under EpsilonGammaBox (z^B on the first), max-pooling
+    /// with overlapping windows, a ReLU after pooling, average and adaptive pooling.
+    PoolingCnn(input = [3, 32, 28], composite = EpsilonGammaBox(low = -2.0, high = 2.0)) {
+        Conv2d(3, 6, kernel_size = 3, padding = 1),
+        BatchNorm2d(6),
+        ReLU,
+        MaxPool2d(3, stride = 2, padding = 1),
+        Conv2d(6, 8, kernel_size = 3, stride = 2),
+        MaxPool2d(2),
+        ReLU,
+        AvgPool2d(2, stride = 1),
+        AdaptiveAvgPool2d([3, 2]),
+        Flatten,
+        Linear(48, 12),
+        ReLU,
+        Linear(12, 5),
+    }
+}
+
+lrp::network! {
+    /// Rules that read both signs of the input, and constant inputs.
+    SignedMlp(input = [10], composite = Epsilon(0.1)) {
+        Linear(10, 9, rule = AlphaBeta(alpha = 2, beta = 1)),
+        ReLU,
+        Linear(9, 8, rule = Flat),
+        ReLU,
+        Linear(8, 7, rule = WSquare),
+        ReLU,
+        Linear(7, 4, rule = Gamma(0.5)),
+    }
+}
+
+/// Random weights (BatchNorm variances positive).
+fn random_weights(tensors: &[(&str, &[usize])]) -> Vec<u8> {
+    let data: Vec<Vec<f32>> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n: usize = shape.iter().product();
+            let fan_in = shape.iter().skip(1).product::<usize>().max(1) as f32;
+            let v = values(n, i + 1, (3.0 / fan_in).sqrt());
+            if name.ends_with("running_var") { v.iter().map(|x| 1.0 + x.abs()).collect() } else { v }
+        })
+        .collect();
+    let refs: Vec<(&str, &[usize], &[f32])> =
+        tensors.iter().zip(&data).map(|((n, s), d)| (*n, *s, d.as_slice())).collect();
+    serialize_f32(&refs).unwrap()
+}
+
+/// The GPU model of `model` against the CPU model on `n` random samples: predict, explain (for
+/// the predicted class), gradient x input and explain_from, per sample within `1e-4 max|R|`.
+fn check<M: lrp::TensorModel + ToGpu>(model: &M, n: usize) {
+    let input = values(n * M::INPUT_LEN, 3, 2.0);
+    let device = common::gpu_device();
+    let gpu = model.to_gpu(&device).unwrap();
+    let (mut gws, mut ws) = (gpu.workspace(n).unwrap(), model.workspace_for(lrp::Capacity::samples(n)).unwrap());
+    let want = model.predict_batch(&mut ws, &input, n).unwrap().to_vec();
+    assert_rel_close("predict", gpu.predict_batch(&mut gws, &input, n).unwrap(), &want, 1e-5);
+    let want = model.explain_batch(&mut ws, &input, n, lrp::Target::Predicted).unwrap();
+    let (targets, relevance) = (want.targets.to_vec(), want.relevance.to_vec());
+    let got = gpu.explain_batch(&mut gws, &input, n, lrp::Target::Predicted).unwrap();
+    assert_eq!(got.targets, &targets[..]);
+    assert_close_per_sample("explain", got.relevance, &relevance, n, 1e-4);
+    let samples = || input.chunks_exact(M::INPUT_LEN);
+    let target = lrp::Target::Class(2);
+    let want: Vec<f32> =
+        samples().flat_map(|x| model.gradient_x_input(&mut ws, x, target).unwrap().relevance.to_vec()).collect();
+    let got = gpu.gradient_x_input_batch(&mut gws, &input, n, target).unwrap();
+    assert_close_per_sample("gradient x input", got.relevance, &want, n, 1e-4);
+    let given = values(n * M::CLASSES, 4, 1.0);
+    let want: Vec<f32> = samples()
+        .zip(given.chunks_exact(M::CLASSES))
+        .flat_map(|(x, r)| model.explain_from(&mut ws, x, r).unwrap().relevance.to_vec())
+        .collect();
+    let got = gpu.explain_from_batch(&mut gws, &input, n, &given).unwrap();
+    assert_close_per_sample("explain_from", got.relevance, &want, n, 1e-4);
+}
+
+#[test]
+fn every_kernel_runs_in_a_model_and_agrees_with_the_cpu() {
+    check(&PoolingCnn::from_bytes(&random_weights(PoolingCnn::TENSORS)).unwrap(), 3);
+    check(&SignedMlp::from_bytes(&random_weights(SignedMlp::TENSORS)).unwrap(), 4);
+    let never: Vec<&str> = launch_counts().into_iter().filter(|(_, c)| *c == 0).map(|(n, _)| n).collect();
+    assert!(never.is_empty(), "kernels no GPU model launched: {never:?}");
+    println!("every one of {} kernels ran in a GPU model", launch_counts().len());
+}
+
+/// Misuse of a GPU model is an error that says what is wrong, never a panic.
+#[test]
+fn bad_calls_are_errors() {
+    let model = SignedMlp::from_bytes(&random_weights(SignedMlp::TENSORS)).unwrap();
+    let gpu = model.to_gpu(&common::gpu_device()).unwrap();
+    let mut ws = gpu.workspace(2).unwrap();
+    let x = values(3 * 10, 5, 1.0);
+    let e = gpu.predict_batch(&mut ws, &x, 3).unwrap_err();
+    assert!(matches!(e, lrp::Error::BatchCapacity { capacity: 2, requested: 3 }), "{e}");
+    assert!(gpu.predict_batch(&mut ws, &x[..19], 2).is_err());
+    let mut bad = x[..10].to_vec();
+    bad[4] = f32::NAN;
+    assert!(gpu.predict_batch(&mut ws, &bad, 1).unwrap_err().to_string().contains("NaN"));
+    let e = gpu.explain_batch(&mut ws, &x[..10], 1, lrp::Target::Class(4)).unwrap_err();
+    assert!(matches!(e, lrp::Error::TargetOutOfRange { target: 4, classes: 4 }), "{e}");
+    assert!(gpu.explain_from_batch(&mut ws, &x[..10], 1, &[1.0, f32::INFINITY, 0.0, 0.0]).is_err());
+    // A huge capacity is an error, not an abort.
+    assert!(gpu.workspace(usize::MAX / 2).is_err());
+}
