@@ -1,10 +1,11 @@
 //! Single-precision matrix product `C = alpha A B + beta C` over strided views (transposes cost
-//! nothing): [`gemm`], allocation-free on top of [`super::sgemm`] and split over the threads of
+//! nothing): [`gemm`], allocation-free on top of [`super::sgemm`] (where our kernels run; see
+//! its module docs for the `matrixmultiply` route) and split over the threads of
 //! [`super::parallel`] when large, and the `matrixmultiply` reference it is measured against.
 
 use super::im2col::ConvCols;
 use super::parallel;
-use super::sgemm::{Operand, PackBuffers, Split, distinct_elements, in_bounds, sgemm, sgemm_oriented};
+use super::sgemm::{Isa, Operand, PackBuffers, Split, distinct_elements, in_bounds, sgemm, sgemm_oriented};
 use std::cell::RefCell;
 
 /// A read-only strided matrix: element (i, j) is `data[i * rs + j * cs]`.
@@ -63,15 +64,16 @@ impl<'a> MatMut<'a> {
 
 /// `C = alpha A B + beta C` for `A: m x k`, `B: k x n`, `C: m x n`, by [`super::sgemm`] with
 /// each thread's packing buffers (allocated once per thread, see [`prepare_thread`]), so it
-/// never allocates after that. A product of [`parallel::SPLIT_MIN_WORK`] multiply-adds or more
-/// is cut into disjoint blocks of C computed at once on [`parallel::num_threads`] threads.
+/// never allocates after that (except on the `matrixmultiply` route, see [`super::sgemm`]). A
+/// product of [`parallel::SPLIT_MIN_WORK`] multiply-adds or more is cut into disjoint blocks of
+/// C computed at once on [`parallel::num_threads`] threads.
 ///
 /// Panics if the views' dimensions disagree or a view reaches past its slice (its last index
 /// computed with checked arithmetic, so no stride wraps around); generated code only passes
 /// views whose sizes the compiler checked, so this never fires on user input.
 pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) {
     let work = c.rows.saturating_mul(c.cols).saturating_mul(a.cols);
-    match Split::new(alpha, a, b, beta, c, parallel::parts_for(work)) {
+    match Split::new(Isa::best(), alpha, a, b, beta, c, parallel::parts_for(work)) {
         Ok(split) => parallel::run(split.parts(), &|part| with_thread_pack(|pack| split.run_part(part, pack))),
         Err((a, b, c)) => with_thread_pack(|pack| sgemm(alpha, a, b, beta, c, pack)),
     }
@@ -130,7 +132,7 @@ pub fn gemm_shared_rhs<const N: usize>(alpha: f32, a: [MatRef<'_>; N], b: MatRef
 fn oriented<A: Operand, const N: usize>(alpha: f32, a: A, b: [MatRef<'_>; N], beta: f32, c: [MatMut<'_>; N]) {
     let each = |c: &MatMut<'_>| c.rows.saturating_mul(c.cols).saturating_mul(a.depth());
     let work = c.iter().map(each).fold(0usize, usize::saturating_add);
-    match Split::oriented(a, b, c, alpha, beta, parallel::parts_for(work)) {
+    match Split::oriented(Isa::best(), a, b, c, alpha, beta, parallel::parts_for(work)) {
         Ok(split) => parallel::run(split.parts(), &|part| with_thread_pack(|pack| split.run_part(part, pack))),
         Err(c) => with_thread_pack(|pack| sgemm_oriented(alpha, a, b, beta, c, pack)),
     }
@@ -165,7 +167,8 @@ pub(crate) fn prepare_thread_buffers() {
 }
 
 /// The same product by `matrixmultiply::sgemm`, the reference `benches`/examples compare
-/// [`gemm`] against (it allocates its packing buffer on every call).
+/// [`gemm`] against (it allocates its packing buffer on every call): [`super::sgemm`]'s
+/// `matrixmultiply` route, on one thread.
 ///
 /// Panics if the views' dimensions disagree, a view reaches past its slice (the last element's
 /// index computed with checked arithmetic, so huge strides are refused rather than wrapped), or
@@ -178,44 +181,7 @@ pub fn gemm_matrixmultiply(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, 
     assert!(b.in_bounds(), "gemm: B out of bounds");
     assert!(c.in_bounds(), "gemm: C out of bounds");
     assert!(distinct_elements(c.rows, c.cols, c.rs, c.cs), "gemm: elements of C overlap");
-    if c.rows == 0 || c.cols == 0 {
-        return;
-    }
-    if a.cols == 0 {
-        // matrixmultiply handles k = 0 too, but make the beta-only case explicit.
-        for i in 0..c.rows {
-            for j in 0..c.cols {
-                let v = &mut c.data[i * c.rs + j * c.cs];
-                *v = if beta == 0.0 { 0.0 } else { beta * *v };
-            }
-        }
-        return;
-    }
-    // A stride along an extent of 2 or more is at most the slice length (checked above), so it
-    // fits `isize`; along an extent of 1 it never multiplies a non-zero index, so 0 will do.
-    let stride = |extent: usize, s: usize| if extent > 1 { s as isize } else { isize::try_from(s).unwrap_or(0) };
-    // SAFETY: the asserts above check, overflow-proof, that every element (i, j) the three views
-    // address lies inside its slice (so each stride passed is exact: see `stride`), and that the
-    // elements of C are distinct, as matrixmultiply requires; `c` is borrowed mutably, so it
-    // does not alias `a` or `b`.
-    unsafe {
-        matrixmultiply::sgemm(
-            c.rows,
-            a.cols,
-            c.cols,
-            alpha,
-            a.data.as_ptr(),
-            stride(a.rows, a.rs),
-            stride(a.cols, a.cs),
-            b.data.as_ptr(),
-            stride(b.rows, b.rs),
-            stride(b.cols, b.cs),
-            beta,
-            c.data.as_mut_ptr(),
-            stride(c.rows, c.rs),
-            stride(c.cols, c.cs),
-        );
-    }
+    super::sgemm::sgemm_on(Isa::Matrixmultiply, alpha, a, b, beta, c, &mut PackBuffers::empty());
 }
 
 #[cfg(test)]

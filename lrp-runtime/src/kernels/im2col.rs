@@ -250,6 +250,20 @@ impl<'a> ConvCols<'a> {
         assert!(lo <= hi && hi <= self.count, "conv cols: rows {lo}..{hi} of {}", self.count);
         ConvCols { first: self.first + lo, count: hi - lo, ..self }
     }
+
+    /// Writes the view out transposed, as [`im2col`] would for these channels and positions:
+    /// `dst[t positions + p] = cols^T[p, t]` for tap `t` and position `p`. Panics if `dst` is
+    /// shorter than `taps * positions`.
+    pub(crate) fn unfold(&self, dst: &mut [f32]) {
+        let per_channel = self.g.kernel[0] * self.g.kernel[1] * self.count;
+        if per_channel == 0 {
+            return;
+        }
+        let range = (self.first, self.count);
+        for (c, rows) in dst[..self.channels * per_channel].chunks_exact_mut(per_channel).enumerate() {
+            im2col_channel(&self.g, self.input, c, range, rows);
+        }
+    }
 }
 
 /// Unfolds `input [C, H, W]` into `cols [C kh kw, oh ow]` (row-major), zeros for padding. Each
@@ -267,34 +281,42 @@ pub fn im2col(g: &Conv2dGeom, input: &[f32], cols: &mut [f32]) {
     let work = cols.len().saturating_mul(super::parallel::ELEMENTWISE_COST);
     super::parallel::for_each_piece(cols, channel_len, work, &|start, piece| {
         for (i, rows) in piece.chunks_exact_mut(channel_len).enumerate() {
-            im2col_channel(g, input, start / channel_len + i, rows);
+            im2col_channel(g, input, start / channel_len + i, (0, g.col_cols()), rows);
         }
     });
 }
 
-/// The `kh kw` rows of `cols` that channel `c` unfolds into.
-fn im2col_channel(g: &Conv2dGeom, input: &[f32], c: usize, rows: &mut [f32]) {
-    let (oh, ow) = (g.out_h(), g.out_w());
-    let n = oh * ow;
+/// The `kh kw` rows of `cols` that channel `c` of `input` unfolds into, over the output
+/// positions `first..first + count` (rows of `count`).
+fn im2col_channel(g: &Conv2dGeom, input: &[f32], c: usize, (first, count): (usize, usize), rows: &mut [f32]) {
+    let ow = g.out_w();
+    if count == 0 {
+        return;
+    }
     for ki in 0..g.kernel[0] {
         for kj in 0..g.kernel[1] {
-            let row = ki * g.kernel[1] + kj;
+            let row = &mut rows[(ki * g.kernel[1] + kj) * count..][..count];
             let (lo, hi, x0) = valid_columns(g, kj);
-            for oy in 0..oh {
-                let out = &mut rows[row * n + oy * ow..row * n + (oy + 1) * ow];
+            for oy in first / ow..=(first + count - 1) / ow {
+                // The output columns of row `oy` in view, `a..b`, and those reading the image.
+                let a = first.max(oy * ow) - oy * ow;
+                let b = (first + count).min((oy + 1) * ow) - oy * ow;
+                let out = &mut row[oy * ow + a - first..oy * ow + b - first];
+                let (l, h) = (lo.clamp(a, b), hi.clamp(a, b));
                 let y = (oy * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0] as isize;
-                if y < 0 || y >= g.in_h as isize || lo >= hi {
+                if y < 0 || y >= g.in_h as isize || l >= h {
                     out.fill(0.0);
                     continue;
                 }
                 let src = &input[(c * g.in_h + y as usize) * g.in_w..][..g.in_w];
-                out[..lo].fill(0.0);
-                out[hi..].fill(0.0);
+                let x = x0 + (l - lo) * g.stride[1];
+                out[..l - a].fill(0.0);
+                out[h - a..].fill(0.0);
                 if g.stride[1] == 1 {
-                    out[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
+                    out[l - a..h - a].copy_from_slice(&src[x..x + (h - l)]);
                 } else {
-                    for (o, x) in out[lo..hi].iter_mut().zip((x0..).step_by(g.stride[1])) {
-                        *o = src[x];
+                    for (o, xi) in out[l - a..h - a].iter_mut().zip((x..).step_by(g.stride[1])) {
+                        *o = src[xi];
                     }
                 }
             }
@@ -429,6 +451,37 @@ mod tests {
             let lhs: f64 = cols.iter().zip(&y).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
             let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
             assert!((lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()), "{g:?}: {lhs} vs {rhs}");
+        }
+    }
+
+    #[test]
+    fn unfolded_positions_equal_columns_of_naive_im2col() {
+        // Strided, dilated and padded; views of some channels and of position ranges that start
+        // and end inside output rows, span several, or hold one position.
+        let cases = [
+            geom(3, 7, 5, [3, 2], [2, 1], [1, 1], [1, 2]),
+            geom(2, 6, 9, [3, 3], [1, 1], [1, 1], [1, 1]),
+            geom(4, 5, 4, [1, 1], [1, 1], [0, 0], [1, 1]),
+        ];
+        for g in cases {
+            let x: Vec<f32> = (0..g.in_len()).map(|i| (i as f32 * 0.7).cos()).collect();
+            let cols = naive_im2col(&g, &x);
+            let (p, ow, kk) = (g.col_cols(), g.out_w(), g.kernel[0] * g.kernel[1]);
+            for (c0, channels) in [(0, g.in_channels), (1, g.in_channels - 1)] {
+                let all = ConvCols::new(&g, &x, c0, channels);
+                for (lo, hi) in [(0, p), (1, p - 2), (ow - 1, 2 * ow + 1), (p / 2, p / 2 + 1), (p, p)] {
+                    let n = hi - lo;
+                    let mut got = vec![f32::NAN; channels * kk * n];
+                    all.positions_range(lo, hi).unfold(&mut got);
+                    for (t, row) in got.chunks_exact(n.max(1)).enumerate() {
+                        let want = &cols[(c0 * kk + t) * p + lo..][..n];
+                        assert!(
+                            row.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{g:?} {lo}..{hi} tap {t}"
+                        );
+                    }
+                }
+            }
         }
     }
 

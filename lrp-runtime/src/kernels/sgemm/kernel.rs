@@ -115,7 +115,8 @@ fn update_scalar(acc: &[f32], mr: usize, alpha: f32, beta: f32, c: CTile<'_>) {
 // Portable kernel
 // ---------------------------------------------------------------------------------------------
 
-/// Plain-Rust kernel, `8 x 4`: the fallback on every target.
+/// Plain-Rust kernel, `8 x 4`: the reference the packed driver is tested with on every target.
+/// No CPU runs it: where neither SIMD kernel applies, products go to [`matrixmultiply`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Portable;
 
@@ -138,6 +139,49 @@ impl MicroKernel<P_MR, P_NR> for Portable {
             }
         }
         update_scalar(&acc, P_MR, alpha, beta, c);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `matrixmultiply` crate
+// ---------------------------------------------------------------------------------------------
+
+/// `C = alpha A B + beta C` on a whole tile `c` of any size (`A: mu x k`, `B: k x nu`) by
+/// `matrixmultiply::sgemm`: its own packing, allocated on every call, and its own kernels (NEON
+/// on aarch64, AVX/SSE on x86). `beta == 0` overwrites C. Panics if the shapes disagree or `A`
+/// or `B` reach past their slices (checked arithmetic).
+pub(crate) fn matrixmultiply(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: CTile<'_>) {
+    assert!(a.rows == c.mu && b.cols == c.nu && a.cols == b.rows, "matrixmultiply: dimension mismatch");
+    let inside = |m: &MatRef<'_>| super::in_bounds(m.rows, m.cols, m.rs, m.cs, m.data.len());
+    assert!(inside(&a) && inside(&b), "matrixmultiply: operand out of bounds");
+    // Along an extent of 2 or more, a stride is below its slice's length (`in_bounds`, or the
+    // `CTile` contract: one allocation), so it fits `isize`; along an extent of 1 it never
+    // multiplies a non-zero index, so 0 will do.
+    let stride = |extent: usize, s: usize| if extent > 1 { s as isize } else { isize::try_from(s).unwrap_or(0) };
+    let (ars, acs) = (stride(a.rows, a.rs), stride(a.cols, a.cs));
+    let (brs, bcs) = (stride(b.rows, b.rs), stride(b.cols, b.cs));
+    // SAFETY: every element of A and B lies inside its slice (asserted above, overflow-proof),
+    // and each stride passed is exact (see `stride`). `CTile` guarantees that every `c.ptr + i +
+    // j ldc` (`i < mu`, `j < nu`) is valid for reads and writes and used by nobody else while
+    // `c` lives, and that its columns do not overlap (`ldc >= mu`, or one column): the elements
+    // of C are distinct, as matrixmultiply requires, and alias neither A nor B.
+    unsafe {
+        ::matrixmultiply::sgemm(
+            c.mu,
+            a.cols,
+            c.nu,
+            alpha,
+            a.data.as_ptr(),
+            ars,
+            acs,
+            b.data.as_ptr(),
+            brs,
+            bcs,
+            beta,
+            c.ptr,
+            1,
+            stride(c.nu, c.ldc),
+        );
     }
 }
 

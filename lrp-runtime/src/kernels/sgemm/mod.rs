@@ -23,6 +23,13 @@
 //!
 //! Packing space lives in [`PackBuffers`], allocated once by the caller, so [`sgemm`] itself
 //! never touches the heap.
+//!
+//! Which kernels run a product is decided in one place, `dispatch`, from `Isa::best`: ours on
+//! x86-64 with AVX-512 or AVX2+FMA, otherwise (aarch64, older x86, or everywhere with the feature
+//! `matrixmultiply`) the `matrixmultiply` crate's, one call per product (or per part of a product
+//! split over threads) on the same strided views. That route allocates on every call (its packing space,
+//! and the columns of a convolution, which it needs materialised), and products sharing an
+//! operand share no packing; results still do not depend on the number of threads.
 
 mod kernel;
 mod operand;
@@ -42,13 +49,19 @@ pub(crate) use operand::Operand;
 /// Largest `MR * NR` of any kernel: the stack tile for a `C` with no unit stride.
 const TILE_CAP: usize = 512;
 
+/// The unit a [`Split`] cuts a product into under `matrixmultiply`: a multiple of its kernels'
+/// tiles (at most 16 x 16) dividing its blocks (64 rows, 1024 columns), so every part has the
+/// whole product's tiles (a full tile and a ragged one round `alpha A B + beta C` differently).
+const MATRIXMULTIPLY_UNIT: usize = 16;
+
 /// Floats of padding so the packed panels can start on a 64-byte boundary.
 const ALIGN_PAD: usize = 64 / size_of::<f32>();
 
 /// Packing space for [`sgemm`], reusable across calls; [`PackBuffers::new`] allocates once.
 ///
 /// Holds a `KC x MC` block of `A` and a `KC x NC` block of `B` for the largest blocking of any
-/// micro-kernel, aligned to 64 bytes: about 3.6 MiB.
+/// micro-kernel, aligned to 64 bytes: about 3.6 MiB. Empty where products go to
+/// `matrixmultiply`, which packs into buffers of its own.
 pub struct PackBuffers {
     buf: Vec<f32>,
     /// Index of the first 64-byte-aligned float of `buf`.
@@ -56,8 +69,18 @@ pub struct PackBuffers {
 }
 
 impl PackBuffers {
-    /// Allocates the packing panels (the only allocation `sgemm` ever needs).
+    /// Allocates the packing panels (the only allocation `sgemm` ever needs on our kernels);
+    /// allocates nothing where this CPU's products go to `matrixmultiply`.
     pub fn new() -> Self {
+        if matches!(Isa::best(), Isa::Matrixmultiply) { Self::empty() } else { Self::allocated() }
+    }
+
+    /// No packing space yet: [`Self::split`] allocates it when our kernels first need it.
+    pub(crate) const fn empty() -> Self {
+        PackBuffers { buf: Vec::new(), start: 0 }
+    }
+
+    fn allocated() -> Self {
         let buf = vec![0.0f32; PACK_A_LEN + PACK_B_LEN + ALIGN_PAD];
         let start = buf.as_ptr().align_offset(64);
         // `align_offset` may refuse (usize::MAX); unaligned panels are only slower, not wrong.
@@ -71,8 +94,11 @@ impl PackBuffers {
         PACK_A_LEN + PACK_B_LEN
     }
 
-    /// The `A` and `B` packing areas.
+    /// The `A` and `B` packing areas (allocated now if they were not).
     fn split(&mut self) -> (&mut [f32], &mut [f32]) {
+        if self.buf.is_empty() {
+            *self = Self::allocated();
+        }
         self.buf[self.start..self.start + PACK_A_LEN + PACK_B_LEN].split_at_mut(PACK_A_LEN)
     }
 }
@@ -89,14 +115,18 @@ impl fmt::Debug for PackBuffers {
     }
 }
 
-/// The micro-kernel family in use.
+/// Who runs a product: one of our micro-kernel families, packed by [`blocked`], or the
+/// `matrixmultiply` crate.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Isa {
     #[cfg(target_arch = "x86_64")]
     Avx512(Avx512),
     #[cfg(target_arch = "x86_64")]
     Avx2Fma(Avx2Fma),
+    /// Only in tests: the reference for the driver on every target.
+    #[cfg_attr(not(test), allow(dead_code))]
     Portable(Portable),
+    Matrixmultiply,
 }
 
 impl Isa {
@@ -111,15 +141,17 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma(k) => dims(k),
             Isa::Portable(k) => dims(k),
+            Isa::Matrixmultiply => (MATRIXMULTIPLY_UNIT, MATRIXMULTIPLY_UNIT),
         }
     }
 
-    /// The fastest kernel this CPU runs, detected once.
+    /// The kernels this CPU runs, detected once: ours with AVX-512 or AVX2+FMA, otherwise (and
+    /// always with the feature `matrixmultiply`) `matrixmultiply`'s.
     pub(crate) fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
-            {
+            if !cfg!(feature = "matrixmultiply") {
                 if let Some(k) = Avx512::detect() {
                     return Isa::Avx512(k);
                 }
@@ -127,12 +159,27 @@ impl Isa {
                     return Isa::Avx2Fma(k);
                 }
             }
-            Isa::Portable(Portable)
+            Isa::Matrixmultiply
         })
     }
 }
 
-/// `C = alpha A B + beta C` for `A: m x k`, `B: k x n`, `C: m x n`, never allocating.
+/// Which kernels run the matrix products on this CPU: `"avx512"` or `"avx2+fma"` (ours,
+/// allocation-free once [`PackBuffers`] exist) or `"matrixmultiply"` (the crate's, allocating on
+/// every call).
+pub fn kernels_in_use() -> &'static str {
+    match Isa::best() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512(_) => "avx512",
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma(_) => "avx2+fma",
+        Isa::Portable(_) => "portable",
+        Isa::Matrixmultiply => "matrixmultiply",
+    }
+}
+
+/// `C = alpha A B + beta C` for `A: m x k`, `B: k x n`, `C: m x n`, never allocating on our
+/// kernels (under `matrixmultiply`, see the module docs, every call allocates).
 ///
 /// `beta == 0` overwrites `C` (NaN in `C` does not propagate); `k == 0` gives `beta C`.
 /// Same contract as [`super::gemm::gemm`]: panics if the dimensions disagree or a view reaches
@@ -206,7 +253,7 @@ fn oriented_on<A: Operand, const N: usize>(
         c.into_iter().for_each(|c| scale(beta, c));
         return;
     }
-    run_blocked(isa, alpha, a, &b, beta, &mut c.map(Output::new), pack);
+    dispatch(isa, alpha, a, &b, beta, &mut c.map(Output::new), pack);
 }
 
 /// Panics unless every `A B_q` is defined and has the shape of `C_q`, all `C_q` have one shape,
@@ -225,8 +272,9 @@ fn orient<'a, 'c>(a: MatRef<'a>, b: MatRef<'a>, c: MatMut<'c>) -> (MatRef<'a>, M
     if c.rs != 1 && c.cs == 1 { (b.t(), a.t(), c.t()) } else { (a, b, c) }
 }
 
-/// [`blocked`] with the kernel family `isa`.
-fn run_blocked<A: Operand>(
+/// The one point where a product goes to our kernels ([`blocked`] with the family `isa`) or to
+/// `matrixmultiply` ([`via_matrixmultiply`]): `out[q] = alpha A b[q] + beta out[q]`, `k >= 1`.
+fn dispatch<A: Operand>(
     isa: Isa,
     alpha: f32,
     a: A,
@@ -241,6 +289,19 @@ fn run_blocked<A: Operand>(
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma(k) => blocked(k, alpha, a, b, beta, out, pack),
         Isa::Portable(k) => blocked(k, alpha, a, b, beta, out, pack),
+        Isa::Matrixmultiply => via_matrixmultiply(alpha, a, b, beta, out),
+    }
+}
+
+/// `outs[q] = alpha A b[q] + beta outs[q]` by `matrixmultiply`, one call per `B` on the whole
+/// of each C (or of this part's window); `A` is materialised first when it is a convolution's
+/// columns. Allocates: the columns, and each call its packing space.
+fn via_matrixmultiply<A: Operand>(alpha: f32, a: A, b: &[MatRef<'_>], beta: f32, outs: &mut [Output<'_>]) {
+    let mut scratch = Vec::new();
+    let a = a.matrix(&mut scratch);
+    for (b, out) in b.iter().zip(outs) {
+        let multiply = |beta, tile: CTile<'_>| kernel::matrixmultiply(alpha, a, *b, beta, tile);
+        out.write((0, a.rows), (0, b.cols), beta, a.rows, multiply);
     }
 }
 
@@ -266,13 +327,14 @@ impl<'a> Split<'a> {
     /// The most parts a product is cut into.
     pub(crate) const MAX_PARTS: usize = 64;
 
-    /// Cuts the product into `parts` (at most [`Split::MAX_PARTS`]) parts, each at least one
-    /// kernel tile wide. Gives the views back when it is not worth it or not possible:
+    /// Cuts the product into `parts` (at most [`Split::MAX_PARTS`]) parts for `isa`, each at
+    /// least one kernel tile wide. Gives the views back when it is not worth it or not possible:
     /// `parts <= 1`, an empty depth, a C that is a single row or column (the matrix-vector
     /// kernels' case) or too small to cut, or a C whose elements do not lie in separate
     /// columns (no unit stride, or overlapping columns); [`sgemm`] then does it on one thread.
     #[allow(clippy::result_large_err)] // the views given back are not an error
     pub(crate) fn new(
+        isa: Isa,
         alpha: f32,
         a: MatRef<'a>,
         b: MatRef<'a>,
@@ -283,7 +345,8 @@ impl<'a> Split<'a> {
         check_views(&a, &b, &c);
         let transposed = c.rs != 1 && c.cs == 1;
         let (oa, ob, oc) = orient(a, b, c);
-        Split::oriented(oa, [ob], [oc], alpha, beta, parts).map_err(|[c]| (a, b, if transposed { c.t() } else { c }))
+        Split::oriented(isa, oa, [ob], [oc], alpha, beta, parts)
+            .map_err(|[c]| (a, b, if transposed { c.t() } else { c }))
     }
 }
 
@@ -293,6 +356,7 @@ impl<'a, A: Operand, const N: usize> Split<'a, A, N> {
     /// dimensions disagree or a `B` or `C` reaches past its slice (checked arithmetic: the parts
     /// write C through raw pointers).
     pub(crate) fn oriented(
+        isa: Isa,
         a: A,
         b: [MatRef<'a>; N],
         c: [MatMut<'a>; N],
@@ -303,7 +367,6 @@ impl<'a, A: Operand, const N: usize> Split<'a, A, N> {
         // The parts write C through raw pointers: its bounds are checked here, overflow-proof.
         check_shared_left(&a, &b, &c, "sgemm split");
         let Some(first) = c.first() else { return Err(c) };
-        let isa = Isa::best();
         let (mr, nr) = isa.tile();
         let (rows, cols) = (first.rows, first.cols);
         let by_rows = rows >= cols;
@@ -344,7 +407,7 @@ impl<'a, A: Operand, const N: usize> Split<'a, A, N> {
             (self.a, self.b.map(|b| b.t().sub_rows(lo, hi).t()), Window { rows: (0, rows), cols: (lo, hi - lo) })
         };
         let mut outs: [Output<'_>; N] = std::array::from_fn(|q| Output::shared(&self.c[q], window));
-        run_blocked(self.isa, self.alpha, a, &b, self.beta, &mut outs, pack);
+        dispatch(self.isa, self.alpha, a, &b, self.beta, &mut outs, pack);
     }
 }
 
@@ -553,18 +616,34 @@ impl<'a> Output<'a> {
     fn tile<const MR: usize, const NR: usize, K: MicroKernel<MR, NR>>(
         &mut self,
         kern: &K,
-        (i0, mu): (usize, usize),
-        (j0, nu): (usize, usize),
+        rows: (usize, usize),
+        cols: (usize, usize),
         kc: usize,
         ap: &[f32],
         bp: &[f32],
         alpha: f32,
         beta: f32,
     ) {
+        self.write(rows, cols, beta, MR, |beta, tile| kern.tile(kc, ap, bp, alpha, beta, tile));
+    }
+
+    /// `C[i0.., j0..]` (`mu x nu`) `= X + beta C`, where `run(beta', t)` computes `t = X + beta' t`
+    /// on a tile: C's own when its columns are contiguous and apart (or in this part's window),
+    /// otherwise a staging tile of `stage_rows >= mu` rows (on the heap past [`TILE_CAP`])
+    /// added into C element by element.
+    #[inline(always)]
+    fn write(
+        &mut self,
+        (i0, mu): (usize, usize),
+        (j0, nu): (usize, usize),
+        beta: f32,
+        stage_rows: usize,
+        run: impl FnOnce(f32, CTile<'_>),
+    ) {
         match &mut self.dest {
             Dest::Whole { c, direct: true } => {
                 let cs = c.cs;
-                kern.tile(kc, ap, bp, alpha, beta, CTile::in_slice(&mut c.data[i0 + j0 * cs..], mu, nu, cs));
+                run(beta, CTile::in_slice(&mut c.data[i0 + j0 * cs..], mu, nu, cs));
             }
             Dest::Shared { c, window } => {
                 assert!(
@@ -574,13 +653,20 @@ impl<'a> Output<'a> {
                 // SAFETY: the tile lies in this part's window (asserted above), which no other
                 // part of the split writes, and it is used only for this call.
                 let tile = unsafe { c.tile((window.rows.0 + i0, mu), (window.cols.0 + j0, nu)) };
-                kern.tile(kc, ap, bp, alpha, beta, tile);
+                run(beta, tile);
             }
             Dest::Whole { c, direct: false } => {
-                // No unit stride, or overlapping columns: through the stack tile.
-                let tile = &mut self.tile[..MR * NR];
-                kern.tile(kc, ap, bp, alpha, 0.0, CTile::in_slice(tile, MR, nu, MR));
-                for (j, col) in tile.chunks_exact(MR).take(nu).enumerate() {
+                // No unit stride, or overlapping columns: through the staging tile.
+                let mut heap = Vec::new();
+                let len = stage_rows * nu;
+                let stage = if len <= TILE_CAP {
+                    &mut self.tile[..len]
+                } else {
+                    heap.resize(len, 0.0);
+                    &mut heap[..]
+                };
+                run(0.0, CTile::in_slice(stage, stage_rows, nu, stage_rows));
+                for (j, col) in stage.chunks_exact(stage_rows).take(nu).enumerate() {
                     for (i, &t) in col[..mu].iter().enumerate() {
                         let dst = &mut c.data[(i0 + i) * c.rs + (j0 + j) * c.cs];
                         *dst = if beta == 0.0 { t } else { beta * *dst + t };
@@ -594,10 +680,12 @@ impl<'a> Output<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::im2col::{Conv2dGeom, ConvCols, geom, im2col};
 
-    /// Every kernel family this CPU runs; the SIMD ones are named so a missing one is visible.
+    /// Every kernel family this CPU runs, and `matrixmultiply`; the SIMD ones are named so a
+    /// missing one is visible.
     fn isas() -> Vec<Isa> {
-        let mut v = vec![Isa::Portable(Portable)];
+        let mut v = vec![Isa::Portable(Portable), Isa::Matrixmultiply];
         #[cfg(target_arch = "x86_64")]
         {
             match Avx2Fma::detect() {
@@ -658,8 +746,9 @@ mod tests {
         Isa(Isa),
         /// The public [`sgemm`].
         Public,
-        /// A [`Split`] into this many parts, run one after the other in reverse order.
-        Split(usize),
+        /// A [`Split`] for this family into this many parts, run one after the other in
+        /// reverse order.
+        Split(Isa, usize),
     }
 
     impl From<Isa> for Via {
@@ -708,7 +797,7 @@ mod tests {
         PACK.with_borrow_mut(|pack| match via {
             Via::Isa(isa) => sgemm_on(isa, alpha, a, b, beta, c, pack),
             Via::Public => sgemm(alpha, a, b, beta, c, pack),
-            Via::Split(parts) => match Split::new(alpha, a, b, beta, c, parts) {
+            Via::Split(isa, parts) => match Split::new(isa, alpha, a, b, beta, c, parts) {
                 Ok(split) => {
                     assert_eq!(split.parts(), parts, "{m}x{k}x{n} split");
                     // Out of order, as threads may run them.
@@ -751,10 +840,12 @@ mod tests {
     fn split_parts_cover_c_exactly_once() {
         // Tall C (cut by rows in the kernels' orientation) and wide C (cut by columns), both
         // orientations of C, ragged edges, beta, and depths over one KC block.
-        for (shape, parts) in [((301, 70, 37), 2), ((37, 70, 301), 3), ((170, 500, 64), 5), ((64, 9, 97), 2)] {
-            for lc in [Layout::RowMajor, Layout::ColMajor, Layout::ColPadded] {
-                check(Via::Split(parts), shape, Layout::RowMajor, Layout::ColMajor, lc, 1.0, 0.0);
-                check(Via::Split(parts), shape, Layout::ColMajor, Layout::RowMajor, lc, -0.5, 1.5);
+        for isa in isas() {
+            for (shape, parts) in [((301, 70, 37), 2), ((37, 70, 301), 3), ((170, 500, 64), 5), ((64, 9, 97), 2)] {
+                for lc in [Layout::RowMajor, Layout::ColMajor, Layout::ColPadded] {
+                    check(Via::Split(isa, parts), shape, Layout::RowMajor, Layout::ColMajor, lc, 1.0, 0.0);
+                    check(Via::Split(isa, parts), shape, Layout::ColMajor, Layout::RowMajor, lc, -0.5, 1.5);
+                }
             }
         }
     }
@@ -762,18 +853,25 @@ mod tests {
     #[test]
     fn split_results_equal_unsplit_ones_bitwise() {
         // Every element is summed in the same order however the product is cut, so results do
-        // not depend on the number of threads.
-        for (m, k, n) in [(301, 700, 37), (37, 700, 301)] {
-            let (a, b) = (values(m * k, 1), values(k * n, 2));
-            let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
-            let mut whole = vec![0.0f32; m * n];
-            let mut pack = PackBuffers::new();
-            sgemm(1.0, am, bm, 0.0, MatMut::row_major(&mut whole, m, n), &mut pack);
-            for parts in [2, 3, 4] {
-                let mut cut = vec![0.0f32; m * n];
-                let split = Split::new(1.0, am, bm, 0.0, MatMut::row_major(&mut cut, m, n), parts).ok().unwrap();
-                (0..split.parts()).for_each(|part| split.run_part(part, &mut pack));
-                assert!(whole.iter().zip(&cut).all(|(x, y)| x.to_bits() == y.to_bits()), "{m}x{k}x{n} in {parts}");
+        // not depend on the number of threads; with beta (matrixmultiply rounds `alpha A B +
+        // beta C` differently in full and ragged tiles) and without.
+        let mut pack = PackBuffers::new();
+        for isa in isas() {
+            for ((m, k, n), alpha, beta) in
+                [((301, 700, 37), 1.0, 0.0), ((37, 700, 301), 1.0, 0.0), ((301, 70, 45), 0.7, 1.3)]
+            {
+                let (a, b, c) = (values(m * k, 1), values(k * n, 2), values(m * n, 3));
+                let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+                let mut whole = c.clone();
+                sgemm_on(isa, alpha, am, bm, beta, MatMut::row_major(&mut whole, m, n), &mut pack);
+                for parts in [2, 3, 4] {
+                    let mut cut = c.clone();
+                    let split = Split::new(isa, alpha, am, bm, beta, MatMut::row_major(&mut cut, m, n), parts);
+                    let split = split.ok().unwrap();
+                    (0..split.parts()).for_each(|part| split.run_part(part, &mut pack));
+                    let same = whole.iter().zip(&cut).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{isa:?} {m}x{k}x{n} in {parts}");
+                }
             }
         }
     }
@@ -783,11 +881,12 @@ mod tests {
         let (a, b) = (vec![1.0f32; 64 * 64], vec![1.0f32; 64 * 64]);
         let mut c = vec![0.0f32; 64 * 64 * 4];
         let (am, bm) = (MatRef::row_major(&a, 64, 64), MatRef::row_major(&b, 64, 64));
-        assert!(Split::new(1.0, am, bm, 0.0, MatMut::row_major(&mut c[..4096], 64, 64), 1).is_err(), "one part");
+        let isa = Isa::best();
+        assert!(Split::new(isa, 1.0, am, bm, 0.0, MatMut::row_major(&mut c[..4096], 64, 64), 1).is_err(), "one part");
         let strided = MatMut { data: &mut c, rows: 64, cols: 64, rs: 128, cs: 2 };
-        assert!(Split::new(1.0, am, bm, 0.0, strided, 2).is_err(), "no unit stride");
+        assert!(Split::new(isa, 1.0, am, bm, 0.0, strided, 2).is_err(), "no unit stride");
         let row = MatMut::row_major(&mut c[..64], 1, 64);
-        assert!(Split::new(1.0, MatRef::row_major(&a[..64], 1, 64), bm, 0.0, row, 2).is_err(), "a vector");
+        assert!(Split::new(isa, 1.0, MatRef::row_major(&a[..64], 1, 64), bm, 0.0, row, 2).is_err(), "a vector");
     }
 
     #[test]
@@ -798,7 +897,8 @@ mod tests {
         let (a, b) = (vec![1.0f32; 128 * 8], vec![1.0f32; 8 * 5]);
         let mut c = vec![0.0f32; 128 * 5];
         let c = MatMut { data: &mut c, rows: 128, cols: 5, rs: 1, cs: (1 << 62) + 1 };
-        let _ = Split::oriented(MatRef::row_major(&a, 128, 8), [MatRef::row_major(&b, 8, 5)], [c], 1.0, 0.0, 2);
+        let (a, b) = (MatRef::row_major(&a, 128, 8), MatRef::row_major(&b, 8, 5));
+        let _ = Split::oriented(Isa::best(), a, [b], [c], 1.0, 0.0, 2);
     }
 
     #[test]
@@ -824,7 +924,7 @@ mod tests {
         let (a, b) = (vec![1.0f32; 128 * 8], vec![1.0f32; 8 * 128]);
         let mut c = vec![0.0f32; 128 * 128];
         let (am, bm) = (MatRef::row_major(&a, 128, 8), MatRef::row_major(&b, 8, 128));
-        let split = Split::new(1.0, am, bm, 0.0, MatMut::row_major(&mut c, 128, 128), 2).ok().unwrap();
+        let split = Split::new(Isa::best(), 1.0, am, bm, 0.0, MatMut::row_major(&mut c, 128, 128), 2).ok().unwrap();
         let mut pack = PackBuffers::new();
         split.run_part(1, &mut pack);
         split.run_part(1, &mut pack);
@@ -928,6 +1028,73 @@ mod tests {
         }
     }
 
+    /// `C_q^T = cols^T W_q^T` (the kernels' orientation of `conv_gemm_many`) for two weights
+    /// sharing the implicit `im2col` operand, on `isa` whole or cut into `parts` (run in reverse):
+    /// every element against a float64 product with the materialised columns.
+    fn check_conv(isa: Isa, g: &Conv2dGeom, cout: usize, parts: Option<usize>, (alpha, beta): (f32, f32)) {
+        let (k, p) = (g.col_rows(), g.col_cols());
+        let x = values(g.in_len(), 5);
+        let mut cols = vec![0.0; k * p];
+        im2col(g, &x, &mut cols);
+        let w = [values(cout * k, 6), values(cout * k, 7)];
+        let wt = w.each_ref().map(|w| MatRef::row_major(w, cout, k).t());
+        let old = values(cout * p, 8);
+        let mut c = [old.clone(), old.clone()];
+        let a = ConvCols::new(g, &x, 0, g.in_channels);
+        let outs = c.each_mut().map(|c| MatMut::row_major(c, cout, p).t());
+        PACK.with_borrow_mut(|pack| match parts {
+            None => oriented_on(isa, alpha, a, wt, beta, outs, pack),
+            Some(parts) => {
+                let split = Split::oriented(isa, a, wt, outs, alpha, beta, parts).expect("split");
+                assert_eq!(split.parts(), parts, "{g:?}");
+                (0..parts).rev().for_each(|part| split.run_part(part, pack));
+            }
+        });
+        for (q, (c, w)) in c.iter().zip(&w).enumerate() {
+            for (idx, &got) in c.iter().enumerate() {
+                let (o, pos) = (idx / p, idx % p);
+                let prods = (0..k).map(|t| cols[t * p + pos] as f64 * w[o * k + t] as f64);
+                let (dot, mag) = prods.fold((0.0, 0.0), |(d, m), v| (d + v, m + v.abs()));
+                let old = beta as f64 * old[idx] as f64;
+                let want = alpha as f64 * dot + old;
+                let tol = 4.0 * (k as f64 + 2.0) * f32::EPSILON as f64 * (alpha.abs() as f64 * mag + old.abs());
+                let case = format!("{isa:?} {parts:?} {g:?} product {q} ({o}, {pos})");
+                assert!((got as f64 - want).abs() <= tol + 1e-30, "{case}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn conv_columns_shared_by_several_products() {
+        // Strided, dilated and padded; a convolution cut by positions and one (more output
+        // channels than positions) cut by channels, every part unfolding its own columns.
+        let convs = [
+            (geom(3, 13, 11, [3, 3], [1, 1], [1, 1], [1, 1]), 5, 3),
+            (geom(4, 9, 40, [3, 5], [2, 1], [2, 0], [1, 2]), 7, 2),
+            (geom(16, 20, 20, [3, 3], [1, 1], [1, 1], [1, 1]), 40, 4),
+            (geom(8, 5, 5, [3, 3], [1, 1], [1, 1], [1, 1]), 64, 2),
+        ];
+        for isa in isas() {
+            for (g, cout, parts) in &convs {
+                for scales in [(1.0, 0.0), (0.5, 1.5)] {
+                    check_conv(isa, g, *cout, None, scales);
+                    check_conv(isa, g, *cout, Some(*parts), scales);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matrixmultiply_runs_where_ours_have_no_simd_kernel_or_the_feature_asks() {
+        #[cfg(target_arch = "x86_64")]
+        let ours = Avx512::detect().is_some() || Avx2Fma::detect().is_some();
+        #[cfg(not(target_arch = "x86_64"))]
+        let ours = false;
+        let want = cfg!(feature = "matrixmultiply") || !ours;
+        assert_eq!(matches!(Isa::best(), Isa::Matrixmultiply), want);
+        assert_eq!(kernels_in_use() == "matrixmultiply", want);
+    }
+
     #[test]
     fn matches_matrixmultiply_wrapper() {
         let (m, k, n) = (70, 300, 45);
@@ -958,7 +1125,10 @@ mod tests {
 
     #[test]
     fn pack_buffers_hold_every_blocking() {
-        let pack = PackBuffers::new();
+        let mut pack = PackBuffers::new();
+        // Allocated at once for our kernels, only when they first pack under matrixmultiply.
+        assert_eq!(pack.buf.is_empty(), matches!(Isa::best(), Isa::Matrixmultiply));
+        let _ = pack.split();
         assert_eq!(pack.len(), PACK_A_LEN + PACK_B_LEN);
         assert!(pack.buf.len() >= pack.start + pack.len());
         assert_eq!(pack.buf[pack.start..].as_ptr() as usize % 64, 0, "panels not 64-byte aligned");

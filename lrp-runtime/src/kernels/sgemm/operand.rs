@@ -27,6 +27,10 @@ pub(crate) trait Operand: Copy + Sync {
 
     /// Rows `lo..hi` (`lo < hi <= rows`).
     fn sub_rows(self, lo: usize, hi: usize) -> Self;
+
+    /// `A` as a strided matrix, for kernels that read one (`matrixmultiply`): itself, or its
+    /// elements written into `scratch` (a convolution's columns, materialised).
+    fn matrix<'s>(&'s self, scratch: &'s mut Vec<f32>) -> MatRef<'s>;
 }
 
 impl Operand for MatRef<'_> {
@@ -57,6 +61,10 @@ impl Operand for MatRef<'_> {
     fn sub_rows(self, lo: usize, hi: usize) -> Self {
         MatRef { data: &self.data[lo * self.rs..], rows: hi - lo, ..self }
     }
+
+    fn matrix<'s>(&'s self, _scratch: &'s mut Vec<f32>) -> MatRef<'s> {
+        *self
+    }
 }
 
 impl Operand for ConvCols<'_> {
@@ -86,5 +94,15 @@ impl Operand for ConvCols<'_> {
 
     fn sub_rows(self, lo: usize, hi: usize) -> Self {
         self.positions_range(lo, hi)
+    }
+
+    /// The positions' columns unfolded into `scratch` (`taps x positions`, row-major, so `A`
+    /// is its transpose); allocates.
+    fn matrix<'s>(&'s self, scratch: &'s mut Vec<f32>) -> MatRef<'s> {
+        let (rows, depth) = (self.positions(), self.taps());
+        scratch.clear();
+        scratch.resize(rows * depth, 0.0);
+        self.unfold(scratch);
+        MatRef { data: scratch, rows, cols: depth, rs: 1, cs: rows }
     }
 }
