@@ -33,7 +33,7 @@ macro_rules! cnn_config {
         #[test]
         fn $test() {
             check(concat!("rel.", $config), |ws_cap| {
-                let model = $model::load_strict(WEIGHTS).expect("weights load");
+                let model = $model::load_strict(common::fixture(WEIGHTS)).expect("weights load");
                 let mut ws = model.workspace(ws_cap).unwrap();
                 let cases = Cases::load(CASES);
                 let e = model
@@ -49,7 +49,7 @@ macro_rules! cnn_config {
         mod $test {
             #[test]
             fn on_the_gpu_backend() {
-                let model = super::$model::load_strict(super::WEIGHTS).expect("weights load");
+                let model = super::$model::load_strict(super::common::fixture(super::WEIGHTS)).expect("weights load");
                 super::common::check_gpu_model(&model, &super::Cases::load(super::CASES), concat!("rel.", $config));
             }
         }

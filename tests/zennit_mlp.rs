@@ -22,7 +22,7 @@ macro_rules! mlp_config {
         #[test]
         fn $test() {
             let cases = Cases::load(CASES);
-            let model = $model::load_strict(WEIGHTS).expect("weights load");
+            let model = $model::load_strict(common::fixture(WEIGHTS)).expect("weights load");
             let n = cases.batch();
             let mut ws = model.workspace(n).unwrap();
             let e = model.explain_batch(&mut ws, cases.get("input"), n, lrp::Target::Predicted).expect("explain");
@@ -38,7 +38,7 @@ macro_rules! mlp_config {
         mod $test {
             #[test]
             fn on_the_gpu_backend() {
-                let model = super::$model::load_strict(super::WEIGHTS).expect("weights load");
+                let model = super::$model::load_strict(super::common::fixture(super::WEIGHTS)).expect("weights load");
                 super::common::check_gpu_model(&model, &super::Cases::load(super::CASES), concat!("rel.", $config));
             }
         }

@@ -10,8 +10,20 @@ pub struct Cases {
     pub target: Vec<usize>,
 }
 
+/// A fixture's path: with `LRP_FIXTURES_DIR` set, everything up to and including
+/// `/tests/fixtures` in `path` is replaced by that folder (binaries built here and run on
+/// another machine, see `tools/gpu_check.sh`); else `path` itself.
+pub fn fixture(path: &str) -> String {
+    const MARK: &str = "/tests/fixtures";
+    match (std::env::var("LRP_FIXTURES_DIR"), path.find(MARK)) {
+        (Ok(dir), Some(at)) if !dir.is_empty() => format!("{}{}", dir.trim_end_matches('/'), &path[at + MARK.len()..]),
+        _ => path.to_string(),
+    }
+}
+
 impl Cases {
     pub fn load(path: &str) -> Cases {
+        let path = &fixture(path);
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid fixture");
         let mut f32s = HashMap::new();
