@@ -215,6 +215,100 @@ pub(super) fn check_pooling(dev: &Device) {
     check("adaptive_avgpool_gradient", &rib, &ri);
 }
 
+/// Every kernel of `graph.cu` and `sets.cu` (through their modules' checks) and of
+/// `batchnorm.cu` against the CPU, once each.
+pub(super) fn check_graph_kernels(dev: &Device) {
+    ops::graph::tests::check_kernels(dev);
+    ops::sets::tests::check_kernels(dev);
+    let cpu = crate::layers::BatchNorm::from_stats("bn", &[0.5, -2.0], &[0.1, 0.3], &[1.0, -1.0], &[0.25, 4.0], 1e-5);
+    let (cpu, (n, spatial, len)) = (cpu.unwrap(), (2, 5, 20));
+    let bn = layers::GpuBatchNorm::upload(dev, &cpu).unwrap();
+    let (x, r) = (values(len, 30), values(len, 31));
+    let (mut y, mut r_in, mut g_in) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+    cpu.forward(&x, n, spatial, &mut y).unwrap();
+    cpu.relevance(&x, &y, &r, n, spatial, 1e-6, &mut r_in).unwrap();
+    cpu.gradient(&r, n, spatial, &mut g_in).unwrap();
+    let (xb, rb) = (dev.upload("x", &x).unwrap(), dev.upload("r", &r).unwrap());
+    let mut out = [(); 3].map(|_| dev.zeros("out", len).unwrap());
+    let [yb, rib, gib] = &mut out;
+    bn.forward(dev, &xb, n, spatial, yb).unwrap();
+    bn.relevance(dev, &xb, yb, &rb, n, spatial, 1e-6, rib).unwrap();
+    bn.gradient(dev, &rb, n, spatial, gib).unwrap();
+    for ((what, b), want) in
+        ["batchnorm_forward", "batchnorm_relevance", "batchnorm_gradient"].iter().zip(&out).zip([y, r_in, g_in])
+    {
+        assert_close(what, &dev.download(b).unwrap(), &want);
+    }
+}
+
+/// Every kernel of `recurrent.cu`, through the layers that launch them: an LSTM and a GRU (two
+/// stacked bidirectional layers, LRP-prop, mean output; forward, relevance and gradient) and an
+/// embedding, against the CPU layers.
+pub(super) fn check_recurrent(dev: &Device) {
+    use crate::layers::{CellParams, Embedding, Gru, Lstm, ProductRule, RecurrentGeom, SeqOutput};
+    use layers::{GpuEmbedding, GpuRecurrent, RecurrentScratch};
+    let (steps, input, hidden) = (3, 4, 3);
+    let geom = RecurrentGeom {
+        input_size: input,
+        hidden_size: hidden,
+        num_layers: 2,
+        bidirectional: true,
+        output: SeqOutput::Mean,
+    };
+    let scaled = |n: usize, salt: usize, by: f32| values(n, salt).iter().map(|v| v / by).collect::<Vec<f32>>();
+    let (x, seed) = (scaled(steps * input, 40, 4.0), values(geom.out_len(), 41));
+    let close = |what: &str, got: &[f32], want: &[f32]| {
+        let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+        let e = got.iter().zip(want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs())) / scale;
+        assert!(got.len() == want.len() && e <= 1e-4, "{what}: relative error {e}");
+    };
+    for gates in [4, 3] {
+        let rows = gates * hidden;
+        let params: Vec<CellParams> = (0..4)
+            .map(|i| CellParams {
+                w_ih: scaled(rows * geom.layer_input(i / 2), 42 + i, 8.0),
+                w_hh: scaled(rows * hidden, 50 + i, 8.0),
+                b_ih: Some(scaled(rows, 60 + i, 8.0)),
+                b_hh: Some(scaled(rows, 70 + i, 8.0)),
+            })
+            .collect();
+        let (mut trace, mut y, mut scratch) = (vec![0.0; 1000], vec![0.0; geom.out_len()], vec![0.0; 1000]);
+        let (mut r_in, mut g_in) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        macro_rules! cpu {
+            ($layer:expr) => {{
+                let mut l = $layer.unwrap();
+                l.set_rule(ProductRule::Prop, 0.01).unwrap();
+                l.forward(&x, steps, &mut trace, &mut y).unwrap();
+                l.relevance(&x, steps, &trace, &seed, &mut r_in, &mut scratch).unwrap();
+                l.gradient(&x, steps, &trace, &seed, &mut g_in, &mut scratch).unwrap();
+                l
+            }};
+        }
+        let gpu = match gates {
+            4 => GpuRecurrent::from_lstm(dev, &cpu!(Lstm::new("lstm", geom, params))),
+            _ => GpuRecurrent::from_gru(dev, &cpu!(Gru::new("gru", geom, params))),
+        }
+        .unwrap();
+        let mut ws = RecurrentScratch::new(dev, steps, &[&gpu]).unwrap();
+        let (xb, sb) = (dev.upload("x", &x).unwrap(), dev.upload("seed", &seed).unwrap());
+        let mut tb = dev.zeros("trace", gpu.trace_len(steps).unwrap()).unwrap();
+        let (mut yb, mut rb) = (dev.zeros("y", y.len()).unwrap(), dev.zeros("r_in", x.len()).unwrap());
+        gpu.forward(dev, (&xb, 0), steps, (&mut tb, 0), (&mut yb, 0), &mut ws).unwrap();
+        close("recurrent forward", &dev.download(&yb).unwrap(), &y);
+        gpu.relevance(dev, (&xb, 0), steps, (&tb, 0), (&sb, 0), (&mut rb, 0), &mut ws).unwrap();
+        close("recurrent relevance", &dev.download(&rb).unwrap(), &r_in);
+        gpu.gradient(dev, (&xb, 0), steps, (&tb, 0), (&sb, 0), (&mut rb, 0), &mut ws).unwrap();
+        close("recurrent gradient", &dev.download(&rb).unwrap(), &g_in);
+    }
+    let cpu = Embedding::new("emb", 5, 3, values(15, 43)).unwrap();
+    let tokens = [4, 0, 2, 4];
+    let mut want = vec![0.0; 12];
+    cpu.forward(&tokens, &mut want).unwrap();
+    let (mut ids, mut out) = (GpuEmbedding::ids_buffer(dev, 4).unwrap(), dev.zeros("out", 12).unwrap());
+    GpuEmbedding::upload(dev, &cpu).unwrap().forward(dev, &tokens, &mut ids, (&mut out, 0)).unwrap();
+    assert_eq!(dev.download(&out).unwrap(), want, "embedding_forward");
+}
+
 #[test]
 fn rule_parts_match_the_naive_version() {
     check_rule_parts(&device());
@@ -246,6 +340,8 @@ fn every_kernel_is_launched_by_a_unit_test() {
     check_rule_parts(&dev);
     check_columns(&dev);
     check_pooling(&dev);
+    check_graph_kernels(&dev);
+    check_recurrent(&dev);
     let never: Vec<&str> = launch_counts().into_iter().filter(|(_, c)| *c == 0).map(|(n, _)| n).collect();
     assert!(never.is_empty(), "kernels never launched by a unit test: {never:?}");
 }

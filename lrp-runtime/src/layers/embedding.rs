@@ -48,6 +48,12 @@ impl Embedding {
         self.embedding_dim
     }
 
+    /// The layer's name and its table `[num_embeddings, embedding_dim]` (the GPU layer uploads it).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn table(&self) -> (&str, &[f32]) {
+        (&self.name, &self.weight)
+    }
+
     /// `out[t] = weight[tokens[t]]`, `out` `[tokens.len(), embedding_dim]`; a token id out of
     /// range (`>= num_embeddings`) is an error naming its position, found before any offset is
     /// computed, and `tokens.len() * embedding_dim` is checked.

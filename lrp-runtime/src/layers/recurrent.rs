@@ -399,6 +399,12 @@ impl<C: Cell> Recurrent<C> {
         self.lrp.rule
     }
 
+    /// Every cell's weights, layer-major, direction-minor (the GPU layers upload them).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cells(&self) -> &[CellWeights] {
+        &self.cells
+    }
+
     pub fn epsilon(&self) -> f32 {
         self.lrp.eps
     }
@@ -956,6 +962,12 @@ macro_rules! recurrent_layer {
 
             pub fn geom(&self) -> &RecurrentGeom {
                 self.core.geom()
+            }
+
+            /// Every cell's weights, layer-major, direction-minor (the GPU layers upload them).
+            #[cfg(feature = "cuda")]
+            pub(crate) fn cells(&self) -> &[CellWeights] {
+                self.core.cells()
             }
 
             /// The product rule (default [`ProductRule::All`]).

@@ -48,14 +48,21 @@ pub struct LinearScratch {
 }
 
 impl LinearScratch {
-    /// Scratch for the layers `layers`, for `capacity` samples.
-    pub fn new(device: &Device, capacity: usize, layers: &[&GpuLinear]) -> Result<Self> {
-        let max = |f: fn(&LinearKind) -> usize| layers.iter().map(|l| f(&l.kind)).max().unwrap_or(0);
-        let (max_in, max_out) = (max(LinearKind::in_len), max(LinearKind::out_len));
-        let columns = max(|k| match k {
-            LinearKind::Conv2d(g) => g.col_rows().saturating_mul(g.col_cols()),
-            LinearKind::Dense { .. } => 0,
-        });
+    /// Scratch for `layers`, each `(layer, rows)` called on `rows` rows per sample (a `Linear`
+    /// applied to every row of `[rows, in_features]`; else 1), for `capacity` samples.
+    pub fn new(device: &Device, capacity: usize, layers: &[(&GpuLinear, usize)]) -> Result<Self> {
+        let max = |f: &dyn Fn(&LinearKind) -> usize| {
+            layers.iter().map(|(l, rows)| f(&l.kind).saturating_mul(*rows)).max().unwrap_or(0)
+        };
+        let (max_in, max_out) = (max(&LinearKind::in_len), max(&LinearKind::out_len));
+        let columns = layers
+            .iter()
+            .map(|(l, _)| match l.kind {
+                LinearKind::Conv2d(g) => g.col_rows().saturating_mul(g.col_cols()),
+                LinearKind::Dense { .. } => 0,
+            })
+            .max()
+            .unwrap_or(0);
         let len = |per: usize| {
             capacity.checked_mul(per).ok_or_else(|| Error::SizeOverflow { what: "GPU linear scratch".into() })
         };
@@ -391,7 +398,7 @@ mod tests {
         cpu.gradient(&r_out, n, &mut g_in, &mut cpu_scratch).unwrap();
 
         let gpu = GpuLinear::upload(&device, &cpu).unwrap();
-        let mut scratch = LinearScratch::new(&device, n, &[&gpu]).unwrap();
+        let mut scratch = LinearScratch::new(&device, n, &[(&gpu, 1)]).unwrap();
         let (xb, rb) = (device.upload("x", &x).unwrap(), device.upload("r_out", &r_out).unwrap());
         let (mut zb, mut ab) = (device.zeros("z", n * outl).unwrap(), device.zeros("a", n * outl).unwrap());
         gpu.forward_relu(&device, &xb, n, (&mut zb, &mut ab), &mut scratch).unwrap();

@@ -11,7 +11,10 @@ use crate::error::{Error, Result};
 use crate::rules::{InputMod, Mask};
 
 pub mod conv;
+pub mod graph;
 pub mod pool;
+pub mod recurrent;
+pub mod sets;
 
 /// `0..n` of `buffer`, checked.
 pub(crate) fn first(buffer: &DeviceBuffer, n: usize) -> Result<std::ops::Range<usize>> {
