@@ -41,6 +41,44 @@ lrp::network! {
     }
 }
 
+lrp::network! {
+    /// Sums with a shortcut (a fan-out), a concatenation, Tanh and Sigmoid.
+    Branchy(input = [6], composite = Epsilon(0.01)) {
+        stem: { Linear(6, 8), ReLU },
+        Sum {
+            main: { Linear(8, 8), ReLU, Linear(8, 8) },
+            {},
+        },
+        ReLU,
+        Concat(dim = 0) {
+            left: { Linear(8, 4), Sigmoid },
+            right: { Tanh, Linear(8, 3) },
+        },
+        head: Linear(7, 3),
+    }
+}
+
+lrp::network! {
+    /// A row-wise Linear, an explicit BatchNorm1d over its rows, a transpose, a 1-d convolution.
+    Rows(input = [5, 8], composite = Epsilon(0.01)) {
+        fc1: Linear(8, 6), bn: BatchNorm1d(5), ReLU,
+        Transpose(0, 1), conv: Conv1d(6, 4, kernel_size = 3), ReLU,
+        Flatten, fc2: Linear(12, 3),
+    }
+}
+
+lrp::network! {
+    /// A Relation Network of one input: objects, their pairs, a Linear on every pair, the set sum.
+    Relations(input = [3, 3, 2], composite = Alpha1Beta0) {
+        feats: { Conv2d(3, 4, kernel_size = 1), ReLU },
+        objects: Objects,
+        pairs: Pairs(objects),
+        g: { Linear(12, 6), ReLU },
+        total: SetSum,
+        head: Linear(6, 3),
+    }
+}
+
 /// Random weights (BatchNorm variances positive).
 fn random_weights(tensors: &[(&str, &[usize])]) -> Vec<u8> {
     let data: Vec<Vec<f32>> = tensors
@@ -91,6 +129,11 @@ fn check<M: lrp::TensorModel + ToGpu>(model: &M, n: usize) {
 fn every_kernel_runs_in_a_model_and_agrees_with_the_cpu() {
     check(&PoolingCnn::from_bytes(&random_weights(PoolingCnn::TENSORS)).unwrap(), 3);
     check(&SignedMlp::from_bytes(&random_weights(SignedMlp::TENSORS)).unwrap(), 4);
+    check(&Branchy::from_bytes(&random_weights(Branchy::TENSORS)).unwrap(), 3);
+    check(&Rows::from_bytes(&random_weights(Rows::TENSORS)).unwrap(), 2);
+    check(&Relations::from_bytes(&random_weights(Relations::TENSORS)).unwrap(), 3);
+    check_several_inputs();
+    check_token_models();
     let never: Vec<&str> = launch_counts().into_iter().filter(|(_, c)| *c == 0).map(|(n, _)| n).collect();
     assert!(never.is_empty(), "kernels no GPU model launched: {never:?}");
     println!("every one of {} kernels ran in a GPU model", launch_counts().len());
@@ -114,4 +157,125 @@ fn bad_calls_are_errors() {
     assert!(gpu.explain_from_batch(&mut ws, &x[..10], 1, &[1.0, f32::INFINITY, 0.0, 0.0]).is_err());
     // A huge capacity is an error, not an abort.
     assert!(gpu.workspace(usize::MAX / 2).is_err());
+}
+
+lrp::network! {
+    /// Two inputs through towers, concatenated.
+    Towers(inputs(a = [6], b = [3]), composite = Epsilon(0.01)) {
+        left: a -> { Linear(6, 4), ReLU },
+        right: b -> { Linear(3, 4), Tanh },
+        joined: Concat(left, right, dim = 0),
+        head: Linear(8, 2),
+    }
+}
+
+lrp::network! {
+    /// A Relation Network: objects of an image, their pairs with a question vector.
+    QuestionRn(inputs(image = [3, 2, 2], q = [3]), composite = Epsilon(0.01)) {
+        objects: image -> Objects,
+        pairs: Pairs(objects, q),
+        g: { Linear(13, 8), ReLU, Linear(8, 8), ReLU },
+        total: SetSum,
+        f: { Linear(8, 8), ReLU, Linear(8, 3) },
+    }
+}
+
+/// A model of several inputs on the GPU against the CPU: logits, targets, each input's
+/// explanation and the coordinates' relevance, for explain and gradient x input.
+macro_rules! check_inputs {
+    ($model:ident, $input:expr, $n:expr, [$($field:ident),*], [$($coords:ident),*]) => {{
+        let model = $model::from_bytes(&random_weights($model::TENSORS)).unwrap();
+        let gpu = model.to_gpu(&common::gpu_device()).unwrap();
+        let (mut gws, mut ws) = (gpu.workspace($n).unwrap(), model.workspace($n).unwrap());
+        let input = $input;
+        let want = model.explain_batch(&mut ws, &input, $n, lrp::Target::Predicted).unwrap();
+        let got = gpu.explain_batch(&mut gws, &input, $n, lrp::Target::Predicted).unwrap();
+        $(
+            assert_eq!(got.$field.targets, want.$field.targets);
+            assert_rel_close("logits", got.$field.logits, want.$field.logits, 1e-5);
+            assert_close_per_sample(stringify!($field), got.$field.relevance, want.$field.relevance, $n, 1e-4);
+        )*
+        $( assert_close_per_sample(stringify!($coords), got.$coords, want.$coords, $n, 1e-4); )*
+        let want = model.gradient_x_input_batch(&mut ws, &input, $n, lrp::Target::Class(1)).unwrap();
+        let got = gpu.gradient_x_input_batch(&mut gws, &input, $n, lrp::Target::Class(1)).unwrap();
+        $( assert_close_per_sample(stringify!($field), got.$field.relevance, want.$field.relevance, $n, 1e-4); )*
+        $( assert_close_per_sample(stringify!($coords), got.$coords, want.$coords, $n, 1e-4); )*
+    }};
+}
+
+/// Models of several inputs: each input's relevance and the coordinates' relevance.
+fn check_several_inputs() {
+    let (a, b) = (values(2 * 6, 7, 1.0), values(2 * 3, 8, 1.0));
+    check_inputs!(Towers, TowersInput { a: &a, b: &b }, 2, [a, b], []);
+    let (image, q) = (values(3 * 12, 9, 1.0), values(3 * 3, 10, 1.0));
+    check_inputs!(QuestionRn, QuestionRnInput { image: &image, q: &q }, 3, [image, q], [objects_coordinates]);
+}
+
+lrp::network! {
+    /// A bidirectional two-layer LSTM (LRP-all) with a head of two dense layers.
+    LstmText(input = tokens, composite = Epsilon(0.01)) {
+        embedding: Embedding(11, 5),
+        lstm: LSTM(5, 6, num_layers = 2, bidirectional = true, rule = LrpAll(epsilon = 0.001)),
+        head: { Linear(12, 8), ReLU, Linear(8, 3) },
+    }
+}
+
+lrp::network! {
+    /// A GRU (LRP-half) with a residual head.
+    GruText(input = tokens, composite = Epsilon(0.01)) {
+        embedding: Embedding(9, 4),
+        gru: GRU(4, 5, rule = LrpHalf(epsilon = 0.001)),
+        Sum { block: { Linear(5, 5), ReLU, Linear(5, 5) }, {} },
+        head: Linear(5, 2),
+    }
+}
+
+/// A token model on the GPU against the CPU: each sequence's logits, LRP relevance, given
+/// output relevance and gradient x input, and the batch of sequences of different lengths.
+macro_rules! check_tokens {
+    ($model:ident, $vocab:expr) => {{
+        let model = $model::from_bytes(&random_weights($model::TENSORS)).unwrap();
+        let gpu = model.to_gpu(&common::gpu_device()).unwrap();
+        let (mut gws, mut ws) = (gpu.workspace(9, 3).unwrap(), model.workspace(9, 3).unwrap());
+        let seqs: [Vec<usize>; 3] =
+            [(0..7).map(|t| (t * 5 + 1) % $vocab).collect(), vec![2], (0..9).map(|t| (t * 3) % $vocab).collect()];
+        let refs: Vec<&[usize]> = seqs.iter().map(Vec::as_slice).collect();
+        let want = model.explain_batch(&mut ws, &refs, lrp::Target::Predicted).unwrap();
+        let (logits, targets, relevance) = (want.logits.to_vec(), want.targets.to_vec(), want.relevance.to_vec());
+        let got = gpu.explain_batch(&mut gws, &refs, lrp::Target::Predicted).unwrap();
+        assert_eq!(got.targets, &targets[..]);
+        assert_eq!(got.lengths, &[7, 1, 9][..]);
+        assert_rel_close("logits", got.logits, &logits, 1e-5);
+        assert_close_per_sample("relevance of the batch", got.relevance, &relevance, 1, 1e-4);
+        for tokens in &refs {
+            let want = model.explain(&mut ws, tokens, lrp::Target::Class(1)).unwrap().relevance.to_vec();
+            assert_close_per_sample(
+                "explain",
+                gpu.explain(&mut gws, tokens, lrp::Target::Class(1)).unwrap().relevance,
+                &want,
+                1,
+                1e-4,
+            );
+            let want = model.gradient_x_input(&mut ws, tokens, lrp::Target::Class(0)).unwrap().relevance.to_vec();
+            let got = gpu.gradient_x_input(&mut gws, tokens, lrp::Target::Class(0)).unwrap();
+            assert_close_per_sample("gradient x input", got.relevance, &want, 1, 1e-4);
+            let given = values($model::CLASSES, 12, 1.0);
+            let want = model.explain_from(&mut ws, tokens, &given).unwrap().relevance.to_vec();
+            assert_close_per_sample(
+                "explain_from",
+                gpu.explain_from(&mut gws, tokens, &given).unwrap().relevance,
+                &want,
+                1,
+                1e-4,
+            );
+        }
+        assert!(gpu.predict(&mut gws, &[$vocab]).is_err(), "a token id out of range is an error");
+        assert!(gpu.predict(&mut gws, &[0; 10]).is_err(), "a sequence longer than max_len is an error");
+    }};
+}
+
+/// Token models: an LSTM and a GRU, each with a head.
+fn check_token_models() {
+    check_tokens!(LstmText, 11);
+    check_tokens!(GruText, 9);
 }

@@ -346,8 +346,17 @@ fn split_commas(tokens: TokenStream) -> Vec<Vec<TokenTree>> {
 /// `Err` on a panic or an expansion that is not Rust.
 fn check(text: &str) -> Result<bool, String> {
     let lit = syn::LitStr::new("specs/fuzz.lrp", Span::call_site());
-    if catch_unwind(AssertUnwindSafe(|| drop(expand::compile_file(&lit, text)))).is_err() {
+    let Ok(net) = catch_unwind(AssertUnwindSafe(|| expand::compile_file(&lit, text))) else {
         return Err("compile_file panicked".into());
+    };
+    // The GPU model's generator, whatever the features (the macro runs it only with `cuda`).
+    if let Ok(net) = net {
+        let Ok(gpu) = catch_unwind(AssertUnwindSafe(|| crate::codegen::generate_gpu(&net))) else {
+            return Err("the GPU generator panicked".into());
+        };
+        if let Err(e) = syn::parse2::<syn::File>(gpu) {
+            return Err(format!("the GPU generator gave invalid Rust ({e})"));
+        }
     }
     let Ok(tokens) = text.parse::<TokenStream>() else { return Ok(false) };
     let derived = derive_of(&tokens);

@@ -13,7 +13,7 @@
 //! network runs on the batch; going back, each sample's relevance reaching the recurrent
 //! layer's output continues to its embedded tokens, back to back.
 
-use super::plan::{Buf, Plan, RunInput, act_ident, buffer_init, buffer_init_with};
+use super::plan::{Backend, Buf, Plan, RunInput, act_ident, buffer_init, buffer_init_with};
 use super::{len, model, overflow, steps};
 use crate::ir::{InputKind, Network, Op, Src};
 use proc_macro2::TokenStream;
@@ -159,7 +159,8 @@ fn run_inputs(net: &Network) -> Vec<RunInput> {
 /// The model, its workspace, and `impl lrp::Model` (and `lrp::TensorModel`) for it.
 pub(super) fn generate(net: &Network) -> TokenStream {
     let first = sequence_layers(net);
-    let Some(plan) = Plan::new(&net.layers[first..], first, run_inputs(net), true) else {
+    let Some(plan) = Plan::new(&net.layers[first..], first, run_inputs(net), Backend::Cpu { share_denominators: true })
+    else {
         // The shape pass refuses a network that computes nothing.
         return syn::Error::new(net.name.span(), "the network computes nothing").to_compile_error();
     };

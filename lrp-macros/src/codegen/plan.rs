@@ -73,6 +73,15 @@ pub(super) struct RunInput {
     pub expr: TokenStream,
 }
 
+/// What a plan is for: the CPU backend (`share_denominators`: `explain`'s forward pass computes
+/// the convolutions' first denominators, [`Plan::denominator`]), or the GPU backend, which
+/// neither shares denominators nor runs a `Linear` on the `Pairs` it reads without them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Backend {
+    Cpu { share_denominators: bool },
+    Gpu,
+}
+
 /// The buffers of a run of feed-forward layers (a whole network, or the head after a
 /// recurrent layer). Layer `j` of the run is layer `offset + j` of the network.
 pub(super) struct Plan<'a> {
@@ -86,6 +95,8 @@ pub(super) struct Plan<'a> {
     pub logits: Ident,
     /// Workspace fields (besides the fixed ones) and their initialisers.
     pub fields: Vec<TokenStream>,
+    /// The `f32` buffers among them and their elements per sample (what a GPU workspace holds).
+    pub buffers: Vec<(Ident, usize)>,
     pub inits: Vec<TokenStream>,
     /// Scratch elements the linear layers need for `capacity` samples.
     pub scratch: TokenStream,
@@ -94,6 +105,8 @@ pub(super) struct Plan<'a> {
     /// Convolutions compute their rule's first denominator in the forward pass of `explain`
     /// ([`Plan::denominator`]).
     share_denominators: bool,
+    /// A `Linear` alone reading `Pairs` runs on the objects and the vector ([`Plan::fused_pairs`]).
+    fuse_pairs: bool,
 }
 
 /// Whether a convolution's rule has a first denominator that is one product with the layer's
@@ -105,15 +118,9 @@ fn shares_denominator(layer: &Layer) -> bool {
 }
 
 impl<'a> Plan<'a> {
-    /// The plan of `layers` (network indices from `offset`) reading `inputs`; `None` when
-    /// nothing in the run or before it computes anything. `share_denominators`: `explain`'s
-    /// forward pass computes the convolutions' first denominators ([`Plan::denominator`]).
-    pub fn new(
-        layers: &'a [Layer],
-        offset: usize,
-        inputs: Vec<RunInput>,
-        share_denominators: bool,
-    ) -> Option<Plan<'a>> {
+    /// The plan of `layers` (network indices from `offset`) reading `inputs` for `backend`;
+    /// `None` when nothing in the run or before it computes anything.
+    pub fn new(layers: &'a [Layer], offset: usize, inputs: Vec<RunInput>, backend: Backend) -> Option<Plan<'a>> {
         let mut plan = Plan {
             layers,
             offset,
@@ -121,10 +128,12 @@ impl<'a> Plan<'a> {
             outs: Vec::with_capacity(layers.len()),
             logits: act_ident(0),
             fields: Vec::new(),
+            buffers: Vec::new(),
             inits: Vec::new(),
             scratch: TokenStream::new(),
             input_rels: Vec::new(),
-            share_denominators,
+            share_denominators: backend == Backend::Cpu { share_denominators: true },
+            fuse_pairs: backend != Backend::Gpu,
         };
         for (i, layer) in (offset..).zip(layers) {
             let out = match layer.inputs.first() {
@@ -143,8 +152,13 @@ impl<'a> Plan<'a> {
     /// The fields holding the activations, the relevance of each input and each fan-out, the
     /// max-pooling winners, and the linear layers' scratch.
     fn workspace_buffers(&mut self) {
-        let (mut fields, mut inits, mut scratch_terms) = (Vec::new(), Vec::new(), Vec::new());
-        let mut add = |id: Ident, ty: TokenStream, per_item: usize| {
+        let (mut fields, mut inits, mut scratch_terms, mut buffers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // `indices`: a `u32` buffer (max-pooling's winners), else `f32`.
+        let mut add = |id: Ident, indices: bool, per_item: usize| {
+            let ty = if indices { quote!(u32) } else { quote!(f32) };
+            if !indices {
+                buffers.push((id.clone(), per_item));
+            }
             fields.push(quote!(#id: ::std::vec::Vec<#ty>));
             inits.push(buffer_init(&id, quote!(capacity), per_item));
         };
@@ -152,24 +166,24 @@ impl<'a> Plan<'a> {
             // Pairs a Linear reads without them are never made.
             if self.is_fused_pairs(i) {
                 for (p, &src) in layer.inputs.iter().enumerate() {
-                    add(self.edge_ident(i, p), quote!(f32), len(self.shape(src)));
+                    add(self.edge_ident(i, p), false, len(self.shape(src)));
                 }
                 continue;
             }
-            add(act_ident(i), quote!(f32), len(&layer.out_shape));
+            add(act_ident(i), false, len(&layer.out_shape));
             if writes_back(&layer.op) && self.fused_pairs(i).is_none() {
                 for (p, &src) in layer.inputs.iter().enumerate() {
-                    add(self.edge_ident(i, p), quote!(f32), len(self.shape(src)));
+                    add(self.edge_ident(i, p), false, len(self.shape(src)));
                 }
             }
             if matches!(layer.op, Op::MaxPool2d(_)) {
-                add(idx_ident(i), quote!(u32), len(&layer.out_shape));
+                add(idx_ident(i), true, len(&layer.out_shape));
             }
             if layer.op == Op::Objects {
-                add(coords_ident(i), quote!(f32), layer.out_shape.first().copied().unwrap_or(0).saturating_mul(2));
+                add(coords_ident(i), false, layer.out_shape.first().copied().unwrap_or(0).saturating_mul(2));
             }
             if self.share_denominators && shares_denominator(layer) {
-                add(format_ident!("den_{}", i), quote!(f32), len(&layer.out_shape));
+                add(format_ident!("den_{}", i), false, len(&layer.out_shape));
             }
             if let Some(p) = self.fused_pairs(i) {
                 let (f, dims) = (&layer.field, self.pair_dims(p));
@@ -186,9 +200,10 @@ impl<'a> Plan<'a> {
             }
         }
         for src in self.fan_outs() {
-            add(self.sum_ident(src), quote!(f32), len(self.shape(src)));
+            add(self.sum_ident(src), false, len(self.shape(src)));
         }
         self.fields = fields;
+        self.buffers = buffers;
         self.inits = inits;
         self.scratch = quote!([0usize #(, #scratch_terms)*].into_iter().max().unwrap_or(0));
     }
@@ -210,6 +225,9 @@ impl<'a> Plan<'a> {
     /// never made.
     pub fn fused_pairs(&self, j: usize) -> Option<usize> {
         let layer = self.layer(j);
+        if !self.fuse_pairs {
+            return None;
+        }
         let rule = matches!(
             layer.rule,
             Some(RuleIr::Epsilon { .. } | RuleIr::Gamma { .. } | RuleIr::AlphaBeta { .. } | RuleIr::ZPlus)

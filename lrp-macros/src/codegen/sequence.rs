@@ -5,7 +5,7 @@
 //! Explanations end at the embeddings: relevance `[steps, embedding_dim]` for LRP and gradient x
 //! input; occlusion (a token's embedding set to zero) gives one score per token.
 
-use super::plan::{Buf, Plan, RunInput, act_ident, buffer_init, buffer_init_with};
+use super::plan::{Backend, Buf, Plan, RunInput, act_ident, buffer_init, buffer_init_with};
 use super::{model, overflow, steps};
 use crate::ir::{Network, Op, Src};
 use proc_macro2::TokenStream;
@@ -40,9 +40,10 @@ pub(super) fn generate(net: &Network) -> TokenStream {
         )
         .to_compile_error();
     };
-    let (Op::Recurrent(rnn), Some(plan)) =
-        (&net.layers[r].op, Plan::new(&net.layers[r + 1..], r + 1, vec![head_input(net, r)], false))
-    else {
+    let (Op::Recurrent(rnn), Some(plan)) = (
+        &net.layers[r].op,
+        Plan::new(&net.layers[r + 1..], r + 1, vec![head_input(net, r)], Backend::Cpu { share_denominators: false }),
+    ) else {
         return syn::Error::new(net.name.span(), "the network computes nothing").to_compile_error();
     };
     let p = Parts {

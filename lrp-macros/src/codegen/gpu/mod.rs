@@ -3,257 +3,399 @@
 //! every pass on the device (`lrp::runtime::gpu`) with its own device workspace `NetGpuWorkspace`,
 //! taking host slices and copying the results back.
 //!
-//! So far generated for chains of dense and convolutional layers (BatchNorms folded into them),
-//! ReLUs and pooling (with `Flatten`, `Dropout`, `Identity`) on one tensor input; other specs get
-//! no GPU model yet.
+//! The passes follow the CPU's buffer plan ([`Plan`], every buffer a device buffer of the
+//! same name), so graphs (sums, fan-outs, concatenations) and sets run as they do on the CPU.
+//! So far generated for networks of one tensor input without embeddings or recurrent layers;
+//! other specs get no GPU model yet.
+
+mod sequence;
+mod steps;
 
 use super::len;
+use super::plan::{Backend, Buf, Plan, RunInput, act_ident, coords_ident, writes_back};
 use crate::ir::{InputKind, Network, Op, Src};
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
+use steps::{buf_ident, layer_field};
 
-/// What a device step runs.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// `Linear` or `Conv2d`: a `GpuLinear`.
-    Linear,
-    ReLU,
-    /// A pooling layer, as its GPU type (`GpuMaxPool2d`, ...) names it.
-    Pool(&'static str),
+/// Whether the GPU backend runs every layer of `net`: tensor inputs, and no embedding or
+/// recurrent layer (yet).
+fn supported(net: &Network) -> bool {
+    let tensors = net.inputs.iter().all(|input| matches!(input.kind, InputKind::Tensor(_)));
+    tensors && net.layers.iter().all(|l| !matches!(l.op, Op::Embedding { .. } | Op::Recurrent(_)))
 }
 
-/// A layer that runs on the device, with the buffer it reads.
-struct Step<'a> {
-    /// The CPU model's field, and the GPU model's (`layer_<i>`: its own namespace, so no layer
-    /// name can clash with `device`).
-    field: &'a Ident,
-    gpu_field: Ident,
-    name: &'a str,
-    kind: Kind,
-    /// Its input buffer and its output buffer (`act_<i>`), values per sample.
-    x: Ident,
-    y: Ident,
-    in_len: usize,
-    out_len: usize,
+/// The GPU layer object of layer `i`, if it has one: its type and how `to_gpu` makes it from
+/// the CPU model's field.
+pub(super) fn gpu_layer(net: &Network, i: usize) -> Option<(TokenStream, TokenStream)> {
+    let (rt, layer) = (quote!(::lrp::runtime), &net.layers[i]);
+    let cpu = &layer.field;
+    let (ty, make) = match &layer.op {
+        Op::Linear { .. } | Op::Conv2d(_) => ("GpuLinear", quote!(upload(device, &self.#cpu)?)),
+        Op::MaxPool2d(_) => ("GpuMaxPool2d", quote!(new(&self.#cpu))),
+        Op::AvgPool2d(_) => ("GpuAvgPool2d", quote!(new(&self.#cpu))),
+        Op::AdaptiveAvgPool2d(_) => ("GpuAdaptiveAvgPool2d", quote!(new(&self.#cpu))),
+        Op::BatchNorm(_) if !layer.op.is_passthrough() => ("GpuBatchNorm", quote!(upload(device, &self.#cpu)?)),
+        _ => return None,
+    };
+    let ty = format_ident!("{ty}");
+    Some((quote!(#rt::gpu::layers::#ty), quote!(#rt::gpu::layers::#ty::#make)))
 }
 
-impl Step<'_> {
-    /// A layer with parameters or geometry of its own, so a field of the GPU model.
-    fn has_field(&self) -> bool {
-        self.kind != Kind::ReLU
-    }
-
-    /// The buffer holding the relevance (or gradient) of its input, `rel_<gpu field>`; a ReLU
-    /// passes relevance on in place.
-    fn rel(&self) -> Ident {
-        format_ident!("rel_{}", self.gpu_field)
-    }
+/// `(&self.layer_i, rows)` of every linear layer from `first` on, for the scratch they share.
+pub(super) fn linear_scratch(net: &Network, first: usize) -> Vec<TokenStream> {
+    let linears = net.layers.iter().enumerate().skip(first).filter(|(_, l)| l.op.is_linear());
+    linears
+        .map(|(i, l)| {
+            let (f, rows) = (layer_field(i), l.linear_rows().unwrap_or(1));
+            quote!((&self.#f, #rows))
+        })
+        .collect()
 }
 
-/// The device steps of a chain the GPU backend runs, or `None` for any other spec.
-fn chain(net: &Network) -> Option<Vec<Step<'_>>> {
-    let [input] = net.inputs.as_slice() else { return None };
-    if !matches!(input.kind, InputKind::Tensor(_)) {
-        return None;
-    }
-    let mut current = format_ident!("input");
-    let mut steps = Vec::new();
-    for (i, layer) in net.layers.iter().enumerate() {
-        let previous = if i == 0 { Src::Input(0) } else { Src::Layer(i - 1) };
-        if layer.inputs != [previous] {
-            return None;
+/// `(layer name, buffer, values per sample)` of every buffer a backward pass writes, in the order
+/// it fills them (where an overflow is looked for).
+pub(super) fn backward_buffers(plan: &Plan) -> Vec<(String, Ident, usize)> {
+    let mut buffers = Vec::new();
+    for (i, l) in plan.indexed().rev() {
+        if plan.is_fan_out(Src::Layer(i)) {
+            buffers.push((l.name.clone(), plan.sum_ident(Src::Layer(i)), len(&l.out_shape)));
         }
-        let kind = match &layer.op {
-            Op::Linear { .. } | Op::Conv2d(_) => Kind::Linear,
-            Op::ReLU => Kind::ReLU,
-            Op::MaxPool2d(_) => Kind::Pool("GpuMaxPool2d"),
-            Op::AvgPool2d(_) => Kind::Pool("GpuAvgPool2d"),
-            Op::AdaptiveAvgPool2d(_) => Kind::Pool("GpuAdaptiveAvgPool2d"),
-            op if op.is_passthrough() => continue,
-            _ => return None,
-        };
-        let y = format_ident!("act_{i}");
-        let (in_len, out_len) = (len(&layer.in_shape), len(&layer.out_shape));
-        let gpu_field = format_ident!("layer_{i}");
-        let (field, name, x) = (&layer.field, layer.name.as_str(), current);
-        steps.push(Step { field, gpu_field, name, kind, x, y: y.clone(), in_len, out_len });
-        current = y;
-    }
-    steps.last().is_some_and(|s| s.kind == Kind::Linear).then_some(steps)
-}
-
-/// The forward pass: a dense layer or convolution followed by a ReLU adds its bias and applies
-/// the ReLU in one pass.
-fn forward_steps(steps: &[Step]) -> Vec<TokenStream> {
-    let mut forward = Vec::new();
-    let mut fused = false;
-    for (k, s) in steps.iter().enumerate() {
-        let (f, x, y, yl) = (&s.gpu_field, &s.x, &s.y, s.out_len);
-        if std::mem::take(&mut fused) {
-            continue;
-        }
-        forward.push(match (s.kind, steps.get(k + 1).map(|next| (next.kind, &next.y))) {
-            (Kind::Linear, Some((Kind::ReLU, a))) => {
-                fused = true;
-                quote!(self.#f.forward_relu(d, &ws.#x, n, (&mut ws.#y, &mut ws.#a), &mut ws.scratch)?;)
-            }
-            (Kind::Linear, _) => quote!(self.#f.forward(d, &ws.#x, n, &mut ws.#y, &mut ws.scratch)?;),
-            (Kind::ReLU, _) => quote!(::lrp::runtime::gpu::ops::relu(d, &ws.#x, &mut ws.#y, n * #yl)?;),
-            (Kind::Pool(_), _) => quote!(self.#f.forward(d, &ws.#x, n, &mut ws.#y)?;),
-        });
-    }
-    forward
-}
-
-/// The backward passes, walking the steps in reverse: (relevance statements, gradient
-/// statements, the buffers to search for an overflow (name, buffer, values per sample), and the
-/// buffer holding the input's relevance at the end). A ReLU passes relevance on unchanged and
-/// masks the gradient by its input.
-fn backward_steps(steps: &[Step]) -> (Vec<TokenStream>, Vec<TokenStream>, Vec<TokenStream>, Ident) {
-    let (mut relevance, mut gradient, mut located) = (Vec::new(), Vec::new(), Vec::new());
-    let mut r = format_ident!("rel_out");
-    for s in steps.iter().rev() {
-        let (f, x, y, r_in) = (&s.gpu_field, &s.x, &s.y, s.rel());
-        match s.kind {
-            Kind::Linear => {
-                relevance
-                    .push(quote!(self.#f.relevance(d, (&ws.#x, &ws.#y), &ws.#r, n, &mut ws.#r_in, &mut ws.scratch)?;));
-                gradient.push(quote!(self.#f.gradient(d, &ws.#r, n, &mut ws.#r_in, &mut ws.scratch)?;));
-            }
-            Kind::Pool(_) => {
-                relevance.push(quote!(self.#f.relevance(d, &ws.#x, &ws.#y, &ws.#r, n, &mut ws.#r_in)?;));
-                gradient.push(quote!(self.#f.gradient(d, &ws.#x, &ws.#y, &ws.#r, n, &mut ws.#r_in)?;));
-            }
-            Kind::ReLU => {
-                let l = s.in_len;
-                gradient.push(quote!(::lrp::runtime::gpu::ops::relu_gradient(d, &mut ws.#r, &ws.#x, n * #l)?;));
-                continue;
+        if writes_back(&l.op) {
+            for (p, &src) in l.inputs.iter().enumerate() {
+                buffers.push((l.name.clone(), plan.edge_ident(i, p), len(plan.shape(src))));
             }
         }
-        let (layer, l) = (s.name, s.in_len);
-        located.push(quote!((#layer, &ws.#r_in, #l)));
-        r = r_in;
     }
-    (relevance, gradient, located, r)
+    for input in plan.inputs().iter().filter(|i| plan.is_fan_out(i.src)) {
+        buffers.push((input.name.clone(), plan.sum_ident(input.src), len(&input.shape)));
+    }
+    buffers
+}
+
+/// One input of the GPU model: its device buffer, its gradient x input buffer, the host copy
+/// of its relevance, where the caller's slice is, and where its relevance ends on the device.
+struct GpuIn {
+    field: Ident,
+    what: String,
+    buffer: Ident,
+    product: Ident,
+    host: Ident,
+    expr: TokenStream,
+    len: usize,
+    rel: TokenStream,
+}
+
+/// An `Objects` layer's coordinates: the device buffer of their relevance, its host copy, the
+/// explanation's field, values per sample, and the feature map's `(H, W)`.
+struct Coords {
+    device: Ident,
+    host: Ident,
+    field: Ident,
+    per_sample: usize,
+    hw: (usize, usize),
+    what: String,
+}
+
+fn gpu_inputs(net: &Network, plan: &Plan) -> Vec<GpuIn> {
+    let several = net.inputs.len() > 1;
+    let model = net.name.to_string();
+    net.inputs
+        .iter()
+        .enumerate()
+        .map(|(k, input)| {
+            let field = format_ident!("{}", input.name);
+            let (expr, what) = match several {
+                true => (quote!(input.#field), format!("input `{}` of `{model}`", input.name)),
+                false => (quote!(input), format!("input of `{model}`")),
+            };
+            GpuIn {
+                buffer: buf_ident(&Buf::Input(k)),
+                product: format_ident!("product_{k}"),
+                host: format_ident!("relevance_{k}"),
+                field,
+                what,
+                expr,
+                len: input.len(),
+                rel: plan.input_rels[k].clone(),
+            }
+        })
+        .collect()
+}
+
+fn coordinates(plan: &Plan) -> Vec<Coords> {
+    plan.indexed()
+        .filter(|(_, l)| l.op == Op::Objects)
+        .map(|(i, l)| {
+            let at = |k: usize| l.in_shape.get(k).copied().unwrap_or(0);
+            Coords {
+                device: coords_ident(i),
+                host: format_ident!("coords_host_{i}"),
+                field: format_ident!("{}_coordinates", l.field),
+                per_sample: at(1) * at(2) * 2,
+                hw: (at(1), at(2)),
+                what: format!("`{}` (Objects)", l.name),
+            }
+        })
+        .collect()
 }
 
 /// The GPU model of `net`, or nothing where the backend does not run its layers yet.
 pub(super) fn generate(net: &Network) -> TokenStream {
-    let Some(steps) = chain(net) else { return quote!() };
-    let Some(last) = steps.last() else { return quote!() };
-    let rt = quote!(::lrp::runtime);
-    let (name, vis) = (&net.name, &net.vis);
-    let gpu_name = format_ident!("{name}Gpu");
-    let ws_name = format_ident!("{name}GpuWorkspace");
-    let (in_len, classes) = (net.inputs[0].len(), net.classes());
-    let nonneg = net.input_nonnegative;
-    let logits = &last.y;
-    let layers: Vec<&Step> = steps.iter().filter(|s| s.has_field()).collect();
-    let fields: Vec<&Ident> = layers.iter().map(|s| &s.gpu_field).collect();
-    let uploads = layers.iter().map(|s| {
-        let cpu = s.field;
-        match s.kind {
-            Kind::Pool(ty) => {
-                let ty = format_ident!("{ty}");
-                quote!(#rt::gpu::layers::#ty::new(&self.#cpu))
-            }
-            _ => quote!(#rt::gpu::layers::GpuLinear::upload(device, &self.#cpu)?),
-        }
+    if net.input_tokens() && net.inputs.len() == 1 {
+        return sequence::generate(net);
+    }
+    if !supported(net) {
+        return quote!();
+    }
+    let several = net.inputs.len() > 1;
+    let run_inputs = net.inputs.iter().enumerate().map(|(k, input)| RunInput {
+        src: Src::Input(k),
+        buf: Buf::Input(k),
+        name: if several { format!("input `{}`", input.name) } else { "the input".into() },
+        shape: input.shape(),
+        expr: quote!(),
     });
-    let types = layers.iter().map(|s| match s.kind {
-        Kind::Pool(ty) => format_ident!("{ty}"),
-        _ => format_ident!("GpuLinear"),
-    });
-    let linears = layers.iter().filter(|s| s.kind == Kind::Linear).map(|s| &s.gpu_field);
-    let (acts, act_lens): (Vec<&Ident>, Vec<usize>) = steps.iter().map(|s| (&s.y, s.out_len)).unzip();
-    let (rels, rel_lens): (Vec<Ident>, Vec<usize>) = layers.iter().map(|s| (s.rel(), s.in_len)).unzip();
-    let forward = forward_steps(&steps);
-    let (relevance, gradient, located, input_rel) = backward_steps(&steps);
-    let forward_located = steps.iter().map(|s| {
-        let (layer, y, l) = (s.name, &s.y, s.out_len);
-        quote!((#layer, &ws.#y, #l))
-    });
-    let doc = format!(
-        "[`{name}`] on a GPU (or the emulated device): every pass runs on the device, with the \
-         layers uploaded once by [`{name}::to_gpu`]. Results are copied back into the workspace."
-    );
-    let ws_doc = format!("Device buffers for running [`{gpu_name}`] on up to `capacity` samples.");
-
+    let Some(plan) = Plan::new(&net.layers, 0, run_inputs.collect(), Backend::Gpu) else { return quote!() };
+    let g = Gen {
+        net,
+        ins: gpu_inputs(net, &plan),
+        coords: coordinates(&plan),
+        plan,
+        rt: quote!(::lrp::runtime),
+        gpu_name: format_ident!("{}Gpu", net.name),
+        ws_name: format_ident!("{}GpuWorkspace", net.name),
+        classes: net.classes(),
+    };
+    let (structs, passes, io, api, traits) = (g.structs(), g.passes(), g.io(), g.api(), g.trait_impls());
+    let gpu_name = &g.gpu_name;
     quote! {
-        #[doc = #doc]
-        #vis struct #gpu_name {
-            device: ::std::sync::Arc<#rt::gpu::Device>,
-            #( #fields: #rt::gpu::layers::#types, )*
-        }
-
-        #[doc = #ws_doc]
-        #vis struct #ws_name {
-            capacity: usize,
-            input: #rt::gpu::DeviceBuffer,
-            rel_out: #rt::gpu::DeviceBuffer,
-            product: #rt::gpu::DeviceBuffer,
-            #( #acts: #rt::gpu::DeviceBuffer, )*
-            #( #rels: #rt::gpu::DeviceBuffer, )*
-            scratch: #rt::gpu::layers::LinearScratch,
-            logits: ::std::vec::Vec<f32>,
-            seed: ::std::vec::Vec<f32>,
-            targets: ::std::vec::Vec<usize>,
-            relevance: ::std::vec::Vec<f32>,
-        }
-
-        impl #name {
-            /// Uploads the model to `device` (its weights, BatchNorm folds and every rule's
-            /// transformed parameters, as prepared for the CPU).
-            pub fn to_gpu(&self, device: &::std::sync::Arc<#rt::gpu::Device>) -> #rt::Result<#gpu_name> {
-                ::core::result::Result::Ok(#gpu_name {
-                    device: ::std::sync::Arc::clone(device),
-                    #( #fields: #uploads, )*
-                })
-            }
-        }
-
+        #structs
         impl #gpu_name {
-            /// The device the model lives on.
-            pub fn device(&self) -> &#rt::gpu::Device {
-                &self.device
+            #io
+            #passes
+            #api
+        }
+        #traits
+    }
+}
+
+/// What the pieces of the GPU model are generated from.
+struct Gen<'a> {
+    net: &'a Network,
+    plan: Plan<'a>,
+    ins: Vec<GpuIn>,
+    coords: Vec<Coords>,
+    rt: TokenStream,
+    gpu_name: Ident,
+    ws_name: Ident,
+    classes: usize,
+}
+
+impl Gen<'_> {
+    /// The type of the model's input (a slice, or the CPU model's input struct) and of its
+    /// explanation.
+    fn types(&self) -> (TokenStream, TokenStream) {
+        let (rt, name) = (&self.rt, &self.net.name);
+        if self.ins.len() > 1 {
+            let (i, e) = (format_ident!("{name}Input"), format_ident!("{name}Explanation"));
+            (quote!(#i<'_>), quote!(#e<'w>))
+        } else {
+            (quote!([f32]), quote!(#rt::Explanation<'w>))
+        }
+    }
+
+    /// The model struct, its workspace, and `Net::to_gpu`.
+    fn structs(&self) -> TokenStream {
+        let (rt, net, gpu_name, ws_name) = (&self.rt, self.net, &self.gpu_name, &self.ws_name);
+        let (name, vis, classes) = (&net.name, &net.vis, self.classes);
+        let layers: Vec<(Ident, TokenStream, TokenStream)> = (0..net.layers.len())
+            .filter_map(|i| gpu_layer(net, i).map(|(ty, make)| (layer_field(i), ty, make)))
+            .collect();
+        let fields: Vec<&Ident> = layers.iter().map(|(f, ..)| f).collect();
+        let (types, makes) = (layers.iter().map(|(_, ty, _)| ty), layers.iter().map(|(.., make)| make));
+        let linears = linear_scratch(net, 0);
+        let (bufs, buf_lens): (Vec<&Ident>, Vec<usize>) = self.plan.buffers.iter().map(|(id, l)| (id, *l)).unzip();
+        let device_ins: Vec<&Ident> = self.ins.iter().flat_map(|i| [&i.buffer, &i.product]).collect();
+        let device_lens: Vec<usize> = self.ins.iter().flat_map(|i| [i.len, i.len]).collect();
+        let (hosts, host_lens): (Vec<&Ident>, Vec<usize>) = self
+            .ins
+            .iter()
+            .map(|i| (&i.host, i.len))
+            .chain(self.coords.iter().map(|c| (&c.host, c.per_sample)))
+            .unzip();
+        let doc = format!(
+            "[`{name}`] on a GPU (or the emulated device): every pass runs on the device, with the \
+             layers uploaded once by [`{name}::to_gpu`]. Results are copied back into the workspace."
+        );
+        let ws_doc = format!("Device buffers for running [`{gpu_name}`] on up to `capacity` samples.");
+        quote! {
+            #[doc = #doc]
+            #vis struct #gpu_name {
+                device: ::std::sync::Arc<#rt::gpu::Device>,
+                #( #fields: #types, )*
             }
 
-            /// Device buffers for up to `capacity` samples per call; no call allocates after this.
-            pub fn workspace(&self, capacity: usize) -> #rt::Result<#ws_name> {
-                let d = &*self.device;
-                let len = |what: &str, per: usize| {
-                    capacity.checked_mul(per).ok_or_else(|| #rt::Error::SizeOverflow { what: ::std::string::String::from(what) })
-                };
-                ::core::result::Result::Ok(#ws_name {
-                    capacity,
-                    input: d.zeros("input", len("input", #in_len)?)?,
-                    rel_out: d.zeros("output relevance", len("output relevance", #classes)?)?,
-                    product: d.zeros("gradient x input", len("gradient x input", #in_len)?)?,
-                    #( #acts: d.zeros(::core::stringify!(#acts), len(::core::stringify!(#acts), #act_lens)?)?, )*
-                    #( #rels: d.zeros(::core::stringify!(#rels), len(::core::stringify!(#rels), #rel_lens)?)?, )*
-                    scratch: #rt::gpu::layers::LinearScratch::new(d, capacity, &[#( &self.#linears ),*])?,
-                    logits: #rt::buffer::zeroed("logits", capacity, #classes)?,
-                    seed: #rt::buffer::zeroed("output seed", capacity, #classes)?,
-                    targets: #rt::buffer::zeroed("targets", capacity, 1)?,
-                    relevance: #rt::buffer::zeroed("input relevance", capacity, #in_len)?,
-                })
+            #[doc = #ws_doc]
+            #vis struct #ws_name {
+                capacity: usize,
+                rel_out: #rt::gpu::DeviceBuffer,
+                #( #device_ins: #rt::gpu::DeviceBuffer, )*
+                #( #bufs: #rt::gpu::DeviceBuffer, )*
+                scratch: #rt::gpu::layers::LinearScratch,
+                logits: ::std::vec::Vec<f32>,
+                seed: ::std::vec::Vec<f32>,
+                targets: ::std::vec::Vec<usize>,
+                #( #hosts: ::std::vec::Vec<f32>, )*
             }
 
-            /// Checks `n` samples of `input` and copies them to the device.
-            fn upload_input(&self, ws: &mut #ws_name, input: &[f32], n: usize) -> #rt::Result<()> {
+            impl #name {
+                /// Uploads the model to `device` (its weights, BatchNorm folds and every rule's
+                /// transformed parameters, as prepared for the CPU).
+                pub fn to_gpu(&self, device: &::std::sync::Arc<#rt::gpu::Device>) -> #rt::Result<#gpu_name> {
+                    ::core::result::Result::Ok(#gpu_name {
+                        device: ::std::sync::Arc::clone(device),
+                        #( #fields: #makes, )*
+                    })
+                }
+            }
+
+            impl #gpu_name {
+                /// The device the model lives on.
+                pub fn device(&self) -> &#rt::gpu::Device {
+                    &self.device
+                }
+
+                /// Device buffers for up to `capacity` samples per call; no call allocates after this.
+                pub fn workspace(&self, capacity: usize) -> #rt::Result<#ws_name> {
+                    let d = &*self.device;
+                    let len = |what: &str, per: usize| {
+                        capacity.checked_mul(per).ok_or_else(|| #rt::Error::SizeOverflow { what: ::std::string::String::from(what) })
+                    };
+                    ::core::result::Result::Ok(#ws_name {
+                        capacity,
+                        rel_out: d.zeros("output relevance", len("output relevance", #classes)?)?,
+                        #( #device_ins: d.zeros(::core::stringify!(#device_ins), len(::core::stringify!(#device_ins), #device_lens)?)?, )*
+                        #( #bufs: d.zeros(::core::stringify!(#bufs), len(::core::stringify!(#bufs), #buf_lens)?)?, )*
+                        scratch: #rt::gpu::layers::LinearScratch::new(d, capacity, &[#( #linears ),*])?,
+                        logits: #rt::buffer::zeroed("logits", capacity, #classes)?,
+                        seed: #rt::buffer::zeroed("output seed", capacity, #classes)?,
+                        targets: #rt::buffer::zeroed("targets", capacity, 1)?,
+                        #( #hosts: #rt::buffer::zeroed(::core::stringify!(#hosts), capacity, #host_lens)?, )*
+                    })
+                }
+            }
+        }
+    }
+
+    /// Copying inputs to the device and results back, and the explanation of the results.
+    fn io(&self) -> TokenStream {
+        let (rt, ws_name, classes) = (&self.rt, &self.ws_name, self.classes);
+        let (input_ty, explanation_ty) = self.types();
+        let nonneg = self.net.input_nonnegative;
+        let uploads = self.ins.iter().map(|i| {
+            let (what, expr, buffer, l) = (&i.what, &i.expr, &i.buffer, i.len);
+            quote! {
+                #rt::error::check_len(#what, n * #l, #expr.len())?;
+                #rt::checks::check_samples(#expr, #l, #nonneg)?;
+                self.device.write(&mut ws.#buffer, 0, #expr)?;
+            }
+        });
+        let reads = self.ins.iter().map(|i| {
+            let (host, product, rel, l) = (&i.host, &i.product, &i.rel, i.len);
+            quote! {
+                d.read(if product { &ws.#product } else { &#rel }, 0, &mut ws.#host[..n * #l])?;
+                finite &= ws.#host[..n * #l].iter().all(|v| v.is_finite());
+            }
+        });
+        let coord_reads = self.coords.iter().map(|c| {
+            let (dev, host, per) = (&c.device, &c.host, c.per_sample);
+            quote! {
+                d.read(&ws.#dev, 0, &mut ws.#host[..n * #per])?;
+                finite &= ws.#host[..n * #per].iter().all(|v| v.is_finite());
+            }
+        });
+        let located = backward_buffers(&self.plan).into_iter().map(|(layer, id, n)| quote!((#layer, &ws.#id, #n)));
+        let logits = &self.plan.logits;
+        let one = |i: &GpuIn| {
+            let (host, l) = (&i.host, i.len);
+            quote! {
+                #rt::Explanation {
+                    logits: &ws.logits[..n * #classes],
+                    targets: &ws.targets[..n],
+                    relevance: &ws.#host[..n * #l],
+                    batch: n,
+                    lengths: &[],
+                }
+            }
+        };
+        let explanation = if self.ins.len() > 1 {
+            let e = format_ident!("{}Explanation", self.net.name);
+            let (fields, each) = (self.ins.iter().map(|i| &i.field), self.ins.iter().map(one));
+            let coords = self.coords.iter().map(|c| {
+                let (field, host, per) = (&c.field, &c.host, c.per_sample);
+                quote!(#field: &ws.#host[..n * #per])
+            });
+            quote!(#e { #(#fields: #each,)* #(#coords,)* })
+        } else {
+            one(&self.ins[0])
+        };
+        quote! {
+            /// Checks `n` samples of every input and copies them to the device.
+            fn upload_input(&self, ws: &mut #ws_name, input: &#input_ty, n: usize) -> #rt::Result<()> {
                 if n > ws.capacity {
                     return ::core::result::Result::Err(#rt::Error::BatchCapacity { capacity: ws.capacity, requested: n });
                 }
-                #rt::error::check_len(::core::concat!("input of `", ::core::stringify!(#name), "`"), n * #in_len, input.len())?;
-                #rt::checks::check_samples(input, #in_len, #nonneg)?;
-                self.device.write(&mut ws.input, 0, input)
+                #( #uploads )*
+                ::core::result::Result::Ok(())
             }
 
+            /// The logits copied back (checked finite).
+            fn read_logits(&self, ws: &mut #ws_name, n: usize) -> #rt::Result<()> {
+                self.device.read(&ws.#logits, 0, &mut ws.logits[..n * #classes])
+            }
+
+            /// Copies every input's relevance (or, with `product`, gradient x input) and every
+            /// objects' coordinates' relevance back, checked finite.
+            fn read_back(&self, ws: &mut #ws_name, n: usize, pass: &str, product: bool) -> #rt::Result<()> {
+                let d = &*self.device;
+                let mut finite = true;
+                #( #reads )*
+                #( #coord_reads )*
+                if finite {
+                    return ::core::result::Result::Ok(());
+                }
+                ::core::result::Result::Err(#rt::gpu::locate_overflow(d, pass, n, &[#( #located ),*], "input"))
+            }
+
+            fn explanation<'w>(ws: &'w #ws_name, n: usize) -> #explanation_ty {
+                #explanation
+            }
+        }
+    }
+
+    /// The forward, relevance and gradient passes.
+    fn passes(&self) -> TokenStream {
+        let (rt, ws_name, classes, plan) = (&self.rt, &self.ws_name, self.classes, &self.plan);
+        let (forward, relevance, gradient) = (steps::forward(plan), steps::relevance(plan), steps::gradient(plan));
+        let forward_located = plan.indexed().filter(|(_, l)| !l.op.is_passthrough()).map(|(i, l)| {
+            let (layer, y, n) = (&l.name, act_ident(i), len(&l.out_shape));
+            quote!((#layer, &ws.#y, #n))
+        });
+        let products = self.ins.iter().map(|i| {
+            let (buffer, product, rel, l) = (&i.buffer, &i.product, &i.rel, i.len);
+            quote!(#rt::gpu::ops::multiply(d, &ws.#buffer, &#rel, &mut ws.#product, n * #l)?;)
+        });
+        let coords_times = self.coords.iter().map(|c| {
+            let (dev, (h, w), what) = (&c.device, c.hw, &c.what);
+            quote!(#rt::gpu::ops::sets::times_coordinates(d, #what, (#h, #w), &mut ws.#dev, n)?;)
+        });
+        quote! {
             /// The forward pass of `n` samples, then the logits copied back (checked finite).
             fn forward_pass(&self, ws: &mut #ws_name, n: usize) -> #rt::Result<()> {
                 let d = &*self.device;
                 #( #forward )*
-                d.read(&ws.#logits, 0, &mut ws.logits[..n * #classes])?;
+                self.read_logits(ws, n)?;
                 if ws.logits[..n * #classes].iter().all(|v| v.is_finite()) {
                     return ::core::result::Result::Ok(());
                 }
@@ -272,37 +414,27 @@ pub(super) fn generate(net: &Network) -> TokenStream {
                 self.read_back(ws, n, "relevance", false)
             }
 
+            /// The gradient, then gradient x input of every input and coordinate.
             fn gradient_pass(&self, ws: &mut #ws_name, n: usize) -> #rt::Result<()> {
                 let d = &*self.device;
                 #( #gradient )*
-                // Gradient x input.
-                #rt::gpu::ops::multiply(d, &ws.input, &ws.#input_rel, &mut ws.product, n * #in_len)?;
+                #( #products )*
+                #( #coords_times )*
                 self.read_back(ws, n, "gradient", true)
             }
+        }
+    }
 
-            /// Copies the input's relevance (or gradient x input) back, checked finite.
-            fn read_back(&self, ws: &mut #ws_name, n: usize, pass: &str, product: bool) -> #rt::Result<()> {
-                let d = &*self.device;
-                let source = if product { &ws.product } else { &ws.#input_rel };
-                d.read(source, 0, &mut ws.relevance[..n * #in_len])?;
-                if ws.relevance[..n * #in_len].iter().all(|v| v.is_finite()) {
-                    return ::core::result::Result::Ok(());
-                }
-                ::core::result::Result::Err(#rt::gpu::locate_overflow(d, pass, n, &[#( #located ),*], "input"))
-            }
-
-            fn explanation<'w>(ws: &'w #ws_name, n: usize) -> #rt::Explanation<'w> {
-                #rt::Explanation {
-                    logits: &ws.logits[..n * #classes],
-                    targets: &ws.targets[..n],
-                    relevance: &ws.relevance[..n * #in_len],
-                    batch: n,
-                    lengths: &[],
-                }
-            }
-
+    /// `predict`, `explain`, `explain_from`, `gradient_x_input`: each for `n` samples and, for
+    /// one, without `_batch`.
+    fn api(&self) -> TokenStream {
+        let (rt, ws_name, classes, name) = (&self.rt, &self.ws_name, self.classes, &self.net.name);
+        let (input_ty, explanation_ty) = self.types();
+        let target = quote!(impl ::core::convert::Into<#rt::Target>);
+        let what = format!("output relevance of `{name}`");
+        quote! {
             /// Class scores of `n` samples back to back (`[n, CLASSES]`).
-            pub fn predict_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize) -> #rt::Result<&'w [f32]> {
+            pub fn predict_batch<'w>(&self, ws: &'w mut #ws_name, input: &#input_ty, n: usize) -> #rt::Result<&'w [f32]> {
                 self.upload_input(ws, input, n)?;
                 self.forward_pass(ws, n)?;
                 ::core::result::Result::Ok(&ws.logits[..n * #classes])
@@ -310,13 +442,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
 
             /// The relevance of every input feature of `n` samples for the score of `target`,
             /// by the network's LRP rules.
-            pub fn explain_batch<'w>(
-                &self,
-                ws: &'w mut #ws_name,
-                input: &[f32],
-                n: usize,
-                target: impl ::core::convert::Into<#rt::Target>,
-            ) -> #rt::Result<#rt::Explanation<'w>> {
+            pub fn explain_batch<'w>(&self, ws: &'w mut #ws_name, input: &#input_ty, n: usize, target: #target) -> #rt::Result<#explanation_ty> {
                 self.upload_input(ws, input, n)?;
                 self.forward_pass(ws, n)?;
                 self.seed(ws, n, target.into(), #rt::explanation::Seed::Logit)?;
@@ -325,16 +451,9 @@ pub(super) fn generate(net: &Network) -> TokenStream {
             }
 
             /// Propagates a given output relevance (`[n, CLASSES]`) back to the input.
-            pub fn explain_from_batch<'w>(
-                &self,
-                ws: &'w mut #ws_name,
-                input: &[f32],
-                n: usize,
-                output_relevance: &[f32],
-            ) -> #rt::Result<#rt::Explanation<'w>> {
-                let what = ::core::concat!("output relevance of `", ::core::stringify!(#name), "`");
-                #rt::error::check_len(what, n.saturating_mul(#classes), output_relevance.len())?;
-                #rt::checks::check_given_relevance(what, output_relevance)?;
+            pub fn explain_from_batch<'w>(&self, ws: &'w mut #ws_name, input: &#input_ty, n: usize, output_relevance: &[f32]) -> #rt::Result<#explanation_ty> {
+                #rt::error::check_len(#what, n.saturating_mul(#classes), output_relevance.len())?;
+                #rt::checks::check_given_relevance(#what, output_relevance)?;
                 self.upload_input(ws, input, n)?;
                 self.forward_pass(ws, n)?;
                 self.seed(ws, n, #rt::Target::Predicted, #rt::explanation::Seed::Logit)?;
@@ -344,13 +463,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
             }
 
             /// Gradient x input of `n` samples: `R_i = x_i d f_c / d x_i`.
-            pub fn gradient_x_input_batch<'w>(
-                &self,
-                ws: &'w mut #ws_name,
-                input: &[f32],
-                n: usize,
-                target: impl ::core::convert::Into<#rt::Target>,
-            ) -> #rt::Result<#rt::Explanation<'w>> {
+            pub fn gradient_x_input_batch<'w>(&self, ws: &'w mut #ws_name, input: &#input_ty, n: usize, target: #target) -> #rt::Result<#explanation_ty> {
                 self.upload_input(ws, input, n)?;
                 self.forward_pass(ws, n)?;
                 self.seed(ws, n, target.into(), #rt::explanation::Seed::One)?;
@@ -359,71 +472,71 @@ pub(super) fn generate(net: &Network) -> TokenStream {
             }
 
             /// [`Self::predict_batch`] of one sample.
-            pub fn predict<'w>(&self, ws: &'w mut #ws_name, input: &[f32]) -> #rt::Result<&'w [f32]> {
+            pub fn predict<'w>(&self, ws: &'w mut #ws_name, input: &#input_ty) -> #rt::Result<&'w [f32]> {
                 self.predict_batch(ws, input, 1)
             }
 
             /// [`Self::explain_batch`] of one sample.
-            pub fn explain<'w>(
-                &self,
-                ws: &'w mut #ws_name,
-                input: &[f32],
-                target: impl ::core::convert::Into<#rt::Target>,
-            ) -> #rt::Result<#rt::Explanation<'w>> {
+            pub fn explain<'w>(&self, ws: &'w mut #ws_name, input: &#input_ty, target: #target) -> #rt::Result<#explanation_ty> {
                 self.explain_batch(ws, input, 1, target)
             }
 
             /// [`Self::explain_from_batch`] of one sample.
-            pub fn explain_from<'w>(&self, ws: &'w mut #ws_name, input: &[f32], output_relevance: &[f32]) -> #rt::Result<#rt::Explanation<'w>> {
+            pub fn explain_from<'w>(&self, ws: &'w mut #ws_name, input: &#input_ty, output_relevance: &[f32]) -> #rt::Result<#explanation_ty> {
                 self.explain_from_batch(ws, input, 1, output_relevance)
             }
 
             /// [`Self::gradient_x_input_batch`] of one sample.
-            pub fn gradient_x_input<'w>(
-                &self,
-                ws: &'w mut #ws_name,
-                input: &[f32],
-                target: impl ::core::convert::Into<#rt::Target>,
-            ) -> #rt::Result<#rt::Explanation<'w>> {
+            pub fn gradient_x_input<'w>(&self, ws: &'w mut #ws_name, input: &#input_ty, target: #target) -> #rt::Result<#explanation_ty> {
                 self.gradient_x_input_batch(ws, input, 1, target)
             }
         }
+    }
 
-        impl #rt::gpu::GpuTensorModel for #gpu_name {
-            type Workspace = #ws_name;
-            const INPUT_LEN: usize = #in_len;
-            const CLASSES: usize = #classes;
-
-            fn device(&self) -> &#rt::gpu::Device {
-                #gpu_name::device(self)
-            }
-
-            fn workspace(&self, capacity: usize) -> #rt::Result<#ws_name> {
-                #gpu_name::workspace(self, capacity)
-            }
-
-            fn predict_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize) -> #rt::Result<&'w [f32]> {
-                #gpu_name::predict_batch(self, ws, input, n)
-            }
-
-            fn explain_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize, target: #rt::Target) -> #rt::Result<#rt::Explanation<'w>> {
-                #gpu_name::explain_batch(self, ws, input, n, target)
-            }
-
-            fn explain_from_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize, output_relevance: &[f32]) -> #rt::Result<#rt::Explanation<'w>> {
-                #gpu_name::explain_from_batch(self, ws, input, n, output_relevance)
-            }
-
-            fn gradient_x_input_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize, target: #rt::Target) -> #rt::Result<#rt::Explanation<'w>> {
-                #gpu_name::gradient_x_input_batch(self, ws, input, n, target)
-            }
+    /// `GpuTensorModel` and `ToGpu`, for a model of one tensor input.
+    fn trait_impls(&self) -> TokenStream {
+        if self.ins.len() != 1 {
+            return quote!();
         }
+        let (rt, gpu_name, ws_name, name) = (&self.rt, &self.gpu_name, &self.ws_name, &self.net.name);
+        let (in_len, classes) = (self.ins[0].len, self.classes);
+        quote! {
+            impl #rt::gpu::GpuTensorModel for #gpu_name {
+                type Workspace = #ws_name;
+                const INPUT_LEN: usize = #in_len;
+                const CLASSES: usize = #classes;
 
-        impl #rt::gpu::ToGpu for #name {
-            type Gpu = #gpu_name;
+                fn device(&self) -> &#rt::gpu::Device {
+                    #gpu_name::device(self)
+                }
 
-            fn to_gpu(&self, device: &::std::sync::Arc<#rt::gpu::Device>) -> #rt::Result<#gpu_name> {
-                #name::to_gpu(self, device)
+                fn workspace(&self, capacity: usize) -> #rt::Result<#ws_name> {
+                    #gpu_name::workspace(self, capacity)
+                }
+
+                fn predict_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize) -> #rt::Result<&'w [f32]> {
+                    #gpu_name::predict_batch(self, ws, input, n)
+                }
+
+                fn explain_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize, target: #rt::Target) -> #rt::Result<#rt::Explanation<'w>> {
+                    #gpu_name::explain_batch(self, ws, input, n, target)
+                }
+
+                fn explain_from_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize, output_relevance: &[f32]) -> #rt::Result<#rt::Explanation<'w>> {
+                    #gpu_name::explain_from_batch(self, ws, input, n, output_relevance)
+                }
+
+                fn gradient_x_input_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize, target: #rt::Target) -> #rt::Result<#rt::Explanation<'w>> {
+                    #gpu_name::gradient_x_input_batch(self, ws, input, n, target)
+                }
+            }
+
+            impl #rt::gpu::ToGpu for #name {
+                type Gpu = #gpu_name;
+
+                fn to_gpu(&self, device: &::std::sync::Arc<#rt::gpu::Device>) -> #rt::Result<#gpu_name> {
+                    #name::to_gpu(self, device)
+                }
             }
         }
     }
