@@ -180,6 +180,17 @@ lrp::network! {
     }
 }
 
+lrp::network! {
+    /// Values and a fixed number of token ids, embedded on the device.
+    Mixed(inputs(image = [4], words = tokens(3))) {
+        img: image -> Linear(4, 5),
+        txt: words -> { emb: Embedding(7, 2), Flatten, fc: Linear(6, 5) },
+        Sum(img, txt),
+        ReLU,
+        head: Linear(5, 2),
+    }
+}
+
 /// A model of several inputs on the GPU against the CPU: logits, targets, each input's
 /// explanation and the coordinates' relevance, for explain and gradient x input.
 macro_rules! check_inputs {
@@ -209,6 +220,8 @@ fn check_several_inputs() {
     check_inputs!(Towers, TowersInput { a: &a, b: &b }, 2, [a, b], []);
     let (image, q) = (values(3 * 12, 9, 1.0), values(3 * 3, 10, 1.0));
     check_inputs!(QuestionRn, QuestionRnInput { image: &image, q: &q }, 3, [image, q], [objects_coordinates]);
+    let (image, words) = (values(2 * 4, 11, 1.0), [1usize, 6, 3, 0, 2, 5]);
+    check_inputs!(Mixed, MixedInput { image: &image, words: &words }, 2, [image, words], []);
 }
 
 lrp::network! {
@@ -278,4 +291,44 @@ macro_rules! check_tokens {
 fn check_token_models() {
     check_tokens!(LstmText, 11);
     check_tokens!(GruText, 9);
+}
+
+lrp::network! {
+    /// An image beside a question of any length: an LSTM reduces it, sample by sample.
+    ImageQuestion(inputs(image = [6], question = tokens), composite = Epsilon(0.01)) {
+        img: image -> { Linear(6, 8), ReLU },
+        txt: question -> {
+            embedding: Embedding(11, 5),
+            gru: GRU(5, 4, bidirectional = true, rule = LrpProp(epsilon = 0.001)),
+        },
+        joined: Concat(img, txt, dim = 0),
+        head: { Linear(16, 8), ReLU, Linear(8, 3) },
+    }
+}
+
+/// A graph with a sequence input, on a batch of questions of different lengths: both inputs'
+/// relevance and gradient x input against the CPU.
+#[test]
+fn a_question_of_any_length_beside_an_image_agrees_with_the_cpu() {
+    let model = ImageQuestion::from_bytes(&random_weights(ImageQuestion::TENSORS)).unwrap();
+    let gpu = model.to_gpu(&common::gpu_device()).unwrap();
+    let (mut gws, mut ws) = (gpu.workspace(9, 3).unwrap(), model.workspace(9, 3).unwrap());
+    let image = values(3 * 6, 13, 1.0);
+    let (a, b, c): (Vec<usize>, Vec<usize>, Vec<usize>) =
+        (vec![1, 4, 9, 2, 2], (0..9).map(|t| t % 11).collect(), vec![7]);
+    let question: [&[usize]; 3] = [&a, &b, &c];
+    let input = ImageQuestionInput { image: &image, question: &question };
+    let want = model.explain_batch(&mut ws, &input, 3, lrp::Target::Predicted).unwrap();
+    let got = gpu.explain_batch(&mut gws, &input, 3, lrp::Target::Predicted).unwrap();
+    assert_eq!(got.question.lengths, &[5, 9, 1][..]);
+    assert_eq!(got.image.targets, want.image.targets);
+    assert_rel_close("logits", got.image.logits, want.image.logits, 1e-5);
+    assert_close_per_sample("image", got.image.relevance, want.image.relevance, 3, 1e-4);
+    assert_close_per_sample("question", got.question.relevance, want.question.relevance, 1, 1e-4);
+    let want = model.gradient_x_input_batch(&mut ws, &input, 3, lrp::Target::Class(2)).unwrap();
+    let got = gpu.gradient_x_input_batch(&mut gws, &input, 3, lrp::Target::Class(2)).unwrap();
+    assert_close_per_sample("image", got.image.relevance, want.image.relevance, 3, 1e-4);
+    assert_close_per_sample("question", got.question.relevance, want.question.relevance, 1, 1e-4);
+    let long: [&[usize]; 1] = [&[0; 10]];
+    assert!(gpu.predict_batch(&mut gws, &ImageQuestionInput { image: &image[..6], question: &long }, 1).is_err());
 }

@@ -179,3 +179,28 @@ fn the_fixture_is_the_one_described() {
         assert_eq!(fx.cases.f32s[&format!("gxi_question.{n}")].0, [len, EMBEDDING]);
     }
 }
+
+/// The GPU model (`LRP_DEVICE` selects the device; the emulated one by default) against the same
+/// fixtures: LRP and gradient x input of the batch of different lengths, image, coordinates and
+/// question, and each sample alone.
+#[cfg(feature = "cuda")]
+#[test]
+fn the_gpu_model_matches_the_reference() {
+    let fx = Fixture::load();
+    let model = VqaSmall::load_strict(common::fixture(WEIGHTS)).expect("the fixture's state_dict loads as it is");
+    let gpu = model.to_gpu(&common::gpu_device()).expect("upload");
+    let (n, images) = (fx.n(), fx.cases.get("image"));
+    let mut ws = gpu.workspace(9, n).unwrap();
+    let question: Vec<&[usize]> = fx.tokens.iter().map(Vec::as_slice).collect();
+    let input = VqaSmallInput { image: images, question: &question };
+    let lrp = got!(gpu.explain_batch(&mut ws, &input, n, lrp::Target::Predicted).expect("explain"));
+    let mut worst = compare("GPU batch", &fx, "lrp", 0, &lrp, true);
+    let gxi = got!(gpu.gradient_x_input_batch(&mut ws, &input, n, lrp::Target::Predicted).expect("gradient x input"));
+    worst = worst.max(compare("GPU batch", &fx, "gxi", 0, &gxi, true));
+    for i in 0..n {
+        let input = VqaSmallInput { image: &images[i * IMAGE..(i + 1) * IMAGE], question: &[&fx.tokens[i]] };
+        let one = got!(gpu.explain_batch(&mut ws, &input, 1, lrp::Target::Predicted).expect("explain"));
+        worst = worst.max(compare(&format!("GPU sample {i}"), &fx, "lrp", i, &one, true));
+    }
+    eprintln!("GPU: worst error {worst:.1e} of max|R| (per sample and quantity)");
+}

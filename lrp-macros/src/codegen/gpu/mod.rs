@@ -13,16 +13,37 @@ mod steps;
 
 use super::len;
 use super::plan::{Backend, Buf, Plan, RunInput, act_ident, coords_ident, writes_back};
-use crate::ir::{InputKind, Network, Op, Src};
+use crate::ir::{Cell, InputKind, Network, Op, Src};
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 use steps::{buf_ident, layer_field};
 
-/// Whether the GPU backend runs every layer of `net`: tensor inputs, and no embedding or
-/// recurrent layer (yet).
+/// Whether the GPU backend runs every layer of `net`: inputs of values or of a fixed number of
+/// token ids (embedded on the device), and no recurrent layer inside a graph (yet).
 fn supported(net: &Network) -> bool {
-    let tensors = net.inputs.iter().all(|input| matches!(input.kind, InputKind::Tensor(_)));
-    tensors && net.layers.iter().all(|l| !matches!(l.op, Op::Embedding { .. } | Op::Recurrent(_)))
+    let sequences = net.inputs.iter().enumerate().filter(|(_, i)| i.kind == InputKind::Sequence);
+    let chains: Vec<usize> = sequences.map(|(k, _)| sequence_chain(net, k).map_or(usize::MAX, |(_, r)| r)).collect();
+    // Every recurrent layer reduces a sequence input.
+    let recurrent = net.layers.iter().enumerate().filter(|(_, l)| matches!(l.op, Op::Recurrent(_)));
+    recurrent.map(|(r, _)| r).all(|r| chains.contains(&r)) && !chains.contains(&usize::MAX)
+}
+
+/// The Embedding and the LSTM/GRU reducing sequence input `k` (the layers between pass the
+/// embeddings on); `None` if the shape pass would have refused it.
+fn sequence_chain(net: &Network, k: usize) -> Option<(usize, usize)> {
+    let [(e, _)] = *net.consumers(Src::Input(k)).as_slice() else { return None };
+    let mut r = e;
+    while !matches!(net.layers.get(r)?.op, Op::Recurrent(_)) {
+        let [(next, _)] = *net.consumers(Src::Layer(r)).as_slice() else { return None };
+        r = next;
+    }
+    Some((e, r))
+}
+
+/// The layers before the rest of the network: those reducing the sequence inputs.
+fn sequence_layers(net: &Network) -> usize {
+    let sequences = net.inputs.iter().enumerate().filter(|(_, i)| i.kind == InputKind::Sequence);
+    sequences.filter_map(|(k, _)| sequence_chain(net, k)).map(|(_, r)| r + 1).max().unwrap_or(0)
 }
 
 /// The GPU layer object of layer `i`, if it has one: its type and how `to_gpu` makes it from
@@ -36,6 +57,9 @@ pub(super) fn gpu_layer(net: &Network, i: usize) -> Option<(TokenStream, TokenSt
         Op::AvgPool2d(_) => ("GpuAvgPool2d", quote!(new(&self.#cpu))),
         Op::AdaptiveAvgPool2d(_) => ("GpuAdaptiveAvgPool2d", quote!(new(&self.#cpu))),
         Op::BatchNorm(_) if !layer.op.is_passthrough() => ("GpuBatchNorm", quote!(upload(device, &self.#cpu)?)),
+        Op::Embedding { .. } => ("GpuEmbedding", quote!(upload(device, &self.#cpu)?)),
+        Op::Recurrent(rnn) if rnn.cell == Cell::Lstm => ("GpuRecurrent", quote!(from_lstm(device, &self.#cpu)?)),
+        Op::Recurrent(_) => ("GpuRecurrent", quote!(from_gru(device, &self.#cpu)?)),
         _ => return None,
     };
     let ty = format_ident!("{ty}");
@@ -78,12 +102,98 @@ pub(super) fn backward_buffers(plan: &Plan) -> Vec<(String, Ident, usize)> {
 struct GpuIn {
     field: Ident,
     what: String,
+    /// Its values on the device, or (token ids) the ids' buffer of its embedding.
     buffer: Ident,
     product: Ident,
     host: Ident,
     expr: TokenStream,
+    /// Values (or token ids) per sample, and elements of its relevance per sample.
     len: usize,
+    rel_len: usize,
     rel: TokenStream,
+    /// What gradient x input multiplies: the values, or the embedded tokens.
+    times: TokenStream,
+    /// Token ids: the Embedding layer reading them.
+    embedding: Option<usize>,
+    /// A sequence input: its Embedding's and recurrent layer's indices, and the length of the
+    /// recurrent layer's output.
+    seq: Option<(usize, usize)>,
+    rec_out_len: usize,
+}
+
+impl GpuIn {
+    /// The workspace fields this input needs and their initialisers (in `workspace`, where `d`,
+    /// `capacity`, `len` and, with sequences, `max_len` are defined): its values (or token ids),
+    /// its gradient x input, the host copy of its relevance; token inputs their lengths; a
+    /// sequence input also its embeddings, their relevance, and its recurrent layer's traces.
+    fn workspace_parts(&self) -> (Vec<TokenStream>, Vec<TokenStream>) {
+        let rt = quote!(::lrp::runtime);
+        let dev = quote!(#rt::gpu::DeviceBuffer);
+        let (buffer, product, host, l, rl) = (&self.buffer, &self.product, &self.host, self.len, self.rel_len);
+        let zeros = |id: &Ident, per: TokenStream| quote!(#id: d.zeros(::core::stringify!(#id), len(::core::stringify!(#id), #per)?)?);
+        let lengths = format_ident!("lengths_{}", self.field);
+        let mut fields = vec![quote!(#buffer: #dev), quote!(#product: #dev), quote!(#host: ::std::vec::Vec<f32>)];
+        let mut inits = Vec::new();
+        match (self.seq, self.embedding) {
+            (Some((_, r)), _) => {
+                let (emb, rel) = (format_ident!("emb_{}", self.field), format_ident!("rel_emb_{}", self.field));
+                let (trace, trace_len) =
+                    (format_ident!("trace_{}", self.field), format_ident!("trace_len_{}", self.field));
+                let scratch = format_ident!("rnn_scratch_{}", self.field);
+                let (rec, out, out_len) = (layer_field(r), act_ident(r), self.rec_out_len);
+                let per = quote!(#rt::error::checked_size(::core::stringify!(#emb), max_len, #rl)?);
+                fields.extend([
+                    quote!(#out: #dev),
+                    quote!(#emb: #dev),
+                    quote!(#rel: #dev),
+                    quote!(#trace: #dev),
+                    quote!(#trace_len: usize),
+                    quote!(#scratch: #rt::gpu::layers::RecurrentScratch),
+                    quote!(#lengths: ::std::vec::Vec<usize>),
+                ]);
+                inits.extend([
+                    zeros(&out, quote!(#out_len)),
+                    quote!(#buffer: #rt::gpu::layers::GpuEmbedding::ids_buffer(d, max_len)?),
+                    zeros(product, per.clone()),
+                    quote!(#host: #rt::buffer::zeroed(::core::stringify!(#host), capacity, #per)?),
+                    zeros(&emb, per.clone()),
+                    zeros(&rel, per),
+                    zeros(&trace, quote!(self.#rec.trace_len(max_len)?)),
+                    quote!(#trace_len: self.#rec.trace_len(max_len)?),
+                    quote!(#scratch: #rt::gpu::layers::RecurrentScratch::new(d, max_len, &[&self.#rec])?),
+                    quote!(#lengths: ::std::vec![0; capacity]),
+                ]);
+            }
+            (None, Some(_)) => {
+                fields.push(quote!(#lengths: ::std::vec::Vec<usize>));
+                inits.extend([
+                    quote!(#buffer: #rt::gpu::layers::GpuEmbedding::ids_buffer(d, len(::core::stringify!(#buffer), #l)?)?),
+                    zeros(product, quote!(#rl)),
+                    quote!(#host: #rt::buffer::zeroed(::core::stringify!(#host), capacity, #rl)?),
+                    quote!(#lengths: ::std::vec![#l; capacity]),
+                ]);
+            }
+            (None, None) => inits.extend([
+                zeros(buffer, quote!(#l)),
+                zeros(product, quote!(#rl)),
+                quote!(#host: #rt::buffer::zeroed(::core::stringify!(#host), capacity, #rl)?),
+            ]),
+        }
+        (fields, inits)
+    }
+
+    /// The elements of the first `n` samples' relevance: fixed per sample, or per token of a
+    /// sequence input.
+    fn count(&self) -> TokenStream {
+        let rl = self.rel_len;
+        match self.seq {
+            Some(_) => {
+                let lengths = format_ident!("lengths_{}", self.field);
+                quote!(#rl * ws.#lengths[..n].iter().sum::<usize>())
+            }
+            None => quote!(n * #rl),
+        }
+    }
 }
 
 /// An `Objects` layer's coordinates: the device buffer of their relevance, its host copy, the
@@ -109,15 +219,53 @@ fn gpu_inputs(net: &Network, plan: &Plan) -> Vec<GpuIn> {
                 true => (quote!(input.#field), format!("input `{}` of `{model}`", input.name)),
                 false => (quote!(input), format!("input of `{model}`")),
             };
+            let buffer = buf_ident(&Buf::Input(k));
+            if let Some((e, r)) = sequence_chain(net, k).filter(|_| input.kind == InputKind::Sequence) {
+                let (emb, rel) = (format_ident!("emb_{}", field), format_ident!("rel_emb_{}", field));
+                return GpuIn {
+                    buffer,
+                    product: format_ident!("product_{k}"),
+                    host: format_ident!("relevance_{k}"),
+                    field,
+                    what,
+                    expr,
+                    len: 0,
+                    rel_len: len(&net.layers[r].in_shape),
+                    rel: quote!(ws.#rel),
+                    times: quote!(ws.#emb),
+                    embedding: Some(e),
+                    seq: Some((e, r)),
+                    rec_out_len: len(&net.layers[r].out_shape),
+                };
+            }
+            // Token ids are read by their Embedding (the shape pass checks it): the explanation
+            // is the relevance of the embedded tokens.
+            let embedding = plan
+                .readers(Src::Input(k))
+                .first()
+                .map(|&(e, _)| e)
+                .filter(|_| input.kind != InputKind::Tensor(input.shape()));
+            let (rel, rel_len, times) = match embedding {
+                Some(e) => {
+                    let a = act_ident(e);
+                    (plan.out_rel(Src::Layer(e)), len(&net.layers[e].out_shape), quote!(ws.#a))
+                }
+                None => (plan.input_rels[k].clone(), input.len(), quote!(ws.#buffer)),
+            };
             GpuIn {
-                buffer: buf_ident(&Buf::Input(k)),
+                buffer,
                 product: format_ident!("product_{k}"),
                 host: format_ident!("relevance_{k}"),
                 field,
                 what,
                 expr,
                 len: input.len(),
-                rel: plan.input_rels[k].clone(),
+                rel_len,
+                rel,
+                times,
+                embedding,
+                seq: None,
+                rec_out_len: 0,
             }
         })
         .collect()
@@ -149,14 +297,27 @@ pub(super) fn generate(net: &Network) -> TokenStream {
         return quote!();
     }
     let several = net.inputs.len() > 1;
-    let run_inputs = net.inputs.iter().enumerate().map(|(k, input)| RunInput {
-        src: Src::Input(k),
-        buf: Buf::Input(k),
-        name: if several { format!("input `{}`", input.name) } else { "the input".into() },
-        shape: input.shape(),
-        expr: quote!(),
+    // A sequence input is reduced sample by sample first; the rest reads its recurrent output.
+    let run_inputs = net.inputs.iter().enumerate().map(|(k, input)| match sequence_chain(net, k) {
+        Some((_, r)) if input.kind == InputKind::Sequence => RunInput {
+            src: Src::Layer(r),
+            buf: Buf::Act(r),
+            name: format!("`{}`", net.layers[r].name),
+            shape: net.layers[r].out_shape.clone(),
+            expr: quote!(),
+        },
+        _ => RunInput {
+            src: Src::Input(k),
+            buf: Buf::Input(k),
+            name: if several { format!("input `{}`", input.name) } else { "the input".into() },
+            shape: input.shape(),
+            expr: quote!(),
+        },
     });
-    let Some(plan) = Plan::new(&net.layers, 0, run_inputs.collect(), Backend::Gpu) else { return quote!() };
+    let first = sequence_layers(net);
+    let Some(plan) = Plan::new(&net.layers[first..], first, run_inputs.collect(), Backend::Gpu) else {
+        return quote!();
+    };
     let g = Gen {
         net,
         ins: gpu_inputs(net, &plan),
@@ -200,6 +361,8 @@ impl Gen<'_> {
         if self.ins.len() > 1 {
             let (i, e) = (format_ident!("{name}Input"), format_ident!("{name}Explanation"));
             (quote!(#i<'_>), quote!(#e<'w>))
+        } else if self.ins[0].embedding.is_some() {
+            (quote!([usize]), quote!(#rt::Explanation<'w>))
         } else {
             (quote!([f32]), quote!(#rt::Explanation<'w>))
         }
@@ -216,14 +379,18 @@ impl Gen<'_> {
         let (types, makes) = (layers.iter().map(|(_, ty, _)| ty), layers.iter().map(|(.., make)| make));
         let linears = linear_scratch(net, 0);
         let (bufs, buf_lens): (Vec<&Ident>, Vec<usize>) = self.plan.buffers.iter().map(|(id, l)| (id, *l)).unzip();
-        let device_ins: Vec<&Ident> = self.ins.iter().flat_map(|i| [&i.buffer, &i.product]).collect();
-        let device_lens: Vec<usize> = self.ins.iter().flat_map(|i| [i.len, i.len]).collect();
-        let (hosts, host_lens): (Vec<&Ident>, Vec<usize>) = self
-            .ins
-            .iter()
-            .map(|i| (&i.host, i.len))
-            .chain(self.coords.iter().map(|c| (&c.host, c.per_sample)))
-            .unzip();
+        let (in_fields, in_inits): (Vec<Vec<TokenStream>>, Vec<Vec<TokenStream>>) =
+            self.ins.iter().map(GpuIn::workspace_parts).unzip();
+        let (in_fields, in_inits) = (in_fields.concat(), in_inits.concat());
+        let (hosts, host_lens): (Vec<&Ident>, Vec<usize>) = self.coords.iter().map(|c| (&c.host, c.per_sample)).unzip();
+        let sequences = self.ins.iter().any(|i| i.seq.is_some());
+        let signature = match sequences {
+            true => quote!(pub fn workspace(&self, max_len: usize, capacity: usize) -> #rt::Result<#ws_name>),
+            false => quote!(pub fn workspace(&self, capacity: usize) -> #rt::Result<#ws_name>),
+        };
+        let max_len = sequences.then(|| quote!(let max_len = max_len.max(1);));
+        let max_len_field = sequences.then(|| quote!(max_len: usize,));
+        let max_len_init = sequences.then(|| quote!(max_len,));
         let doc = format!(
             "[`{name}`] on a GPU (or the emulated device): every pass runs on the device, with the \
              layers uploaded once by [`{name}::to_gpu`]. Results are copied back into the workspace."
@@ -240,7 +407,8 @@ impl Gen<'_> {
             #vis struct #ws_name {
                 capacity: usize,
                 rel_out: #rt::gpu::DeviceBuffer,
-                #( #device_ins: #rt::gpu::DeviceBuffer, )*
+                #max_len_field
+                #( #in_fields, )*
                 #( #bufs: #rt::gpu::DeviceBuffer, )*
                 scratch: #rt::gpu::layers::LinearScratch,
                 logits: ::std::vec::Vec<f32>,
@@ -266,16 +434,19 @@ impl Gen<'_> {
                     &self.device
                 }
 
-                /// Device buffers for up to `capacity` samples per call; no call allocates after this.
-                pub fn workspace(&self, capacity: usize) -> #rt::Result<#ws_name> {
+                /// Device buffers for up to `capacity` samples per call (and sequences of up to
+                /// `max_len` tokens); no call allocates after this.
+                #signature {
                     let d = &*self.device;
+                    #max_len
                     let len = |what: &str, per: usize| {
                         capacity.checked_mul(per).ok_or_else(|| #rt::Error::SizeOverflow { what: ::std::string::String::from(what) })
                     };
                     ::core::result::Result::Ok(#ws_name {
                         capacity,
                         rel_out: d.zeros("output relevance", len("output relevance", #classes)?)?,
-                        #( #device_ins: d.zeros(::core::stringify!(#device_ins), len(::core::stringify!(#device_ins), #device_lens)?)?, )*
+                        #max_len_init
+                        #( #in_inits, )*
                         #( #bufs: d.zeros(::core::stringify!(#bufs), len(::core::stringify!(#bufs), #buf_lens)?)?, )*
                         scratch: #rt::gpu::layers::LinearScratch::new(d, capacity, &[#( #linears ),*])?,
                         logits: #rt::buffer::zeroed("logits", capacity, #classes)?,
@@ -295,17 +466,31 @@ impl Gen<'_> {
         let nonneg = self.net.input_nonnegative;
         let uploads = self.ins.iter().map(|i| {
             let (what, expr, buffer, l) = (&i.what, &i.expr, &i.buffer, i.len);
-            quote! {
-                #rt::error::check_len(#what, n * #l, #expr.len())?;
-                #rt::checks::check_samples(#expr, #l, #nonneg)?;
-                self.device.write(&mut ws.#buffer, 0, #expr)?;
+            if let Some((e, r)) = i.seq {
+                return self.sequence_upload(i, e, r);
+            }
+            match i.embedding {
+                // Token ids are embedded on their way in (checked against the vocabulary).
+                Some(e) => {
+                    let (f, a) = (layer_field(e), act_ident(e));
+                    quote! {
+                        #rt::error::check_len(#what, n * #l, #expr.len())?;
+                        self.#f.forward(&self.device, #expr, &mut ws.#buffer, (&mut ws.#a, 0))?;
+                    }
+                }
+                None => quote! {
+                    #rt::error::check_len(#what, n * #l, #expr.len())?;
+                    #rt::checks::check_samples(#expr, #l, #nonneg)?;
+                    self.device.write(&mut ws.#buffer, 0, #expr)?;
+                },
             }
         });
         let reads = self.ins.iter().map(|i| {
-            let (host, product, rel, l) = (&i.host, &i.product, &i.rel, i.len);
+            let (host, product, rel, count) = (&i.host, &i.product, &i.rel, i.count());
             quote! {
-                d.read(if product { &ws.#product } else { &#rel }, 0, &mut ws.#host[..n * #l])?;
-                finite &= ws.#host[..n * #l].iter().all(|v| v.is_finite());
+                let count = #count;
+                d.read(if product { &ws.#product } else { &#rel }, 0, &mut ws.#host[..count])?;
+                finite &= ws.#host[..count].iter().all(|v| v.is_finite());
             }
         });
         let coord_reads = self.coords.iter().map(|c| {
@@ -318,14 +503,21 @@ impl Gen<'_> {
         let located = backward_buffers(&self.plan).into_iter().map(|(layer, id, n)| quote!((#layer, &ws.#id, #n)));
         let logits = &self.plan.logits;
         let one = |i: &GpuIn| {
-            let (host, l) = (&i.host, i.len);
+            let (host, count) = (&i.host, i.count());
+            let lengths = match i.embedding {
+                Some(_) => {
+                    let id = format_ident!("lengths_{}", i.field);
+                    quote!(&ws.#id[..n])
+                }
+                None => quote!(&[]),
+            };
             quote! {
                 #rt::Explanation {
                     logits: &ws.logits[..n * #classes],
                     targets: &ws.targets[..n],
-                    relevance: &ws.#host[..n * #l],
+                    relevance: &ws.#host[..#count],
                     batch: n,
-                    lengths: &[],
+                    lengths: #lengths,
                 }
             }
         };
@@ -383,9 +575,11 @@ impl Gen<'_> {
             quote!((#layer, &ws.#y, #n))
         });
         let products = self.ins.iter().map(|i| {
-            let (buffer, product, rel, l) = (&i.buffer, &i.product, &i.rel, i.len);
-            quote!(#rt::gpu::ops::multiply(d, &ws.#buffer, &#rel, &mut ws.#product, n * #l)?;)
+            let (times, product, rel, count) = (&i.times, &i.product, &i.rel, i.count());
+            quote!(#rt::gpu::ops::multiply(d, &#times, &#rel, &mut ws.#product, #count)?;)
         });
+        let (seq_relevance, seq_gradient) =
+            (self.sequence_backward(quote!(relevance)), self.sequence_backward(quote!(gradient)));
         let coords_times = self.coords.iter().map(|c| {
             let (dev, (h, w), what) = (&c.device, c.hw, &c.what);
             quote!(#rt::gpu::ops::sets::times_coordinates(d, #what, (#h, #w), &mut ws.#dev, n)?;)
@@ -411,6 +605,7 @@ impl Gen<'_> {
             fn relevance_pass(&self, ws: &mut #ws_name, n: usize) -> #rt::Result<()> {
                 let d = &*self.device;
                 #( #relevance )*
+                #( #seq_relevance )*
                 self.read_back(ws, n, "relevance", false)
             }
 
@@ -418,11 +613,61 @@ impl Gen<'_> {
             fn gradient_pass(&self, ws: &mut #ws_name, n: usize) -> #rt::Result<()> {
                 let d = &*self.device;
                 #( #gradient )*
+                #( #seq_gradient )*
                 #( #products )*
                 #( #coords_times )*
                 self.read_back(ws, n, "gradient", true)
             }
         }
+    }
+
+    /// A sequence input's samples checked, embedded back to back, and reduced one by one, each
+    /// at its own length, into its row of the recurrent layer's output.
+    fn sequence_upload(&self, i: &GpuIn, e: usize, r: usize) -> TokenStream {
+        let (rt, what, expr, ids, el) = (&self.rt, format!("sequences of {}", i.what), &i.expr, &i.buffer, i.rel_len);
+        let (emb_f, rec_f, out, out_len) =
+            (layer_field(e), layer_field(r), act_ident(r), len(&self.net.layers[r].out_shape));
+        let field = &i.field;
+        let (emb, trace, trace_len) =
+            (format_ident!("emb_{field}"), format_ident!("trace_{field}"), format_ident!("trace_len_{field}"));
+        let (scratch, lengths) = (format_ident!("rnn_scratch_{field}"), format_ident!("lengths_{field}"));
+        quote! {
+            #rt::error::check_len(#what, n, #expr.len())?;
+            for tokens in #expr.iter() {
+                if tokens.is_empty() || tokens.len() > ws.max_len {
+                    return ::core::result::Result::Err(#rt::Error::SequenceLength { length: tokens.len(), capacity: ws.max_len });
+                }
+            }
+            let mut offset = 0usize;
+            for (i, tokens) in #expr[..n].iter().enumerate() {
+                let (steps, stride) = (tokens.len(), ws.#trace_len);
+                self.#emb_f.forward(&self.device, tokens, &mut ws.#ids, (&mut ws.#emb, offset * #el))?;
+                self.#rec_f.forward(&self.device, (&ws.#emb, offset * #el), steps, (&mut ws.#trace, i * stride), (&mut ws.#out, i * #out_len), &mut ws.#scratch)?;
+                ws.#lengths[i] = steps;
+                offset += steps;
+            }
+        }
+    }
+
+    /// Each sequence input's samples taken back through its recurrent layer (`method`:
+    /// `relevance` or `gradient`), from what reached its output to the embedded tokens.
+    fn sequence_backward(&self, method: TokenStream) -> Vec<TokenStream> {
+        let seqs =
+            self.ins.iter().zip(&self.plan.input_rels).filter_map(|(i, head_rel)| i.seq.map(|(_, r)| (i, r, head_rel)));
+        seqs.map(|(i, r, head_rel)| {
+            let (rec_f, out_len, el, field) = (layer_field(r), len(&self.net.layers[r].out_shape), i.rel_len, &i.field);
+            let (emb, rel, trace) = (format_ident!("emb_{field}"), format_ident!("rel_emb_{field}"), format_ident!("trace_{field}"));
+            let (trace_len, scratch, lengths) = (format_ident!("trace_len_{field}"), format_ident!("rnn_scratch_{field}"), format_ident!("lengths_{field}"));
+            quote! {
+                let mut offset = 0usize;
+                for i in 0..n {
+                    let (steps, stride) = (ws.#lengths[i], ws.#trace_len);
+                    self.#rec_f.#method(d, (&ws.#emb, offset * #el), steps, (&ws.#trace, i * stride), (&#head_rel, i * #out_len), (&mut ws.#rel, offset * #el), &mut ws.#scratch)?;
+                    offset += steps;
+                }
+            }
+        })
+        .collect()
     }
 
     /// `predict`, `explain`, `explain_from`, `gradient_x_input`: each for `n` samples and, for
@@ -495,7 +740,7 @@ impl Gen<'_> {
 
     /// `GpuTensorModel` and `ToGpu`, for a model of one tensor input.
     fn trait_impls(&self) -> TokenStream {
-        if self.ins.len() != 1 {
+        if self.ins.len() != 1 || self.ins[0].embedding.is_some() {
             return quote!();
         }
         let (rt, gpu_name, ws_name, name) = (&self.rt, &self.gpu_name, &self.ws_name, &self.net.name);
