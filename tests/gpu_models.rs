@@ -134,6 +134,7 @@ fn every_kernel_runs_in_a_model_and_agrees_with_the_cpu() {
     check(&Relations::from_bytes(&random_weights(Relations::TENSORS)).unwrap(), 3);
     check_several_inputs();
     check_token_models();
+    check_occlusion();
     let never: Vec<&str> = launch_counts().into_iter().filter(|(_, c)| *c == 0).map(|(n, _)| n).collect();
     assert!(never.is_empty(), "kernels no GPU model launched: {never:?}");
     println!("every one of {} kernels ran in a GPU model", launch_counts().len());
@@ -331,4 +332,25 @@ fn a_question_of_any_length_beside_an_image_agrees_with_the_cpu() {
     assert_close_per_sample("question", got.question.relevance, want.question.relevance, 1, 1e-4);
     let long: [&[usize]; 1] = [&[0; 10]];
     assert!(gpu.predict_batch(&mut gws, &ImageQuestionInput { image: &image[..6], question: &long }, 1).is_err());
+}
+
+/// Occlusion on the device (each sample's occluded copies as batches) against the CPU's, with
+/// windows that tile exactly and windows cut short at the edges, and a workspace smaller than a
+/// sample's number of windows.
+fn check_occlusion() {
+    let model = PoolingCnn::from_bytes(&random_weights(PoolingCnn::TENSORS)).unwrap();
+    let gpu = model.to_gpu(&common::gpu_device()).unwrap();
+    let (mut gws, mut ws) = (gpu.workspace(5).unwrap(), model.workspace(5).unwrap());
+    let input = values(2 * PoolingCnn::INPUT_LEN, 14, 2.0);
+    for window in [[3, 8, 7], [1, 5, 6]] {
+        let want = model.occlusion_batch(&mut ws, &input, 2, lrp::Target::Predicted, &window).unwrap();
+        let (want_logits, want_relevance) = (want.logits.to_vec(), want.relevance.to_vec());
+        let got = gpu.occlusion_batch(&mut gws, &input, 2, lrp::Target::Predicted, &window).unwrap();
+        assert_rel_close("logits", got.logits, &want_logits, 1e-5);
+        assert_close_per_sample("occlusion", got.relevance, &want_relevance, 2, 1e-4);
+    }
+    assert!(
+        gpu.occlusion_batch(&mut gws, &input, 2, lrp::Target::Predicted, &[3, 8]).is_err(),
+        "a window of the wrong rank"
+    );
 }

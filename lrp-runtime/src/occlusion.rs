@@ -32,6 +32,16 @@ impl<'a> Windows<'a> {
         Ok(Windows { shape, window })
     }
 
+    /// The sample's shape.
+    pub fn shape(&self) -> &'a [usize] {
+        self.shape
+    }
+
+    /// The window's size along each dimension.
+    pub fn window(&self) -> &'a [usize] {
+        self.window
+    }
+
     /// Windows along dimension `d`: `ceil(shape[d] / window[d])`.
     fn per_dim(&self, d: usize) -> usize {
         self.shape[d].div_ceil(self.window[d])

@@ -157,6 +157,20 @@ pub(super) fn check_columns(dev: &Device) {
     }
 }
 
+/// Occluded copies of a sample, one window each.
+pub(super) fn check_occlusion(dev: &Device) {
+    let windows = crate::occlusion::Windows::new(&[2, 3], &[1, 2]).unwrap();
+    let x = dev.upload("x", &values(6, 18)).unwrap();
+    let mut out = dev.zeros("out", 6 * windows.count()).unwrap();
+    ops::occlusion::occlude(dev, &windows, (&x, 0), 0, windows.count(), &mut out).unwrap();
+    let got = dev.download(&out).unwrap();
+    for w in 0..windows.count() {
+        let mut want = values(6, 18);
+        windows.for_each_index(w, |j| want[j] = 0.0);
+        assert_close("occlude_windows", &got[w * 6..(w + 1) * 6], &want);
+    }
+}
+
 #[test]
 fn columns_match_the_naive_version() {
     check_columns(&device());
@@ -339,6 +353,7 @@ fn every_kernel_is_launched_by_a_unit_test() {
     check_product(&dev);
     check_rule_parts(&dev);
     check_columns(&dev);
+    check_occlusion(&dev);
     check_pooling(&dev);
     check_graph_kernels(&dev);
     check_recurrent(&dev);

@@ -329,6 +329,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
         classes: net.classes(),
     };
     let (structs, passes, io, api, traits) = (g.structs(), g.passes(), g.io(), g.api(), g.trait_impls());
+    let occlusion = g.occlusion();
     let gpu_name = &g.gpu_name;
     quote! {
         #structs
@@ -336,6 +337,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
             #io
             #passes
             #api
+            #occlusion
         }
         #traits
     }
@@ -390,6 +392,17 @@ impl Gen<'_> {
         };
         let max_len = sequences.then(|| quote!(let max_len = max_len.max(1);));
         let max_len_field = sequences.then(|| quote!(max_len: usize,));
+        // Occlusion (one input of values): the batch kept on the device, and each sample's score.
+        let (occlusion_fields, occlusion_inits) = match self.occludable() {
+            true => {
+                let l = self.ins[0].len;
+                (
+                    quote!(saved: #rt::gpu::DeviceBuffer, probs: ::std::vec::Vec<f32>,),
+                    quote!(saved: d.zeros("saved input", len("saved input", #l)?)?, probs: #rt::buffer::zeroed("probabilities", capacity, 1)?,),
+                )
+            }
+            false => (quote!(), quote!()),
+        };
         let max_len_init = sequences.then(|| quote!(max_len,));
         let doc = format!(
             "[`{name}`] on a GPU (or the emulated device): every pass runs on the device, with the \
@@ -408,6 +421,7 @@ impl Gen<'_> {
                 capacity: usize,
                 rel_out: #rt::gpu::DeviceBuffer,
                 #max_len_field
+                #occlusion_fields
                 #( #in_fields, )*
                 #( #bufs: #rt::gpu::DeviceBuffer, )*
                 scratch: #rt::gpu::layers::LinearScratch,
@@ -446,6 +460,7 @@ impl Gen<'_> {
                         capacity,
                         rel_out: d.zeros("output relevance", len("output relevance", #classes)?)?,
                         #max_len_init
+                        #occlusion_inits
                         #( #in_inits, )*
                         #( #bufs: d.zeros(::core::stringify!(#bufs), len(::core::stringify!(#bufs), #buf_lens)?)?, )*
                         scratch: #rt::gpu::layers::LinearScratch::new(d, capacity, &[#( #linears ),*])?,
@@ -668,6 +683,64 @@ impl Gen<'_> {
             }
         })
         .collect()
+    }
+
+    /// Whether the model has an occlusion method: one input of values.
+    fn occludable(&self) -> bool {
+        self.ins.len() == 1 && self.ins[0].embedding.is_none()
+    }
+
+    /// `occlusion_batch` and `occlusion`: every window's occluded copies of a sample made on
+    /// the device and run as batches of up to the workspace's capacity.
+    fn occlusion(&self) -> TokenStream {
+        if !self.occludable() {
+            return quote!();
+        }
+        let (rt, ws_name, classes, name) = (&self.rt, &self.ws_name, self.classes, &self.net.name);
+        let (input, host, l) = (&self.ins[0].buffer, &self.ins[0].host, self.ins[0].len);
+        let shape = self.net.inputs[0].shape();
+        let target = quote!(impl ::core::convert::Into<#rt::Target>);
+        let doc = format!(
+            "[`{name}::occlusion_batch`] on the device: `R_i = p_c(x) - p_c(x with the window holding i set to 0)`, \
+             `p` the softmax; each sample's occluded copies run as batches of up to the workspace's capacity."
+        );
+        quote! {
+            #[doc = #doc]
+            pub fn occlusion_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize, target: #target, window: &[usize]) -> #rt::Result<#rt::Explanation<'w>> {
+                let windows = #rt::occlusion::Windows::new(&[#(#shape),*], window)?;
+                self.upload_input(ws, input, n)?;
+                self.forward_pass(ws, n)?;
+                self.seed(ws, n, target.into(), #rt::explanation::Seed::One)?;
+                let d = &*self.device;
+                #rt::gpu::ops::combine(d, &mut ws.saved, &ws.#input, &ws.#input, 1.0, 0.0, n * #l)?;
+                for i in 0..n {
+                    ws.probs[i] = #rt::kernels::elementwise::softmax_at(&ws.logits[i * #classes..(i + 1) * #classes], ws.targets[i]);
+                }
+                for i in 0..n {
+                    let mut first = 0;
+                    while first < windows.count() {
+                        let copies = (windows.count() - first).min(ws.capacity);
+                        #rt::gpu::ops::occlusion::occlude(d, &windows, (&ws.saved, i * #l), first, copies, &mut ws.#input)?;
+                        self.forward_pass(ws, copies)?;
+                        for c in 0..copies {
+                            let p = #rt::kernels::elementwise::softmax_at(&ws.logits[c * #classes..(c + 1) * #classes], ws.targets[i]);
+                            let (drop, out) = (ws.probs[i] - p, &mut ws.#host[i * #l..(i + 1) * #l]);
+                            windows.for_each_index(first + c, |j| out[j] = drop);
+                        }
+                        first += copies;
+                    }
+                }
+                // The unoccluded batch and its logits back in place.
+                #rt::gpu::ops::combine(d, &mut ws.#input, &ws.saved, &ws.saved, 1.0, 0.0, n * #l)?;
+                self.forward_pass(ws, n)?;
+                ::core::result::Result::Ok(Self::explanation(ws, n))
+            }
+
+            /// [`Self::occlusion_batch`] of one sample.
+            pub fn occlusion<'w>(&self, ws: &'w mut #ws_name, input: &[f32], target: #target, window: &[usize]) -> #rt::Result<#rt::Explanation<'w>> {
+                self.occlusion_batch(ws, input, 1, target, window)
+            }
+        }
     }
 
     /// `predict`, `explain`, `explain_from`, `gradient_x_input`: each for `n` samples and, for

@@ -12,6 +12,7 @@ use crate::rules::{InputMod, Mask};
 
 pub mod conv;
 pub mod graph;
+pub mod occlusion;
 pub mod pool;
 pub mod recurrent;
 pub mod sets;
