@@ -135,6 +135,7 @@ fn every_kernel_runs_in_a_model_and_agrees_with_the_cpu() {
     check_several_inputs();
     check_token_models();
     check_occlusion();
+    check_results_on_the_device();
     let never: Vec<&str> = launch_counts().into_iter().filter(|(_, c)| *c == 0).map(|(n, _)| n).collect();
     assert!(never.is_empty(), "kernels no GPU model launched: {never:?}");
     println!("every one of {} kernels ran in a GPU model", launch_counts().len());
@@ -353,4 +354,36 @@ fn check_occlusion() {
         gpu.occlusion_batch(&mut gws, &input, 2, lrp::Target::Predicted, &[3, 8]).is_err(),
         "a window of the wrong rank"
     );
+}
+
+/// Inputs already on the device, results left there: the same numbers as through the host;
+/// a NaN input or a buffer of another device is an error.
+fn check_results_on_the_device() {
+    let model = PoolingCnn::from_bytes(&random_weights(PoolingCnn::TENSORS)).unwrap();
+    let device = common::gpu_device();
+    let gpu = model.to_gpu(&device).unwrap();
+    let mut gws = gpu.workspace(2).unwrap();
+    let len = PoolingCnn::INPUT_LEN;
+    let input = values(2 * len, 15, 2.0);
+    let on_device = device.upload("images", &input).unwrap();
+    let want = gpu.explain_batch(&mut gws, &input, 2, lrp::Target::Class(3)).unwrap().relevance.to_vec();
+    let got = gpu.explain_on_device(&mut gws, &on_device, 2, lrp::Target::Class(3)).unwrap();
+    assert_eq!(got.targets, &[3, 3]);
+    let mut relevance = vec![0.0; 2 * len];
+    device.read(got.relevance, 0, &mut relevance).unwrap();
+    assert_eq!(relevance, want);
+    let want = gpu.gradient_x_input_batch(&mut gws, &input, 2, lrp::Target::Class(0)).unwrap().relevance.to_vec();
+    let got = gpu.gradient_x_input_on_device(&mut gws, &on_device, 2, lrp::Target::Class(0)).unwrap();
+    device.read(got.relevance, 0, &mut relevance).unwrap();
+    assert_eq!(relevance, want);
+    let logits = gpu.predict_on_device(&mut gws, &on_device, 1).unwrap();
+    assert_eq!(device.download(logits).unwrap().len(), 2 * PoolingCnn::CLASSES);
+    let mut bad = input.clone();
+    bad[len + 5] = f32::NAN;
+    let bad = device.upload("images", &bad).unwrap();
+    let e = gpu.explain_on_device(&mut gws, &bad, 2, lrp::Target::Predicted).unwrap_err();
+    assert!(matches!(e, lrp::Error::NonFiniteInput { sample: 1, index: 5, .. }), "{e}");
+    let other = lrp::runtime::gpu::Device::emulated();
+    let foreign = other.upload("images", &input).unwrap();
+    assert!(gpu.predict_on_device(&mut gws, &foreign, 2).is_err());
 }

@@ -26,7 +26,7 @@ pub use blas::{Mat, MatMut, gemm};
 pub use buffer::DeviceBuffer;
 pub use device::{Device, missing_libraries};
 pub use launch::{Grid, kernel_sources, launch_counts};
-pub use model::{GpuTensorModel, ToGpu};
+pub use model::{DeviceExplanation, GpuTensorModel, ToGpu};
 
 /// The kernel sources and names the build script found (`$OUT_DIR/kernels.rs`).
 mod table {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::Device;
+use super::{Device, DeviceBuffer};
 use crate::{Explanation, Result, Target};
 
 /// A model of fixed-size inputs on a device (`NetGpu`, made by [`ToGpu::to_gpu`]): batches of
@@ -61,4 +61,16 @@ pub trait ToGpu {
     /// Uploads the model (its weights, BatchNorm folds and every rule's transformed parameters,
     /// as prepared for the CPU) to `device`.
     fn to_gpu(&self, device: &Arc<Device>) -> Result<Self::Gpu>;
+}
+
+/// An explanation whose relevance stays on the device (for pipelines): the `*_on_device`
+/// methods of a GPU model. The logits and targets are on the host (the targets are chosen from
+/// the logits there); the relevance, `[batch, INPUT_LEN]` from the buffer's start, was checked
+/// finite on the device.
+#[derive(Debug)]
+pub struct DeviceExplanation<'w> {
+    pub logits: &'w [f32],
+    pub targets: &'w [usize],
+    pub relevance: &'w DeviceBuffer,
+    pub batch: usize,
 }

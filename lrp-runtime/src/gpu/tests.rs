@@ -157,6 +157,13 @@ pub(super) fn check_columns(dev: &Device) {
     }
 }
 
+/// The device-side check of values.
+pub(super) fn check_checks(dev: &Device) {
+    let mut scratch = ops::checks::CheckScratch::new(dev).unwrap();
+    let x = dev.upload("x", &[0.0, 1.0, f32::NAN]).unwrap();
+    assert_eq!(ops::checks::first_bad(dev, (&x, 0, 3), false, &mut scratch).unwrap(), Some(2));
+}
+
 /// Occluded copies of a sample, one window each.
 pub(super) fn check_occlusion(dev: &Device) {
     let windows = crate::occlusion::Windows::new(&[2, 3], &[1, 2]).unwrap();
@@ -354,6 +361,7 @@ fn every_kernel_is_launched_by_a_unit_test() {
     check_rule_parts(&dev);
     check_columns(&dev);
     check_occlusion(&dev);
+    check_checks(&dev);
     check_pooling(&dev);
     check_graph_kernels(&dev);
     check_recurrent(&dev);

@@ -329,7 +329,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
         classes: net.classes(),
     };
     let (structs, passes, io, api, traits) = (g.structs(), g.passes(), g.io(), g.api(), g.trait_impls());
-    let occlusion = g.occlusion();
+    let (occlusion, device_api) = (g.occlusion(), g.device_api());
     let gpu_name = &g.gpu_name;
     quote! {
         #structs
@@ -338,6 +338,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
             #passes
             #api
             #occlusion
+            #device_api
         }
         #traits
     }
@@ -392,13 +393,18 @@ impl Gen<'_> {
         };
         let max_len = sequences.then(|| quote!(let max_len = max_len.max(1);));
         let max_len_field = sequences.then(|| quote!(max_len: usize,));
-        // Occlusion (one input of values): the batch kept on the device, and each sample's score.
+        // One input of values: occlusion's batch kept on the device and each sample's score, and
+        // the scratch of the checks of inputs and results that stay on the device.
         let (occlusion_fields, occlusion_inits) = match self.occludable() {
             true => {
                 let l = self.ins[0].len;
                 (
-                    quote!(saved: #rt::gpu::DeviceBuffer, probs: ::std::vec::Vec<f32>,),
-                    quote!(saved: d.zeros("saved input", len("saved input", #l)?)?, probs: #rt::buffer::zeroed("probabilities", capacity, 1)?,),
+                    quote!(saved: #rt::gpu::DeviceBuffer, probs: ::std::vec::Vec<f32>, checks: #rt::gpu::ops::checks::CheckScratch,),
+                    quote!(
+                        saved: d.zeros("saved input", len("saved input", #l)?)?,
+                        probs: #rt::buffer::zeroed("probabilities", capacity, 1)?,
+                        checks: #rt::gpu::ops::checks::CheckScratch::new(d)?,
+                    ),
                 )
             }
             false => (quote!(), quote!()),
@@ -617,20 +623,29 @@ impl Gen<'_> {
                 self.device.write(&mut ws.rel_out, 0, &ws.seed[..n * #classes])
             }
 
-            fn relevance_pass(&self, ws: &mut #ws_name, n: usize) -> #rt::Result<()> {
-                let d = &*self.device;
+            /// LRP on the device, from `rel_out` back to every input.
+            fn relevance_steps(&self, d: &#rt::gpu::Device, ws: &mut #ws_name, n: usize) -> #rt::Result<()> {
                 #( #relevance )*
                 #( #seq_relevance )*
+                ::core::result::Result::Ok(())
+            }
+
+            fn relevance_pass(&self, ws: &mut #ws_name, n: usize) -> #rt::Result<()> {
+                self.relevance_steps(&self.device, ws, n)?;
                 self.read_back(ws, n, "relevance", false)
             }
 
-            /// The gradient, then gradient x input of every input and coordinate.
-            fn gradient_pass(&self, ws: &mut #ws_name, n: usize) -> #rt::Result<()> {
-                let d = &*self.device;
+            /// The gradient on the device, then gradient x input of every input and coordinate.
+            fn gradient_steps(&self, d: &#rt::gpu::Device, ws: &mut #ws_name, n: usize) -> #rt::Result<()> {
                 #( #gradient )*
                 #( #seq_gradient )*
                 #( #products )*
                 #( #coords_times )*
+                ::core::result::Result::Ok(())
+            }
+
+            fn gradient_pass(&self, ws: &mut #ws_name, n: usize) -> #rt::Result<()> {
+                self.gradient_steps(&self.device, ws, n)?;
                 self.read_back(ws, n, "gradient", true)
             }
         }
@@ -739,6 +754,73 @@ impl Gen<'_> {
             /// [`Self::occlusion_batch`] of one sample.
             pub fn occlusion<'w>(&self, ws: &'w mut #ws_name, input: &[f32], target: #target, window: &[usize]) -> #rt::Result<#rt::Explanation<'w>> {
                 self.occlusion_batch(ws, input, 1, target, window)
+            }
+        }
+    }
+
+    /// `predict_on_device`, `explain_on_device` and `gradient_x_input_on_device`: inputs
+    /// already on the device, results left there (one input of values).
+    fn device_api(&self) -> TokenStream {
+        if !self.occludable() {
+            return quote!();
+        }
+        let (rt, ws_name, classes, nonneg) = (&self.rt, &self.ws_name, self.classes, self.net.input_nonnegative);
+        let i = &self.ins[0];
+        let (input, product, rel, l, logits) = (&i.buffer, &i.product, &i.rel, i.len, &self.plan.logits);
+        let target = quote!(impl ::core::convert::Into<#rt::Target>);
+        quote! {
+            /// Copies `n` samples from the start of `input` (on this model's device) into the
+            /// workspace, checked on the device as host inputs are.
+            fn take_device_input(&self, ws: &mut #ws_name, input: &#rt::gpu::DeviceBuffer, n: usize) -> #rt::Result<()> {
+                if n > ws.capacity {
+                    return ::core::result::Result::Err(#rt::Error::BatchCapacity { capacity: ws.capacity, requested: n });
+                }
+                let d = &*self.device;
+                #rt::gpu::ops::checks::check_samples(d, input, (n, #l), #nonneg, &mut ws.checks)?;
+                #rt::gpu::ops::combine(d, &mut ws.#input, input, input, 1.0, 0.0, n * #l)
+            }
+
+            /// A result left on the device, checked finite there.
+            fn device_explanation<'w>(&self, ws: &'w mut #ws_name, n: usize, product: bool, pass: &str) -> #rt::Result<#rt::gpu::DeviceExplanation<'w>> {
+                let d = &*self.device;
+                let relevance = if product { &ws.#product } else { &#rel };
+                if let ::core::option::Option::Some(at) = #rt::gpu::ops::checks::first_bad(d, (relevance, 0, n * #l), false, &mut ws.checks)? {
+                    return ::core::result::Result::Err(#rt::Error::Overflow {
+                        layer: ::std::string::String::from("input"),
+                        step: ::core::option::Option::None,
+                        what: ::std::format!("{pass}: value at index {} of sample {}", at % #l, at / #l),
+                    });
+                }
+                let relevance = if product { &ws.#product } else { &#rel };
+                ::core::result::Result::Ok(#rt::gpu::DeviceExplanation { logits: &ws.logits[..n * #classes], targets: &ws.targets[..n], relevance, batch: n })
+            }
+
+            /// [`Self::predict_batch`] of `n` samples on the device (`[n, INPUT_LEN]` from the
+            /// start of `input`); the logits are also left on the device (returned).
+            pub fn predict_on_device<'w>(&self, ws: &'w mut #ws_name, input: &#rt::gpu::DeviceBuffer, n: usize) -> #rt::Result<&'w #rt::gpu::DeviceBuffer> {
+                self.take_device_input(ws, input, n)?;
+                self.forward_pass(ws, n)?;
+                ::core::result::Result::Ok(&ws.#logits)
+            }
+
+            /// [`Self::explain_batch`] of `n` samples on the device; the relevance stays there.
+            pub fn explain_on_device<'w>(&self, ws: &'w mut #ws_name, input: &#rt::gpu::DeviceBuffer, n: usize, target: #target) -> #rt::Result<#rt::gpu::DeviceExplanation<'w>> {
+                self.take_device_input(ws, input, n)?;
+                self.forward_pass(ws, n)?;
+                self.seed(ws, n, target.into(), #rt::explanation::Seed::Logit)?;
+                let d = &*self.device;
+                self.relevance_steps(d, ws, n)?;
+                self.device_explanation(ws, n, false, "relevance")
+            }
+
+            /// [`Self::gradient_x_input_batch`] of `n` samples on the device; the result stays there.
+            pub fn gradient_x_input_on_device<'w>(&self, ws: &'w mut #ws_name, input: &#rt::gpu::DeviceBuffer, n: usize, target: #target) -> #rt::Result<#rt::gpu::DeviceExplanation<'w>> {
+                self.take_device_input(ws, input, n)?;
+                self.forward_pass(ws, n)?;
+                self.seed(ws, n, target.into(), #rt::explanation::Seed::One)?;
+                let d = &*self.device;
+                self.gradient_steps(d, ws, n)?;
+                self.device_explanation(ws, n, true, "gradient x input")
             }
         }
     }

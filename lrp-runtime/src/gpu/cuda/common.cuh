@@ -17,3 +17,23 @@ __device__ __forceinline__ u64 grid_stride() {
 __device__ __forceinline__ float stabilize(float z, float eps) {
     return z >= 0.0f ? z + eps : z - eps;
 }
+
+// The bits of a float as an unsigned integer, and back (integers travel in f32 buffers so).
+__device__ __forceinline__ unsigned bits_of(float v) {
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(v);
+#else
+    unsigned b;
+    __builtin_memcpy(&b, &v, sizeof b);
+    return b;
+#endif
+}
+__device__ __forceinline__ float float_of(unsigned b) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(b);
+#else
+    float v;
+    __builtin_memcpy(&v, &b, sizeof v);
+    return v;
+#endif
+}

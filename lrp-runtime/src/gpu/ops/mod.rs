@@ -10,6 +10,7 @@ use super::table::id;
 use crate::error::{Error, Result};
 use crate::rules::{InputMod, Mask};
 
+pub mod checks;
 pub mod conv;
 pub mod graph;
 pub mod occlusion;
