@@ -68,6 +68,15 @@ pub fn missing_libraries() -> Vec<String> {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How a CUDA device computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceOptions {
+    /// cuBLAS may run FP32 products on TF32 tensor cores (10-bit mantissas in the products,
+    /// FP32 sums): faster on Ampere and later, less exact. Off by default. The emulated device
+    /// always computes in FP32.
+    pub tf32: bool,
+}
+
 fn cuda_error(what: &str, e: impl std::fmt::Debug) -> Error {
     Error::Gpu { what: what.to_string(), message: format!("{e:?}") }
 }
@@ -111,6 +120,11 @@ impl Device {
     /// CUDA device `ordinal`, with every kernel compiled and loaded. An error names what is
     /// missing: each CUDA library that cannot be opened, or the device.
     pub fn cuda(ordinal: usize) -> Result<Device> {
+        Device::cuda_with(ordinal, DeviceOptions::default())
+    }
+
+    /// [`Device::cuda`] with `options` (TF32 products).
+    pub fn cuda_with(ordinal: usize, options: DeviceOptions) -> Result<Device> {
         let missing = missing_libraries();
         if !missing.is_empty() {
             return Err(Error::GpuUnavailable { missing });
@@ -125,6 +139,12 @@ impl Device {
         let name = ctx.name().map_err(|e| cuda_error("reading the device name", e))?;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(|e| cuda_error("creating a cuBLAS handle", e))?;
+        if options.tf32 {
+            use cudarc::cublas::sys::{cublasMath_t, cublasSetMathMode};
+            // SAFETY: the handle is alive (owned by `blas`) and used by no other thread yet.
+            let status = unsafe { cublasSetMathMode(*blas.handle(), cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH) };
+            status.result().map_err(|e| cuda_error("allowing TF32 products", e))?;
+        }
         let mut functions = Vec::with_capacity(table::NAMES.len());
         for (ptx, (file, _, kernels)) in compile_kernels(arch(major, minor))?.into_iter().zip(table::SOURCES) {
             let module = ctx.load_module(ptx).map_err(|e| cuda_error(&format!("loading `{file}`"), e))?;
@@ -132,21 +152,23 @@ impl Device {
                 functions.push(module.load_function(k).map_err(|e| cuda_error(&format!("loading kernel `{k}`"), e))?);
             }
         }
-        let cuda = Cuda { stream, blas, functions, name: format!("{name} (sm_{major}{minor})") };
+        let tf32 = if options.tf32 { ", TF32 products" } else { "" };
+        let cuda = Cuda { stream, blas, functions, name: format!("{name} (sm_{major}{minor}{tf32})") };
         Ok(Device { backend: Backend::Cuda(Box::new(cuda)), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) })
     }
 
-    /// The device the environment asks for: `LRP_DEVICE=cuda` (or `cuda:N`) a GPU, anything
-    /// else or nothing the emulated device.
+    /// The device the environment asks for: `LRP_DEVICE=cuda` (or `cuda:N`) a GPU, with TF32
+    /// products if `LRP_TF32=1`; anything else or nothing the emulated device.
     pub fn from_env() -> Result<Device> {
+        let options = DeviceOptions { tf32: std::env::var("LRP_TF32").is_ok_and(|v| v == "1") };
         match std::env::var("LRP_DEVICE") {
-            Ok(v) if v == "cuda" => Device::cuda(0),
+            Ok(v) if v == "cuda" => Device::cuda_with(0, options),
             Ok(v) if v.starts_with("cuda:") => {
                 let ordinal = v["cuda:".len()..].parse().map_err(|_| Error::InvalidParameter {
                     what: "LRP_DEVICE".to_string(),
                     message: format!("`{v}`: expected `cuda`, `cuda:N` or `emulated`"),
                 })?;
-                Device::cuda(ordinal)
+                Device::cuda_with(ordinal, options)
             }
             _ => Ok(Device::emulated()),
         }

@@ -24,7 +24,7 @@ pub mod ops;
 
 pub use blas::{Mat, MatMut, gemm};
 pub use buffer::DeviceBuffer;
-pub use device::{Device, missing_libraries};
+pub use device::{Device, DeviceOptions, missing_libraries};
 pub use launch::{Grid, kernel_sources, launch_counts};
 pub use model::{DeviceExplanation, GpuTensorModel, ToGpu};
 

@@ -443,6 +443,12 @@ fn a_missing_library_is_an_error_that_names_it() {
         Err(e) => assert!(missing.is_empty(), "libraries missing, but another error: {e}"),
         Ok(d) => assert!(missing.is_empty() && !d.is_emulated()),
     }
+    // With TF32 products asked for, the same.
+    match Device::cuda_with(0, DeviceOptions { tf32: true }) {
+        Err(Error::GpuUnavailable { missing: named }) if !missing.is_empty() => assert_eq!(named, missing),
+        Err(e) => assert!(missing.is_empty(), "libraries missing, but another error: {e}"),
+        Ok(d) => assert!(d.name().contains("TF32")),
+    }
 }
 
 /// With `LD_LIBRARY_PATH` emptied, NVRTC from a pip package (and cuBLAS) cannot be found: this
