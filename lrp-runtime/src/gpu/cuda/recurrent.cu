@@ -54,7 +54,6 @@ __device__ __forceinline__ int rnn_int(float slot) { return (int)rnn_bits(slot);
 __device__ __forceinline__ int rnn_exp_value(float v) { return fabsf(v) < 16777216.0f ? (int)v : 0; }
 __device__ __forceinline__ float rnn_slot(int v) { return rnn_float((unsigned)v); }
 
-__device__ __forceinline__ float rnn_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ bool rnn_finite(float v) { return fabsf(v) <= 3.40282346638528859812e+38f; }
 
 // r / stab(z) (`Lrp::ratio`).
@@ -95,13 +94,13 @@ extern "C" __global__ void lstm_forward_step(float* trace, const float* __restri
             s = s + b_hh[r];
             if (has_prev) s = s + hh[r];
             a[r] = s;
-            v[k] = k == 2 ? tanhf(s) : rnn_sigmoid(s);
+            v[k] = k == 2 ? cpu_tanh(s) : cpu_sigmoid(s);
             act[r] = v[k];
         }
         float c_prev = has_prev ? c[p * d + j] : 0.0f;
         float ct = v[1] * c_prev + v[0] * v[2];
         c[t * d + j] = ct;
-        trace[h + j] = tanhf(ct) * v[3];
+        trace[h + j] = cpu_tanh(ct) * v[3];
     }
 }
 
@@ -120,9 +119,9 @@ extern "C" __global__ void gru_forward_step(float* trace, const float* __restric
             gi[r] = xp[r] + b_ih[r];
             gh[r] = has_prev ? b_hh[r] + hh[r] : b_hh[r];
         }
-        float r = rnn_sigmoid(gi[j] + gh[j]);
-        float z = rnn_sigmoid(gi[d + j] + gh[d + j]);
-        float n = tanhf(gi[2 * d + j] + r * gh[2 * d + j]);
+        float r = cpu_sigmoid(gi[j] + gh[j]);
+        float z = cpu_sigmoid(gi[d + j] + gh[d + j]);
+        float n = cpu_tanh(gi[2 * d + j] + r * gh[2 * d + j]);
         act[j] = r;
         act[d + j] = z;
         act[2 * d + j] = n;
