@@ -4,11 +4,14 @@
 //!
 //! ```text
 //! cargo build --release --features cuda --example gpu_bench
-//! LRP_DEVICE=cuda target/release/examples/gpu_bench [--models vgg16,mlp] [--batches 1,16,64] [--runs N]
+//! LRP_DEVICE=cuda target/release/examples/gpu_bench [--models vgg16,mlp,bilstm] [--batches 1,16,64] [--runs N]
 //! ```
 //!
-//! Models: `vgg16` (`specs/vgg16.lrp`, EpsilonGammaBox, and a copy with EpsilonPlus) and `mlp`
-//! (`specs/mlp.lrp`, Epsilon with z^B first, and a copy with EpsilonPlus). Each call is timed
+//! Models: `vgg16` (`specs/vgg16.lrp`, EpsilonGammaBox, and a copy with EpsilonPlus), `mlp`
+//! (`specs/mlp.lrp`, Epsilon with z^B first, and a copy with EpsilonPlus) and `bilstm` (the
+//! bidirectional LSTM of `benches/models.rs`, `BiLstmBench`: vocabulary 1000, embedding 60,
+//! hidden 60 each way, 5 classes, LRP-all; the batch is that many sequences of 50 tokens,
+//! printed as `bilstm/lrp_all/...`). Each call is timed
 //! from the host input to the results copied back (which waits for the device): two warm-up
 //! calls, then the median of `--runs` calls (default 10). Prints one line per measurement as
 //! `benches/reference/bench_pytorch.py` does: `<model>/<composite>/<predict|explain>/<batch> median_ms`.
@@ -49,7 +52,19 @@ lrp::network! {
     }
 }
 
-const USAGE: &str = "usage: gpu_bench [--models vgg16,mlp] [--batches 1,16,64] [--runs N]";
+lrp::network! {
+    /// `benches/models.rs`'s `BiLstmBench`: a bidirectional LSTM text classifier (LRP-all).
+    BiLstmBench(input = tokens, composite = Epsilon(0.001)) {
+        embedding: Embedding(1000, 60),
+        lstm: LSTM(60, 60, bidirectional = true, rule = LrpAll(epsilon = 0.001)),
+        fc: Linear(120, 5),
+    }
+}
+
+/// Tokens per sequence of the `bilstm` benchmark (as `benches/models.rs`).
+const BILSTM_TOKENS: usize = 50;
+
+const USAGE: &str = "usage: gpu_bench [--models vgg16,mlp,bilstm] [--batches 1,16,64] [--runs N]";
 
 fn main() {
     if let Err(message) = run() {
@@ -81,8 +96,8 @@ fn run() -> Result<(), String> {
             _ => return Err(format!("unknown argument `{arg}`; {USAGE}")),
         }
     }
-    if let Some(other) = models.split(',').map(str::trim).find(|m| !["mlp", "vgg16"].contains(m)) {
-        return Err(format!("unknown model `{other}` (models: vgg16, mlp)"));
+    if let Some(other) = models.split(',').map(str::trim).find(|m| !["mlp", "vgg16", "bilstm"].contains(m)) {
+        return Err(format!("unknown model `{other}` (models: vgg16, mlp, bilstm)"));
     }
     let device = Arc::new(Device::from_env().map_err(|e| format!("no device: {e}"))?);
     eprintln!("gpu_bench on device: {}", device.name());
@@ -96,6 +111,7 @@ fn run() -> Result<(), String> {
                 bench::<Vgg16>(&device, "vgg16/epsilon_gamma_box", &batches, runs)?;
                 bench::<Vgg16Plus>(&device, "vgg16/epsilon_plus", &batches, runs)?;
             }
+            "bilstm" => bench_bilstm(&device, "bilstm/lrp_all", &batches, runs)?,
             _ => unreachable!("models are checked above"),
         }
     }
@@ -171,6 +187,31 @@ fn bench<M: lrp::TensorModel + ToGpu>(
             Ok(gpu.explain_batch(&mut ws, black_box(x), batch, lrp::Target::Predicted)?.relevance[0])
         })
         .map_err(err("explain"))?;
+        println!("{name}/explain/{batch} {t:.3}");
+    }
+    Ok(())
+}
+
+/// [`bench`] for `BiLstmBench` (a token model: no trait shared with the tensor models' GPU
+/// models): `batch` sequences of [`BILSTM_TOKENS`] random token ids each.
+fn bench_bilstm(device: &Arc<Device>, name: &str, batches: &[usize], runs: usize) -> Result<(), String> {
+    let err = |what: &'static str| move |e: lrp::Error| format!("{name}: {what}: {e}");
+    let weights = random_weights(BiLstmBench::TENSORS).map_err(err("weights"))?;
+    let model = BiLstmBench::from_bytes(&weights).map_err(err("load"))?;
+    let gpu = model.to_gpu(device).map_err(err("upload"))?;
+    let capacity = batches.iter().copied().max().unwrap_or(1);
+    let mut ws = gpu.workspace(BILSTM_TOKENS, capacity).map_err(err("workspace"))?;
+    let vocab = (BiLstmBench::VOCAB - 1) as f32;
+    let sequences: Vec<Vec<usize>> = (0..capacity)
+        .map(|s| values(s as u64 + 3, BILSTM_TOKENS, 1.0).iter().map(|v| (v.abs() * vocab) as usize).collect())
+        .collect();
+    let refs: Vec<&[usize]> = sequences.iter().map(Vec::as_slice).collect();
+    for &batch in batches {
+        let x = &refs[..batch];
+        let t = median_ms(runs, || Ok(gpu.predict_batch(&mut ws, black_box(x))?[0])).map_err(err("predict"))?;
+        println!("{name}/predict/{batch} {t:.3}");
+        let t = median_ms(runs, || Ok(gpu.explain_batch(&mut ws, black_box(x), lrp::Target::Predicted)?.relevance[0]))
+            .map_err(err("explain"))?;
         println!("{name}/explain/{batch} {t:.3}");
     }
     Ok(())

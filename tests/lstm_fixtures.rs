@@ -1,14 +1,16 @@
 //! The LSTM-LRP reference fixtures (unidirectional and bidirectional), reproduced by the specs in
 //! `specs/`: LRP-all relevance, gradient x input and occlusion, per sequence.
 
+#[macro_use]
 mod common;
 use common::{Cases, assert_close_per_sample, assert_rel_close};
 
 lrp::network!(file = "specs/text_lstm.lrp");
 lrp::network!(file = "specs/bilstm.lrp");
 
+/// `tests/fixtures/<name>` (in `LRP_FIXTURES_DIR` when set: see `common::fixture`).
 fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+    common::fixture(&format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR")))
 }
 
 macro_rules! check_fixture {
@@ -36,6 +38,53 @@ macro_rules! check_fixture {
                 for (t, (a, b)) in occ.relevance.iter().zip(want).enumerate() {
                     assert!((a - b).abs() <= 1e-5, "{what}, token {t}: occlusion {a} vs {b}");
                 }
+            }
+        }
+
+        /// The GPU model (`LRP_DEVICE` selects the device; the emulated one by default): the
+        /// same fixture with the same tolerances (LRP relevance, logits and targets per
+        /// sequence and as a batch, gradient x input; the GPU model has no occlusion), then
+        /// every method against the CPU model.
+        #[cfg(feature = "cuda")]
+        mod $test {
+            use super::common::{Cases, assert_close_per_sample, assert_rel_close};
+
+            #[test]
+            fn on_the_gpu_backend() {
+                let cases = Cases::load(&super::fixture(concat!($name, ".cases.safetensors")));
+                let model =
+                    super::$model::load_strict(super::fixture(concat!($name, ".weights.safetensors"))).expect("load");
+                let device = super::common::gpu_device();
+                let gpu = model.to_gpu(&device).expect("upload");
+                let mut gws = gpu.workspace(16, 4).unwrap();
+                let (classes, e) = (super::$model::CLASSES, super::$model::EMBEDDING_DIM);
+                let sequences: Vec<Vec<usize>> =
+                    (0..cases.batch()).map(|n| cases.ints(&format!("tokens.{n}")).to_vec()).collect();
+                let mut worst = 0.0f32;
+                for (n, (tokens, &target)) in sequences.iter().zip(&cases.target).enumerate() {
+                    let what = format!("{} sequence {n} on the GPU backend", $name);
+                    let lrp = gpu.explain(&mut gws, tokens, lrp::Target::Predicted).expect("explain");
+                    assert_eq!(lrp.targets, &[target], "{what}");
+                    assert_rel_close(&what, lrp.logits, &cases.get("logits")[n * classes..(n + 1) * classes], 1e-5);
+                    assert_eq!(lrp.relevance.len(), tokens.len() * e);
+                    let err = assert_close_per_sample(&what, lrp.relevance, cases.get(&format!("lrp.{n}")), 1, 1e-4);
+                    worst = worst.max(err);
+                    let gxi = gpu.gradient_x_input(&mut gws, tokens, target).expect("gradient x input");
+                    assert_eq!(gxi.targets, &[target], "{what}");
+                    assert_close_per_sample(&what, gxi.relevance, cases.get(&format!("gxi.{n}")), 1, 1e-4);
+                }
+                let refs: Vec<&[usize]> = sequences.iter().map(Vec::as_slice).collect();
+                let logits = gpu.predict_batch(&mut gws, &refs).expect("predict_batch").to_vec();
+                assert_rel_close("logits of the batch", &logits, cases.get("logits"), 1e-5);
+                let batch = gpu.explain_batch(&mut gws, &refs, lrp::Target::Predicted).expect("explain_batch");
+                assert_eq!(batch.targets, &cases.target[..]);
+                assert_rel_close("logits of the batch", batch.logits, cases.get("logits"), 1e-5);
+                for n in 0..refs.len() {
+                    let what = format!("{} sequence {n} of the batch on the GPU backend", $name);
+                    assert_close_per_sample(&what, batch.sample(n), cases.get(&format!("lrp.{n}")), 1, 1e-4);
+                }
+                eprintln!("{} on {}: worst max|R - R_ref| / max|R_ref| = {worst:.2e}", $name, device.name());
+                check_gpu_tokens!(&model, &gpu, &refs);
             }
         }
     };

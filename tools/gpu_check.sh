@@ -7,34 +7,42 @@
 #                                       DIR-dry-run)
 #
 # build: `cargo build --release --features cuda` of the test binaries that run GPU code (the
-#   `lrp-runtime` unit tests, run there with the filter `gpu::`; `tests/zennit_mlp.rs` and
-#   `tests/zennit_cnn.rs`, which check every GPU model against the Zennit fixtures and the CPU
-#   model) and of `examples/gpu_bench.rs`, stripped, into DIR/bin; the fixtures they read into
-#   DIR/fixtures; `benches/reference/bench_pytorch.py`; the pure-Python `zennit` 0.5.1 wheel
+#   `lrp-runtime` unit tests, run there with the filter `gpu::`; `tests/gpu_models.rs`, GPU
+#   models against their CPU models, every kernel launched; `tests/zennit_mlp.rs`,
+#   `zennit_cnn.rs` and `zennit_graphs.rs` (ResNet, Tanh MLP, text CNN), which check every GPU
+#   model against the Zennit fixtures and the CPU model; `tests/lstm_fixtures.rs`, the LSTM-LRP
+#   fixtures; `tests/recurrent_specs.rs`, LSTM/GRU GPU models against their CPU models; each
+#   binary's CPU tests run too) and of `examples/gpu_bench.rs`, stripped, into DIR/bin; the
+#   fixtures they read into DIR/fixtures; `benches/reference/bench_pytorch.py`; the pure-Python `zennit` 0.5.1 wheel
 #   (and a numpy wheel for a Python 3.12 that lacks it) into DIR/wheels; this script. Fails if
 #   DIR exceeds 64 MiB. Needs cargo, python3 with pip, network (PyPI) and `strip`.
 #
 # run: finds the CUDA 13 libraries (cuBLAS, NVRTC: the `nvidia-*` pip packages beside PyTorch,
 #   `site-packages/nvidia/*/lib`; the driver's libcuda.so from the system), then, each part
-#   under `timeout` (about 8 minutes in all):
+#   under `timeout`, all of them within T_ALL (7.5 minutes):
 #   1. every test binary on the GPU (`LRP_DEVICE=cuda`: a test without a device fails, never
 #      skips); a failing test binary makes `run` exit 1, after printing everything else;
-#   2. `bin/gpu_bench`: VGG-16 (EpsilonGammaBox, EpsilonPlus) predict and explain, batch 1/16/64;
+#   2. `bin/gpu_bench`: VGG-16 (EpsilonGammaBox, EpsilonPlus) and the bidirectional LSTM of
+#      `benches/models.rs` (LRP-all; a batch is that many sequences of 50 tokens) predict and
+#      explain, batch 1/16/64;
 #   3. zennit installed from the wheel into DIR/pylib (`pip install --no-index`), then
 #      `bench_pytorch.py --device cuda`: PyTorch's forward and Zennit's explain of the same
-#      models on the same GPU (skipped, saying so, when `import torch` fails);
+#      models on the same GPU (skipped, saying so, when `import torch` fails); for the LSTM
+#      PyTorch's forward only (`torch_lstm`: Zennit has no LRP-all);
 #   4. one markdown table joining 2 and 3 per model/composite/batch.
 #   Logs and results go to $GPU_CHECK_OUT (default DIR/results).
 #   `run --emulated` runs the same parts on the emulated device (the GPU kernels on the CPU):
-#   the MLP benchmark instead of VGG-16, PyTorch on the CPU; what `dry-run` uses.
+#   the MLP benchmark instead of VGG-16 (and the LSTM), PyTorch on the CPU; what `dry-run` uses.
 #
 # Environment of `run` (set by it): LRP_DEVICE=cuda (the GPU; unset with --emulated),
 #   LRP_FIXTURES_DIR=DIR/fixtures (where the tests read their fixtures), LRP_REQUIRE_NVRTC=1
 #   (a missing NVRTC fails its test instead of skipping), LD_LIBRARY_PATH (+ the CUDA
 #   libraries), PYTHONPATH=DIR/pylib (for bench_pytorch.py).
-# Read by `run`: PYTHON (python3), GPU_CHECK_OUT, GPU_CHECK_MODELS (vgg16; mlp when emulated),
-#   GPU_CHECK_BATCHES (1,16,64), and the timeouts in seconds T_TEST (50, per test binary),
-#   T_BENCH (150), T_PIP (30), T_TORCH (120): 7.5 minutes at most.
+# Read by `run`: PYTHON (python3), GPU_CHECK_OUT, GPU_CHECK_MODELS (vgg16,bilstm; mlp,bilstm
+#   when emulated), GPU_CHECK_BATCHES (1,16,64), and the timeouts in seconds T_TEST (50, per test
+#   binary), T_BENCH (150), T_PIP (30), T_TORCH (120), T_TORCH_LSTM (30), and T_ALL (450) for
+#   all parts together: a part gets at most what is left of T_ALL (none once under 5 s: it is
+#   skipped and counted as timed out).
 set -uo pipefail
 
 die() { echo "gpu_check.sh: $*" >&2; exit 1; }
@@ -62,9 +70,10 @@ build() {
     # the previous folder as it was.
     cargo build --release --features cuda --example gpu_bench
     # Builds the test binaries and names them: the lib test binary of `lrp-runtime` and the
-    # integration tests zennit_mlp and zennit_cnn of `lrp`.
-    local listing
-    listing="$(cargo test --release --features cuda -p lrp -p lrp-runtime --lib --test zennit_mlp --test zennit_cnn \
+    # integration tests of `lrp` in $tests (each is DIR/bin/test-<name>).
+    local tests="gpu_models zennit_mlp zennit_cnn zennit_graphs lstm_fixtures recurrent_specs" listing t args=()
+    for t in $tests; do args+=(--test "$t"); done
+    listing="$(cargo test --release --features cuda -p lrp -p lrp-runtime --lib "${args[@]}" \
         --no-run --message-format=json)"
     local wheels="$dir/.wheels.new"
     rm -rf "$wheels"
@@ -81,8 +90,8 @@ build() {
     printf '%s\n' "$listing" | python3 -c '
 import json, os, shutil, sys
 # (target name, target kind) -> the name in DIR/bin
-want = {("lrp_runtime", "lib"): "test-lrp_runtime_lib", ("zennit_mlp", "test"): "test-zennit_mlp",
-        ("zennit_cnn", "test"): "test-zennit_cnn"}
+want = {("lrp_runtime", "lib"): "test-lrp_runtime_lib"}
+want.update({(t, "test"): "test-" + t for t in sys.argv[2].split()})
 found = {}
 for line in sys.stdin:
     try:
@@ -100,11 +109,13 @@ if missing:
 for name, exe in sorted(found.items()):
     print(f"   bin/{name} <- {exe}", file=sys.stderr)
     shutil.copy(exe, os.path.join(sys.argv[1], name))
-' "$dir/bin"
+' "$dir/bin" "$tests"
     cp target/release/examples/gpu_bench "$dir/bin/gpu_bench"
     strip "$dir"/bin/*
 
-    cp tests/fixtures/{mlp,cnn}.{weights,cases}.safetensors "$dir/fixtures/"
+    # What the tests read: zennit_mlp, zennit_cnn, zennit_graphs (resnet, tanh_mlp, text_cnn)
+    # and lstm_fixtures (lstm, bilstm); gpu_models and recurrent_specs make their weights.
+    cp tests/fixtures/{mlp,cnn,resnet,tanh_mlp,text_cnn,lstm,bilstm}.{weights,cases}.safetensors "$dir/fixtures/"
     cp benches/reference/bench_pytorch.py "$dir/"
     cp "$root/tools/gpu_check.sh" "$dir/gpu_check.sh"
     chmod +x "$dir/gpu_check.sh"
@@ -146,12 +157,20 @@ print(":".join(dirs))
 EOF
 }
 
-# `part NAME SECONDS CMD...`: runs CMD under timeout, output to the terminal and $out/NAME.log;
-# returns its exit status (124: timed out).
+# `part NAME SECONDS CMD...`: runs CMD under timeout (SECONDS, at most what is left until
+# $deadline), output to the terminal and $out/NAME.log; returns its exit status (124: timed out,
+# or skipped for lack of time).
 part() {
     local name=$1 secs=$2
     shift 2
+    local left=$((deadline - SECONDS))
+    [ "$secs" -le "$left" ] || secs=$left
     echo
+    if [ "$secs" -lt 5 ]; then
+        echo "== $name: SKIPPED, ${left}s left of T_ALL" | tee "$out/$name.log"
+        echo "$name	124	0" >>"$out/parts.tsv"
+        return 124
+    fi
     echo "== $name (timeout ${secs}s): $*"
     local t0=$SECONDS
     timeout -k 10 "$secs" "$@" 2>&1 | tee "$out/$name.log"
@@ -204,6 +223,41 @@ python_path() {
     echo "$p${PYTHONPATH:+:$PYTHONPATH}"
 }
 
+# `python torch_lstm.py --device D --batches B` (written to $out from this text): PyTorch's
+# forward of the `bilstm` benchmark's network (examples/gpu_bench.rs: embedding 1000 x 60, a
+# bidirectional LSTM of hidden 60, a dense layer of h_n to 5 classes; random weights) on `batch`
+# sequences of 50 tokens under no_grad, timed as bench_pytorch.py does (2 warm-up calls, then
+# the median of 50, each synchronised on the GPU).
+TORCH_LSTM='
+import argparse, statistics, time
+import torch
+from torch import nn
+ap = argparse.ArgumentParser()
+ap.add_argument("--device", default="cpu")
+ap.add_argument("--batches", default="1,16,64")
+a = ap.parse_args()
+dev = torch.device(a.device)
+sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
+torch.manual_seed(0)
+emb, lstm, fc = nn.Embedding(1000, 60), nn.LSTM(60, 60, bidirectional=True, batch_first=True), nn.Linear(120, 5)
+for m in (emb, lstm, fc):
+    m.eval().to(dev)
+def forward(tokens):
+    _, (h, _) = lstm(emb(tokens))
+    return fc(torch.cat([h[0], h[1]], dim=1))
+for batch in [int(b) for b in a.batches.split(",")]:
+    tokens = torch.randint(0, 1000, (batch, 50), device=dev)
+    times = []
+    with torch.no_grad():
+        for i in range(52):
+            t = time.perf_counter()
+            forward(tokens)
+            sync()
+            if i >= 2:
+                times.append((time.perf_counter() - t) * 1e3)
+    print(f"bilstm/predict/{batch} {statistics.median(times):.3f}", flush=True)
+'
+
 run() {
     emulated=0
     case "${1:-}" in
@@ -213,26 +267,28 @@ run() {
     esac
     dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
     local f
-    for f in bin/gpu_bench bin/test-lrp_runtime_lib bin/test-zennit_mlp bin/test-zennit_cnn fixtures/mlp.cases.safetensors \
-        bench_pytorch.py; do
+    for f in bin/gpu_bench bin/test-lrp_runtime_lib bin/test-gpu_models bin/test-zennit_mlp bin/test-zennit_cnn \
+        bin/test-zennit_graphs bin/test-lstm_fixtures bin/test-recurrent_specs fixtures/mlp.cases.safetensors \
+        fixtures/resnet.cases.safetensors fixtures/lstm.cases.safetensors bench_pytorch.py; do
         [ -e "$dir/$f" ] || die "$dir/$f is missing: run tools/gpu_check.sh build (in the repository) first"
     done
     out="${GPU_CHECK_OUT:-$dir/results}"
     mkdir -p "$out"
     out="$(cd "$out" && pwd)"
-    rm -f "$out"/*.log "$out"/parts.tsv "$out"/ours.txt "$out"/reference.txt "$out"/table.md
+    rm -f "$out"/*.log "$out"/parts.tsv "$out"/ours.txt "$out"/reference.txt "$out"/table.md "$out"/torch_lstm.py
     local py="${PYTHON:-python3}" start=$SECONDS status=0
+    deadline=$((SECONDS + ${T_ALL:-450}))
     local models batches="${GPU_CHECK_BATCHES:-1,16,64}" torch_device
     export LRP_FIXTURES_DIR="$dir/fixtures"
     [ -f "$dir/MANIFEST" ] && head -1 "$dir/MANIFEST"
     if [ "$emulated" = 1 ]; then
         unset LRP_DEVICE LRP_REQUIRE_NVRTC
-        models="${GPU_CHECK_MODELS:-mlp}"
+        models="${GPU_CHECK_MODELS:-mlp,bilstm}"
         torch_device=cpu
         echo "== emulated device: the GPU kernels on the CPU"
     else
         export LRP_DEVICE=cuda LRP_REQUIRE_NVRTC=1
-        models="${GPU_CHECK_MODELS:-vgg16}"
+        models="${GPU_CHECK_MODELS:-vgg16,bilstm}"
         torch_device=cuda
         local libs
         libs="$(cuda_lib_dirs "$py")"
@@ -267,13 +323,23 @@ run() {
         echo
         echo "== SKIPPED PyTorch/Zennit: PyTorch sees no CUDA device"
     else
-        if part zennit_install "${T_PIP:-30}" "$dir/gpu_check.sh" _install-zennit "$py"; then
+        # bench_pytorch.py knows the image models; the LSTM is timed here (forward only).
+        local zmodels
+        zmodels="$(printf '%s' "$models" | tr ',' '\n' | grep -vx bilstm | paste -sd, -)"
+        : >"$out/reference.txt"
+        if [ -n "$zmodels" ] && part zennit_install "${T_PIP:-30}" "$dir/gpu_check.sh" _install-zennit "$py"; then
             if part bench_pytorch "${T_TORCH:-120}" env PYTHONPATH="$(python_path "$dir")" \
-                "$py" "$dir/bench_pytorch.py" --device "$torch_device" --models "$models" --batches "$batches"; then
+                "$py" "$dir/bench_pytorch.py" --device "$torch_device" --models "$zmodels" --batches "$batches"; then
                 torch_ok=1
             fi
             grep -E '^[a-z0-9_]+/([a-z0-9_]+/)?(predict|explain)/[0-9]+ [0-9.]+$' "$out/bench_pytorch.log" \
-                >"$out/reference.txt"
+                >>"$out/reference.txt"
+        fi
+        if [[ ",$models," == *,bilstm,* ]]; then
+            printf '%s' "$TORCH_LSTM" >"$out/torch_lstm.py"
+            part torch_lstm "${T_TORCH_LSTM:-30}" "$py" "$out/torch_lstm.py" --device "$torch_device" --batches "$batches" ||
+                true
+            grep -E '^bilstm/predict/[0-9]+ [0-9.]+$' "$out/torch_lstm.log" >>"$out/reference.txt"
         fi
     fi
 
@@ -312,7 +378,7 @@ rows = sorted({tuple(k.split("/")[:2]) + (int(k.split("/")[3]),) for k in ours},
 fmt = lambda v, spec=".2f": "–" if v is None else format(v, spec)
 div = lambda a, b: None if a is None or b is None or b == 0 else a / b
 print("| model | composite | batch | ours predict ms | PyTorch forward ms | ours/PyTorch "
-      "| ours explain ms | Zennit explain ms | Zennit/ours | ours explain/predict | explain images/s |")
+      "| ours explain ms | Zennit explain ms | Zennit/ours | ours explain/predict | explain inputs/s |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for model, comp, batch in rows:
     p = ours.get(f"{model}/{comp}/predict/{batch}")
@@ -327,7 +393,8 @@ if not rows:
 EOF
     echo
     echo "ours/PyTorch: our predict over PyTorch's forward (target <= 1.2); Zennit/ours: Zennit's explain over ours"
-    echo "(target >= 5); ours explain/predict (target <= 3); images/s of explain (VGG-16 EGB at batch 64: >= 1000)."
+    echo "(target >= 5); ours explain/predict (target <= 3); inputs (images, sequences) explained per second (VGG-16 EGB"
+    echo "at batch 64: >= 1000 images/s). bilstm: 50 tokens a sequence, LRP-all (no Zennit rule): PyTorch's forward only."
     [ "$torch_ok" = 1 ] || echo "(no PyTorch/Zennit column: see above)"
     echo "logs: $out"
     if [ "$status" != 0 ]; then

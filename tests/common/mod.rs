@@ -215,3 +215,83 @@ where
     assert_rel_close("predict", gpu.predict_batch(&mut gws, one, 1).unwrap(), &want, 1e-5);
     worst
 }
+
+/// A model's GPU gradient x input (for the predicted class) against the fixture (`cases`,
+/// relevance `rel_key`: targets, logits within 1e-5, relevance within `1e-4 max|R|` per
+/// sample); returns the worst relevance error.
+#[cfg(feature = "cuda")]
+pub fn check_gpu_gradient<M>(model: &M, cases: &Cases, rel_key: &str) -> f32
+where
+    M: lrp::TensorModel + lrp::runtime::gpu::ToGpu,
+{
+    use lrp::runtime::gpu::GpuTensorModel;
+    let (n, input) = (cases.batch(), cases.get("input"));
+    let device = gpu_device();
+    let gpu = model.to_gpu(&device).expect("upload");
+    let mut gws = gpu.workspace(n).unwrap();
+    let e = gpu.gradient_x_input_batch(&mut gws, input, n, lrp::Target::Predicted).expect("gradient x input");
+    assert_eq!(e.targets, &cases.target[..]);
+    assert_rel_close("logits", e.logits, cases.get("logits"), 1e-5);
+    let worst = assert_close_per_sample(rel_key, e.relevance, cases.get(rel_key), n, 1e-4);
+    eprintln!("{rel_key} on {}: worst max|R - R_ref| / max|R_ref| = {worst:.2e}", device.name());
+    worst
+}
+
+/// A token model's GPU model (`$gpu`) against its CPU model (`$model`) on `$sequences`
+/// (`&[&[usize]]`, lengths may differ): the batch (logits within 1e-5, targets, lengths, each
+/// sequence's relevance within `1e-4 max|R|`), then per sequence predict, explain for a class,
+/// gradient x input and explain_from. Evaluates to the worst relevance error of the batch.
+/// (Token models' GPU models share no trait: a macro.)
+#[cfg(feature = "cuda")]
+#[allow(unused_macros)]
+macro_rules! check_gpu_tokens {
+    ($model:expr, $gpu:expr, $sequences:expr) => {
+        check_gpu_tokens!($model, $gpu, $sequences, true)
+    };
+    // `relevance`: compare the LRP relevance too (false where the rule makes it ill-conditioned:
+    // LRP-half and LRP-prop amplify float rounding without bound where gate and signal nearly
+    // cancel, so two float32 computations need not agree; the logits and gradients still must).
+    ($model:expr, $gpu:expr, $sequences:expr, $relevance:expr) => {{
+        use crate::common::{assert_close_per_sample, assert_rel_close};
+        let (model, gpu) = ($model, $gpu);
+        let sequences: &[&[usize]] = $sequences;
+        let n = sequences.len();
+        let max_len = sequences.iter().map(|s| s.len()).max().expect("a sequence");
+        let (mut ws, mut gws) = (model.workspace(max_len, n).unwrap(), gpu.workspace(max_len, n).unwrap());
+        let logits = model.predict_batch(&mut ws, sequences).unwrap().to_vec();
+        let classes = logits.len() / n;
+        assert_rel_close("predict_batch", gpu.predict_batch(&mut gws, sequences).unwrap(), &logits, 1e-5);
+        let want = model.explain_batch(&mut ws, sequences, lrp::Target::Predicted).unwrap();
+        let (targets, lengths) = (want.targets.to_vec(), want.lengths.to_vec());
+        let samples: Vec<Vec<f32>> = (0..n).map(|i| want.sample(i).to_vec()).collect();
+        let got = gpu.explain_batch(&mut gws, sequences, lrp::Target::Predicted).unwrap();
+        assert_eq!(got.targets, &targets[..], "targets");
+        assert_eq!(got.lengths, &lengths[..], "lengths");
+        assert_rel_close("logits of the batch", got.logits, &logits, 1e-5);
+        let mut worst = 0.0f32;
+        for (i, want) in samples.iter().enumerate().filter(|_| $relevance) {
+            let what = format!("relevance of sequence {i} in the batch");
+            worst = worst.max(assert_close_per_sample(&what, got.sample(i), want, 1, 1e-4));
+        }
+        for (i, tokens) in sequences.iter().enumerate() {
+            let want = model.predict(&mut ws, tokens).unwrap().to_vec();
+            assert_rel_close(&format!("predict {i}"), gpu.predict(&mut gws, tokens).unwrap(), &want, 1e-5);
+            let target = lrp::Target::Class((i + 1) % classes);
+            let want = model.explain(&mut ws, tokens, target).unwrap().relevance.to_vec();
+            let got = gpu.explain(&mut gws, tokens, target).unwrap();
+            if $relevance {
+                assert_close_per_sample(&format!("explain {i}"), got.relevance, &want, 1, 1e-4);
+            }
+            let want = model.gradient_x_input(&mut ws, tokens, target).unwrap().relevance.to_vec();
+            let got = gpu.gradient_x_input(&mut gws, tokens, target).unwrap();
+            assert_close_per_sample(&format!("gradient x input {i}"), got.relevance, &want, 1, 1e-4);
+            let given: Vec<f32> = (0..classes).map(|c| (c + i) as f32 * 0.5 - 1.0).collect();
+            let want = model.explain_from(&mut ws, tokens, &given).unwrap().relevance.to_vec();
+            let got = gpu.explain_from(&mut gws, tokens, &given).unwrap();
+            if $relevance {
+                assert_close_per_sample(&format!("explain_from {i}"), got.relevance, &want, 1, 1e-4);
+            }
+        }
+        worst
+    }};
+}
