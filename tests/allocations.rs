@@ -1,6 +1,7 @@
 //! Zero overhead: once a workspace is built, `predict` and `explain` allocate nothing, for a
 //! CNN (conv, BatchNorm, pooling, dense), an MLP, a bidirectional LSTM, graphs (residual
-//! blocks with a downsample shortcut, a concatenation, two inputs) and a text CNN. A counting global
+//! blocks with a downsample shortcut, a concatenation, two inputs) and a text CNN; with the
+//! feature `cuda`, neither do GPU models' calls on the emulated device. A counting global
 //! allocator sees every heap allocation of this test binary.
 //!
 //! Only where the products run on our kernels: the `matrixmultiply` route (the feature, or a CPU
@@ -328,5 +329,67 @@ fn predict_and_explain_allocate_nothing() {
         }),
         0,
         "BiLSTM batch"
+    );
+
+    #[cfg(feature = "cuda")]
+    gpu_models_allocate_nothing();
+}
+
+/// The GPU models, on the emulated device (whose buffers live in host memory, so a device
+/// allocation would be counted too): every call allocates nothing once the workspace exists.
+#[cfg(feature = "cuda")]
+fn gpu_models_allocate_nothing() {
+    let device = std::sync::Arc::new(lrp::runtime::gpu::Device::emulated());
+    let lenet = LeNet::from_bytes(&random_weights(LeNet::TENSORS)).unwrap().to_gpu(&device).unwrap();
+    let mut ws = lenet.workspace(2).unwrap();
+    let image: Vec<f32> = (0..2 * 28 * 28).map(|i| (i % 17) as f32 / 17.0).collect();
+    let on_device = device.upload("images", &image).unwrap();
+    type Call<'a, W> = (&'a str, &'a dyn Fn(&mut W));
+    let calls: [Call<LeNetGpuWorkspace>; 6] = [
+        ("predict", &|ws| drop(lenet.predict_batch(ws, &image, 2).unwrap())),
+        ("explain", &|ws| drop(lenet.explain_batch(ws, &image, 2, 3).unwrap())),
+        ("gradient x input", &|ws| drop(lenet.gradient_x_input_batch(ws, &image, 2, 3).unwrap())),
+        ("explain_from", &|ws| drop(lenet.explain_from(ws, &image[..784], &[1.0; 10]).unwrap())),
+        ("occlusion", &|ws| drop(lenet.occlusion_batch(ws, &image, 2, 3, &[1, 7, 7]).unwrap())),
+        ("explain_on_device", &|ws| drop(lenet.explain_on_device(ws, &on_device, 2, 3).unwrap())),
+    ];
+    for (what, call) in calls {
+        assert_eq!(allocations(|| call(&mut ws)), 0, "LeNet on the GPU backend: {what}");
+    }
+    let rn = Relations::from_bytes(&random_weights(Relations::TENSORS)).unwrap().to_gpu(&device).unwrap();
+    let mut ws = rn.workspace(6, 2).unwrap();
+    let image: Vec<f32> = (0..2 * 3 * 12 * 12).map(|i| ((i * 13) % 29) as f32 / 29.0).collect();
+    let (a, b) = ([1usize, 4, 2, 8, 5, 7], [3usize, 9]);
+    let input = RelationsInput { image: &image, question: &[&a, &b] };
+    assert_eq!(
+        allocations(|| drop(rn.explain_batch(&mut ws, &input, 2, 1).unwrap())),
+        0,
+        "Relations on the GPU backend"
+    );
+    assert_eq!(
+        allocations(|| drop(rn.gradient_x_input_batch(&mut ws, &input, 2, 1).unwrap())),
+        0,
+        "Relations on the GPU"
+    );
+    let lstm = BiLstm::from_bytes(&random_weights(BiLstm::TENSORS)).unwrap().to_gpu(&device).unwrap();
+    let mut ws = lstm.workspace(12, 2).unwrap();
+    let (a, b): (Vec<usize>, Vec<usize>) = ((0..12).map(|t| t % 25).collect(), (0..5).map(|t| (t * 3) % 25).collect());
+    assert_eq!(
+        allocations(|| drop(lstm.explain_batch(&mut ws, &[&a, &b], lrp::Target::Predicted).unwrap())),
+        0,
+        "BiLSTM on the GPU"
+    );
+    assert_eq!(
+        allocations(|| drop(lstm.gradient_x_input(&mut ws, &b, lrp::Target::Predicted).unwrap())),
+        0,
+        "BiLSTM on the GPU"
+    );
+    let text = TextCnn::from_bytes(&random_weights(TextCnn::TENSORS)).unwrap().to_gpu(&device).unwrap();
+    let mut ws = text.workspace(1).unwrap();
+    let tokens: Vec<usize> = (0..12).map(|t| (t * 7) % 20).collect();
+    assert_eq!(
+        allocations(|| drop(text.explain(&mut ws, &tokens, lrp::Target::Predicted).unwrap())),
+        0,
+        "TextCnn on the GPU"
     );
 }

@@ -13,7 +13,7 @@ pub struct DeviceBuffer {
     pub(crate) storage: Storage,
     /// The [`Device::id`] of the device that made it.
     pub(crate) device: u64,
-    what: String,
+    pub(crate) what: String,
 }
 
 pub(crate) enum Storage {
@@ -140,8 +140,10 @@ impl Device {
 /// A buffer whose storage is not of its device's kind (cannot happen for buffers made by
 /// [`Device`]; kept an error rather than a panic).
 pub(crate) fn mixed(buffer: &DeviceBuffer) -> Error {
-    Error::Gpu {
-        what: format!("GPU buffer `{}`", buffer.what),
-        message: "its storage does not match its device".into(),
-    }
+    mismatch(&buffer.what)
+}
+
+/// [`mixed`] of the buffer named `what` (for callers holding a borrow of its storage).
+pub(crate) fn mismatch(what: &str) -> Error {
+    Error::Gpu { what: format!("GPU buffer `{what}`"), message: "its storage does not match its device".into() }
 }

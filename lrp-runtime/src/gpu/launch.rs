@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 
-use super::buffer::{DeviceBuffer, Storage, mixed};
+use super::buffer::{DeviceBuffer, Storage, mismatch};
 use super::device::{Backend, Device};
 use super::{emulator, table};
 use crate::error::{Error, Result};
@@ -115,15 +115,12 @@ unsafe fn launch_cuda(
         *slot = Some(match a {
             Arg::In(b, r) => match &b.storage {
                 Storage::Cuda(s) => CudaArg::In(s.slice(r.clone())),
-                Storage::Host(_) => return Err(mixed(b)),
+                Storage::Host(_) => return Err(mismatch(&b.what)),
             },
-            Arg::Out(b, r) => {
-                let what = mixed(b);
-                match &mut b.storage {
-                    Storage::Cuda(s) => CudaArg::Out(s.slice_mut(r.clone())),
-                    Storage::Host(_) => return Err(what),
-                }
-            }
+            Arg::Out(b, r) => match &mut b.storage {
+                Storage::Cuda(s) => CudaArg::Out(s.slice_mut(r.clone())),
+                Storage::Host(_) => return Err(mismatch(&b.what)),
+            },
             Arg::U32(v) => CudaArg::U32(*v),
             Arg::U64(v) => CudaArg::U64(*v),
             Arg::F32(v) => CudaArg::F32(*v),
@@ -168,15 +165,12 @@ unsafe fn launch_emulated(kernel: u32, name: &str, grid: Grid, args: &mut [Arg<'
             Arg::In(b, r) => match &b.storage {
                 // The kernel only reads through this pointer (the contract).
                 Storage::Host(v) => Value::Ptr(v[r.clone()].as_ptr().cast_mut()),
-                Storage::Cuda(_) => return Err(mixed(b)),
+                Storage::Cuda(_) => return Err(mismatch(&b.what)),
             },
-            Arg::Out(b, r) => {
-                let what = mixed(b);
-                match &mut b.storage {
-                    Storage::Host(v) => Value::Ptr(v[r.clone()].as_mut_ptr()),
-                    Storage::Cuda(_) => return Err(what),
-                }
-            }
+            Arg::Out(b, r) => match &mut b.storage {
+                Storage::Host(v) => Value::Ptr(v[r.clone()].as_mut_ptr()),
+                Storage::Cuda(_) => return Err(mismatch(&b.what)),
+            },
             Arg::U32(v) => Value::U32(*v),
             Arg::U64(v) => Value::U64(*v),
             Arg::F32(v) => Value::F32(*v),

@@ -66,6 +66,11 @@ impl LinearScratch {
         let len = |per: usize| {
             capacity.checked_mul(per).ok_or_else(|| Error::SizeOverflow { what: "GPU linear scratch".into() })
         };
+        // The emulated device's products run on the CPU's GEMM: its packing buffers, and the
+        // worker threads', are made now, so that no later call allocates.
+        if device.is_emulated() {
+            crate::kernels::gemm::prepare_thread();
+        }
         Ok(LinearScratch {
             denominators: [
                 device.zeros("denominator 1", len(max_out)?)?,
