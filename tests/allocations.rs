@@ -346,12 +346,24 @@ fn gpu_models_allocate_nothing() {
     let on_device = device.upload("images", &image).unwrap();
     type Call<'a, W> = (&'a str, &'a dyn Fn(&mut W));
     let calls: [Call<LeNetGpuWorkspace>; 6] = [
-        ("predict", &|ws| drop(lenet.predict_batch(ws, &image, 2).unwrap())),
-        ("explain", &|ws| drop(lenet.explain_batch(ws, &image, 2, 3).unwrap())),
-        ("gradient x input", &|ws| drop(lenet.gradient_x_input_batch(ws, &image, 2, 3).unwrap())),
-        ("explain_from", &|ws| drop(lenet.explain_from(ws, &image[..784], &[1.0; 10]).unwrap())),
-        ("occlusion", &|ws| drop(lenet.occlusion_batch(ws, &image, 2, 3, &[1, 7, 7]).unwrap())),
-        ("explain_on_device", &|ws| drop(lenet.explain_on_device(ws, &on_device, 2, 3).unwrap())),
+        ("predict", &|ws| {
+            let _ = lenet.predict_batch(ws, &image, 2).unwrap();
+        }),
+        ("explain", &|ws| {
+            let _ = lenet.explain_batch(ws, &image, 2, 3).unwrap();
+        }),
+        ("gradient x input", &|ws| {
+            let _ = lenet.gradient_x_input_batch(ws, &image, 2, 3).unwrap();
+        }),
+        ("explain_from", &|ws| {
+            let _ = lenet.explain_from(ws, &image[..784], &[1.0; 10]).unwrap();
+        }),
+        ("occlusion", &|ws| {
+            let _ = lenet.occlusion_batch(ws, &image, 2, 3, &[1, 7, 7]).unwrap();
+        }),
+        ("explain_on_device", &|ws| {
+            let _ = lenet.explain_on_device(ws, &on_device, 2, 3).unwrap();
+        }),
     ];
     for (what, call) in calls {
         assert_eq!(allocations(|| call(&mut ws)), 0, "LeNet on the GPU backend: {what}");
@@ -362,12 +374,16 @@ fn gpu_models_allocate_nothing() {
     let (a, b) = ([1usize, 4, 2, 8, 5, 7], [3usize, 9]);
     let input = RelationsInput { image: &image, question: &[&a, &b] };
     assert_eq!(
-        allocations(|| drop(rn.explain_batch(&mut ws, &input, 2, 1).unwrap())),
+        allocations(|| {
+            let _ = rn.explain_batch(&mut ws, &input, 2, 1).unwrap();
+        }),
         0,
         "Relations on the GPU backend"
     );
     assert_eq!(
-        allocations(|| drop(rn.gradient_x_input_batch(&mut ws, &input, 2, 1).unwrap())),
+        allocations(|| {
+            let _ = rn.gradient_x_input_batch(&mut ws, &input, 2, 1).unwrap();
+        }),
         0,
         "Relations on the GPU"
     );
@@ -375,12 +391,16 @@ fn gpu_models_allocate_nothing() {
     let mut ws = lstm.workspace(12, 2).unwrap();
     let (a, b): (Vec<usize>, Vec<usize>) = ((0..12).map(|t| t % 25).collect(), (0..5).map(|t| (t * 3) % 25).collect());
     assert_eq!(
-        allocations(|| drop(lstm.explain_batch(&mut ws, &[&a, &b], lrp::Target::Predicted).unwrap())),
+        allocations(|| {
+            let _ = lstm.explain_batch(&mut ws, &[&a, &b], lrp::Target::Predicted).unwrap();
+        }),
         0,
         "BiLSTM on the GPU"
     );
     assert_eq!(
-        allocations(|| drop(lstm.gradient_x_input(&mut ws, &b, lrp::Target::Predicted).unwrap())),
+        allocations(|| {
+            let _ = lstm.gradient_x_input(&mut ws, &b, lrp::Target::Predicted).unwrap();
+        }),
         0,
         "BiLSTM on the GPU"
     );
@@ -388,7 +408,9 @@ fn gpu_models_allocate_nothing() {
     let mut ws = text.workspace(1).unwrap();
     let tokens: Vec<usize> = (0..12).map(|t| (t * 7) % 20).collect();
     assert_eq!(
-        allocations(|| drop(text.explain(&mut ws, &tokens, lrp::Target::Predicted).unwrap())),
+        allocations(|| {
+            let _ = text.explain(&mut ws, &tokens, lrp::Target::Predicted).unwrap();
+        }),
         0,
         "TextCnn on the GPU"
     );
