@@ -275,6 +275,9 @@ macro_rules! check_tokens {
             let want = model.gradient_x_input(&mut ws, tokens, lrp::Target::Class(0)).unwrap().relevance.to_vec();
             let got = gpu.gradient_x_input(&mut gws, tokens, lrp::Target::Class(0)).unwrap();
             assert_close_per_sample("gradient x input", got.relevance, &want, 1, 1e-4);
+            let want = model.occlusion(&mut ws, tokens, lrp::Target::Class(0)).unwrap().relevance.to_vec();
+            let got = gpu.occlusion(&mut gws, tokens, lrp::Target::Class(0)).unwrap();
+            assert_close_per_sample("occlusion", got.relevance, &want, 1, 1e-4);
             let given = values($model::CLASSES, 12, 1.0);
             let want = model.explain_from(&mut ws, tokens, &given).unwrap().relevance.to_vec();
             assert_close_per_sample(

@@ -43,8 +43,8 @@ macro_rules! check_fixture {
 
         /// The GPU model (`LRP_DEVICE` selects the device; the emulated one by default): the
         /// same fixture with the same tolerances (LRP relevance, logits and targets per
-        /// sequence and as a batch, gradient x input; the GPU model has no occlusion), then
-        /// every method against the CPU model.
+        /// sequence and as a batch, gradient x input, occlusion), then every method against the
+        /// CPU model.
         #[cfg(feature = "cuda")]
         mod $test {
             use super::common::{Cases, assert_close_per_sample, assert_rel_close};
@@ -72,6 +72,11 @@ macro_rules! check_fixture {
                     let gxi = gpu.gradient_x_input(&mut gws, tokens, target).expect("gradient x input");
                     assert_eq!(gxi.targets, &[target], "{what}");
                     assert_close_per_sample(&what, gxi.relevance, cases.get(&format!("gxi.{n}")), 1, 1e-4);
+                    let occ = gpu.occlusion(&mut gws, tokens, target).expect("occlusion");
+                    assert_eq!(occ.relevance.len(), tokens.len());
+                    for (t, (a, b)) in occ.relevance.iter().zip(cases.get(&format!("occlusion.{n}"))).enumerate() {
+                        assert!((a - b).abs() <= 1e-5, "{what}, token {t}: occlusion {a} vs {b}");
+                    }
                 }
                 let refs: Vec<&[usize]> = sequences.iter().map(Vec::as_slice).collect();
                 let logits = gpu.predict_batch(&mut gws, &refs).expect("predict_batch").to_vec();

@@ -104,6 +104,8 @@ impl Seq<'_> {
                 lengths: ::std::vec::Vec<usize>,
                 relevance: ::std::vec::Vec<f32>,
                 relevance_batch: ::std::vec::Vec<f32>,
+                saved: ::std::vec::Vec<f32>,
+                zeros: ::std::vec::Vec<f32>,
             }
 
             impl #name {
@@ -154,6 +156,8 @@ impl Seq<'_> {
                         lengths: #rt::buffer::zeroed("lengths", batch, 1)?,
                         relevance: #rt::buffer::zeroed("relevance", max_len, #e)?,
                         relevance_batch: #rt::buffer::zeroed("relevance", size("relevance", batch, max_len)?, #e)?,
+                        saved: #rt::buffer::zeroed("saved embeddings", max_len, #e)?,
+                        zeros: #rt::buffer::zeroed("zeros", 1, #e)?,
                     })
                 }
             }
@@ -194,17 +198,24 @@ impl Seq<'_> {
             /// Embeds `tokens` and runs the network on them (logits copied back, checked
             /// finite); returns their number.
             fn embed_and_forward(&self, ws: &mut #ws_name, tokens: &[usize]) -> #rt::Result<usize> {
-                let (d, n) = (&*self.device, 1usize);
                 let steps = Self::steps_of(ws, tokens)?;
-                self.embedding.forward(d, tokens, &mut ws.ids, (&mut ws.emb, 0))?;
+                self.embedding.forward(&self.device, tokens, &mut ws.ids, (&mut ws.emb, 0))?;
+                self.forward_embedded(ws, steps)?;
+                ws.lengths[0] = steps;
+                ::core::result::Result::Ok(steps)
+            }
+
+            /// The recurrent layer and the head on the `steps` embeddings on the device; the
+            /// logits copied back, checked finite.
+            fn forward_embedded(&self, ws: &mut #ws_name, steps: usize) -> #rt::Result<()> {
+                let (d, n) = (&*self.device, 1usize);
                 self.recurrent.forward(d, (&ws.emb, 0), steps, (&mut ws.trace, 0), (&mut ws.#rnn_out, 0), &mut ws.rnn_scratch)?;
                 #( #forward )*
                 d.read(&ws.#logits, 0, &mut ws.logits[..#classes])?;
                 if !ws.logits[..#classes].iter().all(|v| v.is_finite()) {
                     return ::core::result::Result::Err(#rt::gpu::locate_overflow(d, "forward pass", n, &[#( #forward_located ),*], "output"));
                 }
-                ws.lengths[0] = steps;
-                ::core::result::Result::Ok(steps)
+                ::core::result::Result::Ok(())
             }
 
             /// Embeds `tokens`, runs the network and seeds the output for `target`.
@@ -325,6 +336,31 @@ impl Seq<'_> {
                 self.device.write(&mut ws.rel_out, 0, output_relevance)?;
                 self.relevance_pass(ws, steps)?;
                 ::core::result::Result::Ok(#single)
+            }
+
+            /// Occlusion baseline, one score per token: `p_c(x) - p_c(x with token t's embedding
+            /// set to 0)`, `p` the softmax; each occluded sequence runs on the device.
+            pub fn occlusion<'w>(&self, ws: &'w mut #ws_name, tokens: &[usize], target: #target) -> #rt::Result<#rt::Explanation<'w>> {
+                let steps = self.seed(ws, tokens, target.into(), #rt::explanation::Seed::One)?;
+                let c = ws.target[0];
+                let base = #rt::kernels::elementwise::softmax_at(&ws.logits[..#classes], c);
+                self.device.read(&ws.emb, 0, &mut ws.saved[..steps * #e])?;
+                for t in 0..steps {
+                    self.device.write(&mut ws.emb, t * #e, &ws.zeros[..#e])?;
+                    let result = self.forward_embedded(ws, steps);
+                    self.device.write(&mut ws.emb, t * #e, &ws.saved[t * #e..(t + 1) * #e])?;
+                    result?;
+                    ws.relevance[t] = base - #rt::kernels::elementwise::softmax_at(&ws.logits[..#classes], c);
+                }
+                // The unoccluded logits back in place.
+                self.forward_embedded(ws, steps)?;
+                ::core::result::Result::Ok(#rt::Explanation {
+                    logits: &ws.logits[..#classes],
+                    targets: &ws.target[..1],
+                    relevance: &ws.relevance[..steps],
+                    batch: 1,
+                    lengths: &ws.lengths[..1],
+                })
             }
 
             /// Gradient x input baseline on the embeddings: `x_t,k d f_c / d x_t,k`.
