@@ -29,7 +29,14 @@
 #      `bench_pytorch.py --device cuda`: PyTorch's forward and Zennit's explain of the same
 #      models on the same GPU (skipped, saying so, when `import torch` fails); for the LSTM
 #      PyTorch's forward only (`torch_lstm`: Zennit has no LRP-all);
-#   4. one markdown table joining 2 and 3 per model/composite/batch.
+#   4. `bin/gpu_bench --tf32` (VGG-16 only; `mlp` when emulated, where it only prints
+#      `SKIPPED: TF32 needs a GPU`): the same timings with TF32 products allowed
+#      (`<composite>+tf32` rows) and TF32's relevance and logits against FP32 (per sample
+#      `max |R_tf32 - R_fp32| / max |R_fp32|`); skipped, saying so, when less than T_TF32_MIN of
+#      T_ALL is left;
+#   5. one markdown table joining 2, 3 and 4 per model/composite/batch (the `+tf32` rows against
+#      the FP32 PyTorch and Zennit timings), then per composite "TF32 vs FP32 relevance: worst X,
+#      median Y (batch B)" and the TF32 explain's images/s at batch 64.
 #   Logs and results go to $GPU_CHECK_OUT (default DIR/results).
 #   `run --emulated` runs the same parts on the emulated device (the GPU kernels on the CPU):
 #   the MLP benchmark instead of VGG-16 (and the LSTM), PyTorch on the CPU; what `dry-run` uses.
@@ -40,9 +47,9 @@
 #   libraries), PYTHONPATH=DIR/pylib (for bench_pytorch.py).
 # Read by `run`: PYTHON (python3), GPU_CHECK_OUT, GPU_CHECK_MODELS (vgg16,bilstm; mlp,bilstm
 #   when emulated), GPU_CHECK_BATCHES (1,16,64), and the timeouts in seconds T_TEST (50, per test
-#   binary), T_BENCH (150), T_PIP (30), T_TORCH (120), T_TORCH_LSTM (30), and T_ALL (450) for
-#   all parts together: a part gets at most what is left of T_ALL (none once under 5 s: it is
-#   skipped and counted as timed out).
+#   binary), T_BENCH (150), T_PIP (30), T_TORCH (120), T_TORCH_LSTM (30), T_TF32 (120; run only
+#   when T_TF32_MIN, 60, is left), and T_ALL (450) for all parts together: a part gets at most
+#   what is left of T_ALL (none once under 5 s: it is skipped and counted as timed out).
 set -uo pipefail
 
 die() { echo "gpu_check.sh: $*" >&2; exit 1; }
@@ -275,7 +282,8 @@ run() {
     out="${GPU_CHECK_OUT:-$dir/results}"
     mkdir -p "$out"
     out="$(cd "$out" && pwd)"
-    rm -f "$out"/*.log "$out"/parts.tsv "$out"/ours.txt "$out"/reference.txt "$out"/table.md "$out"/torch_lstm.py
+    rm -f "$out"/*.log "$out"/parts.tsv "$out"/ours.txt "$out"/reference.txt "$out"/tf32.txt "$out"/table.md \
+        "$out"/torch_lstm.py
     local py="${PYTHON:-python3}" start=$SECONDS status=0
     deadline=$((SECONDS + ${T_ALL:-450}))
     local models batches="${GPU_CHECK_BATCHES:-1,16,64}" torch_device
@@ -343,7 +351,29 @@ run() {
         fi
     fi
 
-    # 4. The summary and the table.
+    # 4. TF32 products against FP32: our benchmark again, with what is left of T_ALL.
+    local tf32_models tf32_min="${T_TF32_MIN:-60}"
+    tf32_models="$(printf '%s' "$models" | tr ',' '\n' | grep -xE 'vgg16|mlp' | paste -sd, -)"
+    : >"$out/tf32.txt"
+    if [ -z "$tf32_models" ]; then
+        echo
+        echo "== gpu_bench_tf32: SKIPPED, no model with a TF32 measurement (vgg16, mlp) in $models" |
+            tee "$out/gpu_bench_tf32.log"
+    elif [ $((deadline - SECONDS)) -lt "$tf32_min" ]; then
+        echo
+        echo "== gpu_bench_tf32: SKIPPED, $((deadline - SECONDS))s left of T_ALL (T_TF32_MIN: ${tf32_min}s)" |
+            tee "$out/gpu_bench_tf32.log"
+        printf 'gpu_bench_tf32\tskipped\t0\n' >>"$out/parts.tsv"
+    else
+        part gpu_bench_tf32 "${T_TF32:-120}" "$dir/bin/gpu_bench" --tf32 --models "$tf32_models" --batches "$batches" ||
+            status=1
+        grep -E '^[a-z0-9_]+/[a-z0-9_]+\+tf32/(predict|explain)/[0-9]+ [0-9.]+$' "$out/gpu_bench_tf32.log" \
+            >>"$out/ours.txt"
+        grep -E '^[a-z0-9_]+/[a-z0-9_]+\+tf32/(relevance_error|logit_error|target_changes)/[0-9]+( [^ ]+)+$' \
+            "$out/gpu_bench_tf32.log" >"$out/tf32.txt"
+    fi
+
+    # 5. The summary and the table.
     echo
     echo "== summary ($((SECONDS - start)) s)"
     echo
@@ -363,17 +393,18 @@ run() {
     echo
     echo "devices seen: ${devices:-none reported}"
     echo
-    python3 - "$out/ours.txt" "$out/reference.txt" <<'EOF' | tee "$out/table.md"
+    python3 - "$out/ours.txt" "$out/reference.txt" "$out/tf32.txt" <<'EOF' | tee "$out/table.md"
 import sys
 
-def read(path):
+def read(path, n=1):
     try:
         with open(path) as f:
-            return dict((k, float(v)) for k, v in (line.split() for line in f if line.strip()))
+            rows = (line.split() for line in f if line.strip())
+            return {r[0]: [float(v) for v in r[1:]] if n > 1 else float(r[1]) for r in rows}
     except FileNotFoundError:
         return {}
 
-ours, ref = read(sys.argv[1]), read(sys.argv[2])
+ours, ref, tf32 = read(sys.argv[1]), read(sys.argv[2]), read(sys.argv[3], n=2)
 rows = sorted({tuple(k.split("/")[:2]) + (int(k.split("/")[3]),) for k in ours}, key=lambda r: (r[0], r[1], r[2]))
 fmt = lambda v, spec=".2f": "–" if v is None else format(v, spec)
 div = lambda a, b: None if a is None or b is None or b == 0 else a / b
@@ -384,17 +415,40 @@ for model, comp, batch in rows:
     p = ours.get(f"{model}/{comp}/predict/{batch}")
     e = ours.get(f"{model}/{comp}/explain/{batch}")
     tp = ref.get(f"{model}/predict/{batch}")
-    ze = ref.get(f"{model}/{comp}/explain/{batch}")
+    ze = ref.get(f"{model}/{comp[:-5] if comp.endswith('+tf32') else comp}/explain/{batch}")
     ips = None if e is None or e == 0 else batch * 1e3 / e
     print(f"| {model} | {comp} | {batch} | {fmt(p, '.3f')} | {fmt(tp, '.3f')} | {fmt(div(p, tp))} "
           f"| {fmt(e, '.3f')} | {fmt(ze, '.3f')} | {fmt(div(ze, e))} | {fmt(div(e, p))} | {fmt(ips, '.0f')} |")
 if not rows:
     print("| (no measurements of ours) | | | | | | | | | | |")
+# TF32 against FP32: per model/composite, the largest batch measured.
+for model, comp in sorted({tuple(k.split("/")[:2]) for k in tf32}):
+    errors = {int(k.split("/")[3]): v for k, v in tf32.items() if k.startswith(f"{model}/{comp}/relevance_error/")}
+    if not errors:
+        continue
+    b = max(errors)
+    worst, median = (errors[b] + [float("nan")] * 2)[:2]
+    logits = tf32.get(f"{model}/{comp}/logit_error/{b}", [float("nan")])
+    changed = tf32.get(f"{model}/{comp}/target_changes/{b}", [float("nan")])
+    print()
+    print(f"TF32 vs FP32 relevance: worst {worst:.2e}, median {median:.2e} (batch {b}) [{model}/{comp}; "
+          f"logits worst {logits[0]:.2e}; predicted class changed in {changed[0]:.0f} of {b}]")
+    base = comp[:-5] if comp.endswith("+tf32") else comp
+    e, e32 = ours.get(f"{model}/{comp}/explain/64"), ours.get(f"{model}/{base}/explain/64")
+    ips = lambda t: "–" if t is None or t == 0 else f"{64e3 / t:.0f}"
+    print(f"TF32 explain at batch 64 [{model}/{comp}]: {ips(e)} images/s (FP32: {ips(e32)})")
 EOF
     echo
     echo "ours/PyTorch: our predict over PyTorch's forward (target <= 1.2); Zennit/ours: Zennit's explain over ours"
     echo "(target >= 5); ours explain/predict (target <= 3); inputs (images, sequences) explained per second (VGG-16 EGB"
     echo "at batch 64: >= 1000 images/s). bilstm: 50 tokens a sequence, LRP-all (no Zennit rule): PyTorch's forward only."
+    if [ -s "$out/tf32.txt" ]; then
+        echo "+tf32 rows: TF32 products allowed (gpu_bench --tf32), against PyTorch's and Zennit's FP32-matmul timings."
+    else
+        local why
+        why="$(grep -h 'SKIPPED' "$out/gpu_bench_tf32.log" 2>/dev/null | head -1)"
+        echo "TF32 vs FP32: not measured (${why:-see $out/gpu_bench_tf32.log})"
+    fi
     [ "$torch_ok" = 1 ] || echo "(no PyTorch/Zennit column: see above)"
     echo "logs: $out"
     if [ "$status" != 0 ]; then
