@@ -196,6 +196,19 @@ lrp::network! {
 /// A model of several inputs on the GPU against the CPU: logits, targets, each input's
 /// explanation and the coordinates' relevance, for explain and gradient x input.
 macro_rules! check_inputs {
+    ($model:ident, $input:expr, $n:expr, [$($field:ident),*], [$($coords:ident),*], $windows:expr) => {{
+        check_inputs!($model, $input, $n, [$($field),*], [$($coords),*]);
+        let model = $model::from_bytes(&random_weights($model::TENSORS)).unwrap();
+        let gpu = model.to_gpu(&common::gpu_device()).unwrap();
+        let (mut gws, mut ws) = (gpu.workspace($n).unwrap(), model.workspace($n).unwrap());
+        let (input, windows): (_, &[&[usize]]) = ($input, $windows);
+        let want = model.occlusion_batch(&mut ws, &input, $n, lrp::Target::Class(1), windows).unwrap();
+        let got = gpu.occlusion_batch(&mut gws, &input, $n, lrp::Target::Class(1), windows).unwrap();
+        $(
+            assert_eq!(got.$field.relevance.len(), want.$field.relevance.len());
+            assert_close_per_sample(concat!("occlusion of ", stringify!($field)), got.$field.relevance, want.$field.relevance, 1, 1e-4);
+        )*
+    }};
     ($model:ident, $input:expr, $n:expr, [$($field:ident),*], [$($coords:ident),*]) => {{
         let model = $model::from_bytes(&random_weights($model::TENSORS)).unwrap();
         let gpu = model.to_gpu(&common::gpu_device()).unwrap();
@@ -219,9 +232,16 @@ macro_rules! check_inputs {
 /// Models of several inputs: each input's relevance and the coordinates' relevance.
 fn check_several_inputs() {
     let (a, b) = (values(2 * 6, 7, 1.0), values(2 * 3, 8, 1.0));
-    check_inputs!(Towers, TowersInput { a: &a, b: &b }, 2, [a, b], []);
+    check_inputs!(Towers, TowersInput { a: &a, b: &b }, 2, [a, b], [], &[&[2], &[1]]);
     let (image, q) = (values(3 * 12, 9, 1.0), values(3 * 3, 10, 1.0));
-    check_inputs!(QuestionRn, QuestionRnInput { image: &image, q: &q }, 3, [image, q], [objects_coordinates]);
+    check_inputs!(
+        QuestionRn,
+        QuestionRnInput { image: &image, q: &q },
+        3,
+        [image, q],
+        [objects_coordinates],
+        &[&[3, 1, 2], &[2]]
+    );
     let (image, words) = (values(2 * 4, 11, 1.0), [1usize, 6, 3, 0, 2, 5]);
     check_inputs!(Mixed, MixedInput { image: &image, words: &words }, 2, [image, words], []);
 }
@@ -335,6 +355,14 @@ fn a_question_of_any_length_beside_an_image_agrees_with_the_cpu() {
     let got = gpu.gradient_x_input_batch(&mut gws, &input, 3, lrp::Target::Class(2)).unwrap();
     assert_close_per_sample("image", got.image.relevance, want.image.relevance, 3, 1e-4);
     assert_close_per_sample("question", got.question.relevance, want.question.relevance, 1, 1e-4);
+    let windows: [&[usize]; 2] = [&[4], &[1]];
+    let want = model.occlusion_batch(&mut ws, &input, 3, lrp::Target::Class(0), &windows).unwrap();
+    let (image, question) = (want.image.relevance.to_vec(), want.question.relevance.to_vec());
+    let got = gpu.occlusion_batch(&mut gws, &input, 3, lrp::Target::Class(0), &windows).unwrap();
+    assert_eq!(got.question.relevance.len(), 15, "one score per token");
+    assert_close_per_sample("occlusion of the image", got.image.relevance, &image, 3, 1e-4);
+    assert_close_per_sample("occlusion of the words", got.question.relevance, &question, 1, 1e-4);
+    assert!(gpu.occlusion_batch(&mut gws, &input, 3, 0, &[&[4], &[2]]).is_err(), "a sequence's window is [1]");
     let long: [&[usize]; 1] = [&[0; 10]];
     assert!(gpu.predict_batch(&mut gws, &ImageQuestionInput { image: &image[..6], question: &long }, 1).is_err());
 }

@@ -330,6 +330,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
     };
     let (structs, passes, io, api, traits) = (g.structs(), g.passes(), g.io(), g.api(), g.trait_impls());
     let (occlusion, device_api) = (g.occlusion(), g.device_api());
+    let occlusion_of_inputs = g.occlusion_of_inputs();
     let gpu_name = &g.gpu_name;
     quote! {
         #structs
@@ -338,6 +339,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
             #passes
             #api
             #occlusion
+            #occlusion_of_inputs
             #device_api
         }
         #traits
@@ -396,6 +398,7 @@ impl Gen<'_> {
         // One input of values: occlusion's batch kept on the device and each sample's score, and
         // the scratch of the checks of inputs and results that stay on the device.
         let (occlusion_fields, occlusion_inits) = match self.occludable() {
+            _ if self.occludable_inputs() => self.occlusion_buffers(),
             true => {
                 let l = self.ins[0].len;
                 (
@@ -523,36 +526,7 @@ impl Gen<'_> {
         });
         let located = backward_buffers(&self.plan).into_iter().map(|(layer, id, n)| quote!((#layer, &ws.#id, #n)));
         let logits = &self.plan.logits;
-        let one = |i: &GpuIn| {
-            let (host, count) = (&i.host, i.count());
-            let lengths = match i.embedding {
-                Some(_) => {
-                    let id = format_ident!("lengths_{}", i.field);
-                    quote!(&ws.#id[..n])
-                }
-                None => quote!(&[]),
-            };
-            quote! {
-                #rt::Explanation {
-                    logits: &ws.logits[..n * #classes],
-                    targets: &ws.targets[..n],
-                    relevance: &ws.#host[..#count],
-                    batch: n,
-                    lengths: #lengths,
-                }
-            }
-        };
-        let explanation = if self.ins.len() > 1 {
-            let e = format_ident!("{}Explanation", self.net.name);
-            let (fields, each) = (self.ins.iter().map(|i| &i.field), self.ins.iter().map(one));
-            let coords = self.coords.iter().map(|c| {
-                let (field, host, per) = (&c.field, &c.host, c.per_sample);
-                quote!(#field: &ws.#host[..n * #per])
-            });
-            quote!(#e { #(#fields: #each,)* #(#coords,)* })
-        } else {
-            one(&self.ins[0])
-        };
+        let explanation = self.explanation_expr(false);
         quote! {
             /// Checks `n` samples of every input and copies them to the device.
             fn upload_input(&self, ws: &mut #ws_name, input: &#input_ty, n: usize) -> #rt::Result<()> {
@@ -584,6 +558,49 @@ impl Gen<'_> {
             fn explanation<'w>(ws: &'w #ws_name, n: usize) -> #explanation_ty {
                 #explanation
             }
+        }
+    }
+
+    /// The explanation of the first `n` samples in the workspace (`per_token`: occlusion's, one
+    /// score per token of a sequence).
+    fn explanation_expr(&self, per_token: bool) -> TokenStream {
+        let (rt, classes) = (&self.rt, self.classes);
+        let one = |i: &GpuIn| {
+            let host = &i.host;
+            let count = match (i.seq, per_token) {
+                (Some(_), true) => {
+                    let lengths = format_ident!("lengths_{}", i.field);
+                    quote!(ws.#lengths[..n].iter().sum::<usize>())
+                }
+                _ => i.count(),
+            };
+            let lengths = match i.embedding {
+                Some(_) => {
+                    let id = format_ident!("lengths_{}", i.field);
+                    quote!(&ws.#id[..n])
+                }
+                None => quote!(&[]),
+            };
+            quote! {
+                #rt::Explanation {
+                    logits: &ws.logits[..n * #classes],
+                    targets: &ws.targets[..n],
+                    relevance: &ws.#host[..#count],
+                    batch: n,
+                    lengths: #lengths,
+                }
+            }
+        };
+        if self.ins.len() > 1 {
+            let e = format_ident!("{}Explanation", self.net.name);
+            let (fields, each) = (self.ins.iter().map(|i| &i.field), self.ins.iter().map(one));
+            let coords = self.coords.iter().map(|c| {
+                let (field, host, per) = (&c.field, &c.host, c.per_sample);
+                quote!(#field: &ws.#host[..n * #per])
+            });
+            quote!(#e { #(#fields: #each,)* #(#coords,)* })
+        } else {
+            one(&self.ins[0])
         }
     }
 
@@ -703,6 +720,166 @@ impl Gen<'_> {
     /// Whether the model has an occlusion method: one input of values.
     fn occludable(&self) -> bool {
         self.ins.len() == 1 && self.ins[0].embedding.is_none()
+    }
+
+    /// Whether the model has the occlusion method of several inputs: inputs of values and
+    /// sequences (no fixed number of token ids).
+    fn occludable_inputs(&self) -> bool {
+        self.ins.len() > 1 && self.ins.iter().all(|i| i.embedding.is_none() || i.seq.is_some())
+    }
+
+    /// The buffer the rest of the network reads of input `i` (its values, or its recurrent
+    /// layer's output), and its values per sample.
+    fn read_buffer(&self, i: &GpuIn) -> (Ident, usize) {
+        match i.seq {
+            Some((_, r)) => (act_ident(r), i.rec_out_len),
+            None => (i.buffer.clone(), i.len),
+        }
+    }
+
+    /// The workspace of occlusion with several inputs: each input's batch as the network reads
+    /// it (kept while its copies are occluded), each sample's score, and one token's embedding
+    /// (kept while it is zeroed) and zeros.
+    fn occlusion_buffers(&self) -> (TokenStream, TokenStream) {
+        let rt = &self.rt;
+        let e = self.ins.iter().filter(|i| i.seq.is_some()).map(|i| i.rel_len).max().unwrap_or(0);
+        let (saved, lens): (Vec<Ident>, Vec<usize>) =
+            self.ins.iter().map(|i| (format_ident!("saved_{}", i.field), self.read_buffer(i).1)).unzip();
+        (
+            quote!(#( #saved: #rt::gpu::DeviceBuffer, )* probs: ::std::vec::Vec<f32>, token: ::std::vec::Vec<f32>, zeros: ::std::vec::Vec<f32>,),
+            quote!(
+                #( #saved: d.zeros(::core::stringify!(#saved), len(::core::stringify!(#saved), #lens)?)?, )*
+                probs: #rt::buffer::zeroed("probabilities", capacity, 1)?,
+                token: #rt::buffer::zeroed("occluded token", 1, #e)?,
+                zeros: #rt::buffer::zeroed("zeros", 1, #e)?,
+            ),
+        )
+    }
+
+    /// The occlusion of input `k` of sample `i`, every window (a sequence: every token) in turn,
+    /// the other inputs as they are: their sample `i` copied into each row of a batch.
+    fn occlude_input(&self, k: usize) -> TokenStream {
+        let (rt, classes) = (&self.rt, self.classes);
+        let i = &self.ins[k];
+        let (host, field) = (&i.host, &i.field);
+        let win = format_ident!("windows_{k}");
+        let others = |rows: TokenStream| {
+            let copies = self.ins.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, o)| {
+                let ((buf, l), saved) = (self.read_buffer(o), format_ident!("saved_{}", o.field));
+                quote!(for c in 0..#rows { #rt::gpu::ops::copy(d, (&ws.#saved, i * #l), (&mut ws.#buf, c * #l), #l)?; })
+            });
+            quote!(#(#copies)*)
+        };
+        if let Some((_, r)) = i.seq {
+            let (el, rec, out) = (i.rel_len, layer_field(r), act_ident(r));
+            let (emb, trace, trace_len) =
+                (format_ident!("emb_{field}"), format_ident!("trace_{field}"), format_ident!("trace_len_{field}"));
+            let (scratch, lengths) = (format_ident!("rnn_scratch_{field}"), format_ident!("lengths_{field}"));
+            let others = others(quote!(1));
+            // A token's embedding zeroed, its sample reduced again into row 0.
+            return quote! {
+                let (offset, steps) = (ws.#lengths[..i].iter().sum::<usize>(), ws.#lengths[i]);
+                for t in 0..steps {
+                    let at = (offset + t) * #el;
+                    d.read(&ws.#emb, at, &mut ws.token[..#el])?;
+                    d.write(&mut ws.#emb, at, &ws.zeros[..#el])?;
+                    let stride = ws.#trace_len;
+                    let result = self.#rec.forward(d, (&ws.#emb, offset * #el), steps, (&mut ws.#trace, i * stride), (&mut ws.#out, 0), &mut ws.#scratch);
+                    d.write(&mut ws.#emb, at, &ws.token[..#el])?;
+                    result?;
+                    #others
+                    self.forward_pass(ws, 1)?;
+                    ws.#host[offset + t] = ws.probs[i] - #rt::kernels::elementwise::softmax_at(&ws.logits[..#classes], ws.targets[i]);
+                }
+            };
+        }
+        let (buf, l) = (&i.buffer, i.len);
+        let saved = format_ident!("saved_{field}");
+        let others = others(quote!(copies));
+        quote! {
+            let mut first = 0;
+            while first < #win.count() {
+                let copies = (#win.count() - first).min(ws.capacity);
+                #rt::gpu::ops::occlusion::occlude(d, &#win, (&ws.#saved, i * #l), first, copies, &mut ws.#buf)?;
+                #others
+                self.forward_pass(ws, copies)?;
+                for c in 0..copies {
+                    let p = #rt::kernels::elementwise::softmax_at(&ws.logits[c * #classes..(c + 1) * #classes], ws.targets[i]);
+                    let (drop, out) = (ws.probs[i] - p, &mut ws.#host[i * #l..(i + 1) * #l]);
+                    #win.for_each_index(first + c, |j| out[j] = drop);
+                }
+                first += copies;
+            }
+        }
+    }
+
+    /// `occlusion_batch` and `occlusion` of a model of several inputs: for each input in turn,
+    /// each window of it (a sequence's: each token) occluded, the other inputs as they are.
+    fn occlusion_of_inputs(&self) -> TokenStream {
+        if !self.occludable_inputs() {
+            return quote!();
+        }
+        let (rt, ws_name, classes, name) = (&self.rt, &self.ws_name, self.classes, &self.net.name);
+        let (input_ty, explanation_ty) = self.types();
+        let target = quote!(impl ::core::convert::Into<#rt::Target>);
+        let count = self.ins.len();
+        let windows = self.ins.iter().enumerate().map(|(k, i)| {
+            let win = format_ident!("windows_{k}");
+            if i.seq.is_none() {
+                let shape = self.net.inputs[k].shape();
+                return quote!(let #win = #rt::occlusion::Windows::new(&[#(#shape),*], windows[#k])?;);
+            }
+            let what = format!("occlusion window of input `{}` of `{name}`", i.field);
+            quote! {
+                if windows[#k] != [1] {
+                    return ::core::result::Result::Err(#rt::Error::InvalidParameter {
+                        what: ::std::string::String::from(#what),
+                        message: ::std::format!("a sequence is occluded one token at a time: its window is [1], not {:?}", windows[#k]),
+                    });
+                }
+            }
+        });
+        let saves = self.ins.iter().map(|i| {
+            let ((buf, l), saved) = (self.read_buffer(i), format_ident!("saved_{}", i.field));
+            quote!(#rt::gpu::ops::copy(d, (&ws.#buf, 0), (&mut ws.#saved, 0), n * #l)?;)
+        });
+        let restores = self.ins.iter().map(|i| {
+            let ((buf, l), saved) = (self.read_buffer(i), format_ident!("saved_{}", i.field));
+            quote!(#rt::gpu::ops::copy(d, (&ws.#saved, 0), (&mut ws.#buf, 0), n * #l)?;)
+        });
+        let loops = (0..count).map(|k| self.occlude_input(k));
+        let explanation = self.explanation_expr(true);
+        let windows_what = format!("windows of `{name}` (one per input)");
+        quote! {
+            /// [`Self::occlusion`] for `n` samples back to back: for each input in turn, `R_i =
+            /// p_c(x) - p_c(x with the window holding i set to 0)`, the other inputs as they are,
+            /// `p` the softmax. `windows` holds one window per input; a sequence's is `[1]` (each
+            /// token's embedding set to 0 in turn, one score per token).
+            pub fn occlusion_batch<'w>(&self, ws: &'w mut #ws_name, input: &#input_ty, n: usize, target: #target, windows: &[&[usize]]) -> #rt::Result<#explanation_ty> {
+                #rt::error::check_len(#windows_what, #count, windows.len())?;
+                #( #windows )*
+                self.upload_input(ws, input, n)?;
+                self.forward_pass(ws, n)?;
+                self.seed(ws, n, target.into(), #rt::explanation::Seed::One)?;
+                let d = &*self.device;
+                for i in 0..n {
+                    ws.probs[i] = #rt::kernels::elementwise::softmax_at(&ws.logits[i * #classes..(i + 1) * #classes], ws.targets[i]);
+                }
+                #( #saves )*
+                for i in 0..n {
+                    #( { #loops } )*
+                }
+                // The unoccluded batch and its logits back in place.
+                #( #restores )*
+                self.forward_pass(ws, n)?;
+                ::core::result::Result::Ok(#explanation)
+            }
+
+            /// [`Self::occlusion_batch`] of one sample of each input.
+            pub fn occlusion<'w>(&self, ws: &'w mut #ws_name, input: &#input_ty, target: #target, windows: &[&[usize]]) -> #rt::Result<#explanation_ty> {
+                self.occlusion_batch(ws, input, 1, target, windows)
+            }
+        }
     }
 
     /// `occlusion_batch` and `occlusion`: every window's occluded copies of a sample made on

@@ -140,6 +140,27 @@ pub fn combine(
     unsafe { elementwise(device, id::COMBINE, n, &mut args) }
 }
 
+/// `dst[dst_at..dst_at + len] = src[src_at..src_at + len]` (a copy on the device).
+pub fn copy(
+    device: &Device,
+    (src, src_at): (&DeviceBuffer, usize),
+    (dst, dst_at): (&mut DeviceBuffer, usize),
+    len: usize,
+) -> Result<()> {
+    let (rs, rd) = (src.range(src_at, len)?, dst.range(dst_at, len)?);
+    let mut args = [
+        Arg::Out(dst, rd),
+        Arg::In(src, rs.clone()),
+        Arg::In(src, rs),
+        Arg::F32(1.0),
+        Arg::F32(0.0),
+        Arg::U64(len as u64),
+    ];
+    // SAFETY: `combine(float* d, const float* z, const float* p, float a, float b, u64 n)`
+    // touches the first n values of each range given, all checked.
+    unsafe { elementwise(device, id::COMBINE, len, &mut args) }
+}
+
 /// `d = r / stab(d)` where `mask` keeps `z`, else 0.
 pub fn masked_ratio(
     device: &Device,
