@@ -408,6 +408,16 @@ fn check_results_on_the_device() {
     let got = gpu.gradient_x_input_on_device(&mut gws, &on_device, 2, lrp::Target::Class(0)).unwrap();
     device.read(got.relevance, 0, &mut relevance).unwrap();
     assert_eq!(relevance, want);
+    let given = values(2 * PoolingCnn::CLASSES, 16, 1.0);
+    let want = gpu.explain_from_batch(&mut gws, &input, 2, &given).unwrap().relevance.to_vec();
+    let given_on_device = device.upload("output relevance", &given).unwrap();
+    let got = gpu.explain_from_on_device(&mut gws, &on_device, 2, &given_on_device).unwrap();
+    device.read(got.relevance, 0, &mut relevance).unwrap();
+    assert_eq!(relevance, want);
+    let want = gpu.occlusion_batch(&mut gws, &input, 2, lrp::Target::Class(1), &[3, 8, 7]).unwrap().relevance.to_vec();
+    let got = gpu.occlusion_on_device(&mut gws, &on_device, 2, lrp::Target::Class(1), &[3, 8, 7]).unwrap();
+    device.read(got.relevance, 0, &mut relevance).unwrap();
+    assert_eq!(relevance, want);
     let logits = gpu.predict_on_device(&mut gws, &on_device, 1).unwrap();
     assert_eq!(device.download(logits).unwrap().len(), 2 * PoolingCnn::CLASSES);
     let mut bad = input.clone();

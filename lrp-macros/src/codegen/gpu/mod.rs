@@ -899,10 +899,17 @@ impl Gen<'_> {
         quote! {
             #[doc = #doc]
             pub fn occlusion_batch<'w>(&self, ws: &'w mut #ws_name, input: &[f32], n: usize, target: #target, window: &[usize]) -> #rt::Result<#rt::Explanation<'w>> {
-                let windows = #rt::occlusion::Windows::new(&[#(#shape),*], window)?;
                 self.upload_input(ws, input, n)?;
+                self.occlude(ws, n, target.into(), window)?;
+                ::core::result::Result::Ok(Self::explanation(ws, n))
+            }
+
+            /// Occlusion of the `n` samples in the workspace's input: the scores in its host
+            /// relevance buffer, the unoccluded logits back in place.
+            fn occlude(&self, ws: &mut #ws_name, n: usize, target: #rt::Target, window: &[usize]) -> #rt::Result<()> {
+                let windows = #rt::occlusion::Windows::new(&[#(#shape),*], window)?;
                 self.forward_pass(ws, n)?;
-                self.seed(ws, n, target.into(), #rt::explanation::Seed::One)?;
+                self.seed(ws, n, target, #rt::explanation::Seed::One)?;
                 let d = &*self.device;
                 #rt::gpu::ops::combine(d, &mut ws.saved, &ws.#input, &ws.#input, 1.0, 0.0, n * #l)?;
                 for i in 0..n {
@@ -924,8 +931,7 @@ impl Gen<'_> {
                 }
                 // The unoccluded batch and its logits back in place.
                 #rt::gpu::ops::combine(d, &mut ws.#input, &ws.saved, &ws.saved, 1.0, 0.0, n * #l)?;
-                self.forward_pass(ws, n)?;
-                ::core::result::Result::Ok(Self::explanation(ws, n))
+                self.forward_pass(ws, n)
             }
 
             /// [`Self::occlusion_batch`] of one sample.
@@ -943,7 +949,7 @@ impl Gen<'_> {
         }
         let (rt, ws_name, classes, nonneg) = (&self.rt, &self.ws_name, self.classes, self.net.input_nonnegative);
         let i = &self.ins[0];
-        let (input, product, rel, l, logits) = (&i.buffer, &i.product, &i.rel, i.len, &self.plan.logits);
+        let (input, product, rel, l, logits, host) = (&i.buffer, &i.product, &i.rel, i.len, &self.plan.logits, &i.host);
         let target = quote!(impl ::core::convert::Into<#rt::Target>);
         quote! {
             /// Copies `n` samples from the start of `input` (on this model's device) into the
@@ -998,6 +1004,33 @@ impl Gen<'_> {
                 let d = &*self.device;
                 self.gradient_steps(d, ws, n)?;
                 self.device_explanation(ws, n, true, "gradient x input")
+            }
+
+            /// [`Self::explain_from_batch`] of `n` samples on the device, the output relevance
+            /// (`[n, CLASSES]`) on the device too; the result stays there.
+            pub fn explain_from_on_device<'w>(&self, ws: &'w mut #ws_name, input: &#rt::gpu::DeviceBuffer, n: usize, output_relevance: &#rt::gpu::DeviceBuffer) -> #rt::Result<#rt::gpu::DeviceExplanation<'w>> {
+                let d = &*self.device;
+                if let ::core::option::Option::Some(at) = #rt::gpu::ops::checks::first_bad(d, (output_relevance, 0, n * #classes), false, &mut ws.checks)? {
+                    return ::core::result::Result::Err(#rt::Error::InvalidParameter {
+                        what: ::std::string::String::from("output relevance on the device"),
+                        message: ::std::format!("value {} of sample {} is not finite", at % #classes, at / #classes),
+                    });
+                }
+                self.take_device_input(ws, input, n)?;
+                self.forward_pass(ws, n)?;
+                self.seed(ws, n, #rt::Target::Predicted, #rt::explanation::Seed::Logit)?;
+                #rt::gpu::ops::copy(d, (output_relevance, 0), (&mut ws.rel_out, 0), n * #classes)?;
+                self.relevance_steps(d, ws, n)?;
+                self.device_explanation(ws, n, false, "relevance")
+            }
+
+            /// [`Self::occlusion_batch`] of `n` samples on the device; the scores are left on the
+            /// device (in the gradient x input buffer).
+            pub fn occlusion_on_device<'w>(&self, ws: &'w mut #ws_name, input: &#rt::gpu::DeviceBuffer, n: usize, target: #target, window: &[usize]) -> #rt::Result<#rt::gpu::DeviceExplanation<'w>> {
+                self.take_device_input(ws, input, n)?;
+                self.occlude(ws, n, target.into(), window)?;
+                self.device.write(&mut ws.#product, 0, &ws.#host[..n * #l])?;
+                self.device_explanation(ws, n, true, "occlusion")
             }
         }
     }
