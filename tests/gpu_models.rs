@@ -308,6 +308,12 @@ macro_rules! check_tokens {
                 1e-4,
             );
         }
+        // The embeddings' relevance left on the device: the same numbers.
+        let want = gpu.explain(&mut gws, refs[0], lrp::Target::Class(1)).unwrap().relevance.to_vec();
+        let got = gpu.explain_on_device(&mut gws, refs[0], lrp::Target::Class(1)).unwrap();
+        let mut on_device = vec![0.0; want.len()];
+        gpu.device().read(got.relevance, 0, &mut on_device).unwrap();
+        assert_eq!(on_device, want);
         assert!(gpu.predict(&mut gws, &[$vocab]).is_err(), "a token id out of range is an error");
         assert!(gpu.predict(&mut gws, &[0; 10]).is_err(), "a sequence longer than max_len is an error");
     }};
@@ -428,4 +434,58 @@ fn check_results_on_the_device() {
     let other = lrp::runtime::gpu::Device::emulated();
     let foreign = other.upload("images", &input).unwrap();
     assert!(gpu.predict_on_device(&mut gws, &foreign, 2).is_err());
+}
+
+/// Models of several inputs with their values on the device: the same numbers as through the
+/// host, the relevance left on the device; token ids stay on the host.
+#[test]
+fn several_inputs_on_the_device_agree() {
+    let device = common::gpu_device();
+    let model = QuestionRn::from_bytes(&random_weights(QuestionRn::TENSORS)).unwrap();
+    let gpu = model.to_gpu(&device).unwrap();
+    let mut ws = gpu.workspace(3).unwrap();
+    let (image, q) = (values(3 * 12, 9, 1.0), values(3 * 3, 10, 1.0));
+    let want = gpu.explain_batch(&mut ws, &QuestionRnInput { image: &image, q: &q }, 3, lrp::Target::Class(2)).unwrap();
+    let (want_image, want_q, want_coords) =
+        (want.image.relevance.to_vec(), want.q.relevance.to_vec(), want.objects_coordinates.to_vec());
+    let (image_d, q_d) = (device.upload("image", &image).unwrap(), device.upload("q", &q).unwrap());
+    let got = gpu
+        .explain_on_device(&mut ws, &QuestionRnGpuInput { image: &image_d, q: &q_d }, 3, lrp::Target::Class(2))
+        .unwrap();
+    assert_eq!(got.image.targets, &[2, 2, 2]);
+    let read = |b: &lrp::runtime::gpu::DeviceBuffer, len: usize| {
+        let mut v = vec![0.0; len];
+        device.read(b, 0, &mut v).unwrap();
+        v
+    };
+    assert_eq!(read(got.image.relevance, want_image.len()), want_image);
+    assert_eq!(read(got.q.relevance, want_q.len()), want_q);
+    assert_eq!(read(got.objects_coordinates, want_coords.len()), want_coords);
+    let windows: [&[usize]; 2] = [&[3, 1, 2], &[2]];
+    let want = gpu.occlusion_batch(&mut ws, &QuestionRnInput { image: &image, q: &q }, 3, 0, &windows).unwrap();
+    let want_image = want.image.relevance.to_vec();
+    let got =
+        gpu.occlusion_on_device(&mut ws, &QuestionRnGpuInput { image: &image_d, q: &q_d }, 3, 0, &windows).unwrap();
+    assert_eq!(read(got.image.relevance, want_image.len()), want_image);
+
+    let model = ImageQuestion::from_bytes(&random_weights(ImageQuestion::TENSORS)).unwrap();
+    let gpu = model.to_gpu(&device).unwrap();
+    let mut ws = gpu.workspace(9, 2).unwrap();
+    let image = values(2 * 6, 13, 1.0);
+    let question: [&[usize]; 2] = [&[1, 4, 9], &[2, 2, 7, 7, 3]];
+    let want =
+        gpu.gradient_x_input_batch(&mut ws, &ImageQuestionInput { image: &image, question: &question }, 2, 1).unwrap();
+    let (want_image, want_question) = (want.image.relevance.to_vec(), want.question.relevance.to_vec());
+    let image_d = device.upload("image", &image).unwrap();
+    let input = ImageQuestionGpuInput { image: &image_d, question: &question };
+    let got = gpu.gradient_x_input_on_device(&mut ws, &input, 2, 1).unwrap();
+    assert_eq!(got.question.lengths, &[3, 5]);
+    assert_eq!(read(got.image.relevance, want_image.len()), want_image);
+    assert_eq!(read(got.question.relevance, want_question.len()), want_question);
+    let mut bad = image.clone();
+    bad[7] = f32::INFINITY;
+    let bad = device.upload("image", &bad).unwrap();
+    let e =
+        gpu.explain_on_device(&mut ws, &ImageQuestionGpuInput { image: &bad, question: &question }, 2, 0).unwrap_err();
+    assert!(matches!(e, lrp::Error::NonFiniteInput { sample: 1, index: 1, .. }), "{e}");
 }

@@ -65,12 +65,14 @@ pub trait ToGpu {
 
 /// An explanation whose relevance stays on the device (for pipelines): the `*_on_device`
 /// methods of a GPU model. The logits and targets are on the host (the targets are chosen from
-/// the logits there); the relevance, `[batch, INPUT_LEN]` from the buffer's start, was checked
-/// finite on the device.
+/// the logits there); the relevance lies from the buffer's start, laid out as
+/// [`crate::Explanation::relevance`] (`[batch, input...]`; a sequence's, `[length, step]` of
+/// each sample back to back, `lengths` giving them), and was checked finite on the device.
 #[derive(Debug)]
 pub struct DeviceExplanation<'w> {
     pub logits: &'w [f32],
     pub targets: &'w [usize],
     pub relevance: &'w DeviceBuffer,
     pub batch: usize,
+    pub lengths: &'w [usize],
 }

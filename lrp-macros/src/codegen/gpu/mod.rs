@@ -331,6 +331,7 @@ pub(super) fn generate(net: &Network) -> TokenStream {
     let (structs, passes, io, api, traits) = (g.structs(), g.passes(), g.io(), g.api(), g.trait_impls());
     let (occlusion, device_api) = (g.occlusion(), g.device_api());
     let occlusion_of_inputs = g.occlusion_of_inputs();
+    let (device_items, device_methods) = g.device_api_of_inputs();
     let gpu_name = &g.gpu_name;
     quote! {
         #structs
@@ -341,7 +342,9 @@ pub(super) fn generate(net: &Network) -> TokenStream {
             #occlusion
             #occlusion_of_inputs
             #device_api
+            #device_methods
         }
+        #device_items
         #traits
     }
 }
@@ -398,7 +401,7 @@ impl Gen<'_> {
         // One input of values: occlusion's batch kept on the device and each sample's score, and
         // the scratch of the checks of inputs and results that stay on the device.
         let (occlusion_fields, occlusion_inits) = match self.occludable() {
-            _ if self.occludable_inputs() => self.occlusion_buffers(),
+            _ if self.ins.len() > 1 => self.occlusion_buffers(),
             true => {
                 let l = self.ins[0].len;
                 (
@@ -483,32 +486,41 @@ impl Gen<'_> {
         }
     }
 
+    /// The statements taking input `i` of `n` samples in: checked, copied to the device (or,
+    /// `on_device`, already there: checked there and copied into the workspace), token ids
+    /// embedded, sequences embedded and reduced.
+    fn upload_of(&self, i: &GpuIn, on_device: bool) -> TokenStream {
+        let (rt, nonneg) = (&self.rt, self.net.input_nonnegative);
+        let (what, expr, buffer, l) = (&i.what, &i.expr, &i.buffer, i.len);
+        if let Some((e, r)) = i.seq {
+            return self.sequence_upload(i, e, r);
+        }
+        match (i.embedding, on_device) {
+            // Token ids are embedded on their way in (checked against the vocabulary).
+            (Some(e), _) => {
+                let (f, a) = (layer_field(e), act_ident(e));
+                quote! {
+                    #rt::error::check_len(#what, n * #l, #expr.len())?;
+                    self.#f.forward(&self.device, #expr, &mut ws.#buffer, (&mut ws.#a, 0))?;
+                }
+            }
+            (None, false) => quote! {
+                #rt::error::check_len(#what, n * #l, #expr.len())?;
+                #rt::checks::check_samples(#expr, #l, #nonneg)?;
+                self.device.write(&mut ws.#buffer, 0, #expr)?;
+            },
+            (None, true) => quote! {
+                #rt::gpu::ops::checks::check_samples(&self.device, #expr, (n, #l), #nonneg, &mut ws.checks)?;
+                #rt::gpu::ops::copy(&self.device, (#expr, 0), (&mut ws.#buffer, 0), n * #l)?;
+            },
+        }
+    }
+
     /// Copying inputs to the device and results back, and the explanation of the results.
     fn io(&self) -> TokenStream {
         let (rt, ws_name, classes) = (&self.rt, &self.ws_name, self.classes);
         let (input_ty, explanation_ty) = self.types();
-        let nonneg = self.net.input_nonnegative;
-        let uploads = self.ins.iter().map(|i| {
-            let (what, expr, buffer, l) = (&i.what, &i.expr, &i.buffer, i.len);
-            if let Some((e, r)) = i.seq {
-                return self.sequence_upload(i, e, r);
-            }
-            match i.embedding {
-                // Token ids are embedded on their way in (checked against the vocabulary).
-                Some(e) => {
-                    let (f, a) = (layer_field(e), act_ident(e));
-                    quote! {
-                        #rt::error::check_len(#what, n * #l, #expr.len())?;
-                        self.#f.forward(&self.device, #expr, &mut ws.#buffer, (&mut ws.#a, 0))?;
-                    }
-                }
-                None => quote! {
-                    #rt::error::check_len(#what, n * #l, #expr.len())?;
-                    #rt::checks::check_samples(#expr, #l, #nonneg)?;
-                    self.device.write(&mut ws.#buffer, 0, #expr)?;
-                },
-            }
-        });
+        let uploads = self.ins.iter().map(|i| self.upload_of(i, false));
         let reads = self.ins.iter().map(|i| {
             let (host, product, rel, count) = (&i.host, &i.product, &i.rel, i.count());
             quote! {
@@ -737,17 +749,27 @@ impl Gen<'_> {
         }
     }
 
-    /// The workspace of occlusion with several inputs: each input's batch as the network reads
-    /// it (kept while its copies are occluded), each sample's score, and one token's embedding
-    /// (kept while it is zeroed) and zeros.
+    /// The workspace of a model of several inputs: the scratch of checks on the device, and
+    /// occlusion's: each input's batch as the network reads it (kept while its copies are
+    /// occluded), each sample's score, and one token's embedding (kept while it is zeroed) and
+    /// zeros.
     fn occlusion_buffers(&self) -> (TokenStream, TokenStream) {
         let rt = &self.rt;
+        let checks = (
+            quote!(checks: #rt::gpu::ops::checks::CheckScratch,),
+            quote!(checks: #rt::gpu::ops::checks::CheckScratch::new(d)?,),
+        );
+        if !self.occludable_inputs() {
+            return checks;
+        }
+        let (check_field, check_init) = checks;
         let e = self.ins.iter().filter(|i| i.seq.is_some()).map(|i| i.rel_len).max().unwrap_or(0);
         let (saved, lens): (Vec<Ident>, Vec<usize>) =
             self.ins.iter().map(|i| (format_ident!("saved_{}", i.field), self.read_buffer(i).1)).unzip();
         (
-            quote!(#( #saved: #rt::gpu::DeviceBuffer, )* probs: ::std::vec::Vec<f32>, token: ::std::vec::Vec<f32>, zeros: ::std::vec::Vec<f32>,),
+            quote!(#( #saved: #rt::gpu::DeviceBuffer, )* probs: ::std::vec::Vec<f32>, token: ::std::vec::Vec<f32>, zeros: ::std::vec::Vec<f32>, #check_field),
             quote!(
+                #check_init
                 #( #saved: d.zeros(::core::stringify!(#saved), len(::core::stringify!(#saved), #lens)?)?, )*
                 probs: #rt::buffer::zeroed("probabilities", capacity, 1)?,
                 token: #rt::buffer::zeroed("occluded token", 1, #e)?,
@@ -856,11 +878,18 @@ impl Gen<'_> {
             /// `p` the softmax. `windows` holds one window per input; a sequence's is `[1]` (each
             /// token's embedding set to 0 in turn, one score per token).
             pub fn occlusion_batch<'w>(&self, ws: &'w mut #ws_name, input: &#input_ty, n: usize, target: #target, windows: &[&[usize]]) -> #rt::Result<#explanation_ty> {
+                self.upload_input(ws, input, n)?;
+                self.occlude_inputs(ws, n, target.into(), windows)?;
+                ::core::result::Result::Ok(#explanation)
+            }
+
+            /// Occlusion of the `n` samples of the inputs in the workspace: the scores in their host
+            /// relevance buffers, the unoccluded logits back in place.
+            fn occlude_inputs(&self, ws: &mut #ws_name, n: usize, target: #rt::Target, windows: &[&[usize]]) -> #rt::Result<()> {
                 #rt::error::check_len(#windows_what, #count, windows.len())?;
                 #( #windows )*
-                self.upload_input(ws, input, n)?;
                 self.forward_pass(ws, n)?;
-                self.seed(ws, n, target.into(), #rt::explanation::Seed::One)?;
+                self.seed(ws, n, target, #rt::explanation::Seed::One)?;
                 let d = &*self.device;
                 for i in 0..n {
                     ws.probs[i] = #rt::kernels::elementwise::softmax_at(&ws.logits[i * #classes..(i + 1) * #classes], ws.targets[i]);
@@ -871,8 +900,7 @@ impl Gen<'_> {
                 }
                 // The unoccluded batch and its logits back in place.
                 #( #restores )*
-                self.forward_pass(ws, n)?;
-                ::core::result::Result::Ok(#explanation)
+                self.forward_pass(ws, n)
             }
 
             /// [`Self::occlusion_batch`] of one sample of each input.
@@ -975,7 +1003,7 @@ impl Gen<'_> {
                     });
                 }
                 let relevance = if product { &ws.#product } else { &#rel };
-                ::core::result::Result::Ok(#rt::gpu::DeviceExplanation { logits: &ws.logits[..n * #classes], targets: &ws.targets[..n], relevance, batch: n })
+                ::core::result::Result::Ok(#rt::gpu::DeviceExplanation { logits: &ws.logits[..n * #classes], targets: &ws.targets[..n], relevance, batch: n, lengths: &[] })
             }
 
             /// [`Self::predict_batch`] of `n` samples on the device (`[n, INPUT_LEN]` from the
@@ -1033,6 +1061,181 @@ impl Gen<'_> {
                 self.device_explanation(ws, n, true, "occlusion")
             }
         }
+    }
+
+    /// The `*_on_device` methods of a model of several inputs (second), and their input and
+    /// explanation structs (first): values already on the device (token ids stay on the host),
+    /// results left there.
+    fn device_api_of_inputs(&self) -> (TokenStream, TokenStream) {
+        if self.ins.len() < 2 {
+            return (quote!(), quote!());
+        }
+        let (rt, ws_name, classes, name, vis) = (&self.rt, &self.ws_name, self.classes, &self.net.name, &self.net.vis);
+        let (input_s, expl_s) = (format_ident!("{name}GpuInput"), format_ident!("{name}GpuExplanation"));
+        let logits = &self.plan.logits;
+        let target = quote!(impl ::core::convert::Into<#rt::Target>);
+        let fields = self.ins.iter().map(|i| {
+            let f = &i.field;
+            match (i.seq, i.embedding) {
+                (Some(_), _) => quote!(pub #f: &'a [&'a [usize]]),
+                (None, Some(_)) => quote!(pub #f: &'a [usize]),
+                (None, None) => quote!(pub #f: &'a #rt::gpu::DeviceBuffer),
+            }
+        });
+        let expl_fields = self.ins.iter().map(|i| {
+            let f = &i.field;
+            quote!(pub #f: #rt::gpu::DeviceExplanation<'w>)
+        });
+        let coord_fields = self.coords.iter().map(|c| {
+            let f = &c.field;
+            quote!(pub #f: &'w #rt::gpu::DeviceBuffer)
+        });
+        let uploads = self.ins.iter().map(|i| self.upload_of(i, true));
+        // Each input's result: its relevance (or gradient x input, or occlusion's scores, all in
+        // the product buffer) and its element count, checked finite on the device.
+        let results = self.ins.iter().map(|i| {
+            let (f, product, rel, host) = (&i.field, &i.product, &i.rel, &i.host);
+            let count = i.count();
+            let per_token = match i.seq {
+                Some(_) => {
+                    let lengths = format_ident!("lengths_{f}");
+                    quote!(ws.#lengths[..n].iter().sum::<usize>())
+                }
+                None => count.clone(),
+            };
+            let lengths = match i.embedding {
+                Some(_) => {
+                    let id = format_ident!("lengths_{f}");
+                    quote!(&ws.#id[..n])
+                }
+                None => quote!(&[]),
+            };
+            let what = format!("{}: {{pass}}", i.what);
+            let check = quote! {
+                let count = if kind == 2 { #per_token } else { #count };
+                if kind == 2 {
+                    d.write(&mut ws.#product, 0, &ws.#host[..count])?;
+                }
+                let result = if kind == 0 { &#rel } else { &ws.#product };
+                if let ::core::option::Option::Some(at) = #rt::gpu::ops::checks::first_bad(d, (result, 0, count), false, &mut ws.checks)? {
+                    return ::core::result::Result::Err(#rt::Error::Overflow {
+                        layer: ::std::string::String::from("input"),
+                        step: ::core::option::Option::None,
+                        what: ::std::format!(#what, pass = ::std::format!("{pass}: value at index {at}")),
+                    });
+                }
+            };
+            let value = quote! {
+                #f: #rt::gpu::DeviceExplanation {
+                    logits: &ws.logits[..n * #classes],
+                    targets: &ws.targets[..n],
+                    relevance: if kind == 0 { &#rel } else { &ws.#product },
+                    batch: n,
+                    lengths: #lengths,
+                }
+            };
+            (check, value)
+        });
+        let (checks, values): (Vec<_>, Vec<_>) = results.unzip();
+        let coords = self.coords.iter().map(|c| {
+            let (f, dev) = (&c.field, &c.device);
+            quote!(#f: &ws.#dev)
+        });
+        let occlusion = self.occludable_inputs().then(|| quote! {
+            /// [`Self::occlusion_batch`] of inputs on the device; the scores are left on the
+            /// device (in each input's gradient x input buffer).
+            pub fn occlusion_on_device<'w>(&self, ws: &'w mut #ws_name, input: &#input_s<'_>, n: usize, target: #target, windows: &[&[usize]]) -> #rt::Result<#expl_s<'w>> {
+                self.take_device_inputs(ws, input, n)?;
+                self.occlude_inputs(ws, n, target.into(), windows)?;
+                self.device_explanations(ws, n, 2, "occlusion")
+            }
+        });
+        let (input_doc, expl_doc) = (
+            format!(
+                "The inputs of [`{name}Gpu`]'s `*_on_device` methods: values already on its device, token ids on the host."
+            ),
+            format!(
+                "The explanation of [`{name}Gpu`]'s `*_on_device` methods: one per input, relevance on the device."
+            ),
+        );
+        let items = quote! {
+            #[doc = #input_doc]
+            #[derive(Clone, Copy, Debug)]
+            #vis struct #input_s<'a> {
+                #(#fields,)*
+            }
+
+            #[doc = #expl_doc]
+            #[derive(Debug)]
+            #vis struct #expl_s<'w> {
+                #(#expl_fields,)*
+                #(#coord_fields,)*
+            }
+        };
+        let methods = quote! {
+            /// Takes `n` samples of every input in: values already on the device, checked there.
+            fn take_device_inputs(&self, ws: &mut #ws_name, input: &#input_s<'_>, n: usize) -> #rt::Result<()> {
+                if n > ws.capacity {
+                    return ::core::result::Result::Err(#rt::Error::BatchCapacity { capacity: ws.capacity, requested: n });
+                }
+                #( #uploads )*
+                ::core::result::Result::Ok(())
+            }
+
+            /// The results left on the device (`kind`: 0 relevance, 1 gradient x input, 2
+            /// occlusion's scores, copied there), each checked finite there.
+            fn device_explanations<'w>(&self, ws: &'w mut #ws_name, n: usize, kind: u8, pass: &str) -> #rt::Result<#expl_s<'w>> {
+                let d = &*self.device;
+                #( { #checks } )*
+                ::core::result::Result::Ok(#expl_s { #(#values,)* #(#coords,)* })
+            }
+
+            /// [`Self::predict_batch`] of inputs on the device; the logits are left there too.
+            pub fn predict_on_device<'w>(&self, ws: &'w mut #ws_name, input: &#input_s<'_>, n: usize) -> #rt::Result<&'w #rt::gpu::DeviceBuffer> {
+                self.take_device_inputs(ws, input, n)?;
+                self.forward_pass(ws, n)?;
+                ::core::result::Result::Ok(&ws.#logits)
+            }
+
+            /// [`Self::explain_batch`] of inputs on the device; the relevance stays there.
+            pub fn explain_on_device<'w>(&self, ws: &'w mut #ws_name, input: &#input_s<'_>, n: usize, target: #target) -> #rt::Result<#expl_s<'w>> {
+                self.take_device_inputs(ws, input, n)?;
+                self.forward_pass(ws, n)?;
+                self.seed(ws, n, target.into(), #rt::explanation::Seed::Logit)?;
+                self.relevance_steps(&self.device, ws, n)?;
+                self.device_explanations(ws, n, 0, "relevance")
+            }
+
+            /// [`Self::gradient_x_input_batch`] of inputs on the device; the result stays there.
+            pub fn gradient_x_input_on_device<'w>(&self, ws: &'w mut #ws_name, input: &#input_s<'_>, n: usize, target: #target) -> #rt::Result<#expl_s<'w>> {
+                self.take_device_inputs(ws, input, n)?;
+                self.forward_pass(ws, n)?;
+                self.seed(ws, n, target.into(), #rt::explanation::Seed::One)?;
+                self.gradient_steps(&self.device, ws, n)?;
+                self.device_explanations(ws, n, 1, "gradient x input")
+            }
+
+            /// [`Self::explain_from_batch`] of inputs on the device, the output relevance
+            /// (`[n, CLASSES]`) on the device too; the result stays there.
+            pub fn explain_from_on_device<'w>(&self, ws: &'w mut #ws_name, input: &#input_s<'_>, n: usize, output_relevance: &#rt::gpu::DeviceBuffer) -> #rt::Result<#expl_s<'w>> {
+                let d = &*self.device;
+                if let ::core::option::Option::Some(at) = #rt::gpu::ops::checks::first_bad(d, (output_relevance, 0, n * #classes), false, &mut ws.checks)? {
+                    return ::core::result::Result::Err(#rt::Error::InvalidParameter {
+                        what: ::std::string::String::from("output relevance on the device"),
+                        message: ::std::format!("value {} of sample {} is not finite", at % #classes, at / #classes),
+                    });
+                }
+                self.take_device_inputs(ws, input, n)?;
+                self.forward_pass(ws, n)?;
+                self.seed(ws, n, #rt::Target::Predicted, #rt::explanation::Seed::Logit)?;
+                #rt::gpu::ops::copy(d, (output_relevance, 0), (&mut ws.rel_out, 0), n * #classes)?;
+                self.relevance_steps(d, ws, n)?;
+                self.device_explanations(ws, n, 0, "relevance")
+            }
+
+            #occlusion
+        };
+        (items, methods)
     }
 
     /// `predict`, `explain`, `explain_from`, `gradient_x_input`: each for `n` samples and, for

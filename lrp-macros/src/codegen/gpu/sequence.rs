@@ -106,6 +106,7 @@ impl Seq<'_> {
                 relevance_batch: ::std::vec::Vec<f32>,
                 saved: ::std::vec::Vec<f32>,
                 zeros: ::std::vec::Vec<f32>,
+                checks: #rt::gpu::ops::checks::CheckScratch,
             }
 
             impl #name {
@@ -158,6 +159,7 @@ impl Seq<'_> {
                         relevance_batch: #rt::buffer::zeroed("relevance", size("relevance", batch, max_len)?, #e)?,
                         saved: #rt::buffer::zeroed("saved embeddings", max_len, #e)?,
                         zeros: #rt::buffer::zeroed("zeros", 1, #e)?,
+                        checks: #rt::gpu::ops::checks::CheckScratch::new(d)?,
                     })
                 }
             }
@@ -242,22 +244,46 @@ impl Seq<'_> {
                 })
             }
 
-            fn relevance_pass(&self, ws: &mut #ws_name, steps: usize) -> #rt::Result<()> {
+            /// LRP on the device, from `rel_out` back to the embeddings (`rel_emb`).
+            fn relevance_steps(&self, ws: &mut #ws_name, steps: usize) -> #rt::Result<()> {
                 let (d, n) = (&*self.device, 1usize);
                 #( #relevance )*
-                self.recurrent.relevance(d, (&ws.emb, 0), steps, (&ws.trace, 0), (&#head_rel, 0), (&mut ws.rel_emb, 0), &mut ws.rnn_scratch)?;
                 let _ = n;
+                self.recurrent.relevance(d, (&ws.emb, 0), steps, (&ws.trace, 0), (&#head_rel, 0), (&mut ws.rel_emb, 0), &mut ws.rnn_scratch)
+            }
+
+            fn relevance_pass(&self, ws: &mut #ws_name, steps: usize) -> #rt::Result<()> {
+                self.relevance_steps(ws, steps)?;
                 self.read_back(ws, steps, "relevance", false)
             }
 
-            /// The gradient, then gradient x input on the embeddings.
-            fn gradient_pass(&self, ws: &mut #ws_name, steps: usize) -> #rt::Result<()> {
+            /// The gradient on the device, then gradient x input on the embeddings (`product`).
+            fn gradient_steps(&self, ws: &mut #ws_name, steps: usize) -> #rt::Result<()> {
                 let (d, n) = (&*self.device, 1usize);
                 #( #gradient )*
-                self.recurrent.gradient(d, (&ws.emb, 0), steps, (&ws.trace, 0), (&#head_rel, 0), (&mut ws.rel_emb, 0), &mut ws.rnn_scratch)?;
-                #rt::gpu::ops::multiply(d, &ws.emb, &ws.rel_emb, &mut ws.product, steps * #e)?;
                 let _ = n;
+                self.recurrent.gradient(d, (&ws.emb, 0), steps, (&ws.trace, 0), (&#head_rel, 0), (&mut ws.rel_emb, 0), &mut ws.rnn_scratch)?;
+                #rt::gpu::ops::multiply(d, &ws.emb, &ws.rel_emb, &mut ws.product, steps * #e)
+            }
+
+            fn gradient_pass(&self, ws: &mut #ws_name, steps: usize) -> #rt::Result<()> {
+                self.gradient_steps(ws, steps)?;
                 self.read_back(ws, steps, "gradient x input", true)
+            }
+
+            /// The embeddings' relevance (or gradient x input) left on the device, checked finite
+            /// there.
+            fn device_result<'w>(&self, ws: &'w mut #ws_name, steps: usize, product: bool, pass: &str) -> #rt::Result<#rt::gpu::DeviceExplanation<'w>> {
+                let result = if product { &ws.product } else { &ws.rel_emb };
+                if let ::core::option::Option::Some(at) = #rt::gpu::ops::checks::first_bad(&self.device, (result, 0, steps * #e), false, &mut ws.checks)? {
+                    return ::core::result::Result::Err(#rt::Error::Overflow {
+                        layer: ::std::string::String::from(#emb_name),
+                        step: ::core::option::Option::Some(at / #e),
+                        what: ::std::string::String::from(pass),
+                    });
+                }
+                let relevance = if product { &ws.product } else { &ws.rel_emb };
+                ::core::result::Result::Ok(#rt::gpu::DeviceExplanation { logits: &ws.logits[..#classes], targets: &ws.target[..1], relevance, batch: 1, lengths: &ws.lengths[..1] })
             }
         }
     }
@@ -361,6 +387,21 @@ impl Seq<'_> {
                     batch: 1,
                     lengths: &ws.lengths[..1],
                 })
+            }
+
+            /// [`Self::explain`] with the relevance of the embeddings (`[steps, EMBEDDING_DIM]`)
+            /// left on the device, checked finite there.
+            pub fn explain_on_device<'w>(&self, ws: &'w mut #ws_name, tokens: &[usize], target: #target) -> #rt::Result<#rt::gpu::DeviceExplanation<'w>> {
+                let steps = self.seed(ws, tokens, target.into(), #rt::explanation::Seed::Logit)?;
+                self.relevance_steps(ws, steps)?;
+                self.device_result(ws, steps, false, "relevance")
+            }
+
+            /// [`Self::gradient_x_input`] with the result left on the device.
+            pub fn gradient_x_input_on_device<'w>(&self, ws: &'w mut #ws_name, tokens: &[usize], target: #target) -> #rt::Result<#rt::gpu::DeviceExplanation<'w>> {
+                let steps = self.seed(ws, tokens, target.into(), #rt::explanation::Seed::One)?;
+                self.gradient_steps(ws, steps)?;
+                self.device_result(ws, steps, true, "gradient x input")
             }
 
             /// Gradient x input baseline on the embeddings: `x_t,k d f_c / d x_t,k`.
