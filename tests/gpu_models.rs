@@ -314,6 +314,18 @@ macro_rules! check_tokens {
         let mut on_device = vec![0.0; want.len()];
         gpu.device().read(got.relevance, 0, &mut on_device).unwrap();
         assert_eq!(on_device, want);
+        let given = values($model::CLASSES, 17, 1.0);
+        let want = gpu.explain_from(&mut gws, refs[2], &given).unwrap().relevance.to_vec();
+        let given_d = gpu.device().upload("output relevance", &given).unwrap();
+        let got = gpu.explain_from_on_device(&mut gws, refs[2], &given_d).unwrap();
+        let mut on_device = vec![0.0; want.len()];
+        gpu.device().read(got.relevance, 0, &mut on_device).unwrap();
+        assert_eq!(on_device, want);
+        let want = gpu.occlusion(&mut gws, refs[0], lrp::Target::Class(0)).unwrap().relevance.to_vec();
+        let got = gpu.occlusion_on_device(&mut gws, refs[0], lrp::Target::Class(0)).unwrap();
+        let mut on_device = vec![0.0; want.len()];
+        gpu.device().read(got.relevance, 0, &mut on_device).unwrap();
+        assert_eq!(on_device, want);
         assert!(gpu.predict(&mut gws, &[$vocab]).is_err(), "a token id out of range is an error");
         assert!(gpu.predict(&mut gws, &[0; 10]).is_err(), "a sequence longer than max_len is an error");
     }};

@@ -397,6 +397,29 @@ impl Seq<'_> {
                 self.device_result(ws, steps, false, "relevance")
             }
 
+            /// [`Self::explain_from`] with the output relevance (`CLASSES` values) on the device
+            /// and the embeddings' relevance left there.
+            pub fn explain_from_on_device<'w>(&self, ws: &'w mut #ws_name, tokens: &[usize], output_relevance: &#rt::gpu::DeviceBuffer) -> #rt::Result<#rt::gpu::DeviceExplanation<'w>> {
+                if let ::core::option::Option::Some(at) = #rt::gpu::ops::checks::first_bad(&self.device, (output_relevance, 0, #classes), false, &mut ws.checks)? {
+                    return ::core::result::Result::Err(#rt::Error::InvalidParameter {
+                        what: ::std::string::String::from("output relevance on the device"),
+                        message: ::std::format!("value {at} is not finite"),
+                    });
+                }
+                let steps = self.seed(ws, tokens, #rt::Target::Predicted, #rt::explanation::Seed::Logit)?;
+                #rt::gpu::ops::copy(&self.device, (output_relevance, 0), (&mut ws.rel_out, 0), #classes)?;
+                self.relevance_steps(ws, steps)?;
+                self.device_result(ws, steps, false, "relevance")
+            }
+
+            /// [`Self::occlusion`] with the scores (one per token) left on the device.
+            pub fn occlusion_on_device<'w>(&self, ws: &'w mut #ws_name, tokens: &[usize], target: #target) -> #rt::Result<#rt::gpu::DeviceExplanation<'w>> {
+                let steps = self.occlusion(ws, tokens, target)?.relevance.len();
+                self.device.write(&mut ws.product, 0, &ws.relevance[..steps])?;
+                let relevance = &ws.product;
+                ::core::result::Result::Ok(#rt::gpu::DeviceExplanation { logits: &ws.logits[..#classes], targets: &ws.target[..1], relevance, batch: 1, lengths: &ws.lengths[..1] })
+            }
+
             /// [`Self::gradient_x_input`] with the result left on the device.
             pub fn gradient_x_input_on_device<'w>(&self, ws: &'w mut #ws_name, tokens: &[usize], target: #target) -> #rt::Result<#rt::gpu::DeviceExplanation<'w>> {
                 let steps = self.seed(ws, tokens, target.into(), #rt::explanation::Seed::One)?;
