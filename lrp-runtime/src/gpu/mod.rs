@@ -22,7 +22,7 @@ pub mod layers;
 mod model;
 pub mod ops;
 
-pub use blas::{Mat, MatMut, gemm};
+pub use blas::{Mat, MatMut, gemm, gemm_batched};
 pub use buffer::DeviceBuffer;
 pub use device::{Device, DeviceOptions, missing_libraries};
 pub use launch::{Grid, kernel_sources, launch_counts};

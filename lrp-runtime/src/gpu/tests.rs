@@ -122,8 +122,8 @@ pub(super) fn check_rule_parts(dev: &Device) {
     assert_close("accumulate (constant)", &dev.download(&ab).unwrap(), &want);
 }
 
-/// `im2col` and `col2im` against the CPU's, for a padded, strided and dilated geometry, at a
-/// sample offset.
+/// `im2col` and `col2im` against the CPU's, for padded, strided and dilated geometries, on
+/// batches of samples from an offset.
 pub(super) fn check_columns(dev: &Device) {
     use crate::kernels::{Conv2dGeom, col2im, im2col};
     for (k, s, p, d) in [(3, 1, 1, 1), (3, 2, 0, 1), (2, 1, 2, 2), (5, 3, 2, 1)] {
@@ -138,22 +138,27 @@ pub(super) fn check_columns(dev: &Device) {
             dilation: [d, d],
             groups: 1,
         };
-        let x = values(2 * g.in_len(), 16);
-        let mut want = vec![0.0; g.col_rows() * g.col_cols()];
-        im2col(&g, &x[g.in_len()..], &mut want);
+        let (len, per) = (g.in_len(), g.col_rows() * g.col_cols());
+        let x = values(4 * len, 16);
+        let mut want = vec![0.0; 2 * per];
+        for (i, sample) in [1, 2].into_iter().enumerate() {
+            im2col(&g, &x[sample * len..], &mut want[i * per..]);
+        }
         let xb = dev.upload("x", &x).unwrap();
-        let mut cb = dev.zeros("cols", want.len()).unwrap();
-        ops::conv::im2col(dev, &g, &xb, g.in_len(), &mut cb).unwrap();
+        let mut cb = dev.zeros("cols", 2 * per).unwrap();
+        ops::conv::im2col(dev, &g, (&xb, 1, 2), &mut cb).unwrap();
         assert_close("im2col", &dev.download(&cb).unwrap(), &want);
-        let cols = values(want.len(), 17);
-        let mut folded = vec![0.0; g.in_len()];
-        col2im(&g, &cols, &mut folded);
+        let cols = values(2 * per, 17);
+        let mut folded = vec![0.0; 2 * len];
+        for i in 0..2 {
+            col2im(&g, &cols[i * per..], &mut folded[i * len..]);
+        }
         let colb = dev.upload("cols", &cols).unwrap();
-        let mut out = dev.upload("image", &vec![7.0; 2 * g.in_len()]).unwrap();
-        ops::conv::col2im(dev, &g, &colb, &mut out, g.in_len()).unwrap();
+        let mut out = dev.upload("image", &vec![7.0; 4 * len]).unwrap();
+        ops::conv::col2im(dev, &g, &colb, (&mut out, 1, 2)).unwrap();
         let got = dev.download(&out).unwrap();
-        assert!(got[..g.in_len()].iter().all(|v| *v == 7.0), "col2im writes outside its sample");
-        assert_close("col2im", &got[g.in_len()..], &folded);
+        assert!(got[..len].iter().chain(&got[3 * len..]).all(|v| *v == 7.0), "col2im writes outside its samples");
+        assert_close("col2im", &got[len..3 * len], &folded);
     }
 }
 
@@ -406,6 +411,33 @@ fn products_match_the_naive_version_for_every_transposition() {
             assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "({ta}, {tb}) [{i}]: {g} vs {w}");
         }
     }
+}
+
+/// A batch of products with a repeated operand (stride 0) against products one by one, and
+/// results that would overlap refused.
+#[test]
+fn batched_products_equal_products_one_by_one() {
+    let dev = device();
+    let (m, n, k, count) = (5, 7, 3, 4);
+    let (w, x) = (values(m * k, 1), values(count * k * n, 2));
+    let (wb, xb) = (dev.upload("w", &w).unwrap(), dev.upload("x", &x).unwrap());
+    let mut batched = dev.zeros("c", count * m * n).unwrap();
+    let mat = |buffer, offset, rows, cols| Mat { buffer, offset, rows, cols, transposed: false };
+    let out = MatMut { buffer: &mut batched, offset: 0, rows: m, cols: n };
+    gemm_batched(&dev, 1.0, mat(&wb, 0, m, k), mat(&xb, 0, k, n), 0.0, out, (count, [0, k * n, m * n])).unwrap();
+    let mut one = dev.zeros("c", count * m * n).unwrap();
+    for s in 0..count {
+        let out = MatMut { buffer: &mut one, offset: s * m * n, rows: m, cols: n };
+        gemm(&dev, 1.0, mat(&wb, 0, m, k), mat(&xb, s * k * n, k, n), 0.0, out).unwrap();
+    }
+    assert_eq!(dev.download(&batched).unwrap(), dev.download(&one).unwrap());
+    let out = MatMut { buffer: &mut batched, offset: 0, rows: m, cols: n };
+    assert!(gemm_batched(&dev, 1.0, mat(&wb, 0, m, k), mat(&xb, 0, k, n), 0.0, out, (count, [0, k * n, 1])).is_err());
+    let out = MatMut { buffer: &mut batched, offset: 0, rows: m, cols: n };
+    assert!(
+        gemm_batched(&dev, 1.0, mat(&wb, 0, m, k), mat(&xb, 0, k, n), 0.0, out, (count + 1, [0, k * n, m * n]))
+            .is_err()
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::ops::{self, TermInput, conv};
-use crate::gpu::{Device, DeviceBuffer, Mat, MatMut, gemm};
+use crate::gpu::{Device, DeviceBuffer, Mat, MatMut, gemm, gemm_batched};
 use crate::kernels::Conv2dGeom;
 use crate::layers::linear::{PreparedGroup, PreparedTerm};
 use crate::layers::{LinearKind, LinearMap};
@@ -37,6 +37,10 @@ pub struct GpuLinear {
     groups: Vec<Group>,
 }
 
+/// Values of unfolded convolution columns the scratch holds at most (1 GiB), unless one sample's
+/// need more: the bound on memory of convolutions' batched products.
+const COLUMNS_BUDGET: usize = 1 << 28;
+
 /// Scratch buffers of [`GpuLinear`]'s passes for up to `capacity` samples: the two groups'
 /// denominators (then ratios), a modified input, a transposed product, and one sample's
 /// unfolded columns (convolutions).
@@ -55,10 +59,14 @@ impl LinearScratch {
             layers.iter().map(|(l, rows)| f(&l.kind).saturating_mul(*rows)).max().unwrap_or(0)
         };
         let (max_in, max_out) = (max(&LinearKind::in_len), max(&LinearKind::out_len));
+        // A convolution unfolds as many samples at once as fit `COLUMNS_BUDGET` (at least one).
         let columns = layers
             .iter()
             .map(|(l, _)| match l.kind {
-                LinearKind::Conv2d(g) => g.col_rows().saturating_mul(g.col_cols()),
+                LinearKind::Conv2d(g) => {
+                    let per = g.col_rows().saturating_mul(g.col_cols());
+                    per.saturating_mul((COLUMNS_BUDGET / per.max(1)).clamp(1, capacity.max(1)))
+                }
                 LinearKind::Dense { .. } => 0,
             })
             .max()
@@ -167,13 +175,18 @@ impl GpuLinear {
             LinearKind::Conv2d(g) => g,
         };
         let (cout_g, kg, p) = conv_group(&g);
-        for s in 0..n {
-            conv::im2col(device, &g, x, s * g.in_len(), columns)?;
+        let per = g.col_rows() * g.col_cols();
+        // Chunks of samples whose columns fit the scratch: one unfold and one batched product
+        // per group each.
+        let chunk = (columns.len() / per.max(1)).clamp(1, n.max(1));
+        for first in (0..n).step_by(chunk) {
+            let count = chunk.min(n - first);
+            conv::im2col(device, &g, (x, first, count), columns)?;
             for gi in 0..g.groups {
                 let w = Mat { buffer: w, offset: gi * cout_g * kg, rows: cout_g, cols: kg, transposed: false };
                 let c = Mat { buffer: columns, offset: gi * kg * p, rows: kg, cols: p, transposed: false };
-                let out = MatMut { buffer: z, offset: s * g.out_len() + gi * cout_g * p, rows: cout_g, cols: p };
-                gemm(device, alpha, w, c, beta, out)?;
+                let out = MatMut { buffer: z, offset: first * g.out_len() + gi * cout_g * p, rows: cout_g, cols: p };
+                gemm_batched(device, alpha, w, c, beta, out, (count, [0, per, g.out_len()]))?;
             }
         }
         Ok(())
@@ -199,21 +212,24 @@ impl GpuLinear {
             LinearKind::Conv2d(g) => g,
         };
         let (cout_g, kg, p) = conv_group(&g);
-        for si in 0..n {
+        let per = g.col_rows() * g.col_cols();
+        let chunk = (columns.len() / per.max(1)).clamp(1, n.max(1));
+        for first in (0..n).step_by(chunk) {
+            let count = chunk.min(n - first);
             for gi in 0..g.groups {
                 // W_g is [cout_g, kg]; its transpose times s_g [cout_g, P] gives the group's rows.
                 let w = Mat { buffer: w, offset: gi * cout_g * kg, rows: cout_g, cols: kg, transposed: true };
                 let sg = Mat {
                     buffer: s,
-                    offset: si * g.out_len() + gi * cout_g * p,
+                    offset: first * g.out_len() + gi * cout_g * p,
                     rows: cout_g,
                     cols: p,
                     transposed: false,
                 };
                 let out = MatMut { buffer: &mut *columns, offset: gi * kg * p, rows: kg, cols: p };
-                gemm(device, 1.0, w, sg, 0.0, out)?;
+                gemm_batched(device, 1.0, w, sg, 0.0, out, (count, [0, g.out_len(), per]))?;
             }
-            conv::col2im(device, &g, columns, c, si * g.in_len())?;
+            conv::col2im(device, &g, columns, (c, first, count))?;
         }
         Ok(())
     }

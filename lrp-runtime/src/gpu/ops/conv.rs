@@ -33,8 +33,8 @@ fn geometry(g: &Conv2dGeom) -> Result<[u32; 13]> {
     Ok(out)
 }
 
-/// Runs `im2col` or `col2im` (`kernel`) between one sample `[C, H, W]` at `sample_offset` of
-/// `image` and the columns `[C kh kw, oh ow]` at the start of `cols`.
+/// Runs `im2col` or `col2im` (`kernel`) between samples `[C, H, W]` of an image buffer and
+/// their columns `[C kh kw, oh ow]`, over the whole destination range.
 ///
 /// # Safety
 /// `kernel` must be `im2col` (reads the image, writes the columns) or `col2im` (the reverse),
@@ -55,32 +55,48 @@ unsafe fn unfold(
     unsafe { elementwise(device, kernel, n, &mut args) }
 }
 
-/// `cols [C kh kw, oh ow]` (at the start of `cols`) = the unfolded sample of `image` starting
-/// at `offset`.
+/// Elements of one sample's columns, `C kh kw oh ow`, and of `count` samples', checked.
+fn columns(g: &Conv2dGeom, count: usize) -> Result<(usize, usize)> {
+    let per = g
+        .col_rows()
+        .checked_mul(g.col_cols())
+        .ok_or_else(|| Error::SizeOverflow { what: "GPU convolution columns".into() })?;
+    Ok((per, per.checked_mul(count).ok_or_else(|| Error::SizeOverflow { what: "GPU convolution columns".into() })?))
+}
+
+/// `cols [count, C kh kw, oh ow]` (from the start of `cols`) = the unfolded samples of `image`
+/// from sample `first` on.
 pub fn im2col(
     device: &Device,
     g: &Conv2dGeom,
-    image: &DeviceBuffer,
-    offset: usize,
+    (image, first, count): (&DeviceBuffer, usize, usize),
     cols: &mut DeviceBuffer,
 ) -> Result<()> {
-    let (x, c) = (image.range(offset, g.in_len())?, cols.range(0, g.col_rows().saturating_mul(g.col_cols()))?);
-    // SAFETY: `im2col` writes cols[0..C kh kw oh ow] and reads x at `(ch h + y) w + xx` for
-    // `ch < C`, `y < h`, `xx < w`: inside the sample.
+    let images =
+        g.in_len().checked_mul(count).ok_or_else(|| Error::SizeOverflow { what: "GPU convolution input".into() })?;
+    let at =
+        g.in_len().checked_mul(first).ok_or_else(|| Error::SizeOverflow { what: "GPU convolution input".into() })?;
+    let (x, c) = (image.range(at, images)?, cols.range(0, columns(g, count)?.1)?);
+    // SAFETY: `im2col` writes cols[0..count C kh kw oh ow] and reads sample s's x at `s C h w +
+    // (ch h + y) w + xx` for `s < count`, `ch < C`, `y < h`, `xx < w`: inside the range.
     unsafe { unfold(device, crate::gpu::table::id::IM2COL, g, (image, x), (cols, c)) }
 }
 
-/// The sample of `image` starting at `offset` (overwritten) = the columns at the start of
-/// `cols` folded back: each input value the sum of the column entries that read it.
+/// The samples of `image` from sample `first` on, `count` of them (overwritten) = the columns
+/// `[count, C kh kw, oh ow]` at the start of `cols` folded back: each input value the sum of the
+/// column entries that read it.
 pub fn col2im(
     device: &Device,
     g: &Conv2dGeom,
     cols: &DeviceBuffer,
-    image: &mut DeviceBuffer,
-    offset: usize,
+    (image, first, count): (&mut DeviceBuffer, usize, usize),
 ) -> Result<()> {
-    let (c, x) = (cols.range(0, g.col_rows().saturating_mul(g.col_cols()))?, image.range(offset, g.in_len())?);
-    // SAFETY: `col2im` writes the sample's C h w values and reads columns at rows below
-    // `C kh kw` and columns below `oh ow`: inside the checked range.
+    let images =
+        g.in_len().checked_mul(count).ok_or_else(|| Error::SizeOverflow { what: "GPU convolution input".into() })?;
+    let at =
+        g.in_len().checked_mul(first).ok_or_else(|| Error::SizeOverflow { what: "GPU convolution input".into() })?;
+    let (c, x) = (cols.range(0, columns(g, count)?.1)?, image.range(at, images)?);
+    // SAFETY: `col2im` writes the count samples' C h w values each and reads sample s's columns
+    // at `s C kh kw oh ow +` rows below `C kh kw` and columns below `oh ow`: inside the range.
     unsafe { unfold(device, crate::gpu::table::id::COL2IM, g, (cols, c), (image, x)) }
 }
