@@ -11,7 +11,8 @@
 #   models against their CPU models, every kernel launched; `tests/zennit_mlp.rs`,
 #   `zennit_cnn.rs` and `zennit_graphs.rs` (ResNet, Tanh MLP, text CNN), which check every GPU
 #   model against the Zennit fixtures and the CPU model; `tests/lstm_fixtures.rs`, the LSTM-LRP
-#   fixtures; `tests/recurrent_specs.rs`, LSTM/GRU GPU models against their CPU models; each
+#   fixtures; `tests/recurrent_specs.rs`, LSTM/GRU GPU models against their CPU models;
+#   `tests/vqa_fixtures.rs`, the VQA model's Zennit + LSTM-LRP fixtures; each
 #   binary's CPU tests run too) and of `examples/gpu_bench.rs`, stripped, into DIR/bin; the
 #   fixtures they read into DIR/fixtures; `benches/reference/bench_pytorch.py`; the pure-Python `zennit` 0.5.1 wheel
 #   (and a numpy wheel for a Python 3.12 that lacks it) into DIR/wheels; this script. Fails if
@@ -78,7 +79,7 @@ build() {
     cargo build --release --features cuda --example gpu_bench
     # Builds the test binaries and names them: the lib test binary of `lrp-runtime` and the
     # integration tests of `lrp` in $tests (each is DIR/bin/test-<name>).
-    local tests="gpu_models zennit_mlp zennit_cnn zennit_graphs lstm_fixtures recurrent_specs" listing t args=()
+    local tests="gpu_models zennit_mlp zennit_cnn zennit_graphs lstm_fixtures recurrent_specs vqa_fixtures" listing t args=()
     for t in $tests; do args+=(--test "$t"); done
     listing="$(cargo test --release --features cuda -p lrp -p lrp-runtime --lib "${args[@]}" \
         --no-run --message-format=json)"
@@ -123,6 +124,8 @@ for name, exe in sorted(found.items()):
     # What the tests read: zennit_mlp, zennit_cnn, zennit_graphs (resnet, tanh_mlp, text_cnn)
     # and lstm_fixtures (lstm, bilstm); gpu_models and recurrent_specs make their weights.
     cp tests/fixtures/{mlp,cnn,resnet,tanh_mlp,text_cnn,lstm,bilstm}.{weights,cases}.safetensors "$dir/fixtures/"
+    mkdir -p "$dir/fixtures/vqa"
+    cp tests/fixtures/vqa/vqa_small.{weights,cases}.safetensors "$dir/fixtures/vqa/"
     cp benches/reference/bench_pytorch.py "$dir/"
     cp "$root/tools/gpu_check.sh" "$dir/gpu_check.sh"
     chmod +x "$dir/gpu_check.sh"
@@ -275,7 +278,7 @@ run() {
     dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
     local f
     for f in bin/gpu_bench bin/test-lrp_runtime_lib bin/test-gpu_models bin/test-zennit_mlp bin/test-zennit_cnn \
-        bin/test-zennit_graphs bin/test-lstm_fixtures bin/test-recurrent_specs fixtures/mlp.cases.safetensors \
+        bin/test-zennit_graphs bin/test-lstm_fixtures bin/test-recurrent_specs bin/test-vqa_fixtures fixtures/mlp.cases.safetensors \
         fixtures/resnet.cases.safetensors fixtures/lstm.cases.safetensors bench_pytorch.py; do
         [ -e "$dir/$f" ] || die "$dir/$f is missing: run tools/gpu_check.sh build (in the repository) first"
     done
