@@ -1038,12 +1038,7 @@ impl Gen<'_> {
             /// (`[n, CLASSES]`) on the device too; the result stays there.
             pub fn explain_from_on_device<'w>(&self, ws: &'w mut #ws_name, input: &#rt::gpu::DeviceBuffer, n: usize, output_relevance: &#rt::gpu::DeviceBuffer) -> #rt::Result<#rt::gpu::DeviceExplanation<'w>> {
                 let d = &*self.device;
-                if let ::core::option::Option::Some(at) = #rt::gpu::ops::checks::first_bad(d, (output_relevance, 0, n * #classes), false, &mut ws.checks)? {
-                    return ::core::result::Result::Err(#rt::Error::InvalidParameter {
-                        what: ::std::string::String::from("output relevance on the device"),
-                        message: ::std::format!("value {} of sample {} is not finite", at % #classes, at / #classes),
-                    });
-                }
+                #rt::gpu::ops::checks::check_given_relevance(d, output_relevance, (n, #classes), &mut ws.checks)?;
                 self.take_device_input(ws, input, n)?;
                 self.forward_pass(ws, n)?;
                 self.seed(ws, n, #rt::Target::Predicted, #rt::explanation::Seed::Logit)?;
@@ -1219,12 +1214,7 @@ impl Gen<'_> {
             /// (`[n, CLASSES]`) on the device too; the result stays there.
             pub fn explain_from_on_device<'w>(&self, ws: &'w mut #ws_name, input: &#input_s<'_>, n: usize, output_relevance: &#rt::gpu::DeviceBuffer) -> #rt::Result<#expl_s<'w>> {
                 let d = &*self.device;
-                if let ::core::option::Option::Some(at) = #rt::gpu::ops::checks::first_bad(d, (output_relevance, 0, n * #classes), false, &mut ws.checks)? {
-                    return ::core::result::Result::Err(#rt::Error::InvalidParameter {
-                        what: ::std::string::String::from("output relevance on the device"),
-                        message: ::std::format!("value {} of sample {} is not finite", at % #classes, at / #classes),
-                    });
-                }
+                #rt::gpu::ops::checks::check_given_relevance(d, output_relevance, (n, #classes), &mut ws.checks)?;
                 self.take_device_inputs(ws, input, n)?;
                 self.forward_pass(ws, n)?;
                 self.seed(ws, n, #rt::Target::Predicted, #rt::explanation::Seed::Logit)?;

@@ -400,12 +400,7 @@ impl Seq<'_> {
             /// [`Self::explain_from`] with the output relevance (`CLASSES` values) on the device
             /// and the embeddings' relevance left there.
             pub fn explain_from_on_device<'w>(&self, ws: &'w mut #ws_name, tokens: &[usize], output_relevance: &#rt::gpu::DeviceBuffer) -> #rt::Result<#rt::gpu::DeviceExplanation<'w>> {
-                if let ::core::option::Option::Some(at) = #rt::gpu::ops::checks::first_bad(&self.device, (output_relevance, 0, #classes), false, &mut ws.checks)? {
-                    return ::core::result::Result::Err(#rt::Error::InvalidParameter {
-                        what: ::std::string::String::from("output relevance on the device"),
-                        message: ::std::format!("value {at} is not finite"),
-                    });
-                }
+                #rt::gpu::ops::checks::check_given_relevance(&self.device, output_relevance, (1, #classes), &mut ws.checks)?;
                 let steps = self.seed(ws, tokens, #rt::Target::Predicted, #rt::explanation::Seed::Logit)?;
                 #rt::gpu::ops::copy(&self.device, (output_relevance, 0), (&mut ws.rel_out, 0), #classes)?;
                 self.relevance_steps(ws, steps)?;

@@ -75,6 +75,25 @@ pub fn check_samples(
     })
 }
 
+/// Checks a given output relevance on the device, `n` samples of `classes` values from the start
+/// of `r`, as `checks::check_given_relevance` does on the host: a NaN or infinity is an error
+/// naming the sample and the class.
+pub fn check_given_relevance(
+    device: &Device,
+    r: &DeviceBuffer,
+    (n, classes): (usize, usize),
+    scratch: &mut CheckScratch,
+) -> Result<()> {
+    let len = n.checked_mul(classes).ok_or_else(|| Error::SizeOverflow { what: "output relevance".into() })?;
+    match first_bad(device, (r, 0, len), false, scratch)? {
+        None => Ok(()),
+        Some(at) => Err(Error::InvalidParameter {
+            what: format!("output relevance on the device (`{}`)", r.what()),
+            message: format!("value {} of sample {} is not finite", at % classes.max(1), at / classes.max(1)),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +121,8 @@ mod tests {
         assert!(matches!(e, Error::NegativeInput { sample: 1, index: 0, value } if value == -3.0), "{e}");
         let e = check_samples(&device, &x, (2, 2), false, &mut scratch).unwrap_err();
         assert!(matches!(e, Error::NonFiniteInput { sample: 1, index: 1, .. }), "{e}");
+        let e = check_given_relevance(&device, &x, (2, 2), &mut scratch).unwrap_err();
+        assert!(e.to_string().contains("value 1 of sample 1 is not finite"), "{e}");
+        assert!(check_given_relevance(&device, &x, (1, 2), &mut scratch).is_ok());
     }
 }
