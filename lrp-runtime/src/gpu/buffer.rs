@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 /// `len` values of `f32` on a [`Device`] (in host memory on the emulated device).
 pub struct DeviceBuffer {
     pub(crate) storage: Storage,
+    /// The values it holds (its CUDA storage has at least one, as CUDA allocates no empty
+    /// buffer).
+    len: usize,
     /// The [`Device::id`] of the device that made it.
     pub(crate) device: u64,
     pub(crate) what: String,
@@ -24,10 +27,7 @@ pub(crate) enum Storage {
 impl DeviceBuffer {
     /// The number of values.
     pub fn len(&self) -> usize {
-        match &self.storage {
-            Storage::Cuda(s) => s.len(),
-            Storage::Host(v) => v.len(),
-        }
+        self.len
     }
 
     /// Whether it holds no values.
@@ -76,15 +76,19 @@ impl Device {
     pub fn zeros(&self, what: &str, len: usize) -> Result<DeviceBuffer> {
         let storage = match &self.backend {
             Backend::Cuda(c) => {
+                // cudarc multiplies the length by 4 unchecked, and CUDA refuses empty buffers.
+                if len.checked_mul(size_of::<f32>()).is_none_or(|bytes| bytes > isize::MAX as usize) {
+                    return Err(Error::SizeOverflow { what: format!("GPU buffer `{what}` ({len} values)") });
+                }
                 let s = c
                     .stream
-                    .alloc_zeros::<f32>(len)
-                    .map_err(|e| Device::cuda_error(&format!("allocating `{what}`"), e))?;
+                    .alloc_zeros::<f32>(len.max(1))
+                    .map_err(|e| Device::cuda_error(&format!("allocating `{what}` ({len} values)"), e))?;
                 Storage::Cuda(s)
             }
             Backend::Emulated => Storage::Host(crate::buffer::zeroed(what, len, 1)?),
         };
-        Ok(DeviceBuffer { storage, device: self.id, what: what.to_string() })
+        Ok(DeviceBuffer { storage, len, device: self.id, what: what.to_string() })
     }
 
     /// A buffer holding a copy of `data`.
