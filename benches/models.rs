@@ -10,13 +10,7 @@ use lrp::runtime::weights::serialize_f32;
 use std::hint::black_box;
 use std::time::Duration;
 
-lrp::network! {
-    /// `specs/mlp.lrp`'s network with Zennit's EpsilonPlus (epsilon on every dense layer), the
-    /// composite the reference script uses.
-    MlpPlus(input = [784], composite = EpsilonPlus, input_nonnegative = true) {
-        Linear(784, 512), ReLU, Linear(512, 512), ReLU, Linear(512, 10),
-    }
-}
+lrp::network!(file = "benches/mlp_plus.lrp");
 lrp::network!(file = "specs/lenet.lrp");
 lrp::network!(file = "specs/vgg16.lrp");
 lrp::network!(file = "specs/resnet50.lrp");
@@ -36,31 +30,9 @@ lrp::network! {
     }
 }
 
-lrp::network! {
-    Vgg16Plus(input = [3, 224, 224], composite = EpsilonPlus) {
-        features: {
-            Conv2d(3, 64, kernel_size = 3, padding = 1), ReLU, Conv2d(64, 64, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
-            Conv2d(64, 128, kernel_size = 3, padding = 1), ReLU, Conv2d(128, 128, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
-            Conv2d(128, 256, kernel_size = 3, padding = 1), ReLU, Conv2d(256, 256, kernel_size = 3, padding = 1), ReLU,
-            Conv2d(256, 256, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
-            Conv2d(256, 512, kernel_size = 3, padding = 1), ReLU, Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU,
-            Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
-            Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU, Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU,
-            Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
-        },
-        avgpool: Identity,
-        Flatten,
-        classifier: { Linear(25088, 4096), ReLU, Dropout(0.5), Linear(4096, 4096), ReLU, Dropout(0.5), Linear(4096, 1000) },
-    }
-}
+lrp::network!(file = "benches/vgg16_plus.lrp");
 
-lrp::network! {
-    BiLstmBench(input = tokens, composite = Epsilon(0.001)) {
-        embedding: Embedding(1000, 60),
-        lstm: LSTM(60, 60, bidirectional = true, rule = LrpAll(epsilon = 0.001)),
-        fc: Linear(120, 5),
-    }
-}
+lrp::network!(file = "benches/bilstm_bench.lrp");
 
 /// Deterministic pseudo-random values in [-scale, scale].
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {

@@ -43,41 +43,10 @@ use lrp::runtime::weights::serialize_f32;
 
 lrp::network!(file = "specs/mlp.lrp");
 lrp::network!(file = "specs/vgg16.lrp");
-
-lrp::network! {
-    /// `specs/mlp.lrp`'s network with EpsilonPlus (as `benches/models.rs`).
-    MlpPlus(input = [784], composite = EpsilonPlus, input_nonnegative = true) {
-        Linear(784, 512), ReLU, Linear(512, 512), ReLU, Linear(512, 10),
-    }
-}
-
-lrp::network! {
-    /// `specs/vgg16.lrp`'s layers with EpsilonPlus (a file's composite cannot be overridden).
-    Vgg16Plus(input = [3, 224, 224], composite = EpsilonPlus) {
-        features: {
-            Conv2d(3, 64, kernel_size = 3, padding = 1), ReLU, Conv2d(64, 64, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
-            Conv2d(64, 128, kernel_size = 3, padding = 1), ReLU, Conv2d(128, 128, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
-            Conv2d(128, 256, kernel_size = 3, padding = 1), ReLU, Conv2d(256, 256, kernel_size = 3, padding = 1), ReLU,
-            Conv2d(256, 256, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
-            Conv2d(256, 512, kernel_size = 3, padding = 1), ReLU, Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU,
-            Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
-            Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU, Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU,
-            Conv2d(512, 512, kernel_size = 3, padding = 1), ReLU, MaxPool2d(2),
-        },
-        avgpool: Identity,
-        Flatten,
-        classifier: { Linear(25088, 4096), ReLU, Dropout(0.5), Linear(4096, 4096), ReLU, Dropout(0.5), Linear(4096, 1000) },
-    }
-}
-
-lrp::network! {
-    /// `benches/models.rs`'s `BiLstmBench`: a bidirectional LSTM text classifier (LRP-all).
-    BiLstmBench(input = tokens, composite = Epsilon(0.001)) {
-        embedding: Embedding(1000, 60),
-        lstm: LSTM(60, 60, bidirectional = true, rule = LrpAll(epsilon = 0.001)),
-        fc: Linear(120, 5),
-    }
-}
+// The EpsilonPlus copies and the LSTM of `benches/models.rs`.
+lrp::network!(file = "benches/mlp_plus.lrp");
+lrp::network!(file = "benches/vgg16_plus.lrp");
+lrp::network!(file = "benches/bilstm_bench.lrp");
 
 /// Tokens per sequence of the `bilstm` benchmark (as `benches/models.rs`).
 const BILSTM_TOKENS: usize = 50;
